@@ -1,0 +1,235 @@
+//! `stoker bench`: the drain benchmark quoted in the README.
+//!
+//! 1. Deploy the example classes and start one worker process on queue `bench`.
+//! 2. Warm up: run one `noop` job (the module is compiled or loaded from cache).
+//! 3. Pre-fill: enqueue N `noop` jobs (records and payloads, as `stoker enqueue`
+//!    does) into a side list, then `RENAME` it onto the pending list, so the
+//!    queue is full the moment measuring starts.
+//! 4. Measure until every job is done: jobs/s, the worker's CPU (from
+//!    `/proc/PID/stat`) and Redis's CPU (`INFO cpu`) per job, the worker's peak
+//!    RSS (`VmHWM`), and the p50/p99 of each job's instantiate+run time as the
+//!    worker recorded it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use redis::AsyncCommands;
+
+use crate::config::Manifest;
+use crate::job::Payload;
+use crate::queue::keys::{self, QueueKeys};
+use crate::queue::{self, Conn, SCRIPTS};
+
+const QUEUE: &str = "bench";
+
+/// Figures of one drain run.
+#[derive(Debug, serde::Serialize)]
+pub struct DrainFigures {
+    /// Jobs drained.
+    pub jobs: u64,
+    /// Worker concurrency.
+    pub concurrency: u32,
+    /// Jobs per second, pre-filled queue to empty and all settled.
+    pub jobs_per_sec: f64,
+    /// Worker process CPU (user + system) per job, µs.
+    pub worker_cpu_us_per_job: f64,
+    /// Redis CPU (user + system) per job, µs.
+    pub redis_cpu_us_per_job: f64,
+    /// Instantiate + run, p50, µs.
+    pub run_p50_us: u64,
+    /// Instantiate + run, p99, µs.
+    pub run_p99_us: u64,
+    /// Worker peak resident set, bytes.
+    pub worker_peak_rss_bytes: u64,
+}
+
+/// Runs the drain benchmark.
+pub async fn drain(
+    redis_url: &str,
+    manifest: &Path,
+    jobs: u64,
+    concurrency: u32,
+) -> anyhow::Result<DrainFigures> {
+    let mut conn = queue::connect(redis_url).await?;
+    let manifest = Manifest::load(manifest)?;
+    crate::registry::deploy(&mut conn, &manifest).await?;
+    let q = QueueKeys::new(QUEUE);
+    clear_queue(&mut conn, &q).await?;
+
+    let exe = std::env::current_exe()?;
+    let mut worker = tokio::process::Command::new(exe)
+        .args([
+            "--redis",
+            redis_url,
+            "worker",
+            "-q",
+            QUEUE,
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the worker")?;
+    let pid = worker.id().context("worker pid")?;
+
+    let warm = Payload::new("noop", serde_json::Value::Null);
+    crate::queue::enqueue::enqueue(&mut conn, QUEUE, &warm, crate::queue::enqueue::When::Now)
+        .await?;
+    wait_processed(&mut conn, &q, 1, Duration::from_secs(120)).await?;
+
+    let side = format!("stoker:{{q:{QUEUE}}}:prefill");
+    let mut ids = Vec::with_capacity(jobs as usize);
+    for chunk in 0..jobs.div_ceil(1000) {
+        let mut pipe = redis::pipe();
+        for _ in (chunk * 1000)..((chunk + 1) * 1000).min(jobs) {
+            let p = Payload::new("noop", serde_json::Value::Null);
+            pipe.cmd("EVALSHA")
+                .arg(SCRIPTS.enqueue.get_hash())
+                .arg(3)
+                .arg(&side)
+                .arg(q.scheduled())
+                .arg(q.job(&p.id))
+                .arg(p.encode())
+                .arg(&p.id)
+                .arg("noop")
+                .arg(QUEUE)
+                .arg("null")
+                .arg(0)
+                .arg(0)
+                .ignore();
+            ids.push(p.id);
+        }
+        // A pipeline cannot recover from NOSCRIPT: load the script first.
+        SCRIPTS.enqueue.load_async(&mut conn).await?;
+        let _: () = pipe.query_async(&mut conn).await?;
+    }
+
+    let worker_cpu0 = process_cpu(pid)?;
+    let redis_cpu0 = redis_cpu(&mut conn).await?;
+    let t0 = Instant::now();
+    let _: () = conn.rename(&side, q.pending()).await?;
+    wait_processed(&mut conn, &q, jobs + 1, Duration::from_secs(600)).await?;
+    let elapsed = t0.elapsed();
+    let worker_cpu = process_cpu(pid)? - worker_cpu0;
+    let redis_cpu = redis_cpu(&mut conn).await? - redis_cpu0;
+    let peak_rss = peak_rss(pid)?;
+
+    let mut runs = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.hget(q.job(id), "run_time_us");
+        }
+        let got: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+        runs.extend(got.into_iter().flatten());
+    }
+    runs.sort_unstable();
+    let pct = |p: f64| {
+        runs.get(((runs.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+
+    let _ = nix_kill(pid);
+    let _ = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await;
+    clear_queue(&mut conn, &q).await?;
+    Ok(DrainFigures {
+        jobs,
+        concurrency,
+        jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
+        worker_cpu_us_per_job: worker_cpu * 1e6 / jobs as f64,
+        redis_cpu_us_per_job: redis_cpu * 1e6 / jobs as f64,
+        run_p50_us: pct(0.50),
+        run_p99_us: pct(0.99),
+        worker_peak_rss_bytes: peak_rss,
+    })
+}
+
+async fn wait_processed(
+    conn: &mut Conn,
+    q: &QueueKeys,
+    n: u64,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let done: Option<u64> = conn.hget(q.stats(), "processed").await?;
+        if done.unwrap_or(0) >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "timed out: {} of {n} jobs done",
+            done.unwrap_or(0)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn clear_queue(conn: &mut Conn, q: &QueueKeys) -> anyhow::Result<()> {
+    let prefix = format!("stoker:{{q:{}}}:*", q.name);
+    let mut keys_found: Vec<String> = Vec::new();
+    {
+        let mut iter: redis::AsyncIter<String> = conn.scan_match(&prefix).await?;
+        while let Some(k) = iter.next_item().await {
+            keys_found.push(k?);
+        }
+    }
+    for chunk in keys_found.chunks(1000) {
+        let _: () = conn.unlink(chunk).await?;
+    }
+    let _: () = conn.srem(keys::queues(), &q.name).await?;
+    Ok(())
+}
+
+/// CPU seconds (user + system) of process `pid`.
+fn process_cpu(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Peak resident set of process `pid`, bytes.
+fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("bad VmHWM")?
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+/// CPU seconds Redis has used (user + system, all threads).
+async fn redis_cpu(conn: &mut Conn) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(field("used_cpu_user") + field("used_cpu_sys"))
+}
+
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    // SAFETY: sending SIGTERM to our own child process.
+    let r = unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

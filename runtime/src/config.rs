@@ -1,0 +1,307 @@
+//! `stoker.toml`: the job classes a deploy declares, and their quotas.
+//!
+//! ```toml
+//! [classes.hello]
+//! module = "../target/wasm32-wasip2/guest/hello.wasm"  # relative to this file
+//! queue = "default"     # default "default"
+//! cpu = "5s"            # CPU time per attempt; default 5s
+//! fuel = 2_000_000_000  # optional: a deterministic instruction budget as well
+//! memory = "100MiB"     # linear memory per attempt; default 100 MiB
+//! timeout = "30s"       # wall-clock per attempt; default 30s
+//! retry = 25            # retries after the first attempt; default 25
+//! log = "64KiB"         # job log (host log + stdout + stderr) kept; default 64 KiB
+//! ```
+//!
+//! Every quota is a decision about what one attempt may use; the sandbox enforces it
+//! and the job record shows what was used:
+//!
+//! | key | limits | unit | default | at the limit |
+//! |---|---|---|---|---|
+//! | `cpu` | CPU time of the attempt (guest code and host calls), measured per thread | duration | 5 s | stopped at the next yield point (at most ~1 ms later), kind `cpu_limit` |
+//! | `fuel` | wasm instructions executed (wasmtime fuel); same args, same module, same count | integer | none | trap at once, kind `cpu_limit` |
+//! | `memory` | linear memory of the attempt | bytes (`KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`) | 100 MiB | the growing allocation traps, kind `memory_limit` |
+//! | `timeout` | wall-clock time of the attempt | duration | 30 s | stopped at the next yield point, kind `deadline` |
+//! | `retry` | retries after a failed attempt, with Sidekiq's backoff | count | 25 | the job goes to the dead set |
+//! | `log` | bytes of job log kept | bytes | 64 KiB | further lines dropped and counted |
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Default CPU time per attempt: the guideline's "<= 5 s" for ordinary jobs.
+pub const DEFAULT_CPU: Duration = Duration::from_secs(5);
+/// Default linear memory per attempt: the guideline's "allocated <= 100 MB".
+pub const DEFAULT_MEMORY: u64 = 100 << 20;
+/// Default wall-clock time per attempt.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default retries (Sidekiq's).
+pub const DEFAULT_RETRY: u32 = 25;
+/// Default job log kept per attempt.
+pub const DEFAULT_LOG: u64 = 64 << 10;
+/// The largest memory cap a class may ask for: a 32-bit wasm memory.
+pub const MAX_MEMORY: u64 = 4 << 30;
+/// The default queue.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A parsed `stoker.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Job classes by name.
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassSpec>,
+    /// The directory module paths are relative to (the file's own).
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+/// One `[classes.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSpec {
+    /// Path of the job's component, relative to the manifest.
+    pub module: PathBuf,
+    /// The queue its jobs go to unless an enqueue names another.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// CPU time per attempt.
+    #[serde(default, deserialize_with = "duration")]
+    pub cpu: Option<Duration>,
+    /// Optional fuel (instruction) budget per attempt.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Linear memory cap per attempt.
+    #[serde(default, deserialize_with = "size")]
+    pub memory: Option<u64>,
+    /// Wall-clock cap per attempt.
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// Retries after a failed attempt.
+    #[serde(default)]
+    pub retry: Option<u32>,
+    /// Job log bytes kept.
+    #[serde(default, deserialize_with = "size")]
+    pub log: Option<u64>,
+}
+
+/// What one attempt of a class may use, in job terms; `sandbox` converts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// CPU time per attempt, in milliseconds.
+    pub cpu_ms: u64,
+    /// Fuel per attempt, when the class sets a deterministic budget.
+    pub fuel: Option<u64>,
+    /// Linear memory cap, in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock cap, in milliseconds.
+    pub timeout_ms: u64,
+    /// Job log kept, in bytes.
+    pub log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_ms: DEFAULT_CPU.as_millis() as u64,
+            fuel: None,
+            memory_bytes: DEFAULT_MEMORY,
+            timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
+            log_bytes: DEFAULT_LOG,
+        }
+    }
+}
+
+/// A manifest that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The manifest's path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong form; the message names the line.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What is wrong and where.
+        message: String,
+    },
+}
+
+impl Manifest {
+    /// Reads and checks a manifest.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut manifest = Manifest::parse(&text).map_err(|message| ManifestError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        manifest.base = path.parent().map(Path::to_owned).unwrap_or_default();
+        Ok(manifest)
+    }
+
+    /// Parses and checks manifest text.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, class) in &manifest.classes {
+            check_name("class", name)?;
+            class.limits().map_err(|e| format!("class `{name}`: {e}"))?;
+            check_name("queue", &class.queue).map_err(|e| format!("class `{name}`: {e}"))?;
+        }
+        Ok(manifest)
+    }
+
+    /// The path of a class's module, resolved against the manifest's directory.
+    pub fn module_path(&self, class: &ClassSpec) -> PathBuf {
+        self.base.join(&class.module)
+    }
+}
+
+impl ClassSpec {
+    /// The class's limits, defaults filled in, checked for sense.
+    pub fn limits(&self) -> Result<Limits, String> {
+        let d = Limits::default();
+        let limits = Limits {
+            cpu_ms: self.cpu.map_or(d.cpu_ms, |c| c.as_millis() as u64),
+            fuel: self.fuel,
+            memory_bytes: self.memory.unwrap_or(d.memory_bytes),
+            timeout_ms: self.timeout.map_or(d.timeout_ms, |t| t.as_millis() as u64),
+            log_bytes: self.log.unwrap_or(d.log_bytes),
+        };
+        if limits.cpu_ms == 0 {
+            return Err("`cpu` must be at least 1ms".into());
+        }
+        if limits.fuel == Some(0) {
+            return Err("`fuel` must be positive".into());
+        }
+        if limits.timeout_ms == 0 {
+            return Err("`timeout` must be at least 1ms".into());
+        }
+        if limits.memory_bytes < 64 << 10 || limits.memory_bytes > MAX_MEMORY {
+            return Err(format!(
+                "`memory` must be between 64KiB (one wasm page) and 4GiB, got {} bytes",
+                limits.memory_bytes
+            ));
+        }
+        Ok(limits)
+    }
+}
+
+/// Queue and class names: what may appear in a Redis key and a metric label.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name `{name}` must be 1-64 characters of letters, digits, `-`, `_` or `.`"
+        ))
+    }
+}
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_owned()
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(n) => Ok(Some(n)),
+        Raw::Text(t) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses a duration such as `1500ms`, `5s`, `2m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration like `500ms`, `5s` or `2m`: {e}"))
+}
+
+/// Parses a size such as `100MiB`, `64KiB`, `1GB` or `1048576`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.replace('_', "").parse().map_err(|_| {
+        format!("`{text}` is not a size like `100MiB`, `64KiB` or a number of bytes")
+    })?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("100MiB").unwrap(), 100 << 20);
+        assert_eq!(parse_size("64 KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("1_000").unwrap(), 1000);
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_and_errors_name_the_line() {
+        let m = Manifest::parse("[classes.a]\nmodule = \"a.wasm\"\n").unwrap();
+        assert_eq!(m.classes["a"].limits().unwrap(), Limits::default());
+        assert_eq!(m.classes["a"].queue, "default");
+
+        let err =
+            Manifest::parse("[classes.a]\nmodule = \"a.wasm\"\nmemory = \"lots\"\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        let err = Manifest::parse("[classes.a]\nmodule = \"a.wasm\"\nmemroy = 1\n").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+        let err =
+            Manifest::parse("[classes.a]\nmodule = \"a.wasm\"\nmemory = \"8GiB\"\n").unwrap_err();
+        assert!(err.contains("between 64KiB"), "{err}");
+        let err = Manifest::parse("[classes.\"a b\"]\nmodule = \"a.wasm\"\n").unwrap_err();
+        assert!(err.contains("class name"), "{err}");
+    }
+}

@@ -1,0 +1,322 @@
+//! `stoker dev`: everything on one machine for a first try.
+//!
+//! 1. Use the Redis at the configured URL, or start a private `redis-server` on
+//!    a free port when none answers (and the URL was not given explicitly).
+//! 2. Deploy the example classes (`examples/stoker.toml`).
+//! 3. Enqueue a demo set: jobs that succeed, and one of each kind of failure
+//!    the sandbox and the queue catch.
+//! 4. Run a worker in this process and print each job's outcome as it settles,
+//!    with what it used; then stop the worker gracefully (or keep it running).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use redis::AsyncCommands;
+use serde_json::json;
+
+use crate::config::Manifest;
+use crate::inspect::{self, JobRecord};
+use crate::job::{Payload, State};
+use crate::queue::enqueue::{self, When};
+use crate::queue::keys::QueueKeys;
+use crate::queue::{self, Conn};
+use crate::worker::WorkerConfig;
+use crate::worker::launcher::Launcher;
+
+/// A private Redis, stopped when dropped.
+pub struct PrivateRedis {
+    child: tokio::process::Child,
+    /// Its URL.
+    pub url: String,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` on a free loopback port, with no persistence.
+    pub async fn start() -> anyhow::Result<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("no Redis answered and `redis-server` could not be started (install Redis)")?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            if let Ok(mut c) = queue::connect(&url).await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return Ok(PrivateRedis { child, url });
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "private redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// One demo job and what it shows.
+struct Demo {
+    class: &'static str,
+    args: serde_json::Value,
+    shows: &'static str,
+}
+
+fn demo_set() -> Vec<Demo> {
+    vec![
+        Demo {
+            class: "hello",
+            args: json!({"name": "Ada"}),
+            shows: "args in, result out",
+        },
+        Demo {
+            class: "hello",
+            args: json!({"name": "Grace"}),
+            shows: "args in, result out",
+        },
+        Demo {
+            class: "fib",
+            args: json!({"n": 25}),
+            shows: "CPU-bound, within its 200 ms",
+        },
+        Demo {
+            class: "fib",
+            args: json!({"n": 45}),
+            shows: "CPU budget exceeded",
+        },
+        Demo {
+            class: "memory-hog",
+            args: json!({"mb": 8}),
+            shows: "8 MiB under a 32 MiB cap",
+        },
+        Demo {
+            class: "memory-hog",
+            args: json!({"mb": 64}),
+            shows: "memory cap exceeded",
+        },
+        Demo {
+            class: "spin-forever",
+            args: json!(null),
+            shows: "never returns: 2 s timeout",
+        },
+        Demo {
+            class: "no-such-class",
+            args: json!(null),
+            shows: "class not deployed",
+        },
+    ]
+}
+
+/// Runs the demo. Returns whether every job ended as expected.
+pub async fn run(
+    redis_url: Option<&str>,
+    manifest_path: &Path,
+    keep_running: bool,
+) -> anyhow::Result<bool> {
+    let default_url = "redis://127.0.0.1:6379";
+    let mut private = None;
+    let url = match redis_url {
+        Some(url) => url.to_owned(),
+        None => match ping(default_url).await {
+            true => default_url.to_owned(),
+            false => {
+                println!("no Redis at {default_url}; starting a private redis-server");
+                let r = PrivateRedis::start().await?;
+                let url = r.url.clone();
+                private = Some(r);
+                url
+            }
+        },
+    };
+    let mut conn = queue::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    println!("Redis: {url}");
+
+    let manifest = Manifest::load(manifest_path)?;
+    let deployed = crate::registry::deploy(&mut conn, &manifest).await?;
+    for d in &deployed {
+        println!(
+            "deployed {:<13} sha256:{}  {:>7}  queue {}",
+            d.class.name,
+            &d.class.digest[..16],
+            inspect::bytes(d.module_bytes as u64),
+            d.class.queue
+        );
+    }
+
+    let mut ids = Vec::new();
+    for demo in demo_set() {
+        let payload = Payload::new(demo.class, demo.args.clone());
+        enqueue::enqueue(&mut conn, crate::config::DEFAULT_QUEUE, &payload, When::Now).await?;
+        ids.push((
+            payload.id,
+            demo.class.to_owned(),
+            demo.args.to_string(),
+            demo.shows,
+        ));
+    }
+    // Any Redis client can enqueue with the JSON job format; a payload that is
+    // not a job goes to the dead set instead of crashing a worker.
+    let raw = "{\"this is\": \"not a job\"";
+    let _: () = conn
+        .lpush(QueueKeys::new(crate::config::DEFAULT_QUEUE).pending(), raw)
+        .await?;
+    println!(
+        "enqueued {} jobs, plus one malformed payload pushed straight into the queue\n",
+        ids.len()
+    );
+
+    let launcher = Launcher::start(
+        &url,
+        WorkerConfig {
+            queues: vec![crate::config::DEFAULT_QUEUE.into()],
+            concurrency: 4,
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    println!(
+        "{:<13} {:<16} {:<6} {:<14} {:>8} {:>10}  {}",
+        "CLASS", "ARGS", "STATE", "KIND", "CPU ms", "PEAK MEM", "RESULT / ERROR"
+    );
+    let mut expected = true;
+    for (id, class, args, shows) in &ids {
+        let record = wait_final(&mut conn, id).await?;
+        expected &= print_outcome(class, args, shows, record.as_ref());
+    }
+    let bad = wait_bad_payload(&mut conn).await?;
+    println!(
+        "{:<13} {:<16} {:<6} {:<14} {:>8} {:>10}  {}",
+        "(raw push)",
+        truncate(raw, 16),
+        "dead",
+        "bad_payload",
+        "-",
+        "-",
+        bad
+    );
+
+    let status = inspect::status(&mut conn).await?;
+    println!("\n{}", status.render());
+    if keep_running {
+        println!("worker running; Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+    }
+    let report = launcher.stop(Duration::from_secs(5)).await;
+    println!(
+        "worker stopped (interrupted {}, clean {})",
+        report.interrupted, report.clean
+    );
+    drop(private);
+    Ok(expected)
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let conn = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.get_multiplexed_async_connection(),
+    )
+    .await;
+    match conn {
+        Ok(Ok(mut c)) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok(),
+        _ => false,
+    }
+}
+
+async fn wait_final(conn: &mut Conn, id: &str) -> anyhow::Result<Option<JobRecord>> {
+    match inspect::wait(conn, id, Some(Duration::from_secs(60)), true).await? {
+        inspect::Waited::Done(r) | inspect::Waited::Dead(r) | inspect::Waited::Retrying(r) => {
+            Ok(Some(r))
+        }
+        inspect::Waited::TimedOut(r) => Ok(r),
+        inspect::Waited::NotFound => Ok(None),
+    }
+}
+
+async fn wait_bad_payload(conn: &mut Conn) -> anyhow::Result<String> {
+    let dead_key = QueueKeys::new(crate::config::DEFAULT_QUEUE).dead();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let ids: Vec<String> = conn.zrevrange(&dead_key, 0, 20).await?;
+        for id in ids {
+            if let Some(r) = inspect::find_job(conn, &id).await?
+                && r.fields.get("error_kind").map(String::as_str) == Some("bad_payload")
+            {
+                return Ok(r.fields.get("error_message").cloned().unwrap_or_default());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok("(not seen)".into())
+}
+
+fn print_outcome(class: &str, args: &str, shows: &str, record: Option<&JobRecord>) -> bool {
+    let Some(r) = record else {
+        println!("{class:<13} {:<16} (no record)", truncate(args, 16));
+        return false;
+    };
+    let f = |k: &str| r.fields.get(k).cloned().unwrap_or_default();
+    let state = r.state().map_or("?", State::as_str);
+    let kind = f("error_kind");
+    let cpu = f("cpu_time_us")
+        .parse::<f64>()
+        .map_or("-".into(), |us| format!("{:.2}", us / 1e3));
+    let mem = f("peak_memory_bytes")
+        .parse::<u64>()
+        .map_or("-".into(), inspect::bytes);
+    let detail = if state == "done" {
+        f("result")
+    } else {
+        f("error_message")
+    };
+    println!(
+        "{class:<13} {:<16} {state:<6} {:<14} {cpu:>8} {mem:>10}  {}  [{shows}]",
+        truncate(args, 16),
+        if kind.is_empty() { "-" } else { &kind },
+        truncate(&detail, 90)
+    );
+    let expect_fail =
+        shows.contains("exceeded") || shows.contains("timeout") || shows.contains("not deployed");
+    (state == "dead") == expect_fail && matches!(state, "done" | "dead")
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    let t = crate::job::truncate(s, n);
+    if t.len() < s.len() {
+        format!("{}…", crate::job::truncate(s, n.saturating_sub(1)))
+    } else {
+        t.to_owned()
+    }
+}

@@ -1,0 +1,361 @@
+//! Looking at jobs, queues and workers: `stoker job`, `stoker status`, `stoker wait`.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::job::State;
+use crate::queue::Conn;
+use crate::queue::keys::{self, QueueKeys};
+
+/// A job's record, as stored.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    /// The queue it belongs to.
+    pub queue: String,
+    /// The record's fields.
+    pub fields: HashMap<String, String>,
+}
+
+/// Finds a job's record in any known queue.
+pub async fn find_job(conn: &mut Conn, id: &str) -> redis::RedisResult<Option<JobRecord>> {
+    if crate::job::check_id(id).is_err() {
+        return Ok(None);
+    }
+    let queues: Vec<String> = conn.smembers(keys::queues()).await?;
+    for queue in queues {
+        let fields: HashMap<String, String> = conn.hgetall(QueueKeys::new(&queue).job(id)).await?;
+        if !fields.is_empty() {
+            return Ok(Some(JobRecord { queue, fields }));
+        }
+    }
+    Ok(None)
+}
+
+impl JobRecord {
+    fn get(&self, f: &str) -> Option<&str> {
+        self.fields
+            .get(f)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn num(&self, f: &str) -> Option<u64> {
+        self.get(f).and_then(|v| v.parse().ok())
+    }
+
+    /// The job's state.
+    pub fn state(&self) -> Option<State> {
+        self.get("state").and_then(State::parse)
+    }
+
+    /// The record as the `stoker job --json` document.
+    pub fn to_json(&self) -> Value {
+        let as_json = |f: &str| match self.get(f) {
+            None => Value::Null,
+            Some(v) => serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
+        };
+        let error = self.get("error_kind").map(|kind| {
+            json!({
+                "kind": kind,
+                "message": self.get("error_message"),
+                "backtrace": self.get("backtrace"),
+            })
+        });
+        json!({
+            "id": self.get("id"),
+            "class": self.get("class"),
+            "queue": self.queue,
+            "state": self.get("state"),
+            "attempts": self.num("attempts").unwrap_or(0),
+            "retry_count": self.num("retry_count").unwrap_or(0),
+            "recovered": self.num("recovered").unwrap_or(0),
+            "args": as_json("args"),
+            "result": as_json("result"),
+            "error": error,
+            "module_digest": self.get("digest"),
+            "worker": self.get("worker"),
+            "timings": {
+                "enqueued_at_ms": self.num("enqueued_at"),
+                "due_at_ms": self.num("due_at"),
+                "started_at_ms": self.num("started_at"),
+                "finished_at_ms": self.num("finished_at"),
+                "run_time_us": self.num("run_time_us"),
+            },
+            "fuel_used": self.num("fuel_used"),
+            "cpu_time_us": self.num("cpu_time_us"),
+            "peak_memory_bytes": self.num("peak_memory_bytes"),
+            "log": self.get("log"),
+        })
+    }
+
+    /// The record for people.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12} {v}\n"));
+        let dash = || "-".to_owned();
+        line("id", self.get("id").map_or_else(dash, str::to_owned));
+        line("class", self.get("class").map_or_else(dash, str::to_owned));
+        line("queue", self.queue.clone());
+        line("state", self.get("state").map_or_else(dash, str::to_owned));
+        line(
+            "attempts",
+            format!(
+                "{} (failed {}, recovered {})",
+                self.num("attempts").unwrap_or(0),
+                self.num("retry_count").unwrap_or(0),
+                self.num("recovered").unwrap_or(0)
+            ),
+        );
+        line("args", self.get("args").map_or_else(dash, str::to_owned));
+        if let Some(r) = self.get("result") {
+            line("result", r.to_owned());
+        }
+        if let Some(kind) = self.get("error_kind") {
+            line(
+                "error",
+                format!("{kind}: {}", self.get("error_message").unwrap_or("")),
+            );
+        }
+        if let Some(d) = self.get("digest") {
+            line("module", format!("sha256:{d}"));
+        }
+        if let Some(cpu) = self.num("cpu_time_us") {
+            line(
+                "used",
+                format!(
+                    "cpu {:.2} ms, fuel {}, peak memory {}, run time {:.2} ms",
+                    cpu as f64 / 1e3,
+                    self.num("fuel_used").unwrap_or(0),
+                    bytes(self.num("peak_memory_bytes").unwrap_or(0)),
+                    self.num("run_time_us").unwrap_or(0) as f64 / 1e3
+                ),
+            );
+        }
+        if let Some(bt) = self.get("backtrace") {
+            out.push_str("backtrace:\n");
+            for l in bt.lines() {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
+        if let Some(log) = self.get("log") {
+            out.push_str("log:\n");
+            for l in log.lines() {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Human-readable bytes.
+pub fn bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    } else if n >= 1 << 10 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// Counts for one queue.
+#[derive(Debug, Serialize)]
+pub struct QueueStatus {
+    /// The queue.
+    pub name: String,
+    /// Waiting to run.
+    pub pending: u64,
+    /// Taken by workers, not yet settled.
+    pub in_flight: u64,
+    /// Due later.
+    pub scheduled: u64,
+    /// Waiting for a retry.
+    pub retry: u64,
+    /// In the dead set.
+    pub dead: u64,
+    /// Jobs done, ever.
+    pub processed: u64,
+    /// Failed attempts, ever.
+    pub failed: u64,
+}
+
+/// A live worker, from its heartbeat.
+#[derive(Debug, Serialize)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub id: String,
+    /// Its last heartbeat (JSON), none if expired.
+    pub heartbeat: Option<Value>,
+}
+
+/// `stoker status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Per queue.
+    pub queues: Vec<QueueStatus>,
+    /// Registered workers.
+    pub workers: Vec<WorkerStatus>,
+    /// Deployed classes and their digests.
+    pub classes: Vec<Value>,
+}
+
+/// Gathers `stoker status`.
+pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
+    let mut names: Vec<String> = conn.smembers(keys::queues()).await?;
+    names.sort();
+    let worker_ids: Vec<String> = conn.zrange(keys::workers(), 0, -1).await?;
+    let mut queues = Vec::new();
+    for name in names {
+        let q = QueueKeys::new(&name);
+        let (pending, scheduled, retry, dead, stats): (u64, u64, u64, u64, HashMap<String, u64>) =
+            redis::pipe()
+                .llen(q.pending())
+                .zcard(q.scheduled())
+                .zcard(q.retry())
+                .zcard(q.dead())
+                .hgetall(q.stats())
+                .query_async(conn)
+                .await?;
+        let mut in_flight = 0;
+        for w in &worker_ids {
+            let n: u64 = conn.llen(q.inflight(w)).await?;
+            in_flight += n;
+        }
+        queues.push(QueueStatus {
+            name,
+            pending,
+            in_flight,
+            scheduled,
+            retry,
+            dead,
+            processed: stats.get("processed").copied().unwrap_or(0),
+            failed: stats.get("failed").copied().unwrap_or(0),
+        });
+    }
+    let mut workers = Vec::new();
+    for id in worker_ids {
+        let beat: Option<String> = conn.get(keys::heartbeat(&id)).await?;
+        workers.push(WorkerStatus {
+            id,
+            heartbeat: beat.and_then(|b| serde_json::from_str(&b).ok()),
+        });
+    }
+    let classes = crate::registry::classes(conn)
+        .await?
+        .into_values()
+        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+        .collect();
+    Ok(Status {
+        queues,
+        workers,
+        classes,
+    })
+}
+
+impl Status {
+    /// The status for people.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{:<20} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>8}\n",
+            "QUEUE", "PENDING", "IN-FLIGHT", "SCHEDULED", "RETRY", "DEAD", "PROCESSED", "FAILED"
+        );
+        for q in &self.queues {
+            out.push_str(&format!(
+                "{:<20} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>8}\n",
+                q.name, q.pending, q.in_flight, q.scheduled, q.retry, q.dead, q.processed, q.failed
+            ));
+        }
+        out.push_str(&format!("\nWORKERS ({})\n", self.workers.len()));
+        for w in &self.workers {
+            match &w.heartbeat {
+                Some(h) => out.push_str(&format!(
+                    "  {}  busy {}/{}  queues {}\n",
+                    w.id, h["busy"], h["concurrency"], h["queues"]
+                )),
+                None => out.push_str(&format!(
+                    "  {}  heartbeat expired (will be recovered)\n",
+                    w.id
+                )),
+            }
+        }
+        out
+    }
+}
+
+/// How `stoker wait` ended.
+#[derive(Debug)]
+pub enum Waited {
+    /// The job is done.
+    Done(JobRecord),
+    /// The job is dead.
+    Dead(JobRecord),
+    /// An attempt failed and the job waits for a retry (only when not waiting
+    /// for a final state).
+    Retrying(JobRecord),
+    /// No such job.
+    NotFound,
+    /// The timeout passed first.
+    TimedOut(Option<JobRecord>),
+}
+
+/// Waits for job `id` to finish, showing progress on a terminal.
+pub async fn wait(
+    conn: &mut Conn,
+    id: &str,
+    timeout: Option<Duration>,
+    until_final: bool,
+) -> redis::RedisResult<Waited> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let spinner = ['|', '/', '-', '\\'];
+    let mut tick = 0usize;
+    let mut missing_since: Option<Instant> = None;
+    loop {
+        let record = find_job(conn, id).await?;
+        match record.as_ref().and_then(JobRecord::state) {
+            Some(State::Done) => return Ok(clear(tty, Waited::Done(record.unwrap()))),
+            Some(State::Dead) => return Ok(clear(tty, Waited::Dead(record.unwrap()))),
+            Some(State::Retrying) if !until_final => {
+                return Ok(clear(tty, Waited::Retrying(record.unwrap())));
+            }
+            Some(_) => missing_since = None,
+            None => {
+                // A job pushed by a plain LPUSH has no record until it is fetched.
+                let since = *missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(5) {
+                    return Ok(clear(tty, Waited::NotFound));
+                }
+            }
+        }
+        if timeout.is_some_and(|t| started.elapsed() > t) {
+            return Ok(clear(tty, Waited::TimedOut(record)));
+        }
+        if tty {
+            let state = record
+                .as_ref()
+                .and_then(|r| r.get("state"))
+                .unwrap_or("unknown");
+            let attempts = record.as_ref().and_then(|r| r.num("attempts")).unwrap_or(0);
+            eprint!(
+                "\r{} {id}  {state:<9}  attempt {attempts}  {:>6.1}s ",
+                spinner[tick % 4],
+                started.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            tick += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn clear(tty: bool, w: Waited) -> Waited {
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    w
+}

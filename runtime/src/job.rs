@@ -1,0 +1,233 @@
+//! The JSON job format (a public contract: any Redis client may enqueue) and the
+//! vocabulary of a job's life: states and error kinds.
+//!
+//! A job is one JSON object, pushed with `LPUSH` onto its queue's pending list
+//! (`stoker:{q:QUEUE}:pending`, see [`crate::queue::keys`]):
+//!
+//! ```json
+//! {"id": "0f3c9a2b71d04e5e8a61c2d9", "class": "hello", "args": {"name": "Ada"}}
+//! ```
+//!
+//! | field | required | meaning |
+//! |---|---|---|
+//! | `id` | yes | unique job id: 1-64 characters of letters, digits, `-`, `_` |
+//! | `class` | yes | the job class, as deployed |
+//! | `args` | no | any JSON value, passed to the job (default `null`) |
+//! | `retry_count` | no | failed attempts so far (set by the runtime on retries) |
+//! | `digest` | no | module digest the job is pinned to (set by the runtime) |
+//!
+//! Unknown fields are kept as they are. A payload that is not JSON, lacks `id` or
+//! `class`, or has an invalid id goes to the dead set with kind `bad_payload`.
+
+use serde::{Deserialize, Serialize};
+
+/// A job as it travels through queues.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    /// Unique job id.
+    pub id: String,
+    /// Job class.
+    pub class: String,
+    /// Arguments for the job, any JSON.
+    #[serde(default)]
+    pub args: serde_json::Value,
+    /// Failed attempts so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_count: u32,
+    /// The module digest the job runs on once pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Fields this version does not know, carried unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Payload {
+    /// A new job with a fresh id.
+    pub fn new(class: &str, args: serde_json::Value) -> Payload {
+        Payload {
+            id: new_id(),
+            class: class.to_owned(),
+            args,
+            retry_count: 0,
+            digest: None,
+            extra: Default::default(),
+        }
+    }
+
+    /// Decodes and checks a payload taken from a queue.
+    pub fn decode(raw: &str) -> Result<Payload, String> {
+        let payload: Payload = serde_json::from_str(raw).map_err(|e| {
+            format!("payload is not a job (JSON object with `id` and `class`): {e}")
+        })?;
+        check_id(&payload.id)?;
+        crate::config::check_name("class", &payload.class)?;
+        Ok(payload)
+    }
+
+    /// The payload as queued.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a payload is always encodable")
+    }
+}
+
+/// Checks a job id: it becomes part of a Redis key.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "job id `{}` must be 1-64 letters, digits, `-` or `_`",
+            truncate(id, 80)
+        ))
+    }
+}
+
+/// A fresh job id: 96 random bits, hex.
+pub fn new_id() -> String {
+    let bytes: [u8; 12] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting in its queue.
+    Queued,
+    /// Waiting for its time (`--in` / `--at`).
+    Scheduled,
+    /// Taken by a worker.
+    Running,
+    /// Failed; waiting for its next attempt.
+    Retrying,
+    /// Finished; its result is recorded.
+    Done,
+    /// Failed for good; in the dead set.
+    Dead,
+}
+
+impl State {
+    /// The name used in records and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Scheduled => "scheduled",
+            State::Running => "running",
+            State::Retrying => "retrying",
+            State::Done => "done",
+            State::Dead => "dead",
+        }
+    }
+
+    /// Parses a recorded state.
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "queued" => State::Queued,
+            "scheduled" => State::Scheduled,
+            "running" => State::Running,
+            "retrying" => State::Retrying,
+            "done" => State::Done,
+            "dead" => State::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// Why an attempt failed. The names are stable: scripts and alerts match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The attempt used up its CPU time or fuel.
+    CpuLimit,
+    /// The attempt tried to grow memory (or tables) past its cap.
+    MemoryLimit,
+    /// The attempt ran past its wall-clock timeout.
+    Deadline,
+    /// The guest overflowed its wasm stack.
+    StackOverflow,
+    /// Any other trap: a guest panic, `unreachable`, a bad memory access.
+    Trap,
+    /// The job returned an error.
+    JobError,
+    /// The payload is not a valid job.
+    BadPayload,
+    /// The job's class, or its module, is not deployed.
+    ModuleMissing,
+}
+
+impl ErrorKind {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::CpuLimit => "cpu_limit",
+            ErrorKind::MemoryLimit => "memory_limit",
+            ErrorKind::Deadline => "deadline",
+            ErrorKind::StackOverflow => "stack_overflow",
+            ErrorKind::Trap => "trap",
+            ErrorKind::JobError => "job_error",
+            ErrorKind::BadPayload => "bad_payload",
+            ErrorKind::ModuleMissing => "module_missing",
+        }
+    }
+}
+
+/// Shortens text for messages, on a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trip_keeps_unknown_fields() {
+        let raw = r#"{"id":"abc","class":"hello","args":{"n":1},"trace":"x"}"#;
+        let p = Payload::decode(raw).unwrap();
+        assert_eq!(p.args["n"], 1);
+        let again = Payload::decode(&p.encode()).unwrap();
+        assert_eq!(again.extra["trace"], "x");
+        assert_eq!(again, p);
+    }
+
+    #[test]
+    fn bad_payloads_are_refused_with_a_reason() {
+        assert!(
+            Payload::decode("not json")
+                .unwrap_err()
+                .contains("not a job")
+        );
+        assert!(
+            Payload::decode(r#"{"class":"x"}"#)
+                .unwrap_err()
+                .contains("id")
+        );
+        assert!(
+            Payload::decode(r#"{"id":"a b","class":"x"}"#)
+                .unwrap_err()
+                .contains("job id")
+        );
+        assert!(
+            Payload::decode(r#"{"id":"a","class":"x:y"}"#)
+                .unwrap_err()
+                .contains("class")
+        );
+    }
+}

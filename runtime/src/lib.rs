@@ -1,0 +1,36 @@
+//! # Stoker
+//!
+//! A job runtime that runs each background job as a sandboxed WebAssembly
+//! component, pulled from Redis, under the CPU, memory and wall-clock caps of
+//! its class.
+//!
+//! # Layout
+//! In the order a job meets them (the README's "How a job flows" tells the same
+//! story in prose):
+//!
+//! - [`config`]: `stoker.toml`, the job classes and their quotas.
+//! - [`registry`]: deploy; modules validated and stored by sha256, classes
+//!   pointing at digests.
+//! - [`job`]: the JSON job format, states and error kinds.
+//! - [`queue`]: the Redis key layout, enqueue, reliable fetch, settling.
+//! - [`scheduler`]: due jobs promoted, dead workers' jobs recovered.
+//! - [`worker`]: the node: launcher, manager, processor.
+//! - [`sandbox`]: the wasmtime engine, one store per attempt, limits.
+//! - [`host`]: the host functions a job may call, one file per capability.
+//! - [`retry`]: retry or dead, and the backoff.
+//! - [`inspect`]: `stoker job`, `status`, `wait`.
+//! - [`dev`]: `stoker dev`, everything on one machine for a first try.
+//! - [`bench`]: `stoker bench`, the figures quoted in the README.
+
+pub mod bench;
+pub mod config;
+pub mod dev;
+pub mod host;
+pub mod inspect;
+pub mod job;
+pub mod queue;
+pub mod registry;
+pub mod retry;
+pub mod sandbox;
+pub mod scheduler;
+pub mod worker;

@@ -1,0 +1,403 @@
+//! The `stoker` command line (see the README and DESIGN.md's command-line contract).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use stoker::config::{parse_duration, parse_size};
+use stoker::inspect::{self, Waited};
+use stoker::job::Payload;
+use stoker::queue::{self, enqueue::When};
+use stoker::worker::{WorkerConfig, launcher::Launcher};
+
+/// Stoker: background jobs as sandboxed WebAssembly, on Redis.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Redis URL.
+    #[arg(long, env = "STOKER_REDIS_URL", global = true)]
+    redis: Option<String>,
+    /// Log format on stderr: `text` or `json`. Levels from `RUST_LOG` (default info).
+    #[arg(long, default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a worker node until SIGTERM/SIGINT.
+    Worker {
+        /// A queue to take jobs from, `NAME` or `NAME,WEIGHT`; repeat for more.
+        /// Without weights the order is strict; with weights, weighted random.
+        #[arg(short = 'q', long = "queue")]
+        queues: Vec<String>,
+        /// Jobs running at once.
+        #[arg(long, default_value_t = 10)]
+        concurrency: u32,
+        /// Time running jobs get after SIGTERM before they are interrupted and
+        /// re-queued.
+        #[arg(long, default_value = "25s", value_parser = parse_duration)]
+        shutdown_timeout: Duration,
+        /// Heartbeat TTL: a worker silent this long is dead and its jobs recovered.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        heartbeat_ttl: Duration,
+        /// Directory for compiled modules (default `~/.cache/stoker`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// The largest per-class memory cap this node runs (sizes the pool).
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        max_memory: u64,
+    },
+    /// Validate and upload job modules and classes.
+    Deploy {
+        /// The manifest.
+        #[arg(default_value = "stoker.toml")]
+        manifest: PathBuf,
+    },
+    /// Enqueue a job; prints its id.
+    Enqueue {
+        /// The job class.
+        class: String,
+        /// Arguments, JSON (default `null`).
+        args: Option<String>,
+        /// Run after this delay, e.g. `30s`, `5m`.
+        #[arg(long = "in", value_parser = parse_duration, conflicts_with = "at")]
+        delay: Option<Duration>,
+        /// Run at this time: RFC 3339 (`2026-11-22T18:00:00Z`) or Unix seconds.
+        #[arg(long)]
+        at: Option<String>,
+        /// The queue (default: the class's).
+        #[arg(long)]
+        queue: Option<String>,
+        /// The job id (default: a fresh random id).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Show a job.
+    Job {
+        /// The job id.
+        id: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show queues and workers.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a job: exit 0 when done (prints the result), 1 when dead, 2 when
+    /// an attempt failed and it waits for a retry (unless --final), 3 on timeout.
+    Wait {
+        /// The job id.
+        id: String,
+        /// Give up after this long.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Keep waiting through retries until the job is done or dead.
+        #[arg(long = "final")]
+        until_final: bool,
+    },
+    /// Everything on one machine for a first try: Redis (a private one if none
+    /// answers), the example classes deployed, a demo set of jobs, a worker.
+    Dev {
+        /// The manifest to deploy.
+        #[arg(long, default_value = "examples/stoker.toml")]
+        manifest: PathBuf,
+        /// Keep the worker running after the demo.
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Drain benchmark: no-op jobs through one worker process.
+    Bench {
+        /// The manifest with the `noop` class.
+        #[arg(long, default_value = "examples/stoker.toml")]
+        manifest: PathBuf,
+        /// Jobs to drain.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+        /// Worker concurrency.
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format, matches!(cli.command, Command::Dev { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: &str, quiet: bool) {
+    let default = if quiet { "error" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let url = cli
+        .redis
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REDIS.to_owned());
+    let connect = || async {
+        queue::connect(&url)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {url}"))
+    };
+    match cli.command {
+        Command::Worker {
+            queues,
+            concurrency,
+            shutdown_timeout,
+            heartbeat_ttl,
+            cache_dir,
+            max_memory,
+        } => {
+            anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
+            let config = WorkerConfig {
+                queues,
+                concurrency,
+                shutdown_timeout,
+                heartbeat_ttl,
+                cache_dir: cache_dir.or_else(stoker::worker::default_cache_dir),
+                max_memory_bytes: max_memory,
+            };
+            let launcher = Launcher::start(&url, config).await?;
+            shutdown_signal().await;
+            tracing::info!(timeout = ?shutdown_timeout, "shutting down: finishing running jobs");
+            tokio::select! {
+                report = launcher.stop(shutdown_timeout) => {
+                    Ok(if report.clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                }
+                _ = shutdown_signal() => {
+                    tracing::warn!("second signal: exiting now; in-flight jobs will be recovered by another worker");
+                    Ok(ExitCode::from(130))
+                }
+            }
+        }
+        Command::Deploy { manifest } => {
+            let manifest = stoker::config::Manifest::load(&manifest)?;
+            let mut conn = connect().await?;
+            for d in stoker::registry::deploy(&mut conn, &manifest).await? {
+                println!(
+                    "{}  sha256:{}  {}  queue {}{}",
+                    d.class.name,
+                    d.class.digest,
+                    inspect::bytes(d.module_bytes as u64),
+                    d.class.queue,
+                    if d.new_module { "  (new module)" } else { "" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enqueue {
+            class,
+            args,
+            delay,
+            at,
+            queue,
+            id,
+        } => {
+            let args: serde_json::Value = match args {
+                Some(a) => serde_json::from_str(&a)
+                    .with_context(|| format!("ARGS_JSON is not JSON: {a}"))?,
+                None => serde_json::Value::Null,
+            };
+            let mut conn = connect().await?;
+            let queue = match queue {
+                Some(q) => q,
+                None => match stoker::registry::classes(&mut conn).await?.get(&class) {
+                    Some(c) => c.queue.clone(),
+                    None => {
+                        eprintln!(
+                            "warning: class `{class}` is not deployed; enqueueing on `default`"
+                        );
+                        stoker::config::DEFAULT_QUEUE.to_owned()
+                    }
+                },
+            };
+            let mut payload = Payload::new(&class, args);
+            if let Some(id) = id {
+                payload.id = id;
+            }
+            let when = match (delay, at) {
+                (Some(d), _) => When::In(d),
+                (None, Some(t)) => When::At(parse_at(&t)?),
+                (None, None) => When::Now,
+            };
+            let done = queue::enqueue::enqueue(&mut conn, &queue, &payload, when).await?;
+            println!("{}", done.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Job { id, json } => {
+            let mut conn = connect().await?;
+            match inspect::find_job(&mut conn, &id).await? {
+                Some(r) if json => println!("{}", serde_json::to_string_pretty(&r.to_json())?),
+                Some(r) => print!("{}", r.render()),
+                None => {
+                    eprintln!("no job `{id}` (done jobs are kept 24 h, dead ones 180 days)");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let mut conn = connect().await?;
+            let status = inspect::status(&mut conn).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wait {
+            id,
+            timeout,
+            until_final,
+        } => {
+            let mut conn = connect().await?;
+            Ok(
+                match inspect::wait(&mut conn, &id, timeout, until_final).await? {
+                    Waited::Done(r) => {
+                        println!(
+                            "{}",
+                            r.fields.get("result").map(String::as_str).unwrap_or("null")
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Waited::Dead(r) => {
+                        eprintln!("{id} dead: {}", error_line(&r));
+                        ExitCode::from(1)
+                    }
+                    Waited::Retrying(r) => {
+                        eprintln!("{id} failed, retrying: {}", error_line(&r));
+                        ExitCode::from(2)
+                    }
+                    Waited::NotFound => {
+                        eprintln!("no job `{id}`");
+                        ExitCode::from(1)
+                    }
+                    Waited::TimedOut(_) => {
+                        eprintln!("{id}: timed out waiting");
+                        ExitCode::from(3)
+                    }
+                },
+            )
+        }
+        Command::Dev {
+            manifest,
+            keep_running,
+        } => {
+            let ok = stoker::dev::run(cli.redis.as_deref(), &manifest, keep_running).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Bench {
+            manifest,
+            jobs,
+            concurrency,
+            json,
+        } => {
+            let f = stoker::bench::drain(&url, &manifest, jobs, concurrency).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                println!(
+                    "drain: {} no-op jobs, one worker process, concurrency {}",
+                    f.jobs, f.concurrency
+                );
+                println!("  throughput            {:>10.0} jobs/s", f.jobs_per_sec);
+                println!(
+                    "  worker CPU            {:>10.1} us/job",
+                    f.worker_cpu_us_per_job
+                );
+                println!(
+                    "  redis CPU             {:>10.1} us/job",
+                    f.redis_cpu_us_per_job
+                );
+                println!(
+                    "  total CPU             {:>10.1} us/job",
+                    f.worker_cpu_us_per_job + f.redis_cpu_us_per_job
+                );
+                println!("  instantiate+run p50   {:>10} us", f.run_p50_us);
+                println!("  instantiate+run p99   {:>10} us", f.run_p99_us);
+                println!(
+                    "  worker peak RSS       {:>10}",
+                    inspect::bytes(f.worker_peak_rss_bytes)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn error_line(r: &inspect::JobRecord) -> String {
+    format!(
+        "{}: {}",
+        r.fields
+            .get("error_kind")
+            .map(String::as_str)
+            .unwrap_or("?"),
+        r.fields
+            .get("error_message")
+            .map(String::as_str)
+            .unwrap_or("")
+    )
+}
+
+fn parse_at(t: &str) -> anyhow::Result<u64> {
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(secs * 1000);
+    }
+    let time = humantime::parse_rfc3339_weak(t).with_context(|| {
+        format!("--at `{t}`: expected RFC 3339 (2026-11-22T18:00:00Z) or Unix seconds")
+    })?;
+    Ok(time.duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

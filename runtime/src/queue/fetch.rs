@@ -1,0 +1,203 @@
+//! Reliable fetch: units of work taken from queues in weighted or strict order.
+
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+
+use super::keys::QueueKeys;
+use super::settle::{Disposition, Settlement, Settler};
+use super::{Conn, SCRIPTS};
+
+/// The order a worker takes its queues in, with Sidekiq's semantics: queues
+/// given without weights (`-q critical -q default`) are strict: a queue is
+/// served only when every queue before it is empty. With weights
+/// (`-q critical,3 -q default,1`) each fetch draws a fresh random order in which
+/// a queue comes first with probability proportional to its weight.
+#[derive(Clone, Debug)]
+pub struct QueueOrder {
+    queues: Vec<(Arc<QueueKeys>, u32)>,
+    strict: bool,
+}
+
+impl QueueOrder {
+    /// Parses `NAME` or `NAME,WEIGHT` specs; none means the `default` queue.
+    pub fn parse(specs: &[String]) -> Result<QueueOrder, String> {
+        let mut queues = Vec::new();
+        let mut weighted = false;
+        for spec in specs {
+            let (name, weight) = match spec.split_once(',') {
+                Some((name, w)) => {
+                    weighted = true;
+                    let w: u32 = w.trim().parse().map_err(|_| {
+                        format!("queue `{spec}`: the weight must be a positive integer")
+                    })?;
+                    if w == 0 {
+                        return Err(format!("queue `{spec}`: the weight must be at least 1"));
+                    }
+                    (name.trim(), w)
+                }
+                None => (spec.trim(), 1),
+            };
+            crate::config::check_name("queue", name)?;
+            if queues
+                .iter()
+                .any(|(q, _): &(Arc<QueueKeys>, u32)| q.name == name)
+            {
+                return Err(format!("queue `{name}` is given twice"));
+            }
+            queues.push((Arc::new(QueueKeys::new(name)), weight));
+        }
+        if queues.is_empty() {
+            queues.push((Arc::new(QueueKeys::new(crate::config::DEFAULT_QUEUE)), 1));
+        }
+        Ok(QueueOrder {
+            queues,
+            strict: !weighted,
+        })
+    }
+
+    /// Every queue, in the order given.
+    pub fn queues(&self) -> impl Iterator<Item = &Arc<QueueKeys>> {
+        self.queues.iter().map(|(q, _)| q)
+    }
+
+    /// The order for the next fetch.
+    pub fn next_order(&self) -> Vec<Arc<QueueKeys>> {
+        if self.strict || self.queues.len() == 1 {
+            return self.queues().cloned().collect();
+        }
+        let mut draw: Vec<&Arc<QueueKeys>> = self
+            .queues
+            .iter()
+            .flat_map(|(q, w)| std::iter::repeat_n(q, *w as usize))
+            .collect();
+        draw.shuffle(&mut rand::rng());
+        let mut order: Vec<Arc<QueueKeys>> = Vec::with_capacity(self.queues.len());
+        for q in draw {
+            if !order.iter().any(|o| Arc::ptr_eq(o, q)) {
+                order.push(q.clone());
+            }
+        }
+        order
+    }
+}
+
+/// One job taken from a queue. It settles itself: [`Unit::settle`] sends its
+/// outcome to be committed; a unit dropped unsettled (a processor that panicked)
+/// goes back to the front of its queue.
+pub struct Unit {
+    /// The queue it came from.
+    pub queue: Arc<QueueKeys>,
+    /// The payload exactly as queued.
+    pub raw: String,
+    /// This attempt's number (1 for the first), 0 for a payload that is not a job.
+    pub attempt: u32,
+    settler: Option<Settler>,
+}
+
+impl Unit {
+    /// Commits this unit's outcome (batched with others; see [`super::settle`]).
+    pub fn settle(
+        mut self,
+        id: &str,
+        disposition: Disposition,
+        fields: Vec<(&'static str, String)>,
+    ) {
+        if let Some(settler) = self.settler.take() {
+            settler.send(Settlement {
+                queue: self.queue.clone(),
+                raw: std::mem::take(&mut self.raw),
+                id: id.to_owned(),
+                disposition,
+                fields,
+            });
+        }
+    }
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        if let Some(settler) = self.settler.take() {
+            let raw = std::mem::take(&mut self.raw);
+            let id = crate::job::Payload::decode(&raw)
+                .map(|p| p.id)
+                .unwrap_or_default();
+            tracing::warn!(queue = %self.queue.name, %id, "unit dropped unsettled; requeueing");
+            settler.send(Settlement {
+                queue: self.queue.clone(),
+                raw: raw.clone(),
+                id,
+                disposition: Disposition::Requeue {
+                    front: true,
+                    next: raw,
+                },
+                fields: Vec::new(),
+            });
+        }
+    }
+}
+
+/// Takes up to `max` jobs from `queue` into `worker`'s in-flight list.
+pub async fn fetch(
+    conn: &mut Conn,
+    queue: &Arc<QueueKeys>,
+    worker: &str,
+    max: usize,
+    settler: &Settler,
+) -> redis::RedisResult<Vec<Unit>> {
+    let reply: Vec<(String, u32)> = SCRIPTS
+        .fetch
+        .key(queue.pending())
+        .key(queue.inflight(worker))
+        .arg(max)
+        .arg(worker)
+        .arg(queue.job_prefix())
+        .arg(&queue.name)
+        .invoke_async(conn)
+        .await?;
+    Ok(reply
+        .into_iter()
+        .map(|(raw, attempt)| Unit {
+            queue: queue.clone(),
+            raw,
+            attempt,
+            settler: Some(settler.clone()),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unweighted_queues_are_strict() {
+        let o = QueueOrder::parse(&["critical".into(), "default".into()]).unwrap();
+        for _ in 0..20 {
+            let names: Vec<_> = o.next_order().iter().map(|q| q.name.clone()).collect();
+            assert_eq!(names, ["critical", "default"]);
+        }
+    }
+
+    #[test]
+    fn weights_set_how_often_a_queue_comes_first() {
+        let o = QueueOrder::parse(&["critical,3".into(), "default,1".into()]).unwrap();
+        let firsts = (0..4000)
+            .filter(|_| o.next_order()[0].name == "critical")
+            .count();
+        // Expected 3000 of 4000; allow for chance.
+        assert!((2700..3300).contains(&firsts), "{firsts}");
+        assert_eq!(o.next_order().len(), 2);
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        assert!(QueueOrder::parse(&["a,0".into()]).is_err());
+        assert!(QueueOrder::parse(&["a,x".into()]).is_err());
+        assert!(QueueOrder::parse(&["a".into(), "a".into()]).is_err());
+        assert_eq!(
+            QueueOrder::parse(&[]).unwrap().next_order()[0].name,
+            "default"
+        );
+    }
+}

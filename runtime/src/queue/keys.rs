@@ -1,0 +1,111 @@
+//! The Redis key layout: a documented public contract.
+//!
+//! Per queue, all under the hash tag `{q:QUEUE}`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `stoker:{q:QUEUE}:pending` | list | job payloads waiting; `LPUSH` to enqueue, fetched from the right |
+//! | `stoker:{q:QUEUE}:inflight:WORKER` | list | payloads a worker has taken and not settled |
+//! | `stoker:{q:QUEUE}:scheduled` | sorted set | payloads due later, scored by due time (ms, Redis time) |
+//! | `stoker:{q:QUEUE}:retry` | sorted set | payloads of failed jobs waiting for their next attempt |
+//! | `stoker:{q:QUEUE}:dead` | sorted set | ids of dead jobs, scored by time of death; capped |
+//! | `stoker:{q:QUEUE}:job:ID` | hash | the job's record: state, attempts, result, error, measurements |
+//! | `stoker:{q:QUEUE}:stats` | hash | counters: `processed`, `failed`, `dead` |
+//!
+//! Node-wide, under the hash tag `{stoker}`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `stoker:{stoker}:classes` | hash | class name → class (JSON: digest, queue, limits, retry) |
+//! | `stoker:{stoker}:module:DIGEST` | string | a deployed component's bytes, by sha256 |
+//! | `stoker:{stoker}:queues` | set | queue names in use |
+//! | `stoker:{stoker}:workers` | sorted set | worker ids, scored by start time |
+//! | `stoker:{stoker}:worker:ID` | string | a worker's heartbeat (JSON), with a TTL |
+
+/// Keys of one queue.
+#[derive(Clone, Debug)]
+pub struct QueueKeys {
+    /// The queue's name.
+    pub name: String,
+    base: String,
+}
+
+impl QueueKeys {
+    /// The keys of queue `name`.
+    pub fn new(name: &str) -> QueueKeys {
+        QueueKeys {
+            name: name.to_owned(),
+            base: format!("stoker:{{q:{name}}}:"),
+        }
+    }
+
+    /// The pending list.
+    pub fn pending(&self) -> String {
+        format!("{}pending", self.base)
+    }
+
+    /// A worker's in-flight list.
+    pub fn inflight(&self, worker: &str) -> String {
+        format!("{}inflight:{worker}", self.base)
+    }
+
+    /// The scheduled set.
+    pub fn scheduled(&self) -> String {
+        format!("{}scheduled", self.base)
+    }
+
+    /// The retry set.
+    pub fn retry(&self) -> String {
+        format!("{}retry", self.base)
+    }
+
+    /// The dead set.
+    pub fn dead(&self) -> String {
+        format!("{}dead", self.base)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> String {
+        format!("{}stats", self.base)
+    }
+
+    /// The prefix of job record keys (the id follows).
+    pub fn job_prefix(&self) -> String {
+        format!("{}job:", self.base)
+    }
+
+    /// A job's record.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}job:{id}", self.base)
+    }
+}
+
+/// A node-wide key.
+pub fn global(name: &str) -> String {
+    format!("stoker:{{stoker}}:{name}")
+}
+
+/// The class registry.
+pub fn classes() -> String {
+    global("classes")
+}
+
+/// A stored module.
+pub fn module(digest: &str) -> String {
+    global(&format!("module:{digest}"))
+}
+
+/// The set of queue names.
+pub fn queues() -> String {
+    global("queues")
+}
+
+/// The worker registry.
+pub fn workers() -> String {
+    global("workers")
+}
+
+/// A worker's heartbeat key.
+pub fn heartbeat(worker: &str) -> String {
+    global(&format!("worker:{worker}"))
+}

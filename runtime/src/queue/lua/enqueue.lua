@@ -1,0 +1,23 @@
+-- Enqueue one job: its record and its place in the pending list (or the
+-- scheduled set when it is due later), in one atomic step.
+-- KEYS[1] pending list, KEYS[2] scheduled set, KEYS[3] job record
+-- ARGV[1] payload, ARGV[2] id, ARGV[3] class, ARGV[4] queue, ARGV[5] args (JSON)
+-- ARGV[6] delay in ms (0 = now), ARGV[7] due time in ms since the epoch (0 = use the delay)
+-- Returns {state, due_ms}. Refuses an id that already has a record.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return redis.error_reply('DUPLICATE a job with id ' .. ARGV[2] .. ' already exists')
+end
+local due = tonumber(ARGV[7])
+if due == 0 then due = now + tonumber(ARGV[6]) end
+local state = 'queued'
+if due > now then
+  state = 'scheduled'
+  redis.call('ZADD', KEYS[2], due, ARGV[1])
+else
+  redis.call('LPUSH', KEYS[1], ARGV[1])
+end
+redis.call('HSET', KEYS[3], 'id', ARGV[2], 'class', ARGV[3], 'queue', ARGV[4], 'args', ARGV[5],
+  'state', state, 'attempts', 0, 'enqueued_at', now, 'due_at', due)
+return {state, due}

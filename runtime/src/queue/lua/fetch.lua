@@ -1,0 +1,33 @@
+-- Reliable fetch: moves up to ARGV[1] jobs, oldest first, from the pending list
+-- to this worker's in-flight list and marks each job's record running. A job
+-- stays in the in-flight list until its outcome is settled (settle.lua) or the
+-- worker is declared dead and its jobs are recovered (recover.lua).
+-- KEYS[1] pending list, KEYS[2] this worker's in-flight list
+-- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4] queue name
+-- Returns {payload, attempt, payload, attempt, ...}; attempt is 0 for a payload
+-- that is not a valid job (the worker sends it to the dead set).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not payload then break end
+  local attempt = 0
+  local ok, job = pcall(cjson.decode, payload)
+  if ok and type(job) == 'table' and type(job.id) == 'string' and #job.id <= 64
+      and string.match(job.id, '^[%w_%-]+$') and type(job.class) == 'string' then
+    local key = ARGV[3] .. job.id
+    attempt = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', ARGV[2])
+    if redis.call('HSETNX', key, 'id', job.id) == 1 then
+      -- Enqueued by a plain LPUSH: the record starts here.
+      local args = 'null'
+      if job.args ~= nil then args = cjson.encode(job.args) end
+      redis.call('HSET', key, 'class', job.class, 'queue', ARGV[4], 'args', args,
+        'enqueued_at', now)
+    end
+  end
+  out[#out + 1] = payload
+  out[#out + 1] = attempt
+end
+return out

@@ -1,0 +1,62 @@
+//! Queues in Redis: the key layout, enqueue, reliable fetch, and settling.
+//!
+//! # Delivery guarantee
+//! At least once. A fetch moves a job atomically from its queue's pending list
+//! into the fetching worker's in-flight list; the job leaves that list only in
+//! the same atomic step that records its outcome ([`settle`]). A worker that
+//! dies leaves its jobs in its in-flight list, and once its heartbeat key expires
+//! any node moves them back to the pending list ([`crate::scheduler`]). So a job
+//! is never lost, and may run again after a crash: the checkpoint machinery
+//! makes what it commits effectively once.
+//!
+//! Every key of one queue shares the hash tag `{q:NAME}` and every script
+//! touches one queue, so the same code runs on a single Redis, Sentinel or
+//! Redis Cluster.
+
+pub mod enqueue;
+pub mod fetch;
+pub mod keys;
+pub mod settle;
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// The Lua scripts, each touching the keys of one queue only. `redis-rs` runs
+/// them by SHA and reloads them after `NOSCRIPT` (a restarted Redis).
+pub(crate) struct Scripts {
+    pub enqueue: Script,
+    pub fetch: Script,
+    pub settle: Script,
+    pub promote: Script,
+    pub recover: Script,
+}
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: Script::new(include_str!("lua/enqueue.lua")),
+    fetch: Script::new(include_str!("lua/fetch.lua")),
+    settle: Script::new(include_str!("lua/settle.lua")),
+    promote: Script::new(include_str!("lua/promote.lua")),
+    recover: Script::new(include_str!("lua/recover.lua")),
+});
+
+/// A Redis connection: multiplexed (concurrent requests are pipelined) and
+/// reconnecting.
+pub type Conn = redis::aio::ConnectionManager;
+
+/// Connects to Redis at `url`.
+pub async fn connect(url: &str) -> redis::RedisResult<Conn> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
+        .set_number_of_retries(2);
+    redis::aio::ConnectionManager::new_with_config(client, config).await
+}
+
+/// Milliseconds since the Unix epoch by Redis's clock (`TIME`), the one clock
+/// every node agrees on.
+pub async fn redis_now_ms(conn: &mut Conn) -> redis::RedisResult<u64> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    Ok(secs * 1000 + micros / 1000)
+}

@@ -1,0 +1,155 @@
+//! Settling: each unit's outcome, committed with its leaving the in-flight list.
+//!
+//! Outcomes are batched: processors hand them to one settler task per worker,
+//! which commits everything that has accumulated since its last round trip in one
+//! script call per queue. A commit whose reply was lost is retried: the script
+//! removes the payload from the in-flight list first and skips a payload that is
+//! no longer there, so a retried commit applies nothing twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::keys::QueueKeys;
+use super::{Conn, SCRIPTS};
+
+/// How long a done job's record is kept.
+pub const DONE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a dead job's record is kept.
+pub const DEAD_TTL: Duration = Duration::from_secs(180 * 24 * 3600);
+/// Most dead jobs kept per queue; the oldest are dropped first.
+pub const DEAD_CAP: u64 = 10_000;
+/// Most outcomes committed in one script call.
+const BATCH: usize = 256;
+
+/// Where a job goes after an attempt.
+#[derive(Clone, Debug)]
+pub enum Disposition {
+    /// Finished: record the result.
+    Done,
+    /// Failed, to be retried after `delay` with payload `next`.
+    Retry {
+        /// Backoff before the next attempt.
+        delay: Duration,
+        /// The payload of the next attempt.
+        next: String,
+    },
+    /// Failed for good: into the dead set, keeping `payload` for a manual retry.
+    Dead {
+        /// The job's payload.
+        payload: String,
+    },
+    /// Back to the queue, without counting as a failure.
+    Requeue {
+        /// `true`: fetched next (interrupted work); `false`: at the back (yielded).
+        front: bool,
+        /// The payload to queue.
+        next: String,
+    },
+}
+
+/// One outcome to commit.
+pub struct Settlement {
+    pub(super) queue: Arc<QueueKeys>,
+    pub(super) raw: String,
+    pub(super) id: String,
+    pub(super) disposition: Disposition,
+    pub(super) fields: Vec<(&'static str, String)>,
+}
+
+/// The handle processors settle through.
+#[derive(Clone)]
+pub struct Settler {
+    tx: mpsc::UnboundedSender<Settlement>,
+}
+
+impl Settler {
+    pub(super) fn send(&self, s: Settlement) {
+        if self.tx.send(s).is_err() {
+            // Only after the settler task ended: the job stays in the in-flight
+            // list and is recovered when this worker's heartbeat expires.
+            tracing::error!("settler is gone; the job will be recovered from the in-flight list");
+        }
+    }
+}
+
+/// Starts the settler task of `worker`. It ends once every [`Settler`] handle
+/// (and every unit holding one) is dropped and all outcomes are committed.
+pub fn spawn(conn: Conn, worker: String) -> (Settler, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(conn, worker, rx));
+    (Settler { tx }, task)
+}
+
+async fn run(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Settlement>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut by_queue: HashMap<String, Vec<Settlement>> = HashMap::new();
+        for s in batch.drain(..) {
+            by_queue.entry(s.queue.name.clone()).or_default().push(s);
+        }
+        for (_, group) in by_queue {
+            commit_until_done(&mut conn, &worker, &group).await;
+        }
+    }
+}
+
+async fn commit_until_done(conn: &mut Conn, worker: &str, group: &[Settlement]) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match commit(conn, worker, group).await {
+            Ok(0) => return,
+            Ok(lost) => {
+                tracing::warn!(
+                    lost,
+                    "outcomes not recorded: those jobs were recovered from this worker (heartbeat expired) and will run again"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?pause, "settling failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::RedisResult<u64> {
+    let q = &group[0].queue;
+    let mut inv = SCRIPTS.settle.prepare_invoke();
+    inv.key(q.inflight(worker))
+        .key(q.pending())
+        .key(q.retry())
+        .key(q.dead())
+        .key(q.stats())
+        .arg(q.job_prefix())
+        .arg(DEAD_CAP)
+        .arg(DONE_TTL.as_secs())
+        .arg(DEAD_TTL.as_secs())
+        .arg(group.len());
+    for s in group {
+        let (action, arg, next): (&str, String, &str) = match &s.disposition {
+            Disposition::Done => ("done", String::new(), ""),
+            Disposition::Retry { delay, next } => ("retry", delay.as_millis().to_string(), next),
+            Disposition::Dead { payload } => ("dead", String::new(), payload),
+            Disposition::Requeue { front, next } => (
+                "requeue",
+                if *front { "front" } else { "back" }.to_owned(),
+                next,
+            ),
+        };
+        inv.arg(&s.raw)
+            .arg(&s.id)
+            .arg(action)
+            .arg(arg)
+            .arg(next)
+            .arg(s.fields.len());
+        for (field, value) in &s.fields {
+            inv.arg(*field).arg(value);
+        }
+    }
+    inv.invoke_async(conn).await
+}

@@ -1,0 +1,163 @@
+//! Deploy: validate job modules, store them content-addressed, and point each
+//! class at its module's digest. Workers read classes and modules from here.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Limits, Manifest};
+use crate::queue::{Conn, keys};
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// A deployed job class, as stored in Redis (JSON in `stoker:{stoker}:classes`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Class {
+    /// The class name.
+    pub name: String,
+    /// sha256 (hex) of its module.
+    pub digest: String,
+    /// The queue its jobs go to by default.
+    pub queue: String,
+    /// What one attempt may use.
+    pub limits: Limits,
+    /// Retries after a failed attempt.
+    pub retry: u32,
+}
+
+/// What a deploy did for one class.
+#[derive(Clone, Debug)]
+pub struct Deployed {
+    /// The class as stored.
+    pub class: Class,
+    /// The module's size.
+    pub module_bytes: usize,
+    /// Whether the module was new to Redis.
+    pub new_module: bool,
+}
+
+/// A refused deploy: every problem found, each naming its class.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The manifest or a module is invalid; nothing was stored.
+    #[error("deploy refused:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Refused(Vec<String>),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Validates every class of `manifest` and, only if all are valid, stores their
+/// modules and classes.
+pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed>, DeployError> {
+    if manifest.classes.is_empty() {
+        return Err(DeployError::Refused(vec![
+            "the manifest declares no `[classes.NAME]`".into(),
+        ]));
+    }
+    let max_memory = manifest
+        .classes
+        .values()
+        .filter_map(|c| c.limits().ok())
+        .map(|l| l.memory_bytes)
+        .max()
+        .unwrap_or(crate::config::DEFAULT_MEMORY);
+    let sandbox = Sandbox::new(&SandboxConfig {
+        concurrency: 1,
+        max_memory_bytes: max_memory,
+        cache_dir: None,
+    })
+    .map_err(|e| DeployError::Refused(vec![e.to_string()]))?;
+
+    let mut problems = Vec::new();
+    let mut ready = Vec::new();
+    for (name, spec) in &manifest.classes {
+        let path = manifest.module_path(spec);
+        let limits = match spec.limits() {
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(format!("class `{name}`: {e}"));
+                continue;
+            }
+        };
+        let wasm = match std::fs::read(&path) {
+            Ok(w) => w,
+            Err(e) => {
+                problems.push(format!(
+                    "class `{name}`: cannot read module {}: {e} (build it first, e.g. \
+                     `cargo build --profile guest --target wasm32-wasip2`)",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        if let Err(e) = validate(&sandbox, &wasm) {
+            problems.push(format!("class `{name}`: module {}: {e}", path.display()));
+            continue;
+        }
+        let class = Class {
+            name: name.clone(),
+            digest: digest(&wasm),
+            queue: spec.queue.clone(),
+            limits,
+            retry: spec.retry.unwrap_or(crate::config::DEFAULT_RETRY),
+        };
+        ready.push((class, wasm));
+    }
+    if !problems.is_empty() {
+        return Err(DeployError::Refused(problems));
+    }
+
+    let mut deployed = Vec::new();
+    for (class, wasm) in ready {
+        let new_module: bool = redis::cmd("SET")
+            .arg(keys::module(&class.digest))
+            .arg(&wasm)
+            .arg("NX")
+            .query_async::<Option<String>>(conn)
+            .await?
+            .is_some();
+        let json = serde_json::to_string(&class).expect("a class is always encodable");
+        let _: () = conn.hset(keys::classes(), &class.name, json).await?;
+        let _: () = conn.sadd(keys::queues(), &class.queue).await?;
+        deployed.push(Deployed {
+            class,
+            module_bytes: wasm.len(),
+            new_module,
+        });
+    }
+    Ok(deployed)
+}
+
+/// Checks one module the way deploy does (compiling it with the node's engine
+/// configuration), off the async executor.
+fn validate(sandbox: &Sandbox, wasm: &[u8]) -> Result<(), String> {
+    tokio::task::block_in_place(|| sandbox.validate(wasm))
+}
+
+/// sha256 of a module, hex.
+pub fn digest(wasm: &[u8]) -> String {
+    hex::encode(Sha256::digest(wasm))
+}
+
+/// Every deployed class. A class whose record cannot be read is skipped with a
+/// warning (its jobs fail as `module_missing`).
+pub async fn classes(conn: &mut Conn) -> redis::RedisResult<HashMap<String, Class>> {
+    let raw: HashMap<String, String> = conn.hgetall(keys::classes()).await?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(name, json)| match serde_json::from_str::<Class>(&json) {
+            Ok(class) => Some((name, class)),
+            Err(e) => {
+                tracing::warn!(class = %name, error = %e, "unreadable class record");
+                None
+            }
+        })
+        .collect())
+}
+
+/// A stored module's bytes.
+pub async fn module(conn: &mut Conn, digest: &str) -> redis::RedisResult<Option<Vec<u8>>> {
+    conn.get(keys::module(digest)).await
+}

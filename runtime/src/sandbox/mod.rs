@@ -1,0 +1,32 @@
+//! The sandbox: runs one attempt of a job in a fresh wasmtime store under its
+//! class's limits, and reports what it used.
+//!
+//! The rest of the runtime speaks in job terms ([`Limits`]: CPU time, fuel,
+//! memory bytes, timeout); this module alone turns them into wasmtime settings.
+//!
+//! # Fuel, not epochs
+//! CPU is metered with fuel, and fuel also provides the interruption points: the
+//! store yields to tokio every [`YIELD_INTERVAL`] units of fuel, and at each yield
+//! the attempt's CPU time, wall-clock deadline and shutdown signal are checked.
+//! Measured on this machine kind (see NOTES-wasmtime48 and `stoker bench`), fuel
+//! costs ~1.11x on a tight loop, epochs 1.00-1.04x, and both together 1.8-2.0x;
+//! fuel alone gives a deterministic instruction count (`fuel_used`, the optional
+//! `fuel` budget) and interruption points, so epochs are not enabled at all.
+//! A guest parked in a host call consumes no fuel; every host call carries its
+//! own deadline, and the wall-clock timer fires there because the call is async.
+
+pub(crate) mod bindings;
+mod cache;
+mod engine;
+mod limits;
+mod run;
+mod state;
+
+pub use engine::{JobModule, Sandbox, SandboxConfig};
+pub use run::{Attempt, Failure, RunOutcome, RunReport, Usage};
+
+/// Fuel between two yields to the host (about 0.3-1 ms of guest execution):
+/// bounds how late a CPU-time, deadline or shutdown check can come.
+pub const YIELD_INTERVAL: u64 = 1_000_000;
+
+pub use crate::config::Limits;

@@ -1,0 +1,303 @@
+//! One attempt: a fresh store, the job's `run`, and an account of what it used.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use wasmtime::{Store, Trap, WasmBacktrace};
+
+use super::YIELD_INTERVAL;
+use super::bindings::stoker::job::types::Outcome;
+use super::engine::{JobModule, Sandbox};
+use super::limits::{MemoryLimitExceeded, TableLimitExceeded};
+use super::state::JobState;
+use crate::config::Limits;
+use crate::job::ErrorKind;
+
+/// Fuel given to a class without a `fuel` budget: consumption is still counted.
+const UNMETERED_FUEL: u64 = 1 << 62;
+/// The largest result a job may return (JSON bytes).
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+
+/// What to run: the job's input and the rules for this attempt.
+pub struct Attempt<'a> {
+    /// The job's args, JSON.
+    pub args: &'a str,
+    /// The last committed snapshot, when resuming.
+    pub snapshot: Option<&'a [u8]>,
+    /// The class's limits.
+    pub limits: &'a Limits,
+    /// Turns `true` when the attempt must stop now (shutdown deadline).
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// The job finished with this result (JSON).
+    Done(String),
+    /// The job stopped at a yield point and asks to be run again.
+    Yielded,
+    /// The attempt failed.
+    Failed(Failure),
+    /// The attempt was stopped by the worker (shutdown); it counts for nothing.
+    Interrupted,
+}
+
+/// A failed attempt, as recorded on the job.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The stable error kind.
+    pub kind: ErrorKind,
+    /// What happened, for people.
+    pub message: String,
+    /// The guest's wasm backtrace, when it trapped.
+    pub backtrace: Option<String>,
+    /// Whether retrying may help.
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure of `kind` worth retrying.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+            backtrace: None,
+            retryable: true,
+        }
+    }
+
+    /// A failure that retrying cannot fix.
+    pub fn permanent(kind: ErrorKind, message: impl Into<String>) -> Failure {
+        Failure {
+            retryable: false,
+            ..Failure::new(kind, message)
+        }
+    }
+}
+
+/// What an attempt used, measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Wasm fuel consumed (about one unit per instruction).
+    pub fuel_used: u64,
+    /// CPU time spent on the attempt's thread(s), host calls and instantiation included.
+    pub cpu_time: Duration,
+    /// Most linear memory held at once.
+    pub peak_memory_bytes: u64,
+    /// Wall-clock time from instantiation to the end.
+    pub wall_time: Duration,
+}
+
+/// The account of one attempt.
+#[derive(Debug)]
+pub struct RunReport {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// What it used.
+    pub usage: Usage,
+    /// Its log (host log lines, stdout, stderr), capped.
+    pub log: String,
+}
+
+enum Stop {
+    Finished(wasmtime::Result<Result<Outcome, super::bindings::stoker::job::types::JobError>>),
+    CpuTime,
+    Deadline,
+    Cancelled,
+}
+
+impl Sandbox {
+    /// Runs one attempt of `module` in a fresh store.
+    pub async fn run(&self, module: &JobModule, attempt: Attempt<'_>) -> RunReport {
+        let started = Instant::now();
+        let limits = attempt.limits;
+        let mut store = Store::new(&self.engine, JobState::new(limits));
+        store.limiter(|s| &mut s.limits);
+        let fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
+        store
+            .set_fuel(fuel)
+            .expect("fuel metering is enabled on the engine");
+        store
+            .fuel_async_yield_interval(Some(YIELD_INTERVAL))
+            .expect("fuel metering is enabled on the engine");
+
+        let cpu_nanos = AtomicU64::new(0);
+        let cpu_budget = Duration::from_millis(limits.cpu_ms);
+        let mut cancel = attempt.cancel;
+        let stop = {
+            let store = &mut store;
+            let call = async move {
+                let job = module.pre.instantiate_async(&mut *store).await?;
+                job.call_run(&mut *store, attempt.args, attempt.snapshot)
+                    .await
+            };
+            let metered = CpuMetered {
+                inner: Box::pin(call),
+                used: &cpu_nanos,
+                budget: cpu_budget,
+            };
+            let deadline = Duration::from_millis(limits.timeout_ms);
+            tokio::select! {
+                r = tokio::time::timeout(deadline, metered) => match r {
+                    Ok(Some(result)) => Stop::Finished(result),
+                    Ok(None) => Stop::CpuTime,
+                    Err(_) => Stop::Deadline,
+                },
+                _ = cancel.wait_for(|stop| *stop) => Stop::Cancelled,
+            }
+        };
+
+        let usage = Usage {
+            fuel_used: fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+            cpu_time: Duration::from_nanos(cpu_nanos.load(Ordering::Relaxed)),
+            peak_memory_bytes: store.data().limits.peak_memory(),
+            wall_time: started.elapsed(),
+        };
+        let log = store.data().log.contents();
+        let outcome = match stop {
+            Stop::Finished(Ok(Ok(Outcome::Done(result)))) if result.len() > MAX_RESULT_BYTES => {
+                RunOutcome::Failed(Failure::permanent(
+                    ErrorKind::JobError,
+                    format!(
+                        "the job's result is {} bytes; the limit is {MAX_RESULT_BYTES} bytes",
+                        result.len()
+                    ),
+                ))
+            }
+            Stop::Finished(Ok(Ok(Outcome::Done(result)))) => RunOutcome::Done(result),
+            Stop::Finished(Ok(Ok(Outcome::Yielded))) => RunOutcome::Yielded,
+            Stop::Finished(Ok(Err(e))) => RunOutcome::Failed(Failure {
+                kind: ErrorKind::JobError,
+                message: e.message,
+                backtrace: None,
+                retryable: e.retryable,
+            }),
+            Stop::Finished(Err(trap)) => RunOutcome::Failed(classify(trap, limits, &log)),
+            Stop::CpuTime => RunOutcome::Failed(Failure::new(
+                ErrorKind::CpuLimit,
+                format!(
+                    "CPU limit: the job used {:.1} ms of CPU time; its class allows {} ms \
+                     (raise `cpu` in stoker.toml if that is expected)",
+                    usage.cpu_time.as_secs_f64() * 1e3,
+                    limits.cpu_ms
+                ),
+            )),
+            Stop::Deadline => RunOutcome::Failed(Failure::new(
+                ErrorKind::Deadline,
+                format!(
+                    "deadline: the job ran for {} ms of wall-clock time, its class's `timeout`",
+                    limits.timeout_ms
+                ),
+            )),
+            Stop::Cancelled => RunOutcome::Interrupted,
+        };
+        RunReport {
+            outcome,
+            usage,
+            log,
+        }
+    }
+}
+
+/// Turns a trap or host error into a failure with a stable kind.
+fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
+    let backtrace = err.downcast_ref::<WasmBacktrace>().map(|b| b.to_string());
+    let (kind, message) = if let Some(e) = err.downcast_ref::<MemoryLimitExceeded>() {
+        (ErrorKind::MemoryLimit, e.to_string())
+    } else if let Some(e) = err.downcast_ref::<TableLimitExceeded>() {
+        (ErrorKind::MemoryLimit, e.to_string())
+    } else {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => (
+                ErrorKind::CpuLimit,
+                format!(
+                    "CPU limit: the job used its fuel budget of {} instructions (raise `fuel` in \
+                     stoker.toml if that is expected)",
+                    limits.fuel.unwrap_or(UNMETERED_FUEL)
+                ),
+            ),
+            Some(Trap::StackOverflow) => (
+                ErrorKind::StackOverflow,
+                "stack overflow: the job's wasm stack exceeded its limit (deep recursion?)"
+                    .to_owned(),
+            ),
+            Some(trap) => match panic_message(log) {
+                Some(panic) => (ErrorKind::Trap, format!("the job panicked: {panic}")),
+                None => (ErrorKind::Trap, format!("the job trapped: {trap}")),
+            },
+            None => (
+                ErrorKind::Trap,
+                format!("the job failed in the host: {err:#}"),
+            ),
+        }
+    };
+    Failure {
+        kind,
+        message,
+        backtrace,
+        retryable: true,
+    }
+}
+
+/// The message of a Rust panic, from what the guest wrote to stderr.
+fn panic_message(log: &str) -> Option<String> {
+    let at = log.rfind("panicked at ")?;
+    let text: Vec<&str> = log[at + "panicked at ".len()..].lines().take(2).collect();
+    Some(text.join(" ").trim().to_owned())
+}
+
+/// Counts the CPU time spent polling the attempt (measured per thread around each
+/// poll) and stops it at the first yield point past its budget (returns `None`).
+struct CpuMetered<'a, F> {
+    inner: Pin<Box<F>>,
+    used: &'a AtomicU64,
+    budget: Duration,
+}
+
+impl<F: Future> Future for CpuMetered<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let before = thread_cpu_time();
+        let poll = self.inner.as_mut().poll(cx);
+        let spent = thread_cpu_time().saturating_sub(before);
+        let used = self
+            .used
+            .fetch_add(spent.as_nanos() as u64, Ordering::Relaxed)
+            + spent.as_nanos() as u64;
+        match poll {
+            Poll::Ready(v) => Poll::Ready(Some(v)),
+            Poll::Pending if Duration::from_nanos(used) > self.budget => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// CPU time consumed by the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is
+    // supported on every Linux this runs on.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_message_is_found_in_stderr() {
+        let log = "info: x\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\nnote: ...\n";
+        assert_eq!(panic_message(log).unwrap(), "src/lib.rs:3:5: boom");
+        assert!(panic_message("nothing").is_none());
+    }
+}

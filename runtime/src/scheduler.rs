@@ -1,0 +1,112 @@
+//! The scheduler: time-driven moves between sets, run by every worker node.
+//!
+//! Duties:
+//! 1. promote jobs whose time has come (Redis time) from each queue's scheduled
+//!    and retry sets to its pending list, every [`POLL`] with jitter;
+//! 2. recover: a worker whose heartbeat key has expired is dead; move every job
+//!    in its in-flight lists back to the front of their queues and forget it.
+//!
+//! Both are safe to run on any number of nodes at once: each move is one atomic
+//! script, and a second node finds nothing left to move.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tokio::sync::watch;
+
+use crate::queue::keys::{self, QueueKeys};
+use crate::queue::{Conn, SCRIPTS};
+use crate::worker::Node;
+
+/// Average pause between two promotion rounds.
+pub const POLL: Duration = Duration::from_millis(500);
+const PROMOTE_BATCH: usize = 1000;
+
+/// Runs promotion and recovery until `quiet` turns true.
+pub async fn run(node: Arc<Node>, heartbeat_ttl: Duration, mut quiet: watch::Receiver<bool>) {
+    let mut conn = node.conn.clone();
+    let recover_every = (heartbeat_ttl / 2).max(Duration::from_millis(500));
+    let mut last_recovery = tokio::time::Instant::now() - recover_every;
+    loop {
+        if let Err(e) = promote_all(&mut conn).await {
+            tracing::warn!(error = %e, "promoting due jobs failed");
+        }
+        if last_recovery.elapsed() >= recover_every {
+            last_recovery = tokio::time::Instant::now();
+            match recover_dead_workers(&mut conn, &node.id).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "recovered jobs of dead workers"),
+                Err(e) => tracing::warn!(error = %e, "recovering dead workers failed"),
+            }
+        }
+        let jitter = Duration::from_millis(rand::random_range(0..POLL.as_millis() as u64));
+        tokio::select! {
+            _ = tokio::time::sleep(POLL / 2 + jitter) => {}
+            _ = quiet.wait_for(|q| *q) => return,
+        }
+    }
+}
+
+/// Promotes due jobs in every queue; returns how many moved.
+pub async fn promote_all(conn: &mut Conn) -> redis::RedisResult<u64> {
+    let queues: Vec<String> = conn.smembers(keys::queues()).await?;
+    let mut moved = 0;
+    for name in queues {
+        let q = QueueKeys::new(&name);
+        for set in [q.scheduled(), q.retry()] {
+            loop {
+                let n: u64 = SCRIPTS
+                    .promote
+                    .key(&set)
+                    .key(q.pending())
+                    .arg(PROMOTE_BATCH)
+                    .arg(q.job_prefix())
+                    .invoke_async(conn)
+                    .await?;
+                moved += n;
+                if n < PROMOTE_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// Recovers the in-flight jobs of every worker (other than `me`) whose heartbeat
+/// expired; returns how many jobs went back to their queues.
+pub async fn recover_dead_workers(conn: &mut Conn, me: &str) -> redis::RedisResult<u64> {
+    let workers: Vec<String> = conn.zrange(keys::workers(), 0, -1).await?;
+    let mut recovered = 0;
+    for worker in workers.into_iter().filter(|w| w != me) {
+        let alive: bool = conn.exists(keys::heartbeat(&worker)).await?;
+        if alive {
+            continue;
+        }
+        recovered += recover_worker(conn, &worker).await?;
+        let _: () = conn.zrem(keys::workers(), &worker).await?;
+    }
+    Ok(recovered)
+}
+
+/// Moves every job in `worker`'s in-flight lists back to their queues.
+pub async fn recover_worker(conn: &mut Conn, worker: &str) -> redis::RedisResult<u64> {
+    let queues: Vec<String> = conn.smembers(keys::queues()).await?;
+    let mut n = 0;
+    for name in queues {
+        let q = QueueKeys::new(&name);
+        let moved: u64 = SCRIPTS
+            .recover
+            .key(q.inflight(worker))
+            .key(q.pending())
+            .arg(q.job_prefix())
+            .invoke_async(conn)
+            .await?;
+        if moved > 0 {
+            tracing::info!(%worker, queue = %name, jobs = moved, "recovered in-flight jobs");
+        }
+        n += moved;
+    }
+    Ok(n)
+}

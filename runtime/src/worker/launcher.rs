@@ -1,0 +1,232 @@
+//! The launcher: one worker node.
+//!
+//! Duties:
+//! 1. start: connect, build the sandbox, register the worker with a first
+//!    heartbeat, then start the settler, the scheduler and the manager;
+//! 2. keep the heartbeat (a key with a TTL, refreshed every TTL/5) and the
+//!    class table fresh;
+//! 3. quiet: stop fetching;
+//! 4. stop(deadline): quiet, let running jobs finish until the deadline, then
+//!    interrupt the rest (they are re-queued at the front), commit every outcome,
+//!    and unregister.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use super::manager::Manager;
+use super::{Node, WorkerConfig};
+use crate::queue::fetch::QueueOrder;
+use crate::queue::{self, keys, settle};
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// A running worker node.
+pub struct Launcher {
+    node: Arc<Node>,
+    config: WorkerConfig,
+    slots: Arc<Semaphore>,
+    quiet: watch::Sender<bool>,
+    cancel: watch::Sender<bool>,
+    manager: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+    settler: JoinHandle<()>,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Copy)]
+pub struct StopReport {
+    /// Jobs still running at the deadline, interrupted and re-queued.
+    pub interrupted: usize,
+    /// Whether every outcome was committed (otherwise the rest is recovered from
+    /// the in-flight lists by another node).
+    pub clean: bool,
+}
+
+impl Launcher {
+    /// Starts a worker node against Redis at `redis_url`.
+    pub async fn start(redis_url: &str, config: WorkerConfig) -> anyhow::Result<Launcher> {
+        let order = QueueOrder::parse(&config.queues).map_err(anyhow::Error::msg)?;
+        let mut conn = queue::connect(redis_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {redis_url}: {e}"))?;
+        let sandbox = Sandbox::new(&SandboxConfig {
+            concurrency: config.concurrency,
+            max_memory_bytes: config.max_memory_bytes,
+            cache_dir: config.cache_dir.clone(),
+        })?;
+        let id = worker_id();
+        let node = Arc::new(Node::new(id.clone(), sandbox, conn.clone()));
+        node.refresh_classes().await?;
+        let names: Vec<String> = order.queues().map(|q| q.name.clone()).collect();
+        let _: () = conn.sadd(keys::queues(), &names).await?;
+
+        let slots = Arc::new(Semaphore::new(config.concurrency as usize));
+        beat(&mut conn, &node.id, &config, &names, 0).await?;
+        let (quiet_tx, quiet_rx) = watch::channel(false);
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let (settler, settler_task) = settle::spawn(conn.clone(), id.clone());
+
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            node.clone(),
+            config.clone(),
+            names.clone(),
+            slots.clone(),
+            quiet_rx.clone(),
+        ));
+        let scheduler = tokio::spawn(crate::scheduler::run(
+            node.clone(),
+            config.heartbeat_ttl,
+            quiet_rx.clone(),
+        ));
+        let manager = tokio::spawn(
+            Manager {
+                node: node.clone(),
+                order,
+                slots: slots.clone(),
+                settler,
+                quiet: quiet_rx,
+                cancel: cancel_rx,
+            }
+            .run(),
+        );
+        tracing::info!(worker = %id, queues = ?names, concurrency = config.concurrency, "worker started");
+        Ok(Launcher {
+            node,
+            config,
+            slots,
+            quiet: quiet_tx,
+            cancel: cancel_tx,
+            manager,
+            scheduler,
+            heartbeat,
+            settler: settler_task,
+        })
+    }
+
+    /// The node's shared state.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Attempts running now.
+    pub fn busy(&self) -> usize {
+        self.config.concurrency as usize - self.slots.available_permits()
+    }
+
+    /// Stops fetching new work.
+    pub fn quiet(&self) {
+        self.quiet.send_replace(true);
+    }
+
+    /// Interrupts every running attempt now (they are re-queued).
+    pub fn interrupt(&self) {
+        self.cancel.send_replace(true);
+    }
+
+    /// Stops the node: quiet, wait up to `deadline` for running jobs, interrupt
+    /// and re-queue the rest, commit every outcome, unregister.
+    pub async fn stop(self, deadline: Duration) -> StopReport {
+        self.quiet();
+        let _ = self.manager.await;
+        let all = self.config.concurrency;
+        let mut interrupted = 0;
+        let drained = tokio::time::timeout(deadline, self.slots.acquire_many(all)).await;
+        if drained.is_err() {
+            interrupted = all as usize - self.slots.available_permits();
+            tracing::warn!(
+                running = interrupted,
+                "shutdown deadline reached; interrupting running jobs"
+            );
+            self.cancel.send_replace(true);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), self.slots.acquire_many(all)).await;
+        }
+        // Every unit is settled or dropped: the settler ends once it has
+        // committed what it holds.
+        let clean = tokio::time::timeout(Duration::from_secs(10), self.settler)
+            .await
+            .is_ok();
+        let _ = self.scheduler.await;
+        let _ = self.heartbeat.await;
+        let mut conn = self.node.conn.clone();
+        let _: Result<(), _> = conn.del(keys::heartbeat(&self.node.id)).await;
+        if clean {
+            let _: Result<(), _> = conn.zrem(keys::workers(), &self.node.id).await;
+        }
+        tracing::info!(interrupted, clean, "worker stopped");
+        StopReport { interrupted, clean }
+    }
+}
+
+async fn heartbeat_loop(
+    node: Arc<Node>,
+    config: WorkerConfig,
+    queues: Vec<String>,
+    slots: Arc<Semaphore>,
+    mut quiet: watch::Receiver<bool>,
+) {
+    let every = config.heartbeat_ttl / 5;
+    let mut conn = node.conn.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = quiet.wait_for(|q| *q) => return,
+        }
+        let busy = config.concurrency as usize - slots.available_permits();
+        if let Err(e) = beat(&mut conn, &node.id, &config, &queues, busy).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        if let Err(e) = node.refresh_classes().await {
+            tracing::warn!(error = %e, "reading classes failed");
+        }
+    }
+}
+
+async fn beat(
+    conn: &mut queue::Conn,
+    id: &str,
+    config: &WorkerConfig,
+    queues: &[String],
+    busy: usize,
+) -> redis::RedisResult<()> {
+    let info = serde_json::json!({
+        "id": id,
+        "pid": std::process::id(),
+        "host": hostname(),
+        "queues": queues,
+        "concurrency": config.concurrency,
+        "busy": busy,
+    });
+    let now = queue::redis_now_ms(conn).await?;
+    redis::pipe()
+        .cmd("SET")
+        .arg(keys::heartbeat(id))
+        .arg(info.to_string())
+        .arg("PX")
+        .arg(config.heartbeat_ttl.as_millis() as u64)
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys::workers())
+        .arg("NX")
+        .arg(now)
+        .arg(id)
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `HOST-PID-RANDOM`: unique across restarts and hosts.
+fn worker_id() -> String {
+    let r: u32 = rand::random();
+    format!("{}-{}-{:08x}", hostname(), std::process::id(), r)
+}

@@ -1,0 +1,99 @@
+//! The manager: keeps the node's slots busy.
+//!
+//! Duties:
+//! 1. wait for a free slot, then fetch as many jobs as there are free slots
+//!    (one script call), trying the queues in this fetch's order;
+//! 2. start a processor for each job, holding its slot until it settles;
+//! 3. when idle, poll again after a short, growing pause (1 ms to 100 ms);
+//! 4. on quiet, stop fetching; on stop, wait for the slots to drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use super::Node;
+use super::processor;
+use crate::queue::fetch::{self, QueueOrder};
+use crate::queue::settle::Settler;
+
+/// Most jobs taken in one fetch.
+pub const MAX_BATCH: usize = 64;
+const IDLE_MIN: Duration = Duration::from_millis(1);
+const IDLE_MAX: Duration = Duration::from_millis(100);
+
+/// The fetch loop of one node.
+pub struct Manager {
+    pub(super) node: Arc<Node>,
+    pub(super) order: QueueOrder,
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) settler: Settler,
+    /// `true` once the node is quiet (stop fetching).
+    pub(super) quiet: watch::Receiver<bool>,
+    /// `true` when running attempts must stop now.
+    pub(super) cancel: watch::Receiver<bool>,
+}
+
+impl Manager {
+    /// Fetches and dispatches until the node is quiet.
+    pub async fn run(mut self) {
+        let mut idle = IDLE_MIN;
+        while !*self.quiet.borrow() {
+            let first = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.expect("slots are never closed"),
+                _ = self.quiet.wait_for(|q| *q) => break,
+            };
+            let want = 1 + self.slots.available_permits().min(MAX_BATCH - 1);
+            let mut got = Vec::new();
+            for queue in self.order.next_order() {
+                match fetch::fetch(
+                    &mut self.node.conn.clone(),
+                    &queue,
+                    &self.node.id,
+                    want,
+                    &self.settler,
+                )
+                .await
+                {
+                    Ok(units) if !units.is_empty() => {
+                        got = units;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(queue = %queue.name, error = %e, "fetch failed");
+                        idle = IDLE_MAX;
+                    }
+                }
+            }
+            if got.is_empty() {
+                drop(first);
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = self.quiet.wait_for(|q| *q) => break,
+                }
+                idle = (idle * 2).min(IDLE_MAX);
+                continue;
+            }
+            idle = IDLE_MIN;
+            let mut permit = Some(first);
+            for unit in got {
+                let slot = match permit.take() {
+                    Some(p) => p,
+                    None => self
+                        .slots
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("fetched no more than free slots"),
+                };
+                let node = self.node.clone();
+                let cancel = self.cancel.clone();
+                tokio::spawn(async move {
+                    processor::process(node, unit, cancel).await;
+                    drop(slot);
+                });
+            }
+        }
+        tracing::info!("quiet: no longer fetching");
+    }
+}

@@ -1,0 +1,164 @@
+//! The worker node: roles, each with the same lifecycle verbs (start, quiet,
+//! stop).
+//!
+//! - [`launcher::Launcher`]: the node; starts and stops everything below and
+//!   keeps the heartbeat.
+//! - [`manager`]: fetches work into free slots.
+//! - [`processor`]: runs one unit of work in the sandbox and settles it.
+//! - [`crate::scheduler`]: promotes due jobs, recovers dead workers' jobs.
+
+pub mod launcher;
+pub mod manager;
+pub mod processor;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+
+use crate::queue::Conn;
+use crate::registry::{self, Class};
+use crate::sandbox::{JobModule, Sandbox};
+
+/// How a worker node runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Queue specs, `NAME` or `NAME,WEIGHT`.
+    pub queues: Vec<String>,
+    /// Attempts running at once.
+    pub concurrency: u32,
+    /// How long running jobs get to finish after SIGTERM before they are
+    /// interrupted and re-queued.
+    pub shutdown_timeout: Duration,
+    /// How long a heartbeat stays valid; a worker silent for longer is dead and
+    /// its in-flight jobs are recovered by any node.
+    pub heartbeat_ttl: Duration,
+    /// Where compiled modules are cached.
+    pub cache_dir: Option<PathBuf>,
+    /// The largest per-class memory cap this node will run (sizes the pool).
+    pub max_memory_bytes: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queues: Vec::new(),
+            concurrency: 10,
+            shutdown_timeout: Duration::from_secs(25),
+            heartbeat_ttl: Duration::from_secs(10),
+            cache_dir: default_cache_dir(),
+            max_memory_bytes: 1 << 30,
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/stoker`, or `~/.cache/stoker`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("stoker"))
+}
+
+/// What every role of one node shares.
+pub struct Node {
+    /// This worker's id.
+    pub id: String,
+    /// The node's sandbox.
+    pub sandbox: Arc<Sandbox>,
+    /// The node's Redis connection (multiplexed).
+    pub conn: Conn,
+    classes: RwLock<Arc<HashMap<String, Class>>>,
+    classes_read: Mutex<Instant>,
+    modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
+}
+
+/// Why a job's module could not be had.
+#[derive(Debug)]
+pub enum ModuleError {
+    /// Not in Redis.
+    Missing(String),
+    /// In Redis, but not runnable here.
+    Invalid(String),
+    /// Redis failed; worth retrying.
+    Redis(redis::RedisError),
+}
+
+impl Node {
+    pub(crate) fn new(id: String, sandbox: Arc<Sandbox>, conn: Conn) -> Node {
+        Node {
+            id,
+            sandbox,
+            conn,
+            classes: RwLock::new(Arc::new(HashMap::new())),
+            classes_read: Mutex::new(Instant::now() - Duration::from_secs(3600)),
+            modules: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Re-reads the deployed classes.
+    pub async fn refresh_classes(&self) -> redis::RedisResult<()> {
+        let classes = registry::classes(&mut self.conn.clone()).await?;
+        *self.classes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(classes);
+        *self.classes_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        Ok(())
+    }
+
+    /// A deployed class; an unknown name triggers one fresh read (at most every
+    /// 200 ms) in case it was just deployed.
+    pub async fn class(&self, name: &str) -> Option<Class> {
+        if let Some(c) = self
+            .classes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Some(c.clone());
+        }
+        let stale = self
+            .classes_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            > Duration::from_millis(200);
+        if stale && let Err(e) = self.refresh_classes().await {
+            tracing::warn!(error = %e, "cannot read classes");
+        }
+        self.classes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The prepared module for `digest`: compiled once per node (or loaded from
+    /// the artifact cache), concurrent requests waiting for the same load.
+    pub async fn module(&self, digest: &str) -> Result<Arc<JobModule>, ModuleError> {
+        let cell = self
+            .modules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.to_owned())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            let wasm = registry::module(&mut self.conn.clone(), digest)
+                .await
+                .map_err(ModuleError::Redis)?
+                .ok_or_else(|| {
+                    ModuleError::Missing(format!("module sha256:{digest} is not stored in Redis"))
+                })?;
+            let sandbox = self.sandbox.clone();
+            let digest = digest.to_owned();
+            let module = tokio::task::spawn_blocking(move || sandbox.prepare(&digest, &wasm))
+                .await
+                .map_err(|e| ModuleError::Invalid(format!("compiling panicked: {e}")))?
+                .map_err(ModuleError::Invalid)?;
+            Ok(Arc::new(module))
+        })
+        .await
+        .cloned()
+    }
+}
