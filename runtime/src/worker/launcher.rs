@@ -30,6 +30,7 @@ pub struct Launcher {
     slots: Arc<Semaphore>,
     quiet: watch::Sender<bool>,
     cancel: watch::Sender<bool>,
+    stopped: watch::Sender<bool>,
     manager: JoinHandle<()>,
     scheduler: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
@@ -68,6 +69,9 @@ impl Launcher {
         beat(&mut conn, &node.id, &config, &names, 0).await?;
         let (quiet_tx, quiet_rx) = watch::channel(false);
         let (cancel_tx, cancel_rx) = watch::channel(false);
+        // The heartbeat outlives quiet: running jobs still belong to this worker
+        // until stop() has settled them.
+        let (stopped_tx, stopped_rx) = watch::channel(false);
         let (settler, settler_task) = settle::spawn(conn.clone(), id.clone());
 
         let heartbeat = tokio::spawn(heartbeat_loop(
@@ -75,7 +79,7 @@ impl Launcher {
             config.clone(),
             names.clone(),
             slots.clone(),
-            quiet_rx.clone(),
+            stopped_rx,
         ));
         let scheduler = tokio::spawn(crate::scheduler::run(
             node.clone(),
@@ -100,6 +104,7 @@ impl Launcher {
             slots,
             quiet: quiet_tx,
             cancel: cancel_tx,
+            stopped: stopped_tx,
             manager,
             scheduler,
             heartbeat,
@@ -151,6 +156,7 @@ impl Launcher {
             .await
             .is_ok();
         let _ = self.scheduler.await;
+        self.stopped.send_replace(true);
         let _ = self.heartbeat.await;
         let mut conn = self.node.conn.clone();
         let _: Result<(), _> = conn.del(keys::heartbeat(&self.node.id)).await;
@@ -167,14 +173,14 @@ async fn heartbeat_loop(
     config: WorkerConfig,
     queues: Vec<String>,
     slots: Arc<Semaphore>,
-    mut quiet: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<bool>,
 ) {
     let every = config.heartbeat_ttl / 5;
     let mut conn = node.conn.clone();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = quiet.wait_for(|q| *q) => return,
+            _ = stopped.wait_for(|s| *s) => return,
         }
         let busy = config.concurrency as usize - slots.available_permits();
         if let Err(e) = beat(&mut conn, &node.id, &config, &queues, busy).await {

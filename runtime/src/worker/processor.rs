@@ -93,7 +93,12 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::R
             tracing::debug!(cpu_us = report.usage.cpu_time.as_micros() as u64, "done");
             let mut fields = usage_fields(&report.usage, &module.digest, report.log);
             fields.push(("result", result));
-            fields.extend(cleared_error());
+            if payload.retry_count > 0 {
+                // An earlier attempt failed: clear its error from the record.
+                fields.extend(
+                    ["error_kind", "error_message", "backtrace"].map(|f| (f, String::new())),
+                );
+            }
             unit.settle(&id, Disposition::Done, fields);
         }
         RunOutcome::Yielded => {
@@ -158,6 +163,7 @@ fn usage_fields(usage: &Usage, digest: &str, log: String) -> Vec<(&'static str, 
         ("cpu_time_us", usage.cpu_time.as_micros().to_string()),
         ("peak_memory_bytes", usage.peak_memory_bytes.to_string()),
         ("run_time_us", usage.wall_time.as_micros().to_string()),
+        // Each attempt's log replaces the last one's, empty or not.
         ("log", log),
     ]
 }
@@ -167,14 +173,6 @@ fn failure_fields(failure: &Failure) -> Vec<(&'static str, String)> {
         ("error_kind", failure.kind.as_str().to_owned()),
         ("error_message", failure.message.clone()),
         ("backtrace", failure.backtrace.clone().unwrap_or_default()),
-    ]
-}
-
-fn cleared_error() -> Vec<(&'static str, String)> {
-    vec![
-        ("error_kind", String::new()),
-        ("error_message", String::new()),
-        ("backtrace", String::new()),
     ]
 }
 

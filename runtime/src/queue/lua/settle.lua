@@ -15,33 +15,38 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
-local i, lost = 6, 0
+local i, lost, processed, failed, dead = 6, 0, 0, 0, 0
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local nfields = tonumber(ARGV[i + 5])
   local fields = {}
   for f = 1, nfields * 2 do fields[f] = ARGV[i + 5 + f] end
   i = i + 6 + nfields * 2
-  if redis.call('LREM', KEYS[1], 1, payload) == 0 then
+  -- The oldest jobs sit at the tail of the in-flight list: search from there.
+  if redis.call('LREM', KEYS[1], -1, payload) == 0 then
     lost = lost + 1
   else
     local key = prefix .. id
-    if nfields > 0 then redis.call('HSET', key, unpack(fields)) end
+    local n = #fields
     if action == 'done' then
-      redis.call('HSET', key, 'state', 'done', 'finished_at', now)
+      fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'done', 'finished_at', now
+      redis.call('HSET', key, unpack(fields))
       redis.call('EXPIRE', key, done_ttl)
-      redis.call('HINCRBY', KEYS[5], 'processed', 1)
+      processed = processed + 1
     elseif action == 'retry' then
       local due = now + tonumber(arg)
       redis.call('ZADD', KEYS[3], due, next_payload)
-      redis.call('HSET', key, 'state', 'retrying', 'finished_at', now, 'due_at', due)
-      redis.call('HINCRBY', KEYS[5], 'failed', 1)
+      fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'retrying', 'finished_at', now
+      fields[n + 5], fields[n + 6] = 'due_at', due
+      redis.call('HSET', key, unpack(fields))
+      failed = failed + 1
     elseif action == 'dead' then
       redis.call('ZADD', KEYS[4], now, id)
-      redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'payload', next_payload)
+      fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'dead', 'finished_at', now
+      fields[n + 5], fields[n + 6] = 'payload', next_payload
+      redis.call('HSET', key, unpack(fields))
       redis.call('EXPIRE', key, dead_ttl)
-      redis.call('HINCRBY', KEYS[5], 'failed', 1)
-      redis.call('HINCRBY', KEYS[5], 'dead', 1)
+      failed, dead = failed + 1, dead + 1
       local excess = redis.call('ZCARD', KEYS[4]) - cap
       if excess > 0 then
         local popped = redis.call('ZPOPMIN', KEYS[4], excess)
@@ -55,8 +60,14 @@ for _ = 1, tonumber(ARGV[5]) do
       else
         redis.call('LPUSH', KEYS[2], next_payload)
       end
-      if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'state', 'queued') end
+      if redis.call('EXISTS', key) == 1 then
+        fields[n + 1], fields[n + 2] = 'state', 'queued'
+        redis.call('HSET', key, unpack(fields))
+      end
     end
   end
 end
+if processed > 0 then redis.call('HINCRBY', KEYS[5], 'processed', processed) end
+if failed > 0 then redis.call('HINCRBY', KEYS[5], 'failed', failed) end
+if dead > 0 then redis.call('HINCRBY', KEYS[5], 'dead', dead) end
 return lost
