@@ -12,8 +12,7 @@ cargo fmt --all --check
 
 echo "test: building (warnings fail the build)"
 log=target/build-warnings.log
-cargo test --release --workspace --exclude hello --exclude noop --exclude fib \
-    --exclude memory-hog --exclude spin-forever --no-run 2>&1 | tee "$log"
+cargo test --release -p stoker -p stoker-sdk -p stoker-tests --no-run 2>&1 | tee "$log"
 if grep -E '^(warning|error)' "$log" >/dev/null; then
     echo "test: the build has warnings or errors (see above)"
     exit 1
@@ -21,5 +20,4 @@ fi
 
 export STOKER_TEST_REDIS_URL="$STOKER_REDIS_URL"
 echo "test: cargo test"
-cargo test --release --workspace --exclude hello --exclude noop --exclude fib \
-    --exclude memory-hog --exclude spin-forever
+cargo test --release -p stoker -p stoker-sdk -p stoker-tests

@@ -51,6 +51,7 @@ pub async fn drain(
     manifest: &Path,
     jobs: u64,
     concurrency: u32,
+    threads: Option<usize>,
 ) -> anyhow::Result<DrainFigures> {
     let mut conn = queue::connect(redis_url).await?;
     let manifest = Manifest::load(manifest)?;
@@ -59,16 +60,13 @@ pub async fn drain(
     clear_queue(&mut conn, &q).await?;
 
     let exe = std::env::current_exe()?;
-    let mut worker = tokio::process::Command::new(exe)
-        .args([
-            "--redis",
-            redis_url,
-            "worker",
-            "-q",
-            QUEUE,
-            "--concurrency",
-            &concurrency.to_string(),
-        ])
+    let mut worker = tokio::process::Command::new(exe);
+    worker.args(["--redis", redis_url, "worker", "-q", QUEUE]);
+    worker.args(["--concurrency", &concurrency.to_string()]);
+    if let Some(n) = threads {
+        worker.args(["--threads", &n.to_string()]);
+    }
+    let mut worker = worker
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

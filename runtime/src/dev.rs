@@ -79,55 +79,83 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// One demo job and what it shows.
+/// One demo job, what it shows, and the state it should end in.
 struct Demo {
     class: &'static str,
     args: serde_json::Value,
     shows: &'static str,
+    expect: State,
 }
 
 fn demo_set() -> Vec<Demo> {
+    let demo = |class, args, shows, expect| Demo {
+        class,
+        args,
+        shows,
+        expect,
+    };
     vec![
-        Demo {
-            class: "hello",
-            args: json!({"name": "Ada"}),
-            shows: "args in, result out",
-        },
-        Demo {
-            class: "hello",
-            args: json!({"name": "Grace"}),
-            shows: "args in, result out",
-        },
-        Demo {
-            class: "fib",
-            args: json!({"n": 25}),
-            shows: "CPU-bound, within its 200 ms",
-        },
-        Demo {
-            class: "fib",
-            args: json!({"n": 45}),
-            shows: "CPU budget exceeded",
-        },
-        Demo {
-            class: "memory-hog",
-            args: json!({"mb": 8}),
-            shows: "8 MiB under a 32 MiB cap",
-        },
-        Demo {
-            class: "memory-hog",
-            args: json!({"mb": 64}),
-            shows: "memory cap exceeded",
-        },
-        Demo {
-            class: "spin-forever",
-            args: json!(null),
-            shows: "never returns: 2 s timeout",
-        },
-        Demo {
-            class: "no-such-class",
-            args: json!(null),
-            shows: "class not deployed",
-        },
+        demo(
+            "hello",
+            json!({"name": "Ada"}),
+            "args in, result out",
+            State::Done,
+        ),
+        demo(
+            "hello",
+            json!({"name": "Grace"}),
+            "args in, result out",
+            State::Done,
+        ),
+        demo(
+            "fib",
+            json!({"n": 25}),
+            "CPU-bound, within its 200 ms",
+            State::Done,
+        ),
+        demo("fib", json!({"n": 45}), "CPU budget exceeded", State::Dead),
+        demo(
+            "fib",
+            json!({"n": 1000000}),
+            "recursion too deep",
+            State::Dead,
+        ),
+        demo(
+            "memory-hog",
+            json!({"mb": 8}),
+            "8 MiB under a 32 MiB cap",
+            State::Done,
+        ),
+        demo(
+            "memory-hog",
+            json!({"mb": 64}),
+            "memory cap exceeded",
+            State::Dead,
+        ),
+        demo(
+            "spin-forever",
+            json!(null),
+            "never returns: 2 s timeout",
+            State::Dead,
+        ),
+        demo(
+            "flaky",
+            json!({"fail": "order 7 does not exist", "permanent": true}),
+            "permanent error",
+            State::Dead,
+        ),
+        demo(
+            "flaky",
+            json!({"panic": "boom"}),
+            "a panic, retried with backoff",
+            State::Retrying,
+        ),
+        demo(
+            "no-such-class",
+            json!(null),
+            "class not deployed",
+            State::Dead,
+        ),
     ]
 }
 
@@ -173,12 +201,7 @@ pub async fn run(
     for demo in demo_set() {
         let payload = Payload::new(demo.class, demo.args.clone());
         enqueue::enqueue(&mut conn, crate::config::DEFAULT_QUEUE, &payload, When::Now).await?;
-        ids.push((
-            payload.id,
-            demo.class.to_owned(),
-            demo.args.to_string(),
-            demo.shows,
-        ));
+        ids.push((payload.id, demo));
     }
     // Any Redis client can enqueue with the JSON job format; a payload that is
     // not a job goes to the dead set instead of crashing a worker.
@@ -202,17 +225,17 @@ pub async fn run(
     .await?;
 
     println!(
-        "{:<13} {:<16} {:<6} {:<14} {:>8} {:>10}  {}",
+        "{:<13} {:<16} {:<8} {:<14} {:>8} {:>10}  {}",
         "CLASS", "ARGS", "STATE", "KIND", "CPU ms", "PEAK MEM", "RESULT / ERROR"
     );
     let mut expected = true;
-    for (id, class, args, shows) in &ids {
-        let record = wait_final(&mut conn, id).await?;
-        expected &= print_outcome(class, args, shows, record.as_ref());
+    for (id, demo) in &ids {
+        let record = wait_outcome(&mut conn, id).await?;
+        expected &= print_outcome(demo, record.as_ref());
     }
     let bad = wait_bad_payload(&mut conn).await?;
     println!(
-        "{:<13} {:<16} {:<6} {:<14} {:>8} {:>10}  {}",
+        "{:<13} {:<16} {:<8} {:<14} {:>8} {:>10}  {}",
         "(raw push)",
         truncate(raw, 16),
         "dead",
@@ -255,8 +278,9 @@ async fn ping(url: &str) -> bool {
     }
 }
 
-async fn wait_final(conn: &mut Conn, id: &str) -> anyhow::Result<Option<JobRecord>> {
-    match inspect::wait(conn, id, Some(Duration::from_secs(60)), true).await? {
+/// Waits for a job's first outcome: done, dead, or retrying.
+async fn wait_outcome(conn: &mut Conn, id: &str) -> anyhow::Result<Option<JobRecord>> {
+    match inspect::wait(conn, id, Some(Duration::from_secs(60)), false).await? {
         inspect::Waited::Done(r) | inspect::Waited::Dead(r) | inspect::Waited::Retrying(r) => {
             Ok(Some(r))
         }
@@ -282,13 +306,14 @@ async fn wait_bad_payload(conn: &mut Conn) -> anyhow::Result<String> {
     Ok("(not seen)".into())
 }
 
-fn print_outcome(class: &str, args: &str, shows: &str, record: Option<&JobRecord>) -> bool {
+fn print_outcome(demo: &Demo, record: Option<&JobRecord>) -> bool {
+    let args = demo.args.to_string();
     let Some(r) = record else {
-        println!("{class:<13} {:<16} (no record)", truncate(args, 16));
+        println!("{:<13} {:<16} (no record)", demo.class, truncate(&args, 16));
         return false;
     };
     let f = |k: &str| r.fields.get(k).cloned().unwrap_or_default();
-    let state = r.state().map_or("?", State::as_str);
+    let state = r.state();
     let kind = f("error_kind");
     let cpu = f("cpu_time_us")
         .parse::<f64>()
@@ -296,20 +321,21 @@ fn print_outcome(class: &str, args: &str, shows: &str, record: Option<&JobRecord
     let mem = f("peak_memory_bytes")
         .parse::<u64>()
         .map_or("-".into(), inspect::bytes);
-    let detail = if state == "done" {
+    let detail = if state == Some(State::Done) {
         f("result")
     } else {
         f("error_message")
     };
     println!(
-        "{class:<13} {:<16} {state:<6} {:<14} {cpu:>8} {mem:>10}  {}  [{shows}]",
-        truncate(args, 16),
+        "{:<13} {:<16} {:<8} {:<14} {cpu:>8} {mem:>10}  {}  [{}]",
+        demo.class,
+        truncate(&args, 16),
+        state.map_or("?", State::as_str),
         if kind.is_empty() { "-" } else { &kind },
-        truncate(&detail, 90)
+        truncate(&detail, 80),
+        demo.shows,
     );
-    let expect_fail =
-        shows.contains("exceeded") || shows.contains("timeout") || shows.contains("not deployed");
-    (state == "dead") == expect_fail && matches!(state, "done" | "dead")
+    state == Some(demo.expect)
 }
 
 fn truncate(s: &str, n: usize) -> String {

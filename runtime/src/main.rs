@@ -51,6 +51,9 @@ enum Command {
         /// The largest per-class memory cap this node runs (sizes the pool).
         #[arg(long, default_value = "1GiB", value_parser = parse_size)]
         max_memory: u64,
+        /// Threads running jobs (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Validate and upload job modules and classes.
     Deploy {
@@ -124,6 +127,9 @@ enum Command {
         /// Worker concurrency.
         #[arg(long, default_value_t = 32)]
         concurrency: u32,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -135,10 +141,14 @@ const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_format, matches!(cli.command, Command::Dev { .. }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Worker {
+        threads: Some(n), ..
+    } = cli.command
     {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -186,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             heartbeat_ttl,
             cache_dir,
             max_memory,
+            threads: _,
         } => {
             anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
             let config = WorkerConfig {
@@ -334,9 +345,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             manifest,
             jobs,
             concurrency,
+            threads,
             json,
         } => {
-            let f = stoker::bench::drain(&url, &manifest, jobs, concurrency).await?;
+            let f = stoker::bench::drain(&url, &manifest, jobs, concurrency, threads).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&f)?);
             } else {

@@ -34,6 +34,8 @@ pub struct SandboxConfig {
 /// The node's engine, linker and artifact cache. Cheap to share (`Arc`).
 pub struct Sandbox {
     pub(super) engine: Engine,
+    /// The pool's per-memory size: no class can use more on this node.
+    pub(super) max_memory_bytes: u64,
     linker: Linker<JobState>,
     cache: Option<ArtifactCache>,
 }
@@ -64,6 +66,7 @@ impl Sandbox {
         };
         Ok(Arc::new(Sandbox {
             engine,
+            max_memory_bytes: config.max_memory_bytes,
             linker,
             cache,
         }))

@@ -115,7 +115,13 @@ impl Sandbox {
     /// Runs one attempt of `module` in a fresh store.
     pub async fn run(&self, module: &JobModule, attempt: Attempt<'_>) -> RunReport {
         let started = Instant::now();
-        let limits = attempt.limits;
+        // A class asking for more memory than this node's pool holds gets the
+        // node's size, so growth past it is still a `memory_limit`, not a failed
+        // `memory.grow` the guest turns into an anonymous trap.
+        let limits = &Limits {
+            memory_bytes: attempt.limits.memory_bytes.min(self.max_memory_bytes),
+            ..*attempt.limits
+        };
         let mut store = Store::new(&self.engine, JobState::new(limits));
         store.limiter(|s| &mut s.limits);
         let fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
