@@ -231,3 +231,42 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Median run time of `fib` under each kind of metering, and its ratio to none.
+#[derive(Debug, serde::Serialize)]
+pub struct MeteringFigure {
+    /// `none`, `fuel`, `epoch` or `fuel+epoch`.
+    pub metering: &'static str,
+    /// Median wall-clock time of one run, ms.
+    pub median_ms: f64,
+    /// Relative to no metering.
+    pub ratio: f64,
+}
+
+/// Runs `fib(n)` `runs` times under each kind of metering (one engine each).
+pub async fn metering(fib_wasm: &Path, n: u32, runs: usize) -> anyhow::Result<Vec<MeteringFigure>> {
+    use crate::sandbox::calibrate::{Metering, time_runs};
+    let wasm =
+        std::fs::read(fib_wasm).with_context(|| format!("reading {}", fib_wasm.display()))?;
+    let args = format!("{{\"n\":{n}}}");
+    let mut medians = Vec::new();
+    for m in [
+        Metering::None,
+        Metering::Fuel,
+        Metering::Epoch,
+        Metering::FuelAndEpoch,
+    ] {
+        let mut t = time_runs(m, &wasm, &args, runs).await?;
+        t.sort_unstable();
+        medians.push((m, t[t.len() / 2].as_secs_f64() * 1e3));
+    }
+    let base = medians[0].1;
+    Ok(medians
+        .into_iter()
+        .map(|(m, ms)| MeteringFigure {
+            metering: m.name(),
+            median_ms: ms,
+            ratio: ms / base,
+        })
+        .collect())
+}

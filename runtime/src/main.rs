@@ -130,6 +130,10 @@ enum Command {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// Instead of draining: time `fib` under no metering, fuel, epochs, and
+        /// both (the fuel-versus-epochs decision).
+        #[arg(long)]
+        metering: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -346,8 +350,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             concurrency,
             threads,
+            metering,
             json,
         } => {
+            if metering {
+                let fib = manifest
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("../target/wasm32-wasip2/guest/fib.wasm");
+                let figures = stoker::bench::metering(&fib, 32, 9).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&figures)?);
+                } else {
+                    println!("metering: fib(32), median of 9 runs, one engine per kind");
+                    for f in figures {
+                        println!(
+                            "  {:<11} {:>9.1} ms  {:>5.2}x",
+                            f.metering, f.median_ms, f.ratio
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let f = stoker::bench::drain(&url, &manifest, jobs, concurrency, threads).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&f)?);

@@ -17,6 +17,7 @@
 
 pub(crate) mod bindings;
 mod cache;
+pub mod calibrate;
 mod engine;
 mod limits;
 mod run;
