@@ -8,10 +8,12 @@
 //! CPU is metered with fuel, and fuel also provides the interruption points: the
 //! store yields to tokio every [`YIELD_INTERVAL`] units of fuel, and at each yield
 //! the attempt's CPU time, wall-clock deadline and shutdown signal are checked.
-//! Measured on this machine kind (see NOTES-wasmtime48 and `stoker bench`), fuel
-//! costs ~1.11x on a tight loop, epochs 1.00-1.04x, and both together 1.8-2.0x;
-//! fuel alone gives a deterministic instruction count (`fuel_used`, the optional
-//! `fuel` budget) and interruption points, so epochs are not enabled at all.
+//! Measured with `stoker bench --metering` ([`calibrate`]) on this machine kind,
+//! on the call-heavy `fib` example: fuel 1.40x, epochs 1.29x, both 1.90x (tight
+//! loops, per NOTES-wasmtime48: fuel 1.11x, epochs 1.00-1.04x). Paying both is
+//! out; of the two, fuel gives a deterministic instruction count (`fuel_used`,
+//! the optional `fuel` budget) besides the interruption points, so epochs are not
+//! enabled at all.
 //! A guest parked in a host call consumes no fuel; every host call carries its
 //! own deadline, and the wall-clock timer fires there because the call is async.
 
