@@ -1,1 +1,17 @@
-//! Integration tests.
+//! Stoker's integration tests: real `stoker` processes against a real Redis, guests
+//! built from `examples/`. One module per stage of a job's life; `support` is the
+//! harness (a throwaway Redis database per test, workers as child processes,
+//! condition waits, the no-job-lost check).
+//!
+//! Needs a Redis at `STOKER_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
+//! whose databases 8-15 the tests flush, and the guests' build target
+//! (`rustup target add wasm32-wasip2`). Under `cargo test` the harness first
+//! brings `target/release/stoker` and the guests up to date (set
+//! `STOKER_TEST_NO_BUILD=1` to use them as they are).
+
+mod support;
+
+mod deploy;
+mod queue;
+mod recovery;
+mod run;
