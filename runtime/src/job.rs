@@ -60,8 +60,8 @@ impl Payload {
     }
 
     /// Decodes and checks a payload taken from a queue.
-    pub fn decode(raw: &str) -> Result<Payload, String> {
-        let payload: Payload = serde_json::from_str(raw).map_err(|e| {
+    pub fn decode(raw: &[u8]) -> Result<Payload, String> {
+        let payload: Payload = serde_json::from_slice(raw).map_err(|e| {
             format!("payload is not a job (JSON object with `id` and `class`): {e}")
         })?;
         check_id(&payload.id)?;
@@ -200,34 +200,20 @@ mod tests {
     #[test]
     fn payload_round_trip_keeps_unknown_fields() {
         let raw = r#"{"id":"abc","class":"hello","args":{"n":1},"trace":"x"}"#;
-        let p = Payload::decode(raw).unwrap();
+        let p = Payload::decode(raw.as_bytes()).unwrap();
         assert_eq!(p.args["n"], 1);
-        let again = Payload::decode(&p.encode()).unwrap();
+        let again = Payload::decode(p.encode().as_bytes()).unwrap();
         assert_eq!(again.extra["trace"], "x");
         assert_eq!(again, p);
     }
 
     #[test]
     fn bad_payloads_are_refused_with_a_reason() {
-        assert!(
-            Payload::decode("not json")
-                .unwrap_err()
-                .contains("not a job")
-        );
-        assert!(
-            Payload::decode(r#"{"class":"x"}"#)
-                .unwrap_err()
-                .contains("id")
-        );
-        assert!(
-            Payload::decode(r#"{"id":"a b","class":"x"}"#)
-                .unwrap_err()
-                .contains("job id")
-        );
-        assert!(
-            Payload::decode(r#"{"id":"a","class":"x:y"}"#)
-                .unwrap_err()
-                .contains("class")
-        );
+        let refused = |raw: &[u8]| Payload::decode(raw).unwrap_err();
+        assert!(refused(b"not json").contains("not a job"));
+        assert!(refused(b"\xff\xfe").contains("not a job"));
+        assert!(refused(br#"{"class":"x"}"#).contains("id"));
+        assert!(refused(br#"{"id":"a b","class":"x"}"#).contains("job id"));
+        assert!(refused(br#"{"id":"a","class":"x:y"}"#).contains("class"));
     }
 }

@@ -157,6 +157,12 @@ pub async fn classes(conn: &mut Conn) -> redis::RedisResult<HashMap<String, Clas
         .collect())
 }
 
+/// One deployed class, if its record exists and can be read.
+pub async fn class(conn: &mut Conn, name: &str) -> redis::RedisResult<Option<Class>> {
+    let json: Option<String> = conn.hget(keys::classes(), name).await?;
+    Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+}
+
 /// A stored module's bytes.
 pub async fn module(conn: &mut Conn, digest: &str) -> redis::RedisResult<Option<Vec<u8>>> {
     conn.get(keys::module(digest)).await

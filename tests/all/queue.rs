@@ -188,3 +188,86 @@ fn weighted_order_starves_no_queue() {
         "{b_early} b jobs ran before a was empty"
     );
 }
+
+#[test]
+fn payloads_the_fetch_script_cannot_handle_do_not_strand_their_batch() {
+    let env = TestEnv::new();
+    env.deploy("[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\n");
+    let good: Vec<String> = (0..3).map(|i| format!("good-{i}")).collect();
+    let mut raw: Vec<Vec<u8>> = good
+        .iter()
+        .map(|id| payload(id, "hello", json!({ "name": id })).into_bytes())
+        .collect();
+    // Not UTF-8, and args Redis's JSON library reads but cannot write back.
+    raw.insert(1, b"\xff\xfe not UTF-8".to_vec());
+    raw.insert(
+        2,
+        br#"{"id":"inf","class":"hello","args":{"n":1e400}}"#.to_vec(),
+    );
+    let mut pipe = redis::pipe();
+    for p in &raw {
+        pipe.lpush("stoker:{q:default}:pending", p).ignore();
+    }
+    env.query_pipe::<()>(&pipe);
+    let _worker = env.spawn_worker(&[]);
+    env.wait_settled("default", &good, SETTLE);
+    let inf = env.wait_settled("default", &["inf".to_owned()], SETTLE);
+    assert_eq!(inf[0]["error"]["kind"], "bad_payload", "{:#}", inf[0]);
+    wait_until(SETTLE, "the in-flight list to empty", || {
+        env.in_flight("default").is_empty()
+    });
+}
+
+#[test]
+fn a_payload_serde_refuses_is_dead_under_its_own_id() {
+    let env = TestEnv::new();
+    env.deploy("[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\n");
+    // Redis's JSON parser reads 200 levels of nesting; serde_json stops at 128.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    env.lpush(
+        "stoker:{q:default}:pending",
+        &[format!(r#"{{"id":"deep","class":"hello","args":{deep}}}"#)],
+    );
+    let _worker = env.spawn_worker(&[]);
+    let records = env.wait_settled("default", &["deep".to_owned()], SETTLE);
+    assert_eq!(state(&records[0]), "dead");
+    assert_eq!(records[0]["error"]["kind"], "bad_payload");
+}
+
+#[test]
+fn jobs_of_a_class_deployed_just_now_run() {
+    let env = TestEnv::new();
+    env.deploy("[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\n");
+    let hello: String = env.query(
+        redis::cmd("HGET")
+            .arg("stoker:{stoker}:classes")
+            .arg("hello"),
+    );
+    let _worker = env.spawn_worker(&[]);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let name = format!("new-{i}");
+        let class = hello.replace(r#""name":"hello""#, &format!(r#""name":"{name}""#));
+        env.query::<()>(
+            redis::cmd("HSET")
+                .arg("stoker:{stoker}:classes")
+                .arg(&name)
+                .arg(class),
+        );
+        let id = format!("job-{i}");
+        env.lpush(
+            "stoker:{q:default}:pending",
+            &[payload(&id, &name, json!({ "name": id }))],
+        );
+        ids.push(id);
+        // Paces the deploys across the worker's class-table refreshes; not a wait
+        // on a condition.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.wait_settled("default", &ids, SETTLE);
+    env.assert_all_done(
+        "default",
+        &ids,
+        |id| json!({ "message": format!("Hello, {id}!") }),
+    );
+}

@@ -33,13 +33,14 @@ impl JobLog {
         }
     }
 
-    /// Appends bytes, keeping what fits under the cap.
-    pub fn append(&self, bytes: &[u8]) {
+    /// Appends bytes, keeping what fits under the cap; says whether all fit.
+    pub fn append(&self, bytes: &[u8]) -> bool {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let room = b.cap.saturating_sub(b.text.len());
         let keep = bytes.len().min(room);
         b.text.extend_from_slice(&bytes[..keep]);
         b.dropped += (bytes.len() - keep) as u64;
+        keep == bytes.len()
     }
 
     /// The log as text, with a note of what was dropped.
@@ -65,7 +66,10 @@ impl Host for JobLog {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.append(format!("{name}: {message}\n").as_bytes());
+        // Past the cap a line goes nowhere: a guest cannot flood the worker's log.
+        if !self.append(format!("{name}: {message}\n").as_bytes()) {
+            return;
+        }
         match level {
             Level::Trace => tracing::trace!(target: "stoker::job", "{message}"),
             Level::Debug => tracing::debug!(target: "stoker::job", "{message}"),

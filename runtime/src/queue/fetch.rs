@@ -88,10 +88,12 @@ impl QueueOrder {
 pub struct Unit {
     /// The queue it came from.
     pub queue: Arc<QueueKeys>,
-    /// The payload exactly as queued.
-    pub raw: String,
+    /// The payload exactly as queued (not always UTF-8: anyone can push).
+    pub raw: Vec<u8>,
     /// This attempt's number (1 for the first), 0 for a payload that is not a job.
     pub attempt: u32,
+    /// The id the fetch recorded the job under; empty when it found none.
+    pub id: String,
     settler: Option<Settler>,
 }
 
@@ -118,18 +120,15 @@ impl Unit {
 impl Drop for Unit {
     fn drop(&mut self) {
         if let Some(settler) = self.settler.take() {
-            let raw = std::mem::take(&mut self.raw);
-            let id = crate::job::Payload::decode(&raw)
-                .map(|p| p.id)
-                .unwrap_or_default();
+            let id = std::mem::take(&mut self.id);
             tracing::warn!(queue = %self.queue.name, %id, "unit dropped unsettled; requeueing");
             settler.send(Settlement {
                 queue: self.queue.clone(),
-                raw: raw.clone(),
+                raw: std::mem::take(&mut self.raw),
                 id,
                 disposition: Disposition::Requeue {
                     front: true,
-                    next: raw,
+                    next: None,
                 },
                 fields: Vec::new(),
             });
@@ -145,7 +144,7 @@ pub async fn fetch(
     max: usize,
     settler: &Settler,
 ) -> redis::RedisResult<Vec<Unit>> {
-    let reply: Vec<(String, u32)> = SCRIPTS
+    let reply: Vec<(Vec<u8>, u32, String)> = SCRIPTS
         .fetch
         .key(queue.pending())
         .key(queue.inflight(worker))
@@ -157,10 +156,11 @@ pub async fn fetch(
         .await?;
     Ok(reply
         .into_iter()
-        .map(|(raw, attempt)| Unit {
+        .map(|(raw, attempt, id)| Unit {
             queue: queue.clone(),
             raw,
             attempt,
+            id,
             settler: Some(settler.clone()),
         })
         .collect())

@@ -45,15 +45,15 @@ pub enum Disposition {
     Requeue {
         /// `true`: fetched next (interrupted work); `false`: at the back (yielded).
         front: bool,
-        /// The payload to queue.
-        next: String,
+        /// The payload to queue; none: the payload exactly as it was fetched.
+        next: Option<String>,
     },
 }
 
 /// One outcome to commit.
 pub struct Settlement {
     pub(super) queue: Arc<QueueKeys>,
-    pub(super) raw: String,
+    pub(super) raw: Vec<u8>,
     pub(super) id: String,
     pub(super) disposition: Disposition,
     pub(super) fields: Vec<(&'static str, String)>,
@@ -131,14 +131,16 @@ async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::R
         .arg(DEAD_TTL.as_secs())
         .arg(group.len());
     for s in group {
-        let (action, arg, next): (&str, String, &str) = match &s.disposition {
-            Disposition::Done => ("done", String::new(), ""),
-            Disposition::Retry { delay, next } => ("retry", delay.as_millis().to_string(), next),
-            Disposition::Dead { payload } => ("dead", String::new(), payload),
+        let (action, arg, next): (&str, String, &[u8]) = match &s.disposition {
+            Disposition::Done => ("done", String::new(), b""),
+            Disposition::Retry { delay, next } => {
+                ("retry", delay.as_millis().to_string(), next.as_bytes())
+            }
+            Disposition::Dead { payload } => ("dead", String::new(), payload.as_bytes()),
             Disposition::Requeue { front, next } => (
                 "requeue",
                 if *front { "front" } else { "back" }.to_owned(),
-                next,
+                next.as_deref().map_or(&s.raw[..], str::as_bytes),
             ),
         };
         inv.arg(&s.raw)

@@ -14,7 +14,7 @@ pub mod processor;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
@@ -71,7 +71,6 @@ pub struct Node {
     /// The node's Redis connection (multiplexed).
     pub conn: Conn,
     classes: RwLock<Arc<HashMap<String, Class>>>,
-    classes_read: Mutex<Instant>,
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
 }
 
@@ -93,7 +92,6 @@ impl Node {
             sandbox,
             conn,
             classes: RwLock::new(Arc::new(HashMap::new())),
-            classes_read: Mutex::new(Instant::now() - Duration::from_secs(3600)),
             modules: Mutex::new(HashMap::new()),
         }
     }
@@ -102,12 +100,11 @@ impl Node {
     pub async fn refresh_classes(&self) -> redis::RedisResult<()> {
         let classes = registry::classes(&mut self.conn.clone()).await?;
         *self.classes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(classes);
-        *self.classes_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         Ok(())
     }
 
-    /// A deployed class; an unknown name triggers one fresh read (at most every
-    /// 200 ms) in case it was just deployed.
+    /// A deployed class. A name missing from the table read every heartbeat is
+    /// looked up in Redis at once: it may have been deployed a moment ago.
     pub async fn class(&self, name: &str) -> Option<Class> {
         if let Some(c) = self
             .classes
@@ -117,20 +114,16 @@ impl Node {
         {
             return Some(c.clone());
         }
-        let stale = self
-            .classes_read
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            > Duration::from_millis(200);
-        if stale && let Err(e) = self.refresh_classes().await {
-            tracing::warn!(error = %e, "cannot read classes");
-        }
-        self.classes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        let class = match registry::class(&mut self.conn.clone(), name).await {
+            Ok(class) => class?,
+            Err(e) => {
+                tracing::warn!(class = %name, error = %e, "cannot read class");
+                return None;
+            }
+        };
+        let mut table = self.classes.write().unwrap_or_else(|e| e.into_inner());
+        Arc::make_mut(&mut table).insert(name.to_owned(), class.clone());
+        Some(class)
     }
 
     /// The prepared module for `digest`: compiled once per node (or loaded from

@@ -26,12 +26,18 @@ pub async fn process(node: Arc<Node>, unit: Unit, cancel: watch::Receiver<bool>)
     let payload = match Payload::decode(&unit.raw) {
         Ok(p) => p,
         Err(reason) => {
-            let id = salvage_id(&unit.raw);
+            // Recorded under the id the fetch found (its record says running),
+            // or a fresh one when the payload has none.
+            let id = if unit.id.is_empty() {
+                crate::job::new_id()
+            } else {
+                unit.id.clone()
+            };
             tracing::warn!(queue = %unit.queue.name, %id, %reason, "bad payload");
             let failure = Failure::permanent(ErrorKind::BadPayload, reason);
             let mut fields = failure_fields(&failure);
             fields.push(("id", id.clone()));
-            let payload = unit.raw.clone();
+            let payload = String::from_utf8_lossy(&unit.raw).into_owned();
             unit.settle(&id, Disposition::Dead { payload }, fields);
             return;
         }
@@ -60,9 +66,12 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::R
         Err(ModuleError::Redis(e)) => {
             // Not the job's fault: put it back and let the next fetch try again.
             tracing::warn!(error = %e, "cannot load module; requeueing");
-            let next = unit.raw.clone();
             let id = payload.id.clone();
-            return unit.settle(&id, Disposition::Requeue { front: false, next }, Vec::new());
+            let requeue = Disposition::Requeue {
+                front: false,
+                next: None,
+            };
+            return unit.settle(&id, requeue, Vec::new());
         }
         Err(ModuleError::Missing(m) | ModuleError::Invalid(m)) => {
             let failure = Failure::permanent(ErrorKind::ModuleMissing, m);
@@ -107,15 +116,18 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::R
                 &id,
                 Disposition::Requeue {
                     front: false,
-                    next: payload.encode(),
+                    next: Some(payload.encode()),
                 },
                 fields,
             );
         }
         RunOutcome::Interrupted => {
             tracing::info!("interrupted by shutdown; requeued");
-            let next = unit.raw.clone();
-            unit.settle(&id, Disposition::Requeue { front: true, next }, Vec::new());
+            let requeue = Disposition::Requeue {
+                front: true,
+                next: None,
+            };
+            unit.settle(&id, requeue, Vec::new());
         }
         RunOutcome::Failed(failure) => fail(
             unit,
@@ -174,14 +186,4 @@ fn failure_fields(failure: &Failure) -> Vec<(&'static str, String)> {
         ("error_message", failure.message.clone()),
         ("backtrace", failure.backtrace.clone().unwrap_or_default()),
     ]
-}
-
-/// The id of a payload that is not a valid job, when it has a usable one;
-/// otherwise a fresh id to record it under.
-fn salvage_id(raw: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(raw)
-        .ok()
-        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
-        .filter(|id| crate::job::check_id(id).is_ok())
-        .unwrap_or_else(crate::job::new_id)
 }

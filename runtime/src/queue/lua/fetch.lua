@@ -4,30 +4,41 @@
 -- worker is declared dead and its jobs are recovered (recover.lua).
 -- KEYS[1] pending list, KEYS[2] this worker's in-flight list
 -- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4] queue name
--- Returns {payload, attempt, payload, attempt, ...}; attempt is 0 for a payload
--- that is not a valid job (the worker sends it to the dead set).
+-- Returns {payload, attempt, id, payload, attempt, id, ...}. For a payload this
+-- script cannot read as a job, attempt is 0 and id is '' (or the id it found):
+-- the worker sends it to the dead set. Nothing after a move may raise an error,
+-- or the moved payloads would be stranded in the in-flight list.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function start(payload)
+  local ok, job = pcall(cjson.decode, payload)
+  if not (ok and type(job) == 'table' and type(job.id) == 'string' and #job.id <= 64
+      and string.match(job.id, '^[%w_%-]+$')) then
+    return 0, ''
+  end
+  if type(job.class) ~= 'string' then return 0, job.id end
+  local key = ARGV[3] .. job.id
+  local attempt = redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', ARGV[2])
+  if redis.call('HSETNX', key, 'id', job.id) == 1 then
+    -- Enqueued by a plain LPUSH: the record starts here. The args shown are
+    -- re-encoded by Redis's JSON library; the job runs with the payload's own.
+    local encoded, args = pcall(cjson.encode, job.args)
+    if not encoded or job.args == nil then args = 'null' end
+    redis.call('HSET', key, 'class', job.class, 'queue', ARGV[4], 'args', args, 'enqueued_at', now)
+  end
+  return attempt, job.id
+end
+
 local out = {}
 for _ = 1, tonumber(ARGV[1]) do
   local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not payload then break end
-  local attempt = 0
-  local ok, job = pcall(cjson.decode, payload)
-  if ok and type(job) == 'table' and type(job.id) == 'string' and #job.id <= 64
-      and string.match(job.id, '^[%w_%-]+$') and type(job.class) == 'string' then
-    local key = ARGV[3] .. job.id
-    attempt = redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', ARGV[2])
-    if redis.call('HSETNX', key, 'id', job.id) == 1 then
-      -- Enqueued by a plain LPUSH: the record starts here.
-      local args = 'null'
-      if job.args ~= nil then args = cjson.encode(job.args) end
-      redis.call('HSET', key, 'class', job.class, 'queue', ARGV[4], 'args', args,
-        'enqueued_at', now)
-    end
-  end
+  local ok, attempt, id = pcall(start, payload)
+  if not ok then attempt, id = 0, '' end
   out[#out + 1] = payload
   out[#out + 1] = attempt
+  out[#out + 1] = id
 end
 return out
