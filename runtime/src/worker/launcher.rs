@@ -221,6 +221,9 @@ async fn beat(
         .arg(now)
         .arg(id)
         .ignore()
+        // Re-registered on every beat: a restarted Redis forgets them.
+        .sadd(keys::queues(), queues)
+        .ignore()
         .query_async(conn)
         .await
 }
