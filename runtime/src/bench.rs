@@ -120,10 +120,14 @@ pub async fn drain(
     for chunk in ids.chunks(1000) {
         let mut pipe = redis::pipe();
         for id in chunk {
-            pipe.hget(q.job(id), "run_time_us");
+            pipe.hget(q.job(id), "usage");
         }
-        let got: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-        runs.extend(got.into_iter().flatten());
+        let got: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let measured = got
+            .iter()
+            .flatten()
+            .filter_map(|u| crate::inspect::Measured::decode(u));
+        runs.extend(measured.map(|m| m.run_us));
     }
     runs.sort_unstable();
     let pct = |p: f64| {

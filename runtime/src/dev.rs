@@ -315,12 +315,9 @@ fn print_outcome(demo: &Demo, record: Option<&JobRecord>) -> bool {
     let f = |k: &str| r.fields.get(k).cloned().unwrap_or_default();
     let state = r.state();
     let kind = f("error_kind");
-    let cpu = f("cpu_time_us")
-        .parse::<f64>()
-        .map_or("-".into(), |us| format!("{:.2}", us / 1e3));
-    let mem = f("peak_memory_bytes")
-        .parse::<u64>()
-        .map_or("-".into(), inspect::bytes);
+    let measured = r.measured();
+    let cpu = measured.map_or("-".into(), |m| format!("{:.2}", m.cpu_us as f64 / 1e3));
+    let mem = measured.map_or("-".into(), |m| inspect::bytes(m.peak));
     let detail = if state == Some(State::Done) {
         f("result")
     } else {

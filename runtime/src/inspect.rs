@@ -36,7 +36,37 @@ pub async fn find_job(conn: &mut Conn, id: &str) -> redis::RedisResult<Option<Jo
     Ok(None)
 }
 
+/// What an attempt used, as kept in a record's `usage` field (compact JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Measured {
+    /// Fuel consumed.
+    pub fuel: u64,
+    /// CPU time, µs.
+    pub cpu_us: u64,
+    /// Peak linear memory, bytes.
+    pub peak: u64,
+    /// Instantiate + run wall-clock time, µs.
+    pub run_us: u64,
+}
+
+impl Measured {
+    /// The field's value.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("always encodable")
+    }
+
+    /// Reads the field's value.
+    pub fn decode(text: &str) -> Option<Measured> {
+        serde_json::from_str(text).ok()
+    }
+}
+
 impl JobRecord {
+    /// What the last attempt used, when one ran.
+    pub fn measured(&self) -> Option<Measured> {
+        self.get("usage").and_then(Measured::decode)
+    }
+
     fn get(&self, f: &str) -> Option<&str> {
         self.fields
             .get(f)
@@ -66,6 +96,7 @@ impl JobRecord {
                 "backtrace": self.get("backtrace"),
             })
         });
+        let m = self.measured();
         json!({
             "id": self.get("id"),
             "class": self.get("class"),
@@ -84,11 +115,11 @@ impl JobRecord {
                 "due_at_ms": self.num("due_at"),
                 "started_at_ms": self.num("started_at"),
                 "finished_at_ms": self.num("finished_at"),
-                "run_time_us": self.num("run_time_us"),
+                "run_time_us": m.map(|m| m.run_us),
             },
-            "fuel_used": self.num("fuel_used"),
-            "cpu_time_us": self.num("cpu_time_us"),
-            "peak_memory_bytes": self.num("peak_memory_bytes"),
+            "fuel_used": m.map(|m| m.fuel),
+            "cpu_time_us": m.map(|m| m.cpu_us),
+            "peak_memory_bytes": m.map(|m| m.peak),
             "log": self.get("log"),
         })
     }
@@ -124,15 +155,15 @@ impl JobRecord {
         if let Some(d) = self.get("digest") {
             line("module", format!("sha256:{d}"));
         }
-        if let Some(cpu) = self.num("cpu_time_us") {
+        if let Some(m) = self.measured() {
             line(
                 "used",
                 format!(
                     "cpu {:.2} ms, fuel {}, peak memory {}, run time {:.2} ms",
-                    cpu as f64 / 1e3,
-                    self.num("fuel_used").unwrap_or(0),
-                    bytes(self.num("peak_memory_bytes").unwrap_or(0)),
-                    self.num("run_time_us").unwrap_or(0) as f64 / 1e3
+                    m.cpu_us as f64 / 1e3,
+                    m.fuel,
+                    bytes(m.peak),
+                    m.run_us as f64 / 1e3
                 ),
             );
         }

@@ -100,7 +100,8 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::R
     match report.outcome {
         RunOutcome::Done(result) => {
             tracing::debug!(cpu_us = report.usage.cpu_time.as_micros() as u64, "done");
-            let mut fields = usage_fields(&report.usage, &module.digest, report.log);
+            let first = payload.retry_count == 0 && unit.attempt <= 1;
+            let mut fields = usage_fields(&report.usage, &module.digest, report.log, first);
             fields.push(("result", result));
             if payload.retry_count > 0 {
                 // An earlier attempt failed: clear its error from the record.
@@ -111,7 +112,7 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::R
             unit.settle(&id, Disposition::Done, fields);
         }
         RunOutcome::Yielded => {
-            let fields = usage_fields(&report.usage, &module.digest, report.log);
+            let fields = usage_fields(&report.usage, &module.digest, report.log, false);
             unit.settle(
                 &id,
                 Disposition::Requeue {
@@ -151,7 +152,7 @@ fn fail(
     let decision = retry::decide(&failure, payload.retry_count, max_retries);
     tracing::warn!(kind = failure.kind.as_str(), message = %failure.message, ?decision, "attempt failed");
     let digest = payload.digest.clone().unwrap_or_default();
-    let mut fields = usage_fields(&usage, &digest, log);
+    let mut fields = usage_fields(&usage, &digest, log, false);
     fields.extend(failure_fields(&failure));
     payload.retry_count += 1;
     fields.push(("retry_count", payload.retry_count.to_string()));
@@ -168,16 +169,28 @@ fn fail(
     unit.settle(&id, disposition, fields);
 }
 
-fn usage_fields(usage: &Usage, digest: &str, log: String) -> Vec<(&'static str, String)> {
-    vec![
-        ("digest", digest.to_owned()),
-        ("fuel_used", usage.fuel_used.to_string()),
-        ("cpu_time_us", usage.cpu_time.as_micros().to_string()),
-        ("peak_memory_bytes", usage.peak_memory_bytes.to_string()),
-        ("run_time_us", usage.wall_time.as_micros().to_string()),
-        // Each attempt's log replaces the last one's, empty or not.
-        ("log", log),
-    ]
+/// The record fields of an attempt's account. The measurements travel as one
+/// field (see [`crate::inspect::Measured`]): each record field costs Redis a
+/// listpack lookup per write, and this write happens for every job.
+fn usage_fields(
+    usage: &Usage,
+    digest: &str,
+    log: String,
+    first: bool,
+) -> Vec<(&'static str, String)> {
+    let measured = crate::inspect::Measured {
+        fuel: usage.fuel_used,
+        cpu_us: usage.cpu_time.as_micros() as u64,
+        peak: usage.peak_memory_bytes,
+        run_us: usage.wall_time.as_micros() as u64,
+    };
+    let mut fields = vec![("digest", digest.to_owned()), ("usage", measured.encode())];
+    // Each attempt's log replaces the last one's; a first attempt with nothing
+    // to say has nothing to replace.
+    if !log.is_empty() || !first {
+        fields.push(("log", log));
+    }
+    fields
 }
 
 fn failure_fields(failure: &Failure) -> Vec<(&'static str, String)> {

@@ -19,32 +19,28 @@ local i, lost, processed, failed, dead = 6, 0, 0, 0, 0
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local nfields = tonumber(ARGV[i + 5])
-  local fields = {}
-  for f = 1, nfields * 2 do fields[f] = ARGV[i + 5 + f] end
-  i = i + 6 + nfields * 2
+  -- The job's fields are ARGV[first..last], passed to HSET without copying.
+  local first, last = i + 6, i + 5 + nfields * 2
+  i = last + 1
   -- The oldest jobs sit at the tail of the in-flight list: search from there.
   if redis.call('LREM', KEYS[1], -1, payload) == 0 then
     lost = lost + 1
   else
     local key = prefix .. id
-    local n = #fields
     if action == 'done' then
-      fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'done', 'finished_at', now
-      redis.call('HSET', key, unpack(fields))
+      redis.call('HSET', key, 'state', 'done', 'finished_at', now, unpack(ARGV, first, last))
       redis.call('EXPIRE', key, done_ttl)
       processed = processed + 1
     elseif action == 'retry' then
       local due = now + tonumber(arg)
       redis.call('ZADD', KEYS[3], due, next_payload)
-      fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'retrying', 'finished_at', now
-      fields[n + 5], fields[n + 6] = 'due_at', due
-      redis.call('HSET', key, unpack(fields))
+      redis.call('HSET', key, 'state', 'retrying', 'finished_at', now, 'due_at', due,
+        unpack(ARGV, first, last))
       failed = failed + 1
     elseif action == 'dead' then
       redis.call('ZADD', KEYS[4], now, id)
-      fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'state', 'dead', 'finished_at', now
-      fields[n + 5], fields[n + 6] = 'payload', next_payload
-      redis.call('HSET', key, unpack(fields))
+      redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'payload', next_payload,
+        unpack(ARGV, first, last))
       redis.call('EXPIRE', key, dead_ttl)
       failed, dead = failed + 1, dead + 1
       local excess = redis.call('ZCARD', KEYS[4]) - cap
@@ -61,8 +57,7 @@ for _ = 1, tonumber(ARGV[5]) do
         redis.call('LPUSH', KEYS[2], next_payload)
       end
       if redis.call('EXISTS', key) == 1 then
-        fields[n + 1], fields[n + 2] = 'state', 'queued'
-        redis.call('HSET', key, unpack(fields))
+        redis.call('HSET', key, 'state', 'queued', unpack(ARGV, first, last))
       end
     end
   end
