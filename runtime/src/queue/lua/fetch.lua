@@ -11,24 +11,39 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local function start(payload)
+local function decode(payload)
   local ok, job = pcall(cjson.decode, payload)
-  if not (ok and type(job) == 'table' and type(job.id) == 'string' and #job.id <= 64
-      and string.match(job.id, '^[%w_%-]+$')) then
-    return 0, ''
+  if ok and type(job) == 'table' then return job end
+  return nil
+end
+
+local function start(payload)
+  -- Payloads written by Stoker start with the id and the class: read the id
+  -- without decoding the whole payload. Anything else is decoded.
+  local id = string.match(payload, '^{"id":"([%w_%-]+)","class":"')
+  local job
+  if not id then
+    job = decode(payload)
+    if not job or type(job.id) ~= 'string' or not string.match(job.id, '^[%w_%-]+$') then
+      return 0, ''
+    end
+    id = job.id
+    if type(job.class) ~= 'string' then return 0, id end
   end
-  if type(job.class) ~= 'string' then return 0, job.id end
-  local key = ARGV[3] .. job.id
+  if #id > 64 then return 0, '' end
+  local key = ARGV[3] .. id
   local attempt = redis.call('HINCRBY', key, 'attempts', 1)
   redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', ARGV[2])
-  if redis.call('HSETNX', key, 'id', job.id) == 1 then
+  if redis.call('HSETNX', key, 'id', id) == 1 then
     -- Enqueued by a plain LPUSH: the record starts here. The args shown are
     -- re-encoded by Redis's JSON library; the job runs with the payload's own.
+    job = job or decode(payload) or {}
     local encoded, args = pcall(cjson.encode, job.args)
     if not encoded or job.args == nil then args = 'null' end
-    redis.call('HSET', key, 'class', job.class, 'queue', ARGV[4], 'args', args, 'enqueued_at', now)
+    redis.call('HSET', key, 'class', tostring(job.class), 'queue', ARGV[4], 'args', args,
+      'enqueued_at', now)
   end
-  return attempt, job.id
+  return attempt, id
 end
 
 local out = {}
