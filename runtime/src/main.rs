@@ -125,7 +125,7 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         jobs: u64,
         /// Worker concurrency.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 64)]
         concurrency: u32,
         /// Worker threads (default: one per CPU).
         #[arg(long)]
