@@ -126,7 +126,7 @@ pub async fn drain(
         let measured = got
             .iter()
             .flatten()
-            .filter_map(|u| crate::inspect::Measured::decode(u));
+            .filter_map(|u| crate::job::Measured::decode(u));
         runs.extend(measured.map(|m| m.run_us));
     }
     runs.sort_unstable();

@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::job::State;
+use crate::job::{Measured, State};
 use crate::queue::Conn;
 use crate::queue::keys::{self, QueueKeys};
 
@@ -34,31 +34,6 @@ pub async fn find_job(conn: &mut Conn, id: &str) -> redis::RedisResult<Option<Jo
         }
     }
     Ok(None)
-}
-
-/// What an attempt used, as kept in a record's `usage` field (compact JSON).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Measured {
-    /// Fuel consumed.
-    pub fuel: u64,
-    /// CPU time, µs.
-    pub cpu_us: u64,
-    /// Peak linear memory, bytes.
-    pub peak: u64,
-    /// Instantiate + run wall-clock time, µs.
-    pub run_us: u64,
-}
-
-impl Measured {
-    /// The field's value.
-    pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("always encodable")
-    }
-
-    /// Reads the field's value.
-    pub fn decode(text: &str) -> Option<Measured> {
-        serde_json::from_str(text).ok()
-    }
 }
 
 impl JobRecord {

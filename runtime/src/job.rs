@@ -181,6 +181,31 @@ impl ErrorKind {
     }
 }
 
+/// What an attempt used, as kept in a record's `usage` field (compact JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Fuel consumed.
+    pub fuel: u64,
+    /// CPU time, µs.
+    pub cpu_us: u64,
+    /// Peak linear memory, bytes.
+    pub peak: u64,
+    /// Instantiate + run wall-clock time, µs.
+    pub run_us: u64,
+}
+
+impl Measured {
+    /// The field's value.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("always encodable")
+    }
+
+    /// Reads the field's value.
+    pub fn decode(text: &str) -> Option<Measured> {
+        serde_json::from_str(text).ok()
+    }
+}
+
 /// Shortens text for messages, on a character boundary.
 pub fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {

@@ -170,7 +170,7 @@ fn fail(
 }
 
 /// The record fields of an attempt's account. The measurements travel as one
-/// field (see [`crate::inspect::Measured`]): each record field costs Redis a
+/// field (see [`crate::job::Measured`]): each record field costs Redis a
 /// listpack lookup per write, and this write happens for every job.
 fn usage_fields(
     usage: &Usage,
@@ -178,7 +178,7 @@ fn usage_fields(
     log: String,
     first: bool,
 ) -> Vec<(&'static str, String)> {
-    let measured = crate::inspect::Measured {
+    let measured = crate::job::Measured {
         fuel: usage.fuel_used,
         cpu_us: usage.cpu_time.as_micros() as u64,
         peak: usage.peak_memory_bytes,
