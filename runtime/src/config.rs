@@ -10,6 +10,8 @@
 //! timeout = "30s"       # wall-clock per attempt; default 30s
 //! retry = 25            # retries after the first attempt; default 25
 //! log = "64KiB"         # job log (host log + stdout + stderr) kept; default 64 KiB
+//! retained = "10MiB"    # largest checkpointed state; default 10 MiB
+//! max_slice = "5m"      # optional: ask a checkpointing job to yield after this long
 //! ```
 //!
 //! Every quota is a decision about what one attempt may use; the sandbox enforces it
@@ -23,6 +25,8 @@
 //! | `timeout` | wall-clock time of the attempt | duration | 30 s | stopped at the next yield point, kind `deadline` |
 //! | `retry` | retries after a failed attempt, with Sidekiq's backoff | count | 25 | the job goes to the dead set |
 //! | `log` | bytes of job log kept | bytes | 64 KiB | further lines dropped and counted |
+//! | `retained` | state a job checkpoints (its snapshot, before compression) | bytes | 10 MiB | the checkpoint fails the job, kind `snapshot_limit` |
+//! | `max_slice` | wall-clock time of one attempt of a checkpointing job | duration | none | asked to yield at its next yield point; re-queued at the back without using a retry |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +46,8 @@ pub const DEFAULT_RETRY: u32 = 25;
 pub const DEFAULT_LOG: u64 = 64 << 10;
 /// The largest memory cap a class may ask for: a 32-bit wasm memory.
 pub const MAX_MEMORY: u64 = 4 << 30;
+/// Default cap on checkpointed state: the guideline's "retained <= 10 MB".
+pub const DEFAULT_RETAINED: u64 = 10 << 20;
 /// The default queue.
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -84,6 +90,12 @@ pub struct ClassSpec {
     /// Job log bytes kept.
     #[serde(default, deserialize_with = "size")]
     pub log: Option<u64>,
+    /// Largest checkpointed state.
+    #[serde(default, deserialize_with = "size")]
+    pub retained: Option<u64>,
+    /// Time slice of a checkpointing job.
+    #[serde(default, deserialize_with = "duration")]
+    pub max_slice: Option<Duration>,
 }
 
 /// What one attempt of a class may use, in job terms; `sandbox` converts them.
@@ -99,6 +111,16 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Job log kept, in bytes.
     pub log_bytes: u64,
+    /// Largest checkpointed state, in bytes.
+    #[serde(default = "default_retained")]
+    pub retained_bytes: u64,
+    /// Time slice, in milliseconds, after which a job is asked to yield.
+    #[serde(default)]
+    pub slice_ms: Option<u64>,
+}
+
+fn default_retained() -> u64 {
+    DEFAULT_RETAINED
 }
 
 impl Default for Limits {
@@ -109,6 +131,8 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY,
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
             log_bytes: DEFAULT_LOG,
+            retained_bytes: DEFAULT_RETAINED,
+            slice_ms: None,
         }
     }
 }
@@ -176,7 +200,15 @@ impl ClassSpec {
             memory_bytes: self.memory.unwrap_or(d.memory_bytes),
             timeout_ms: self.timeout.map_or(d.timeout_ms, |t| t.as_millis() as u64),
             log_bytes: self.log.unwrap_or(d.log_bytes),
+            retained_bytes: self.retained.unwrap_or(d.retained_bytes),
+            slice_ms: self.max_slice.map(|s| s.as_millis() as u64),
         };
+        if limits.retained_bytes == 0 {
+            return Err("`retained` must be positive".into());
+        }
+        if limits.slice_ms == Some(0) {
+            return Err("`max_slice` must be at least 1ms".into());
+        }
         if limits.cpu_ms == 0 {
             return Err("`cpu` must be at least 1ms".into());
         }

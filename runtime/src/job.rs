@@ -163,6 +163,14 @@ pub enum ErrorKind {
     BadPayload,
     /// The job's class, or its module, is not deployed.
     ModuleMissing,
+    /// A checkpoint's state was over the class's `retained` cap.
+    SnapshotLimit,
+    /// The snapshot to resume from cannot be read (damaged, an unknown format
+    /// version, or state the job cannot decode).
+    BadSnapshot,
+    /// The job was running on workers that died, again and again, without
+    /// reaching a checkpoint.
+    Poison,
 }
 
 impl ErrorKind {
@@ -177,6 +185,9 @@ impl ErrorKind {
             ErrorKind::JobError => "job_error",
             ErrorKind::BadPayload => "bad_payload",
             ErrorKind::ModuleMissing => "module_missing",
+            ErrorKind::SnapshotLimit => "snapshot_limit",
+            ErrorKind::BadSnapshot => "bad_snapshot",
+            ErrorKind::Poison => "poison",
         }
     }
 }

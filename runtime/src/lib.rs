@@ -12,7 +12,9 @@
 //! - [`registry`]: deploy; modules validated and stored by sha256, classes
 //!   pointing at digests.
 //! - [`job`]: the JSON job format, states and error kinds.
-//! - [`queue`]: the Redis key layout, enqueue, reliable fetch, settling.
+//! - [`queue`]: the Redis key layout, enqueue, reliable fetch, commits,
+//!   settling.
+//! - [`snapshot`]: the stored form of a job's checkpointed state.
 //! - [`scheduler`]: due jobs promoted, dead workers' jobs recovered.
 //! - [`worker`]: the node: launcher, manager, processor.
 //! - [`sandbox`]: the wasmtime engine, one store per attempt, limits.
@@ -33,4 +35,5 @@ pub mod registry;
 pub mod retry;
 pub mod sandbox;
 pub mod scheduler;
+pub mod snapshot;
 pub mod worker;

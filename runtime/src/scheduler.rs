@@ -16,12 +16,18 @@ use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use crate::queue::keys::{self, QueueKeys};
+use crate::queue::settle::DEAD_TTL;
 use crate::queue::{Conn, SCRIPTS};
 use crate::worker::Node;
 
 /// Average pause between two promotion rounds.
 pub const POLL: Duration = Duration::from_millis(500);
 const PROMOTE_BATCH: usize = 1000;
+
+/// Recoveries in a row, without a checkpoint in between, after which a job is
+/// taken for the cause of its workers' deaths and goes to the dead set as
+/// `poison` (Sidekiq Pro's super_fetch makes the same call after 3).
+pub const POISON_AFTER: u32 = 3;
 
 /// Runs promotion and recovery until `quiet` turns true.
 pub async fn run(node: Arc<Node>, heartbeat_ttl: Duration, mut quiet: watch::Receiver<bool>) {
@@ -90,21 +96,27 @@ pub async fn recover_dead_workers(conn: &mut Conn, me: &str) -> redis::RedisResu
     Ok(recovered)
 }
 
-/// Moves every job in `worker`'s in-flight lists back to their queues.
+/// Moves every job in `worker`'s in-flight lists back to their queues (or,
+/// for a job recovered [`POISON_AFTER`] times in a row without a checkpoint,
+/// to the dead set).
 pub async fn recover_worker(conn: &mut Conn, worker: &str) -> redis::RedisResult<u64> {
     let queues: Vec<String> = conn.smembers(keys::queues()).await?;
     let mut n = 0;
     for name in queues {
         let q = QueueKeys::new(&name);
-        let moved: u64 = SCRIPTS
+        let (moved, poisoned): (u64, u64) = SCRIPTS
             .recover
             .key(q.inflight(worker))
             .key(q.pending())
+            .key(q.dead())
             .arg(q.job_prefix())
+            .arg(POISON_AFTER)
+            .arg(DEAD_TTL.as_secs())
+            .arg(q.snapshot_prefix())
             .invoke_async(conn)
             .await?;
         if moved > 0 {
-            tracing::info!(%worker, queue = %name, jobs = moved, "recovered in-flight jobs");
+            tracing::info!(%worker, queue = %name, jobs = moved, poisoned, "recovered in-flight jobs");
         }
         n += moved;
     }

@@ -15,6 +15,20 @@ use core::fmt;
 pub struct Error {
     message: String,
     retryable: bool,
+    kind: Kind,
+}
+
+/// What an [`Error`] stands for; only `Failed` is a failure a job author makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The job failed.
+    Failed,
+    /// The snapshot cannot be read by this job.
+    BadSnapshot,
+    /// Not a failure: the host asked the job to stop at a yield point and the
+    /// job's state is committed. `?` carries it out of the job function, and
+    /// the attempt ends as `yielded`.
+    Yield,
 }
 
 /// `Result` with [`Error`] as the error type.
@@ -36,6 +50,7 @@ impl Error {
         Error {
             message: message.into(),
             retryable: true,
+            kind: Kind::Failed,
         }
     }
 
@@ -49,7 +64,39 @@ impl Error {
         Error {
             message: message.into(),
             retryable: false,
+            kind: Kind::Failed,
         }
+    }
+
+    /// The snapshot a resumed attempt got cannot be read: never retried, and
+    /// recorded as `bad_snapshot`.
+    pub(crate) fn bad_snapshot(message: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::BadSnapshot,
+            ..Error::permanent(message)
+        }
+    }
+
+    /// The host asked the job to stop; its state is committed.
+    pub(crate) fn yielded(reason: &str) -> Self {
+        Error {
+            kind: Kind::Yield,
+            ..Error::new(format!("stopped at a yield point: {reason}"))
+        }
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Whether this is the host's request to stop at a yield point, carried out
+    /// of the job by `?` (not a failure: the attempt ends as yielded).
+    ///
+    /// ```no_run
+    /// assert!(!stoker_sdk::Error::new("boom").is_yield());
+    /// ```
+    pub fn is_yield(&self) -> bool {
+        self.kind == Kind::Yield
     }
 
     /// The message recorded for this failure.
@@ -71,9 +118,14 @@ impl Error {
     }
 
     pub(crate) fn into_wit(self) -> crate::__private::JobError {
+        use crate::__private::ErrorKind;
         crate::__private::JobError {
             message: self.message,
             retryable: self.retryable,
+            kind: match self.kind {
+                Kind::BadSnapshot => ErrorKind::BadSnapshot,
+                Kind::Failed | Kind::Yield => ErrorKind::Failed,
+            },
         }
     }
 }
@@ -89,6 +141,7 @@ impl fmt::Debug for Error {
         f.debug_struct("Error")
             .field("message", &self.message)
             .field("retryable", &self.retryable)
+            .field("kind", &self.kind)
             .finish()
     }
 }

@@ -29,19 +29,26 @@
 //! stoker_sdk::export_job!(hello);
 //! ```
 //!
-//! Jobs reach the outside world only through the host: [`log`] today; checkpoints,
-//! child jobs, Redis and HTTP are added to the same world as the runtime grows.
+//! A job that also takes a [`Job`] is resumable: it checkpoints its state, is
+//! resumed from the last checkpoint after a deploy, a restart or a crash, and
+//! stops cleanly when the host asks ([`Job::checkpoint`], [`Job::iterate`]).
+//! Child jobs ([`enqueue`]) are committed with the next checkpoint or with the
+//! result, once.
+//!
+//! Jobs reach the outside world only through the host: [`log`], checkpoints and
+//! child jobs today; Redis and HTTP are added to the same world as the runtime
+//! grows.
 #![deny(missing_docs)]
 
 // Lets the generated bindings name this crate the same way from inside and out.
 extern crate self as stoker_sdk;
 
 mod error;
+mod job;
 pub mod log;
 
 pub use error::{Error, Result};
-
-use serde::{Serialize, de::DeserializeOwned};
+pub use job::{DEFAULT_CHECKPOINT_EVERY, Job, StopReason, enqueue};
 
 #[doc(hidden)]
 pub mod __private {
@@ -62,41 +69,26 @@ pub mod __private {
 
     pub use super::run_job;
     pub use bindings::Guest;
-    pub use bindings::stoker::job::types::{JobError, Outcome};
+    pub use bindings::stoker::job::types::{ErrorKind, JobError, Outcome};
 }
 
-/// Runs one attempt: decodes `args`, calls `job`, encodes its result. Used by
-/// [`export_job!`]; a job author never calls it.
+/// Runs one attempt: decodes `args` (and the snapshot of a resumable job),
+/// calls `job`, encodes its result. Used by [`export_job!`]; a job author never
+/// calls it.
 #[doc(hidden)]
-pub fn run_job<A, T, F>(
+pub fn run_job<M, F: job::JobFn<M>>(
     args: String,
     snapshot: Option<Vec<u8>>,
     job: F,
-) -> core::result::Result<__private::Outcome, __private::JobError>
-where
-    A: DeserializeOwned,
-    T: Serialize,
-    F: FnOnce(A) -> Result<T>,
-{
-    // Snapshots arrive once the runtime supports checkpoints; a job built with this
-    // version of the SDK never checkpoints, so it has nothing to resume from.
-    let _ = snapshot;
-    let args: A = serde_json::from_str(&args).map_err(|e| __private::JobError {
-        message: format!("args do not match the job's argument type: {e}"),
-        retryable: false,
-    })?;
-    let output = job(args).map_err(Error::into_wit)?;
-    let json = serde_json::to_string(&output).map_err(|e| __private::JobError {
-        message: format!("the job's result could not be encoded as JSON: {e}"),
-        retryable: false,
-    })?;
-    Ok(__private::Outcome::Done(json))
+) -> core::result::Result<__private::Outcome, __private::JobError> {
+    job.call(args, snapshot)
 }
 
 /// Exports a job function as the component's `run`.
 ///
 /// The function takes one argument, deserialized from the job's JSON args, and
 /// returns [`Result<T>`](crate::Result) where `T` is serialized as the job's result.
+/// A resumable job takes a second argument, `&mut Job<S>` (see [`Job`]).
 /// Use it once per crate.
 ///
 /// ```no_run

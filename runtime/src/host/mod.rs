@@ -4,8 +4,11 @@
 //! store's state), its limits, and its impl of the generated `Host` trait, linked
 //! by [`crate::sandbox`] with access to that field only.
 //!
+//! - [`checkpoint`]: the `stoker:job/checkpoint` and `stoker:job/enqueue`
+//!   interfaces: commits, child jobs, and the host's request to stop.
 //! - [`log`]: the `stoker:job/log` interface, into the job's capped log.
 //! - [`stdio`]: WASI stdout and stderr, captured into the same log.
 
+pub mod checkpoint;
 pub mod log;
 pub mod stdio;

@@ -94,10 +94,19 @@ pub struct Unit {
     pub attempt: u32,
     /// The id the fetch recorded the job under; empty when it found none.
     pub id: String,
+    /// The job's last committed checkpoint sequence; 0 on a fresh start.
+    pub seq: u64,
     settler: Option<Settler>,
 }
 
 impl Unit {
+    /// Lets the unit go without settling it: its outcome was committed another
+    /// way (a final checkpoint, [`super::commit`]), or the job belongs to
+    /// another attempt now (its lease was lost).
+    pub fn forget(mut self) {
+        self.settler = None;
+    }
+
     /// Commits this unit's outcome (batched with others; see [`super::settle`]).
     pub fn settle(
         mut self,
@@ -144,7 +153,7 @@ pub async fn fetch(
     max: usize,
     settler: &Settler,
 ) -> redis::RedisResult<Vec<Unit>> {
-    let reply: Vec<(Vec<u8>, u32, String)> = SCRIPTS
+    let reply: Vec<(Vec<u8>, u32, String, u64)> = SCRIPTS
         .fetch
         .key(queue.pending())
         .key(queue.inflight(worker))
@@ -156,11 +165,12 @@ pub async fn fetch(
         .await?;
     Ok(reply
         .into_iter()
-        .map(|(raw, attempt, id)| Unit {
+        .map(|(raw, attempt, id, seq)| Unit {
             queue: queue.clone(),
             raw,
             attempt,
             id,
+            seq,
             settler: Some(settler.clone()),
         })
         .collect())

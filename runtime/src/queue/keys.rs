@@ -9,7 +9,8 @@
 //! | `stoker:{q:QUEUE}:scheduled` | sorted set | payloads due later, scored by due time (ms, Redis time) |
 //! | `stoker:{q:QUEUE}:retry` | sorted set | payloads of failed jobs waiting for their next attempt |
 //! | `stoker:{q:QUEUE}:dead` | sorted set | ids of dead jobs, scored by time of death; capped |
-//! | `stoker:{q:QUEUE}:job:ID` | hash | the job's record: state, attempts, result, error, measurements |
+//! | `stoker:{q:QUEUE}:job:ID` | hash | the job's record: state, attempts, lease, checkpoint sequence, result, error, measurements |
+//! | `stoker:{q:QUEUE}:snap:ID` | string | the job's last committed snapshot (see [`crate::snapshot`]) |
 //! | `stoker:{q:QUEUE}:stats` | hash | counters: `processed`, `failed`, `dead` |
 //!
 //! Node-wide, under the hash tag `{stoker}`:
@@ -77,6 +78,16 @@ impl QueueKeys {
     /// A job's record.
     pub fn job(&self, id: &str) -> String {
         format!("{}job:{id}", self.base)
+    }
+
+    /// The prefix of snapshot keys (the id follows).
+    pub fn snapshot_prefix(&self) -> String {
+        format!("{}snap:", self.base)
+    }
+
+    /// A job's snapshot.
+    pub fn snapshot(&self, id: &str) -> String {
+        format!("{}snap:{id}", self.base)
     }
 }
 

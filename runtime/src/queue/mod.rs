@@ -13,6 +13,7 @@
 //! touches one queue, so the same code runs on a single Redis, Sentinel or
 //! Redis Cluster.
 
+pub mod commit;
 pub mod enqueue;
 pub mod fetch;
 pub mod keys;
@@ -28,6 +29,7 @@ pub(crate) struct Scripts {
     pub enqueue: Script,
     pub fetch: Script,
     pub settle: Script,
+    pub commit: Script,
     pub promote: Script,
     pub recover: Script,
 }
@@ -36,6 +38,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(include_str!("lua/enqueue.lua")),
     fetch: Script::new(include_str!("lua/fetch.lua")),
     settle: Script::new(include_str!("lua/settle.lua")),
+    commit: Script::new(include_str!("lua/commit.lua")),
     promote: Script::new(include_str!("lua/promote.lua")),
     recover: Script::new(include_str!("lua/recover.lua")),
 });

@@ -27,8 +27,11 @@ const BATCH: usize = 256;
 /// Where a job goes after an attempt.
 #[derive(Clone, Debug)]
 pub enum Disposition {
-    /// Finished: record the result.
-    Done,
+    /// Finished: record the result. `snapshot`: the job has one, to delete.
+    Done {
+        /// Whether the job has a snapshot.
+        snapshot: bool,
+    },
     /// Failed, to be retried after `delay` with payload `next`.
     Retry {
         /// Backoff before the next attempt.
@@ -40,6 +43,8 @@ pub enum Disposition {
     Dead {
         /// The job's payload.
         payload: String,
+        /// Whether the job has a snapshot (kept as long as the record).
+        snapshot: bool,
     },
     /// Back to the queue, without counting as a failure.
     Requeue {
@@ -129,14 +134,18 @@ async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::R
         .arg(DEAD_CAP)
         .arg(DONE_TTL.as_secs())
         .arg(DEAD_TTL.as_secs())
-        .arg(group.len());
+        .arg(group.len())
+        .arg(q.snapshot_prefix());
+    let snap = |has: bool| if has { "snap" } else { "" }.to_owned();
     for s in group {
         let (action, arg, next): (&str, String, &[u8]) = match &s.disposition {
-            Disposition::Done => ("done", String::new(), b""),
+            Disposition::Done { snapshot } => ("done", snap(*snapshot), b""),
             Disposition::Retry { delay, next } => {
                 ("retry", delay.as_millis().to_string(), next.as_bytes())
             }
-            Disposition::Dead { payload } => ("dead", String::new(), payload.as_bytes()),
+            Disposition::Dead { payload, snapshot } => {
+                ("dead", snap(*snapshot), payload.as_bytes())
+            }
             Disposition::Requeue { front, next } => (
                 "requeue",
                 if *front { "front" } else { "back" }.to_owned(),

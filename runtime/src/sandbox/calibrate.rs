@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
 use super::YIELD_INTERVAL;
-use super::bindings::{JobPre, stoker};
+use super::bindings::JobPre;
 use super::state::JobState;
 use crate::config::Limits;
-use crate::host::log::JobLog;
 
 /// How guest code is metered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,9 +56,7 @@ pub async fn time_runs(
         .epoch_interruption(epoch);
     let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-    stoker::job::log::add_to_linker::<JobState, HasSelf<JobLog>>(&mut linker, |s| &mut s.log)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    super::state::link(&mut linker)?;
     let component = Component::new(&engine, wasm).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pre = JobPre::new(
         linker
@@ -85,7 +82,7 @@ pub async fn time_runs(
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
-        let mut store = Store::new(&engine, JobState::new(&limits));
+        let mut store = Store::new(&engine, JobState::new(&limits, None, Default::default()));
         if fuel {
             store
                 .set_fuel(u64::MAX / 4)

@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{JobPre, stoker};
+use super::bindings::JobPre;
 use super::cache::ArtifactCache;
 use super::state::JobState;
-use crate::host::log::JobLog;
 
 /// Guest wasm stack. Deep recursion past it traps with `stack_overflow`.
 pub const MAX_WASM_STACK: usize = 512 << 10;
@@ -54,10 +53,7 @@ impl Sandbox {
         let engine = Engine::new(&wasmtime_config(config))
             .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        stoker::job::log::add_to_linker::<JobState, HasSelf<JobLog>>(&mut linker, |s| &mut s.log)
-            .map_err(|e| anyhow::anyhow!("linking stoker:job/log: {e}"))?;
+        super::state::link(&mut linker)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(ArtifactCache::open(dir, &engine).map_err(|e| {
                 anyhow::anyhow!("cannot use cache directory {}: {e}", dir.display())

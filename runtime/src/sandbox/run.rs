@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -10,11 +11,12 @@ use tokio::sync::watch;
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 use super::YIELD_INTERVAL;
-use super::bindings::stoker::job::types::Outcome;
+use super::bindings::stoker::job::types::{ErrorKind as GuestErrorKind, Outcome};
 use super::engine::{JobModule, Sandbox};
 use super::limits::{MemoryLimitExceeded, TableLimitExceeded};
 use super::state::JobState;
 use crate::config::Limits;
+use crate::host::checkpoint::{CommitUnavailable, JobContext, LeaseLost, SnapshotLimit};
 use crate::job::ErrorKind;
 
 /// Fuel given to a class without a `fuel` budget: consumption is still counted.
@@ -32,6 +34,9 @@ pub struct Attempt<'a> {
     pub limits: &'a Limits,
     /// Turns `true` when the attempt must stop now (shutdown deadline).
     pub cancel: watch::Receiver<bool>,
+    /// The queued job's link to Redis (checkpoints, child jobs); none for a
+    /// module run outside a queue.
+    pub job: Option<JobContext>,
 }
 
 /// How an attempt ended.
@@ -43,8 +48,12 @@ pub enum RunOutcome {
     Yielded,
     /// The attempt failed.
     Failed(Failure),
-    /// The attempt was stopped by the worker (shutdown); it counts for nothing.
+    /// The attempt was stopped by the worker (shutdown), or could not commit
+    /// because Redis did not answer; it counts for nothing.
     Interrupted,
+    /// The job was recovered from this worker while the attempt ran (its lease
+    /// was lost): it belongs to another attempt, and this one's outcome is void.
+    LeaseLost,
 }
 
 /// A failed attempt, as recorded on the job.
@@ -94,7 +103,6 @@ pub struct Usage {
 }
 
 /// The account of one attempt.
-#[derive(Debug)]
 pub struct RunReport {
     /// How it ended.
     pub outcome: RunOutcome,
@@ -102,6 +110,9 @@ pub struct RunReport {
     pub usage: Usage,
     /// Its log (host log lines, stdout, stderr), capped.
     pub log: String,
+    /// The job's context as the attempt left it: its last committed sequence,
+    /// the children staged since.
+    pub job: Option<JobContext>,
 }
 
 enum Stop {
@@ -122,7 +133,11 @@ impl Sandbox {
             memory_bytes: attempt.limits.memory_bytes.min(self.max_memory_bytes),
             ..*attempt.limits
         };
-        let mut store = Store::new(&self.engine, JobState::new(limits));
+        let cpu_nanos = Arc::new(AtomicU64::new(0));
+        let mut store = Store::new(
+            &self.engine,
+            JobState::new(limits, attempt.job, cpu_nanos.clone()),
+        );
         store.limiter(|s| &mut s.limits);
         let fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
         store
@@ -132,7 +147,6 @@ impl Sandbox {
             .fuel_async_yield_interval(Some(YIELD_INTERVAL))
             .expect("fuel metering is enabled on the engine");
 
-        let cpu_nanos = AtomicU64::new(0);
         let cpu_budget = Duration::from_millis(limits.cpu_ms);
         let mut cancel = attempt.cancel;
         let stop = {
@@ -144,7 +158,7 @@ impl Sandbox {
             };
             let metered = CpuMetered {
                 inner: Box::pin(call),
-                used: &cpu_nanos,
+                used: &*cpu_nanos,
                 budget: cpu_budget,
             };
             let deadline = Duration::from_millis(limits.timeout_ms);
@@ -165,6 +179,7 @@ impl Sandbox {
             wall_time: started.elapsed(),
         };
         let log = store.data().log.contents();
+        let job = store.data_mut().checkpoints.job.take();
         let outcome = match stop {
             Stop::Finished(Ok(Ok(Outcome::Done(result)))) if result.len() > MAX_RESULT_BYTES => {
                 RunOutcome::Failed(Failure::permanent(
@@ -178,11 +193,19 @@ impl Sandbox {
             Stop::Finished(Ok(Ok(Outcome::Done(result)))) => RunOutcome::Done(result),
             Stop::Finished(Ok(Ok(Outcome::Yielded))) => RunOutcome::Yielded,
             Stop::Finished(Ok(Err(e))) => RunOutcome::Failed(Failure {
-                kind: ErrorKind::JobError,
+                kind: match e.kind {
+                    GuestErrorKind::Failed => ErrorKind::JobError,
+                    GuestErrorKind::BadSnapshot => ErrorKind::BadSnapshot,
+                },
+                retryable: e.retryable && e.kind == GuestErrorKind::Failed,
                 message: e.message,
                 backtrace: None,
-                retryable: e.retryable,
             }),
+            Stop::Finished(Err(e)) if e.is::<LeaseLost>() => RunOutcome::LeaseLost,
+            Stop::Finished(Err(e)) if e.is::<CommitUnavailable>() => {
+                tracing::warn!(error = %e, "interrupted: cannot commit");
+                RunOutcome::Interrupted
+            }
             Stop::Finished(Err(trap)) => RunOutcome::Failed(classify(trap, limits, &log)),
             Stop::CpuTime => RunOutcome::Failed(Failure::new(
                 ErrorKind::CpuLimit,
@@ -206,6 +229,7 @@ impl Sandbox {
             outcome,
             usage,
             log,
+            job,
         }
     }
 }
@@ -215,6 +239,12 @@ fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
     let backtrace = err.downcast_ref::<WasmBacktrace>().map(|b| b.to_string());
     let (kind, message) = if let Some(e) = err.downcast_ref::<MemoryLimitExceeded>() {
         (ErrorKind::MemoryLimit, e.to_string())
+    } else if let Some(e) = err.downcast_ref::<SnapshotLimit>() {
+        // The same state would be too large again: not worth retrying.
+        return Failure {
+            backtrace,
+            ..Failure::permanent(ErrorKind::SnapshotLimit, e.to_string())
+        };
     } else if let Some(e) = err.downcast_ref::<TableLimitExceeded>() {
         (ErrorKind::MemoryLimit, e.to_string())
     } else {

@@ -1,11 +1,17 @@
 //! The per-attempt store state: one field per capability; each host module
 //! borrows only its own field.
 
-use wasmtime::component::ResourceTable;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::stoker;
 use super::limits::StoreLimits;
 use crate::config::Limits;
+use crate::host::checkpoint::{Checkpoints, JobContext, Meter};
 use crate::host::log::JobLog;
 use crate::host::stdio::Captured;
 
@@ -20,11 +26,14 @@ pub struct JobState {
     pub limits: StoreLimits,
     /// The job's log.
     pub log: JobLog,
+    /// Checkpoints and child jobs.
+    pub checkpoints: Checkpoints,
 }
 
 impl JobState {
-    /// A fresh state for one attempt under `limits`.
-    pub fn new(limits: &Limits) -> Self {
+    /// A fresh state for one attempt under `limits`, of the queued job `job`
+    /// (none: a module run outside a queue), its CPU time counted in `cpu_ns`.
+    pub fn new(limits: &Limits, job: Option<JobContext>, cpu_ns: Arc<AtomicU64>) -> Self {
         let log = JobLog::new(limits.log_bytes);
         let wasi = WasiCtx::builder()
             .stdout(Captured(log.clone()))
@@ -38,8 +47,37 @@ impl JobState {
             table: ResourceTable::new(),
             limits: StoreLimits::new(limits.memory_bytes),
             log,
+            checkpoints: Checkpoints {
+                meter: Meter {
+                    started: Instant::now(),
+                    cpu_ns,
+                    cpu_budget: Duration::from_millis(limits.cpu_ms),
+                    timeout: Duration::from_millis(limits.timeout_ms),
+                    slice: limits.slice_ms.map(Duration::from_millis),
+                    retained: limits.retained_bytes,
+                },
+                job,
+            },
         }
     }
+}
+
+/// Links everything a job may import: WASI (sandboxed by [`JobState::new`])
+/// and the `stoker:job` interfaces, each with access to its own field.
+pub fn link(linker: &mut Linker<JobState>) -> anyhow::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)
+        .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+    stoker::job::log::add_to_linker::<JobState, HasSelf<JobLog>>(linker, |s| &mut s.log)
+        .map_err(|e| anyhow::anyhow!("linking stoker:job/log: {e}"))?;
+    stoker::job::checkpoint::add_to_linker::<JobState, HasSelf<Checkpoints>>(linker, |s| {
+        &mut s.checkpoints
+    })
+    .map_err(|e| anyhow::anyhow!("linking stoker:job/checkpoint: {e}"))?;
+    stoker::job::enqueue::add_to_linker::<JobState, HasSelf<Checkpoints>>(linker, |s| {
+        &mut s.checkpoints
+    })
+    .map_err(|e| anyhow::anyhow!("linking stoker:job/enqueue: {e}"))?;
+    Ok(())
 }
 
 impl WasiView for JobState {

@@ -87,9 +87,12 @@ impl Manager {
                         .expect("fetched no more than free slots"),
                 };
                 let node = self.node.clone();
-                let cancel = self.cancel.clone();
+                let signals = processor::Signals {
+                    quiet: self.quiet.clone(),
+                    cancel: self.cancel.clone(),
+                };
                 tokio::spawn(async move {
-                    processor::process(node, unit, cancel).await;
+                    processor::process(node, unit, signals).await;
                     drop(slot);
                 });
             }

@@ -74,6 +74,12 @@ pub struct Node {
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
 }
 
+impl crate::host::checkpoint::ClassQueues for Node {
+    fn queue_of<'a>(&'a self, class: &'a str) -> futures::future::BoxFuture<'a, Option<String>> {
+        Box::pin(async move { self.class(class).await.map(|c| c.queue) })
+    }
+}
+
 /// Why a job's module could not be had.
 #[derive(Debug)]
 pub enum ModuleError {

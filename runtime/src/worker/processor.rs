@@ -11,18 +11,31 @@
 
 use std::sync::Arc;
 
+use redis::AsyncCommands;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{ModuleError, Node};
+use crate::host::checkpoint::{JobContext, LeaseLost};
 use crate::job::{ErrorKind, Payload};
+use crate::queue::commit::CommitKind;
 use crate::queue::fetch::Unit;
 use crate::queue::settle::Disposition;
 use crate::retry::{self, Decision};
+use crate::sandbox::bindings::stoker::job::checkpoint::StopReason;
 use crate::sandbox::{Attempt, Failure, RunOutcome, Usage};
 
+/// What a running job hears from its worker.
+#[derive(Clone)]
+pub struct Signals {
+    /// `true` once the worker is shutting down: jobs are asked to yield.
+    pub quiet: watch::Receiver<bool>,
+    /// `true` when running attempts must stop now.
+    pub cancel: watch::Receiver<bool>,
+}
+
 /// Runs `unit` to its settlement.
-pub async fn process(node: Arc<Node>, unit: Unit, cancel: watch::Receiver<bool>) {
+pub async fn process(node: Arc<Node>, unit: Unit, signals: Signals) {
     let payload = match Payload::decode(&unit.raw) {
         Ok(p) => p,
         Err(reason) => {
@@ -38,15 +51,19 @@ pub async fn process(node: Arc<Node>, unit: Unit, cancel: watch::Receiver<bool>)
             let mut fields = failure_fields(&failure);
             fields.push(("id", id.clone()));
             let payload = String::from_utf8_lossy(&unit.raw).into_owned();
-            unit.settle(&id, Disposition::Dead { payload }, fields);
+            let dead = Disposition::Dead {
+                payload,
+                snapshot: false,
+            };
+            unit.settle(&id, dead, fields);
             return;
         }
     };
     let span = tracing::info_span!("job", id = %payload.id, class = %payload.class, attempt = unit.attempt);
-    run(node, unit, payload, cancel).instrument(span).await
+    run(node, unit, payload, signals).instrument(span).await
 }
 
-async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::Receiver<bool>) {
+async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals) {
     let Some(class) = node.class(&payload.class).await else {
         let failure = Failure::permanent(
             ErrorKind::ModuleMissing,
@@ -57,22 +74,29 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::R
         );
         return fail(unit, payload, failure, 0, Usage::default(), String::new());
     };
-    let digest = payload
-        .digest
-        .clone()
-        .unwrap_or_else(|| class.digest.clone());
+    // A resumed job runs on the module that wrote its snapshot.
+    let snapshot = if unit.seq > 0 {
+        match resume(&node, &unit, &payload.id, class.limits.retained_bytes).await {
+            Ok(s) => Some(s),
+            Err(Resume::Redis(e)) => return requeue_after(unit, &payload.id, "snapshot", e),
+            Err(Resume::Bad(reason)) => {
+                let failure = Failure::permanent(ErrorKind::BadSnapshot, reason);
+                return fail(unit, payload, failure, 0, Usage::default(), String::new());
+            }
+        }
+    } else {
+        None
+    };
+    let digest = match &snapshot {
+        Some(s) => s.digest.clone(),
+        None => payload
+            .digest
+            .clone()
+            .unwrap_or_else(|| class.digest.clone()),
+    };
     let module = match node.module(&digest).await {
         Ok(m) => m,
-        Err(ModuleError::Redis(e)) => {
-            // Not the job's fault: put it back and let the next fetch try again.
-            tracing::warn!(error = %e, "cannot load module; requeueing");
-            let id = payload.id.clone();
-            let requeue = Disposition::Requeue {
-                front: false,
-                next: None,
-            };
-            return unit.settle(&id, requeue, Vec::new());
-        }
+        Err(ModuleError::Redis(e)) => return requeue_after(unit, &payload.id, "module", e),
         Err(ModuleError::Missing(m) | ModuleError::Invalid(m)) => {
             let failure = Failure::permanent(ErrorKind::ModuleMissing, m);
             return fail(
@@ -88,13 +112,26 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::R
     payload.digest = Some(digest);
 
     let args = payload.args.to_string();
+    let job = JobContext::new(
+        node.conn.clone(),
+        unit.queue.clone(),
+        node.id.clone(),
+        payload.id.clone(),
+        unit.attempt,
+        unit.seq,
+        module.digest.clone(),
+        node.clone(),
+        signals.quiet,
+    );
     let attempt = Attempt {
         args: &args,
-        snapshot: None,
+        snapshot: snapshot.as_ref().map(|s| &s.state[..]),
         limits: &class.limits,
-        cancel,
+        cancel: signals.cancel,
+        job: Some(job),
     };
     let report = node.sandbox.run(&module, attempt).await;
+    let mut job = report.job.expect("the attempt's context comes back");
 
     let id = payload.id.clone();
     match report.outcome {
@@ -109,36 +146,119 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, cancel: watch::R
                     ["error_kind", "error_message", "backtrace"].map(|f| (f, String::new())),
                 );
             }
-            unit.settle(&id, Disposition::Done, fields);
+            if job.children.is_empty() {
+                let done = Disposition::Done {
+                    snapshot: job.seq > 0,
+                };
+                return unit.settle(&id, done, fields);
+            }
+            // The children are committed with the result, in one step.
+            let raw = unit.raw.clone();
+            match job.commit(CommitKind::Done { raw: &raw }, &fields).await {
+                Ok(()) => unit.forget(),
+                Err(e) if e.is::<LeaseLost>() => {
+                    tracing::warn!("lease lost before the result was committed; discarded");
+                    unit.forget()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot commit the result; requeued");
+                    let requeue = Disposition::Requeue {
+                        front: true,
+                        next: None,
+                    };
+                    unit.settle(&id, requeue, Vec::new())
+                }
+            }
         }
         RunOutcome::Yielded => {
+            if !job.children.is_empty() {
+                tracing::warn!(
+                    children = job.children.len(),
+                    "the job yielded with child jobs staged after its last checkpoint; they are dropped"
+                );
+            }
+            tracing::debug!(seq = job.seq, stop = ?job.stop, "yielded");
             let fields = usage_fields(&report.usage, &module.digest, report.log, false);
-            unit.settle(
-                &id,
-                Disposition::Requeue {
-                    front: false,
-                    next: Some(payload.encode()),
-                },
-                fields,
-            );
+            // Work stopped by a shutdown goes first; a used-up slice goes to the
+            // back, behind the jobs that waited.
+            let front = job.stop == Some(StopReason::Shutdown);
+            let next = Some(payload.encode());
+            unit.settle(&id, Disposition::Requeue { front, next }, fields);
         }
         RunOutcome::Interrupted => {
-            tracing::info!("interrupted by shutdown; requeued");
+            tracing::info!(seq = job.seq, "interrupted; requeued");
             let requeue = Disposition::Requeue {
                 front: true,
                 next: None,
             };
             unit.settle(&id, requeue, Vec::new());
         }
-        RunOutcome::Failed(failure) => fail(
-            unit,
-            payload,
-            failure,
-            class.retry,
-            report.usage,
-            report.log,
-        ),
+        RunOutcome::LeaseLost => {
+            tracing::warn!(
+                "lease lost: the job was recovered from this worker while it ran; this attempt is void"
+            );
+            unit.forget();
+        }
+        RunOutcome::Failed(failure) => {
+            // The attempt may have checkpointed: the record knows the snapshot.
+            let mut unit = unit;
+            unit.seq = job.seq;
+            fail(
+                unit,
+                payload,
+                failure,
+                class.retry,
+                report.usage,
+                report.log,
+            )
+        }
     }
+}
+
+/// Why a snapshot could not be had.
+enum Resume {
+    Redis(redis::RedisError),
+    Bad(String),
+}
+
+/// Reads and checks the snapshot of checkpoint `unit.seq`.
+async fn resume(
+    node: &Node,
+    unit: &Unit,
+    id: &str,
+    retained: u64,
+) -> Result<crate::snapshot::Snapshot, Resume> {
+    let key = unit.queue.snapshot(id);
+    let bytes: Option<Vec<u8>> = node.conn.clone().get(&key).await.map_err(Resume::Redis)?;
+    let bytes = bytes.ok_or_else(|| {
+        Resume::Bad(format!(
+            "checkpoint {} is recorded but its snapshot ({key}) is gone",
+            unit.seq
+        ))
+    })?;
+    // The envelope's cap allows for states stored under a larger cap earlier.
+    let snapshot =
+        crate::snapshot::decode(&bytes, retained.max(MAX_RESUMED_STATE)).map_err(Resume::Bad)?;
+    if snapshot.seq != unit.seq {
+        return Err(Resume::Bad(format!(
+            "the stored snapshot is from checkpoint {}, the record says {}",
+            snapshot.seq, unit.seq
+        )));
+    }
+    Ok(snapshot)
+}
+
+/// Largest state a resumed attempt accepts, whatever its class says now.
+const MAX_RESUMED_STATE: u64 = 1 << 30;
+
+/// Puts a job back when Redis failed under it: not the job's fault.
+fn requeue_after(unit: Unit, id: &str, what: &str, e: redis::RedisError) {
+    tracing::warn!(error = %e, "cannot load the job's {what}; requeueing");
+    let requeue = Disposition::Requeue {
+        front: false,
+        next: None,
+    };
+    unit.settle(id, requeue, Vec::new())
 }
 
 fn fail(
@@ -150,6 +270,7 @@ fn fail(
     log: String,
 ) {
     let decision = retry::decide(&failure, payload.retry_count, max_retries);
+    let seq = unit.seq;
     tracing::warn!(kind = failure.kind.as_str(), message = %failure.message, ?decision, "attempt failed");
     let digest = payload.digest.clone().unwrap_or_default();
     let mut fields = usage_fields(&usage, &digest, log, false);
@@ -164,6 +285,7 @@ fn fail(
         },
         Decision::Dead => Disposition::Dead {
             payload: payload.encode(),
+            snapshot: seq > 0,
         },
     };
     unit.settle(&id, disposition, fields);

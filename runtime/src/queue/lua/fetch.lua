@@ -1,10 +1,13 @@
 -- Reliable fetch: moves up to ARGV[1] jobs, oldest first, from the pending list
--- to this worker's in-flight list and marks each job's record running. A job
+-- to this worker's in-flight list and marks each job's record running, with a
+-- lease: the attempt number, which a checkpoint commit must present (commit.lua)
+-- and which recovery clears (recover.lua). A job
 -- stays in the in-flight list until its outcome is settled (settle.lua) or the
 -- worker is declared dead and its jobs are recovered (recover.lua).
 -- KEYS[1] pending list, KEYS[2] this worker's in-flight list
 -- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4] queue name
--- Returns {payload, attempt, id, payload, attempt, id, ...}. For a payload this
+-- Returns {payload, attempt, id, seq, payload, attempt, id, seq, ...}, seq being
+-- the job's last committed checkpoint (0: none, a fresh start). For a payload this
 -- script cannot read as a job, attempt is 0 and id is '' (or the id it found):
 -- the worker sends it to the dead set. Nothing after a move may raise an error,
 -- or the moved payloads would be stranded in the in-flight list.
@@ -33,7 +36,10 @@ local function start(payload)
   if #id > 64 then return 0, '' end
   local key = ARGV[3] .. id
   local attempt = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', ARGV[2])
+  redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', ARGV[2],
+    'lease', attempt)
+  local seq = redis.call('HGET', key, 'seq')
+  if seq then redis.call('HINCRBY', key, 'resumed', 1) end
   if redis.call('HSETNX', key, 'id', id) == 1 then
     -- Enqueued by a plain LPUSH: the record starts here. The args shown are
     -- re-encoded by Redis's JSON library; the job runs with the payload's own.
@@ -43,17 +49,18 @@ local function start(payload)
     redis.call('HSET', key, 'class', tostring(job.class), 'queue', ARGV[4], 'args', args,
       'enqueued_at', now)
   end
-  return attempt, id
+  return attempt, id, seq or 0
 end
 
 local out = {}
 for _ = 1, tonumber(ARGV[1]) do
   local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not payload then break end
-  local ok, attempt, id = pcall(start, payload)
+  local ok, attempt, id, seq = pcall(start, payload)
   if not ok then attempt, id = 0, '' end
   out[#out + 1] = payload
   out[#out + 1] = attempt
   out[#out + 1] = id
+  out[#out + 1] = seq or 0
 end
 return out

@@ -1,20 +1,42 @@
 -- Returns every job in a dead worker's in-flight list to the front of the
--- pending list (they are fetched next, oldest first).
--- KEYS[1] the dead worker's in-flight list, KEYS[2] pending list
--- ARGV[1] job record key prefix
--- Returns the number of jobs recovered.
-local n = 0
+-- pending list (they are fetched next, oldest first), clearing its lease so a
+-- late commit from the lost attempt is refused. A job recovered ARGV[2] times
+-- in a row without reaching a checkpoint (or a retry) is taking its workers
+-- down with it: it goes to the dead set as `poison` instead.
+-- KEYS[1] the dead worker's in-flight list, KEYS[2] pending list, KEYS[3] dead set
+-- ARGV[1] job record key prefix, ARGV[2] recoveries that make a job poison,
+-- ARGV[3] dead record TTL (s), ARGV[4] snapshot key prefix
+-- Returns {jobs recovered, jobs found poison}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local poison_after, dead_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, poisoned = 0, 0
 while true do
   local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not payload then break end
   n = n + 1
-  local ok, job = pcall(cjson.decode, payload)
-  if ok and type(job) == 'table' and type(job.id) == 'string' then
-    local key = ARGV[1] .. job.id
-    if redis.call('EXISTS', key) == 1 then
-      redis.call('HSET', key, 'state', 'queued')
-      redis.call('HINCRBY', key, 'recovered', 1)
+  local id = string.match(payload, '^{"id":"([%w_%-]+)","class":"')
+  if not id then
+    local ok, job = pcall(cjson.decode, payload)
+    if ok and type(job) == 'table' and type(job.id) == 'string' then id = job.id end
+  end
+  local key = id and (ARGV[1] .. id)
+  if key and redis.call('EXISTS', key) == 1 then
+    redis.call('HINCRBY', key, 'recovered', 1)
+    local crashes = redis.call('HINCRBY', key, 'crashes', 1)
+    if crashes >= poison_after then
+      redis.call('RPOP', KEYS[2])
+      redis.call('ZADD', KEYS[3], now, id)
+      redis.call('HSET', key, 'state', 'dead', 'lease', '', 'finished_at', now,
+        'payload', payload, 'error_kind', 'poison', 'backtrace', '',
+        'error_message', 'poison: the job was running on ' .. crashes ..
+        ' workers that died (killed, out of memory, crashed) without reaching a checkpoint')
+      redis.call('EXPIRE', key, dead_ttl)
+      redis.call('EXPIRE', ARGV[4] .. id, dead_ttl)
+      poisoned = poisoned + 1
+    else
+      redis.call('HSET', key, 'state', 'queued', 'lease', '')
     end
   end
 end
-return n
+return {n, poisoned}

@@ -5,17 +5,21 @@
 -- attempt: it is left alone and counted in the reply.
 -- KEYS[1] in-flight list, KEYS[2] pending list, KEYS[3] retry set, KEYS[4] dead set, KEYS[5] stats hash
 -- ARGV[1] job record key prefix, ARGV[2] dead set cap, ARGV[3] done record TTL (s),
--- ARGV[4] dead record TTL (s), ARGV[5] number of jobs,
+-- ARGV[4] dead record TTL (s), ARGV[5] number of jobs, ARGV[6] snapshot key prefix,
 -- then per job: payload, id, action, arg, next payload, field count, field, value, ...
---   done:    result recorded; record expires after the done TTL
---   retry:   next payload into the retry set, due in arg ms
---   dead:    id into the dead set (capped: the oldest records are dropped)
+--   done:    result recorded; record expires after the done TTL; arg 'snap':
+--            the job's snapshot is deleted
+--   retry:   next payload into the retry set, due in arg ms (a snapshot stays:
+--            the next attempt resumes from it)
+--   dead:    id into the dead set (capped: the oldest records are dropped); arg
+--            'snap': the snapshot expires with the record
 --   requeue: next payload back to the pending list; arg 'front' (fetched next) or 'back'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
-local i, lost, processed, failed, dead = 6, 0, 0, 0, 0
+local snap = ARGV[6]
+local i, lost, processed, failed, dead = 7, 0, 0, 0, 0
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local nfields = tonumber(ARGV[i + 5])
@@ -30,24 +34,26 @@ for _ = 1, tonumber(ARGV[5]) do
     if action == 'done' then
       redis.call('HSET', key, 'state', 'done', 'finished_at', now, unpack(ARGV, first, last))
       redis.call('EXPIRE', key, done_ttl)
+      if arg == 'snap' then redis.call('DEL', snap .. id) end
       processed = processed + 1
     elseif action == 'retry' then
       local due = now + tonumber(arg)
       redis.call('ZADD', KEYS[3], due, next_payload)
       redis.call('HSET', key, 'state', 'retrying', 'finished_at', now, 'due_at', due,
-        unpack(ARGV, first, last))
+        'crashes', 0, unpack(ARGV, first, last))
       failed = failed + 1
     elseif action == 'dead' then
       redis.call('ZADD', KEYS[4], now, id)
       redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'payload', next_payload,
         unpack(ARGV, first, last))
       redis.call('EXPIRE', key, dead_ttl)
+      if arg == 'snap' then redis.call('EXPIRE', snap .. id, dead_ttl) end
       failed, dead = failed + 1, dead + 1
       local excess = redis.call('ZCARD', KEYS[4]) - cap
       if excess > 0 then
         local popped = redis.call('ZPOPMIN', KEYS[4], excess)
         for k = 1, #popped, 2 do -- member, score, member, score, ...
-          redis.call('DEL', prefix .. popped[k])
+          redis.call('DEL', prefix .. popped[k], snap .. popped[k])
         end
       end
     elseif action == 'requeue' then

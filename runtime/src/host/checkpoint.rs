@@ -1,0 +1,334 @@
+//! The `stoker:job/checkpoint` and `stoker:job/enqueue` interfaces: a job's
+//! commits, its child jobs, and the host's request to stop.
+//!
+//! Per attempt the store holds a [`Checkpoints`]: the attempt's [`Meter`]
+//! (always) and its [`JobContext`] (when the attempt runs for a queued job).
+//!
+//! - `save` encodes the state ([`crate::snapshot`]), commits it with the staged
+//!   children ([`crate::queue::commit`]), retrying a commit whose reply was lost,
+//!   and answers whether the job should stop. A commit that cannot be made ends
+//!   the attempt with a trap carrying one of this module's error types, which
+//!   the sandbox turns into an outcome: [`LeaseLost`], [`SnapshotLimit`],
+//!   [`CommitUnavailable`].
+//! - `should-yield` answers from local facts only (no Redis): shutdown, the
+//!   class's time slice, and how close the attempt is to its CPU and wall-clock
+//!   caps ([`NEAR_LIMIT`]).
+//! - `enqueue` stages a child job; nothing reaches Redis before the next commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use crate::job::Payload;
+use crate::queue::Conn;
+use crate::queue::commit::{self, Child, Commit, CommitKind, Committed};
+use crate::queue::keys::QueueKeys;
+use crate::sandbox::bindings::stoker::job::checkpoint::{self as wit, Progress, StopReason};
+use crate::sandbox::bindings::stoker::job::enqueue;
+
+/// Most child jobs one commit may carry.
+pub const MAX_CHILDREN: usize = 10_000;
+/// Most bytes of child payloads one commit may carry.
+pub const MAX_CHILD_BYTES: usize = 16 << 20;
+/// The share of its CPU or wall-clock cap after which an attempt is asked to
+/// yield (`limit`), so it commits and resumes with a fresh budget instead of
+/// being stopped by the cap.
+pub const NEAR_LIMIT: f64 = 0.8;
+/// Tries of one commit when Redis does not answer.
+const COMMIT_TRIES: u32 = 5;
+
+/// Which queue a class's jobs go to (the node's class table).
+pub trait ClassQueues: Send + Sync {
+    /// The queue of `class`, or `None` when it is not deployed.
+    fn queue_of<'a>(&'a self, class: &'a str) -> BoxFuture<'a, Option<String>>;
+}
+
+/// A queued job's link to Redis for the length of one attempt.
+pub struct JobContext {
+    /// The node's connection.
+    pub conn: Conn,
+    /// The job's queue.
+    pub queue: Arc<QueueKeys>,
+    /// The worker running it.
+    pub worker: String,
+    /// The job's id.
+    pub id: String,
+    /// This attempt's lease (its attempt number).
+    pub lease: u32,
+    /// The last committed checkpoint sequence (0: none).
+    pub seq: u64,
+    /// The module digest the job runs on, recorded in each snapshot.
+    pub digest: String,
+    /// Child jobs staged since the last commit.
+    pub children: Vec<Child>,
+    /// Where classes' jobs go.
+    pub classes: Arc<dyn ClassQueues>,
+    /// Turns `true` when the worker shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Commits made by this attempt.
+    pub commits: u32,
+    /// Size of the last snapshot this attempt stored, bytes.
+    pub snapshot_bytes: u64,
+    /// The last stop reason given to the job.
+    pub stop: Option<StopReason>,
+    child_bytes: usize,
+}
+
+impl JobContext {
+    /// The context of an attempt holding `lease` on job `id`, whose last
+    /// checkpoint is `seq`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        conn: Conn,
+        queue: Arc<QueueKeys>,
+        worker: String,
+        id: String,
+        lease: u32,
+        seq: u64,
+        digest: String,
+        classes: Arc<dyn ClassQueues>,
+        shutdown: watch::Receiver<bool>,
+    ) -> JobContext {
+        JobContext {
+            conn,
+            queue,
+            worker,
+            id,
+            lease,
+            seq,
+            digest,
+            children: Vec::new(),
+            classes,
+            shutdown,
+            commits: 0,
+            snapshot_bytes: 0,
+            stop: None,
+            child_bytes: 0,
+        }
+    }
+
+    /// Commits the next sequence: a checkpoint or the job's completion, with
+    /// the staged children. Retries while Redis does not answer.
+    pub async fn commit(
+        &mut self,
+        kind: CommitKind<'_>,
+        fields: &[(&'static str, String)],
+    ) -> wasmtime::Result<()> {
+        let seq = self.seq + 1;
+        let mut pause = Duration::from_millis(20);
+        let mut tries = 0;
+        loop {
+            let c = Commit {
+                queue: &self.queue,
+                id: &self.id,
+                worker: &self.worker,
+                lease: self.lease,
+                seq,
+                kind: match &kind {
+                    CommitKind::Checkpoint { snapshot } => CommitKind::Checkpoint { snapshot },
+                    CommitKind::Done { raw } => CommitKind::Done { raw },
+                },
+                fields,
+                children: &self.children,
+            };
+            match commit::commit(&mut self.conn, &c).await {
+                Ok(Committed::Ok | Committed::AlreadyApplied) => break,
+                Ok(Committed::LeaseLost) => return Err(LeaseLost.into()),
+                Err(e) => {
+                    tries += 1;
+                    if tries >= COMMIT_TRIES {
+                        return Err(CommitUnavailable(e.to_string()).into());
+                    }
+                    tracing::warn!(error = %e, retry_in = ?pause, "commit failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+            }
+        }
+        self.seq = seq;
+        self.commits += 1;
+        self.children.clear();
+        self.child_bytes = 0;
+        Ok(())
+    }
+}
+
+/// How far an attempt is towards its caps (kept by the sandbox).
+pub struct Meter {
+    /// When the attempt started.
+    pub started: Instant,
+    /// CPU time used so far, ns (updated by the sandbox around each poll).
+    pub cpu_ns: Arc<AtomicU64>,
+    /// The CPU cap.
+    pub cpu_budget: Duration,
+    /// The wall-clock cap.
+    pub timeout: Duration,
+    /// The class's time slice.
+    pub slice: Option<Duration>,
+    /// The largest state a checkpoint may hold.
+    pub retained: u64,
+}
+
+/// The store's checkpoint state: the meter, and the job's context when there
+/// is a job.
+pub struct Checkpoints {
+    /// The attempt's meter.
+    pub meter: Meter,
+    /// The job's link to Redis; none when the sandbox runs a module outside a
+    /// queue (calibration).
+    pub job: Option<JobContext>,
+}
+
+impl Checkpoints {
+    fn stop_reason(&self) -> Option<StopReason> {
+        if let Some(job) = &self.job
+            && *job.shutdown.borrow()
+        {
+            return Some(StopReason::Shutdown);
+        }
+        let m = &self.meter;
+        let elapsed = m.started.elapsed();
+        if m.slice.is_some_and(|s| elapsed >= s) {
+            return Some(StopReason::SliceOver);
+        }
+        let cpu = Duration::from_nanos(m.cpu_ns.load(Ordering::Relaxed));
+        if cpu.as_secs_f64() >= m.cpu_budget.as_secs_f64() * NEAR_LIMIT
+            || elapsed.as_secs_f64() >= m.timeout.as_secs_f64() * NEAR_LIMIT
+        {
+            return Some(StopReason::Limit);
+        }
+        None
+    }
+
+    fn job(&mut self) -> wasmtime::Result<&mut JobContext> {
+        self.job
+            .as_mut()
+            .ok_or_else(|| wasmtime::Error::msg("checkpoints need a queued job (none in this run)"))
+    }
+}
+
+/// The attempt no longer holds the job: it was recovered from this worker
+/// (heartbeat expired) and its commit was refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "lease lost: the job was recovered from this worker and belongs to another attempt; this attempt's commit was refused"
+)]
+pub struct LeaseLost;
+
+/// A checkpoint's state is over the class's `retained` cap.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "snapshot limit: the job checkpointed {size} bytes of state; its class allows {cap} bytes (`retained` in stoker.toml)"
+)]
+pub struct SnapshotLimit {
+    /// The state's size.
+    pub size: u64,
+    /// The cap.
+    pub cap: u64,
+}
+
+/// Redis did not answer a commit, after retries.
+#[derive(Debug, thiserror::Error)]
+#[error("commit failed: Redis did not answer ({0})")]
+pub struct CommitUnavailable(pub String);
+
+impl wit::Host for Checkpoints {
+    async fn save(
+        &mut self,
+        state: Vec<u8>,
+        progress: Option<Progress>,
+    ) -> wasmtime::Result<Option<StopReason>> {
+        let cap = self.meter.retained;
+        if state.len() as u64 > cap {
+            return Err(SnapshotLimit {
+                size: state.len() as u64,
+                cap,
+            }
+            .into());
+        }
+        let job = self.job()?;
+        let snapshot = crate::snapshot::encode(job.seq + 1, &job.digest, &state);
+        let mut fields = vec![
+            ("digest", job.digest.clone()),
+            ("snapshot_bytes", snapshot.len().to_string()),
+            ("state_bytes", state.len().to_string()),
+        ];
+        if let Some(p) = progress {
+            let text = match p.total {
+                Some(total) => format!("{}/{total}", p.done),
+                None => p.done.to_string(),
+            };
+            fields.push(("progress", text));
+        }
+        job.commit(
+            CommitKind::Checkpoint {
+                snapshot: &snapshot,
+            },
+            &fields,
+        )
+        .await?;
+        job.snapshot_bytes = snapshot.len() as u64;
+        let stop = self.stop_reason();
+        if let Some(job) = &mut self.job {
+            job.stop = stop;
+        }
+        Ok(stop)
+    }
+
+    fn should_yield(&mut self) -> wasmtime::Result<Option<StopReason>> {
+        let stop = self.stop_reason();
+        if let Some(job) = &mut self.job {
+            job.stop = stop.or(job.stop);
+        }
+        Ok(stop)
+    }
+}
+
+impl enqueue::Host for Checkpoints {
+    async fn enqueue(
+        &mut self,
+        class: String,
+        args: String,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let job = self.job()?;
+        Ok(stage(job, class, args).await)
+    }
+}
+
+async fn stage(job: &mut JobContext, class: String, args: String) -> Result<String, String> {
+    if job.children.len() >= MAX_CHILDREN {
+        return Err(format!(
+            "too many child jobs staged: at most {MAX_CHILDREN} per checkpoint (checkpoint more often)"
+        ));
+    }
+    crate::config::check_name("class", &class)?;
+    let args: serde_json::Value =
+        serde_json::from_str(&args).map_err(|e| format!("child job args are not JSON: {e}"))?;
+    let Some(queue) = job.classes.queue_of(&class).await else {
+        return Err(format!("class `{class}` is not deployed"));
+    };
+    let id = commit::child_id(&job.id, job.seq + 1, job.children.len());
+    let mut payload = Payload::new(&class, args);
+    payload.id = id.clone();
+    payload
+        .extra
+        .insert("parent".into(), serde_json::Value::String(job.id.clone()));
+    let encoded = payload.encode();
+    if job.child_bytes + encoded.len() > MAX_CHILD_BYTES {
+        return Err(format!(
+            "child jobs staged for one checkpoint exceed {MAX_CHILD_BYTES} bytes (checkpoint more often)"
+        ));
+    }
+    job.child_bytes += encoded.len();
+    job.children.push(Child {
+        queue: Arc::new(QueueKeys::new(&queue)),
+        id: id.clone(),
+        class,
+        args: payload.args.to_string(),
+        payload: encoded,
+    });
+    Ok(id)
+}

@@ -1,0 +1,161 @@
+//! Commits: a checkpoint (the job's snapshot and the child jobs staged since the
+//! last one), or a job's completion with its children, as one atomic step.
+//!
+//! # Leases and idempotency
+//! Each fetch records the attempt number on the job as its lease; recovery
+//! clears it. A commit presents its attempt's lease and the sequence number it
+//! commits (the last committed one + 1):
+//! - a lease that is no longer the job's (the job was recovered from a worker
+//!   paused or cut off past its heartbeat, and maybe runs elsewhere now) is
+//!   refused, and nothing is written;
+//! - a sequence already recorded means this very commit was applied and its
+//!   reply lost: nothing is written again.
+//!
+//! So a commit can be retried until it gets an answer, and no snapshot, child
+//! job or result is committed twice.
+//!
+//! # Redis Cluster
+//! A commit touches the job's queue and the queues of its children. On a
+//! single Redis or Sentinel that is one script; on Redis Cluster the children
+//! must be on the parent's queue (one hash slot) or the commit is refused by
+//! Redis with `CROSSSLOT`.
+
+use std::sync::Arc;
+
+use super::keys::QueueKeys;
+use super::settle::DONE_TTL;
+use super::{Conn, SCRIPTS};
+
+/// A child job staged by a running job.
+#[derive(Clone, Debug)]
+pub struct Child {
+    /// The queue it goes to.
+    pub queue: Arc<QueueKeys>,
+    /// Its id (derived, see [`child_id`]).
+    pub id: String,
+    /// Its class.
+    pub class: String,
+    /// Its payload (the JSON job format).
+    pub payload: String,
+    /// Its args (JSON), for its record.
+    pub args: String,
+}
+
+/// What a commit does.
+pub enum CommitKind<'a> {
+    /// Store the snapshot; the job goes on.
+    Checkpoint {
+        /// The encoded snapshot ([`crate::snapshot::encode`]).
+        snapshot: &'a [u8],
+    },
+    /// Record the result; the job leaves the in-flight list.
+    Done {
+        /// The payload as fetched (in the in-flight list).
+        raw: &'a [u8],
+    },
+}
+
+/// One commit.
+pub struct Commit<'a> {
+    /// The job's queue.
+    pub queue: &'a QueueKeys,
+    /// The job's id.
+    pub id: &'a str,
+    /// The worker holding the job.
+    pub worker: &'a str,
+    /// The attempt's lease.
+    pub lease: u32,
+    /// The sequence number this commit records.
+    pub seq: u64,
+    /// Checkpoint or completion.
+    pub kind: CommitKind<'a>,
+    /// Record fields to set.
+    pub fields: &'a [(&'static str, String)],
+    /// Child jobs to enqueue.
+    pub children: &'a [Child],
+}
+
+/// The answer to a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// Written now.
+    Ok,
+    /// Written by an earlier try of the same commit.
+    AlreadyApplied,
+    /// The job is no longer this attempt's: nothing written.
+    LeaseLost,
+}
+
+/// The id of the `index`th child (from 0) committed with checkpoint `seq` of
+/// job `parent`: the same inputs give the same id on every attempt.
+pub fn child_id(parent: &str, seq: u64, index: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{parent}:{seq}:{index}"));
+    hex::encode(&digest[..12])
+}
+
+/// Runs `commit`.
+pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<Committed> {
+    let q = commit.queue;
+    let mut inv = SCRIPTS.commit.prepare_invoke();
+    inv.key(q.job(commit.id))
+        .key(q.snapshot(commit.id))
+        .key(q.inflight(commit.worker))
+        .key(q.stats());
+    // The children's pending lists, each once.
+    let mut lists: Vec<&str> = Vec::new();
+    for c in commit.children {
+        if !lists.contains(&c.queue.name.as_str()) {
+            lists.push(&c.queue.name);
+            inv.key(c.queue.pending());
+        }
+    }
+    let (mode, body) = match commit.kind {
+        CommitKind::Checkpoint { snapshot } => ("checkpoint", snapshot),
+        CommitKind::Done { raw } => ("done", raw),
+    };
+    inv.arg(mode)
+        .arg(commit.lease)
+        .arg(commit.seq)
+        .arg(body)
+        .arg(DONE_TTL.as_secs())
+        .arg(commit.fields.len());
+    for (field, value) in commit.fields {
+        inv.arg(*field).arg(value);
+    }
+    inv.arg(commit.children.len());
+    for c in commit.children {
+        let index = 5 + lists
+            .iter()
+            .position(|l| *l == c.queue.name)
+            .expect("every child's queue is listed");
+        inv.arg(index)
+            .arg(c.queue.job(&c.id))
+            .arg(&c.id)
+            .arg(&c.payload)
+            .arg(&c.class)
+            .arg(&c.queue.name)
+            .arg(&c.args);
+    }
+    let reply: String = inv.invoke_async(conn).await?;
+    Ok(match reply.as_str() {
+        "ok" => Committed::Ok,
+        "applied" => Committed::AlreadyApplied,
+        _ => Committed::LeaseLost,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_ids_are_stable_and_distinct() {
+        let a = child_id("parent", 3, 0);
+        assert_eq!(a, child_id("parent", 3, 0));
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, child_id("parent", 3, 1));
+        assert_ne!(a, child_id("parent", 4, 0));
+        crate::job::check_id(&a).unwrap();
+    }
+}
