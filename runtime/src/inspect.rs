@@ -80,6 +80,8 @@ impl JobRecord {
             "attempts": self.num("attempts").unwrap_or(0),
             "retry_count": self.num("retry_count").unwrap_or(0),
             "recovered": self.num("recovered").unwrap_or(0),
+            "parent": self.get("parent"),
+            "checkpoint": self.checkpoint_json(),
             "args": as_json("args"),
             "result": as_json("result"),
             "error": error,
@@ -96,6 +98,31 @@ impl JobRecord {
             "cpu_time_us": m.map(|m| m.cpu_us),
             "peak_memory_bytes": m.map(|m| m.peak),
             "log": self.get("log"),
+        })
+    }
+
+    /// Progress as recorded by the last checkpoint: items done, and in all
+    /// when the job knows.
+    pub fn progress(&self) -> Option<(u64, Option<u64>)> {
+        let p = self.get("progress")?;
+        match p.split_once('/') {
+            Some((done, total)) => Some((done.parse().ok()?, total.parse().ok())),
+            None => Some((p.parse().ok()?, None)),
+        }
+    }
+
+    fn checkpoint_json(&self) -> Value {
+        let Some(seq) = self.num("seq") else {
+            return Value::Null;
+        };
+        let progress = self.progress();
+        json!({
+            "seq": seq,
+            "at_ms": self.num("checkpointed_at"),
+            "snapshot_bytes": self.num("snapshot_bytes"),
+            "state_bytes": self.num("state_bytes"),
+            "progress": progress.map(|(done, total)| json!({"done": done, "total": total})),
+            "resumed": self.num("resumed").unwrap_or(0),
         })
     }
 
@@ -117,6 +144,34 @@ impl JobRecord {
                 self.num("recovered").unwrap_or(0)
             ),
         );
+        if let Some(p) = self.get("parent") {
+            line("parent", p.to_owned());
+        }
+        if let Some(seq) = self.num("seq") {
+            let mut text = format!(
+                "{seq} (snapshot {}, state {}), resumed {} times",
+                bytes(self.num("snapshot_bytes").unwrap_or(0)),
+                bytes(self.num("state_bytes").unwrap_or(0)),
+                self.num("resumed").unwrap_or(0)
+            );
+            if self.state() == Some(State::Done) {
+                text = format!(
+                    "{seq} commits, resumed {} times",
+                    self.num("resumed").unwrap_or(0)
+                );
+            }
+            line("checkpoint", text);
+        }
+        if let Some((done, total)) = self
+            .progress()
+            .filter(|_| self.state() != Some(State::Done))
+        {
+            let text = match total {
+                Some(t) if t > 0 => format!("{done}/{t} ({:.1}%)", 100.0 * done as f64 / t as f64),
+                _ => done.to_string(),
+            };
+            line("progress", text);
+        }
         line("args", self.get("args").map_or_else(dash, str::to_owned));
         if let Some(r) = self.get("result") {
             line("result", r.to_owned());

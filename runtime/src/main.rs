@@ -134,6 +134,14 @@ enum Command {
         /// both (the fuel-versus-epochs decision).
         #[arg(long)]
         metering: bool,
+        /// Instead of draining: checkpoint commit latency, items/s of a job
+        /// checkpointing every item, SIGTERM to re-queued, kill -9 to resumed.
+        #[arg(long, conflicts_with = "metering")]
+        checkpoints: bool,
+        /// Heartbeat TTL of the workers `--checkpoints` starts (the kill -9
+        /// figure waits for it).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        heartbeat_ttl: Duration,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -351,8 +359,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
             threads,
             metering,
+            checkpoints,
+            heartbeat_ttl,
             json,
         } => {
+            if checkpoints {
+                let f = stoker::bench::checkpoints::run(&url, &manifest, heartbeat_ttl).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&f)?);
+                } else {
+                    let n = stoker::bench::checkpoints::N_COMMITS;
+                    println!("checkpoints: one Redis, workers as separate processes");
+                    println!(
+                        "  commit, 1 KiB state              p50 {:>6} us  p99 {:>6} us  ({n} commits)",
+                        f.commit_p50_us, f.commit_p99_us
+                    );
+                    println!(
+                        "  commit, 1 KiB state + 10 jobs    p50 {:>6} us  p99 {:>6} us  ({n} commits)",
+                        f.commit_children_p50_us, f.commit_children_p99_us
+                    );
+                    println!(
+                        "  checkpoint after every item      {:>10.0} items/s",
+                        f.items_per_sec
+                    );
+                    println!(
+                        "  SIGTERM -> 8 jobs re-queued      {:>10} ms (worker exited at {} ms)",
+                        f.sigterm_to_requeued_ms, f.sigterm_to_exit_ms
+                    );
+                    println!(
+                        "  kill -9 -> resumed elsewhere     {:>10} ms (heartbeat TTL {} ms)",
+                        f.kill9_to_resumed_ms, f.heartbeat_ttl_ms
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if metering {
                 let fib = manifest
                     .parent()

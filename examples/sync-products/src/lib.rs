@@ -28,7 +28,7 @@ fn default_records() -> u64 {
 }
 
 fn default_rounds() -> u32 {
-    64
+    4096
 }
 
 /// The cursor, and what the job has accumulated so far.

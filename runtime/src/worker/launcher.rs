@@ -81,11 +81,7 @@ impl Launcher {
             slots.clone(),
             stopped_rx,
         ));
-        let scheduler = tokio::spawn(crate::scheduler::run(
-            node.clone(),
-            config.heartbeat_ttl,
-            quiet_rx.clone(),
-        ));
+        let scheduler = tokio::spawn(crate::scheduler::run(node.clone(), quiet_rx.clone()));
         let manager = tokio::spawn(
             Manager {
                 node: node.clone(),

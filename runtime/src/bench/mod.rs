@@ -1,5 +1,8 @@
-//! `stoker bench`: the drain benchmark quoted in the README.
+//! `stoker bench`: the benchmarks quoted in the README. The drain benchmark is
+//! here; [`checkpoints`] measures commits, yields and recovery; [`metering`]
+//! decides fuel versus epochs.
 //!
+//! The drain benchmark:
 //! 1. Deploy the example classes and start one worker process on queue `bench`.
 //! 2. Warm up: run one `noop` job (the module is compiled or loaded from cache).
 //! 3. Pre-fill: enqueue N `noop` jobs (records and payloads, as `stoker enqueue`
@@ -21,6 +24,8 @@ use crate::config::Manifest;
 use crate::job::Payload;
 use crate::queue::keys::{self, QueueKeys};
 use crate::queue::{self, Conn, SCRIPTS};
+
+pub mod checkpoints;
 
 const QUEUE: &str = "bench";
 
@@ -151,7 +156,7 @@ pub async fn drain(
     })
 }
 
-async fn wait_processed(
+pub(crate) async fn wait_processed(
     conn: &mut Conn,
     q: &QueueKeys,
     n: u64,
@@ -172,7 +177,7 @@ async fn wait_processed(
     }
 }
 
-async fn clear_queue(conn: &mut Conn, q: &QueueKeys) -> anyhow::Result<()> {
+pub(crate) async fn clear_queue(conn: &mut Conn, q: &QueueKeys) -> anyhow::Result<()> {
     let prefix = format!("stoker:{{q:{}}}:*", q.name);
     let mut keys_found: Vec<String> = Vec::new();
     {
@@ -227,8 +232,12 @@ async fn redis_cpu(conn: &mut Conn) -> anyhow::Result<f64> {
 }
 
 fn nix_kill(pid: u32) -> std::io::Result<()> {
-    // SAFETY: sending SIGTERM to our own child process.
-    let r = unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    signal(pid, libc::SIGTERM)
+}
+
+fn signal(pid: u32, sig: i32) -> std::io::Result<()> {
+    // SAFETY: sending a signal to our own child process.
+    let r = unsafe { libc::kill(pid as i32, sig) };
     if r == 0 {
         Ok(())
     } else {
