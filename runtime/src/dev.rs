@@ -250,14 +250,70 @@ pub async fn run(
     if keep_running {
         println!("worker running; Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;
+        let report = launcher.stop(Duration::from_secs(5)).await;
+        println!(
+            "worker stopped (interrupted {}, clean {})",
+            report.interrupted, report.clean
+        );
+    } else {
+        expected &= deploy_mid_run(&url, &mut conn, launcher).await?;
     }
-    let report = launcher.stop(Duration::from_secs(5)).await;
-    println!(
-        "worker stopped (interrupted {}, clean {})",
-        report.interrupted, report.clean
-    );
     drop(private);
     Ok(expected)
+}
+
+/// A long job across a deploy: `sync-products` runs, the worker stops as a
+/// deploy would stop it (the job commits and yields), a new worker resumes it
+/// from its checkpoint. Returns whether it ended done with every record synced.
+async fn deploy_mid_run(url: &str, conn: &mut Conn, launcher: Launcher) -> anyhow::Result<bool> {
+    const RECORDS: u64 = 150_000;
+    let payload = Payload::new("sync-products", json!({ "records": RECORDS }));
+    let q = QueueKeys::new(crate::config::DEFAULT_QUEUE);
+    enqueue::enqueue(conn, &q.name, &payload, When::Now).await?;
+    println!(
+        "\nsync-products over {RECORDS} records; stopping the worker mid-run, as a deploy does"
+    );
+    let started = Instant::now();
+    loop {
+        let seq: Option<u64> = conn.hget(q.job(&payload.id), "seq").await?;
+        if seq.unwrap_or(0) >= 1 || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stop = Instant::now();
+    let report = launcher.stop(Duration::from_secs(25)).await;
+    let record = inspect::find_job(conn, &payload.id).await?;
+    let progress = record.as_ref().and_then(JobRecord::progress);
+    println!(
+        "  stopped in {} ms (interrupted {}); the job is {} at {}",
+        stop.elapsed().as_millis(),
+        report.interrupted,
+        record
+            .as_ref()
+            .and_then(JobRecord::state)
+            .map_or("?", State::as_str),
+        progress.map_or("-".into(), |(done, _)| format!("{done}/{RECORDS}"))
+    );
+    let launcher = Launcher::start(
+        url,
+        WorkerConfig {
+            queues: vec![q.name.clone()],
+            concurrency: 4,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let record = wait_outcome(conn, &payload.id).await?;
+    launcher.stop(Duration::from_secs(5)).await;
+    let Some(r) = record else {
+        println!("  (no record)");
+        return Ok(false);
+    };
+    let resumed = r.fields.get("resumed").cloned().unwrap_or_default();
+    let result = r.fields.get("result").cloned().unwrap_or_default();
+    println!("  a new worker resumed it ({resumed} resume): {result}");
+    Ok(r.state() == Some(State::Done) && result.contains(&format!("\"synced\":{RECORDS}")))
 }
 
 async fn ping(url: &str) -> bool {
