@@ -11,6 +11,7 @@
 
 mod support;
 
+mod checkpoint;
 mod deploy;
 mod queue;
 mod recovery;

@@ -284,6 +284,13 @@ impl TestEnv {
             .collect()
     }
 
+    /// A job's record as stored: every field of its hash, including those the
+    /// `stoker job` document leaves out (`seq`, `lease`, `resumed`, `crashes`,
+    /// `progress`, `parent`, ...). Empty when the job has no record.
+    pub fn fields(&self, queue: &str, id: &str) -> HashMap<String, String> {
+        self.query(redis::cmd("HGETALL").arg(QueueKeys::new(queue).job(id)))
+    }
+
     /// One job's document (see [`TestEnv::records`]).
     pub fn record(&self, queue: &str, id: &str) -> Value {
         self.records(queue, &[id.to_owned()]).remove(0)
@@ -480,6 +487,27 @@ impl Worker {
         // SAFETY: plain kill(2) on our own child's pid.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(rc, 0, "kill -TERM");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGSTOP: the process is frozen (its heartbeat too) until [`Worker::sigcont`].
+    pub fn sigstop(&self) {
+        self.signal(libc::SIGSTOP, "kill -STOP");
+    }
+
+    /// SIGCONT: a stopped process runs on.
+    pub fn sigcont(&self) {
+        self.signal(libc::SIGCONT, "kill -CONT");
+    }
+
+    fn signal(&self, signal: libc::c_int, what: &str) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "{what}");
     }
 
     /// Waits for the process to exit; panics (with its log) after `timeout`.
