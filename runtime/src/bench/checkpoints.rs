@@ -133,6 +133,7 @@ async fn commit_latency(
         digest.clone(),
         Arc::new(BenchQueue),
         shutdown,
+        Default::default(),
     );
     let state = vec![b'x'; 1024];
     let mut times = Vec::with_capacity(N_COMMITS);
