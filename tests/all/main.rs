@@ -11,6 +11,7 @@
 
 mod support;
 
+mod chaos;
 mod deploy;
 mod queue;
 mod recovery;
