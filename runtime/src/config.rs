@@ -12,6 +12,13 @@
 //! log = "64KiB"         # job log (host log + stdout + stderr) kept; default 64 KiB
 //! retained = "10MiB"    # largest checkpointed state; default 10 MiB
 //! max_slice = "5m"      # optional: ask a checkpointing job to yield after this long
+//!
+//! [classes.hello.redis]  # optional: Redis access for the job (none by default)
+//! read = ["catalog"]     # key prefixes the job may read
+//! write = ["stats:hello"] # key prefixes the job may write (and read)
+//! ops = 10_000           # operations per attempt; default 10,000
+//! ops_per_sec = 1_000    # operations per second per attempt; default 1,000
+//! reply = "16MiB"        # reply bytes per attempt; default 16 MiB
 //! ```
 //!
 //! Every quota is a decision about what one attempt may use; the sandbox enforces it
@@ -26,6 +33,10 @@
 //! | `retry` | retries after a failed attempt, with Sidekiq's backoff | count | 25 | the job goes to the dead set |
 //! | `log` | bytes of job log kept | bytes | 64 KiB | further lines dropped and counted |
 //! | `retained` | state a job checkpoints (its snapshot, before compression) | bytes | 10 MiB | the checkpoint fails the job, kind `snapshot_limit` |
+//! | `redis.read` / `redis.write` | keys a job may read / write: a key is inside prefix `p` when it is `p` or starts with `p:` | prefixes | none | `denied` error to the job |
+//! | `redis.ops` | Redis operations of one attempt (reads, writes, staged writes) | count | 10,000 | `quota` error to the job |
+//! | `redis.ops_per_sec` | Redis operations per second of one attempt | count | 1,000 | the operation waits for its turn |
+//! | `redis.reply` | bytes of Redis replies one attempt reads | bytes | 16 MiB | `quota` error to the job |
 //! | `max_slice` | wall-clock time of one attempt of a checkpointing job | duration | none | asked to yield at its next yield point; re-queued at the back without using a retry |
 
 use std::collections::BTreeMap;
@@ -96,6 +107,125 @@ pub struct ClassSpec {
     /// Time slice of a checkpointing job.
     #[serde(default, deserialize_with = "duration")]
     pub max_slice: Option<Duration>,
+    /// Redis access.
+    #[serde(default)]
+    pub redis: Option<RedisSpec>,
+}
+
+/// One `[classes.NAME.redis]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSpec {
+    /// Readable key prefixes.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Writable (and readable) key prefixes.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Operations per attempt.
+    #[serde(default)]
+    pub ops: Option<u64>,
+    /// Operations per second per attempt.
+    #[serde(default)]
+    pub ops_per_sec: Option<u64>,
+    /// Reply bytes per attempt.
+    #[serde(default, deserialize_with = "size")]
+    pub reply: Option<u64>,
+}
+
+/// What a class's jobs may do in Redis, as deployed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisAccess {
+    /// Readable key prefixes (normalized: no trailing `:`).
+    pub read: Vec<String>,
+    /// Writable key prefixes (normalized).
+    pub write: Vec<String>,
+    /// Operations per attempt.
+    pub ops: u64,
+    /// Operations per second per attempt.
+    pub ops_per_sec: u64,
+    /// Reply bytes per attempt.
+    pub reply_bytes: u64,
+}
+
+/// Default Redis operations per attempt.
+pub const DEFAULT_REDIS_OPS: u64 = 10_000;
+/// Default Redis operations per second per attempt.
+pub const DEFAULT_REDIS_OPS_PER_SEC: u64 = 1_000;
+/// Default Redis reply bytes per attempt.
+pub const DEFAULT_REDIS_REPLY: u64 = 16 << 20;
+
+impl Default for RedisAccess {
+    fn default() -> Self {
+        RedisAccess {
+            read: Vec::new(),
+            write: Vec::new(),
+            ops: DEFAULT_REDIS_OPS,
+            ops_per_sec: DEFAULT_REDIS_OPS_PER_SEC,
+            reply_bytes: DEFAULT_REDIS_REPLY,
+        }
+    }
+}
+
+impl RedisAccess {
+    /// Whether `key` is inside one of `prefixes`.
+    fn inside(prefixes: &[String], key: &str) -> bool {
+        prefixes.iter().any(|p| {
+            key.strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+        })
+    }
+
+    /// Whether the job may read `key`.
+    pub fn may_read(&self, key: &str) -> bool {
+        !reserved(key) && (Self::inside(&self.read, key) || Self::inside(&self.write, key))
+    }
+
+    /// Whether the job may write `key`.
+    pub fn may_write(&self, key: &str) -> bool {
+        !reserved(key) && Self::inside(&self.write, key)
+    }
+}
+
+/// Keys of Stoker itself: never reachable by a job.
+fn reserved(key: &str) -> bool {
+    key == "stoker" || key.starts_with("stoker:")
+}
+
+impl RedisSpec {
+    /// The access this spec grants, checked and normalized.
+    pub fn access(&self) -> Result<RedisAccess, String> {
+        let d = RedisAccess::default();
+        let norm = |list: &[String], what: &str| -> Result<Vec<String>, String> {
+            list.iter()
+                .map(|p| {
+                    let n = p.trim_end_matches(':');
+                    if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '*') {
+                        return Err(format!(
+                            "redis.{what}: prefix `{p}` must be non-empty, without spaces or `*`"
+                        ));
+                    }
+                    if reserved(n) {
+                        return Err(format!(
+                            "redis.{what}: prefix `{p}` is Stoker's own key space"
+                        ));
+                    }
+                    Ok(n.to_owned())
+                })
+                .collect()
+        };
+        let access = RedisAccess {
+            read: norm(&self.read, "read")?,
+            write: norm(&self.write, "write")?,
+            ops: self.ops.unwrap_or(d.ops),
+            ops_per_sec: self.ops_per_sec.unwrap_or(d.ops_per_sec),
+            reply_bytes: self.reply.unwrap_or(d.reply_bytes),
+        };
+        if access.ops_per_sec == 0 {
+            return Err("redis.ops_per_sec must be positive".into());
+        }
+        Ok(access)
+    }
 }
 
 /// What one attempt of a class may use, in job terms; `sandbox` converts them.
@@ -179,6 +309,9 @@ impl Manifest {
         for (name, class) in &manifest.classes {
             check_name("class", name)?;
             class.limits().map_err(|e| format!("class `{name}`: {e}"))?;
+            if let Some(r) = &class.redis {
+                r.access().map_err(|e| format!("class `{name}`: {e}"))?;
+            }
             check_name("queue", &class.queue).map_err(|e| format!("class `{name}`: {e}"))?;
         }
         Ok(manifest)
@@ -317,6 +450,31 @@ mod tests {
             Duration::from_millis(1500)
         );
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn redis_prefixes_match_whole_segments() {
+        let spec = RedisSpec {
+            read: vec!["app:a".into()],
+            write: vec!["app:out:".into()],
+            ..Default::default()
+        };
+        let a = spec.access().unwrap();
+        assert!(a.may_read("app:a") && a.may_read("app:a:1"));
+        assert!(!a.may_read("app:ab") && !a.may_read("app"));
+        assert!(!a.may_write("app:a:1"));
+        assert!(a.may_write("app:out:x") && a.may_read("app:out"));
+        assert!(!a.may_write("app:outside"));
+        let stoker = RedisSpec {
+            write: vec!["stoker:".into()],
+            ..Default::default()
+        };
+        assert!(stoker.access().unwrap_err().contains("own key space"));
+        let star = RedisSpec {
+            read: vec!["app:*".into()],
+            ..Default::default()
+        };
+        assert!(star.access().is_err());
     }
 
     #[test]

@@ -375,6 +375,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         f.commit_p50_us, f.commit_p99_us
                     );
                     println!(
+                        "  commit, 1 KiB state + 10 writes  p50 {:>6} us  p99 {:>6} us  ({n} commits)",
+                        f.commit_writes_p50_us, f.commit_writes_p99_us
+                    );
+                    println!(
                         "  commit, 1 KiB state + 10 jobs    p50 {:>6} us  p99 {:>6} us  ({n} commits)",
                         f.commit_children_p50_us, f.commit_children_p99_us
                     );

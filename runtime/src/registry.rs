@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Limits, Manifest};
+use crate::config::{Limits, Manifest, RedisAccess};
 use crate::queue::{Conn, keys};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
@@ -24,6 +24,9 @@ pub struct Class {
     pub limits: Limits,
     /// Retries after a failed attempt.
     pub retry: u32,
+    /// What its jobs may do in Redis.
+    #[serde(default)]
+    pub redis: RedisAccess,
 }
 
 /// What a deploy did for one class.
@@ -102,6 +105,10 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
             queue: spec.queue.clone(),
             limits,
             retry: spec.retry.unwrap_or(crate::config::DEFAULT_RETRY),
+            redis: match &spec.redis {
+                Some(r) => r.access().map_err(|e| DeployError::Refused(vec![e]))?,
+                None => RedisAccess::default(),
+            },
         };
         ready.push((class, wasm));
     }

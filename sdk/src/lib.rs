@@ -35,9 +35,9 @@
 //! Child jobs ([`enqueue`]) are committed with the next checkpoint or with the
 //! result, once.
 //!
-//! Jobs reach the outside world only through the host: [`log`], checkpoints and
-//! child jobs today; Redis and HTTP are added to the same world as the runtime
-//! grows.
+//! Jobs reach the outside world only through the host: [`log`], checkpoints,
+//! child jobs and [`redis`] (writes staged into checkpoints by default) today;
+//! HTTP is added to the same world as the runtime grows.
 #![deny(missing_docs)]
 
 // Lets the generated bindings name this crate the same way from inside and out.
@@ -46,6 +46,7 @@ extern crate self as stoker_sdk;
 mod error;
 mod job;
 pub mod log;
+pub mod redis;
 
 pub use error::{Error, Result};
 pub use job::{DEFAULT_CHECKPOINT_EVERY, Job, StopReason, enqueue};

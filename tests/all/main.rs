@@ -11,7 +11,9 @@
 
 mod support;
 
+mod chaos;
 mod checkpoint;
+mod deploy;
 mod deploy;
 mod queue;
 mod recovery;

@@ -3,7 +3,8 @@
 //!
 //! 1. Commit latency: [`N_COMMITS`] checkpoint commits of a 1 KiB state through
 //!    the host's commit path ([`JobContext::commit`]: envelope, script, Redis
-//!    round trip), alone and with 10 child jobs each; p50 / p99.
+//!    round trip), alone, with 10 staged writes (`INCRBY` on 10 keys) and with
+//!    10 child jobs each; p50 / p99.
 //! 2. Throughput of a job that checkpoints after every item: `steps` with
 //!    `every = 1` and a 1 KiB state, in a worker process; items/s.
 //! 3. SIGTERM: 8 cooperative `steps` jobs running; time from SIGTERM to all 8
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use super::{clear_queue, signal, wait_processed};
 use crate::config::Manifest;
 use crate::host::checkpoint::{ClassQueues, JobContext};
+use crate::host::redis::StagedWrite;
 use crate::job::Payload;
 use crate::queue::commit::{Child, CommitKind, child_id};
 use crate::queue::keys::{self, QueueKeys};
@@ -45,6 +47,10 @@ pub struct CheckpointFigures {
     pub commit_p50_us: u64,
     /// Commit of a 1 KiB state, p99, µs.
     pub commit_p99_us: u64,
+    /// Commit of a 1 KiB state with 10 staged writes, p50, µs.
+    pub commit_writes_p50_us: u64,
+    /// Commit of a 1 KiB state with 10 staged writes, p99, µs.
+    pub commit_writes_p99_us: u64,
     /// Commit of a 1 KiB state with 10 child jobs, p50, µs.
     pub commit_children_p50_us: u64,
     /// Commit of a 1 KiB state with 10 child jobs, p99, µs.
@@ -75,8 +81,11 @@ pub async fn run(
     clear_queue(&mut conn, &q).await?;
     let _: () = conn.sadd(keys::queues(), QUEUE).await?;
 
-    let plain = commit_latency(&conn, &q, 0).await?;
-    let children = commit_latency(&conn, &q, 10).await?;
+    let plain = commit_latency(&conn, &q, 0, 0).await?;
+    let writes = commit_latency(&conn, &q, 0, 10).await?;
+    let children = commit_latency(&conn, &q, 10, 0).await?;
+    let counters: Vec<String> = (0..10).map(counter).collect();
+    let _: () = conn.del(&counters).await?;
     clear_queue(&mut conn, &q).await?;
     let _: () = conn.sadd(keys::queues(), QUEUE).await?;
 
@@ -88,6 +97,8 @@ pub async fn run(
     Ok(CheckpointFigures {
         commit_p50_us: plain.0,
         commit_p99_us: plain.1,
+        commit_writes_p50_us: writes.0,
+        commit_writes_p99_us: writes.1,
         commit_children_p50_us: children.0,
         commit_children_p99_us: children.1,
         items_per_sec,
@@ -107,13 +118,20 @@ impl ClassQueues for BenchQueue {
     }
 }
 
-/// p50 and p99 (µs) of [`N_COMMITS`] commits with `children` children each.
+/// The key of the `k`th counter the staged writes increment.
+fn counter(k: usize) -> String {
+    format!("stoker-bench:counter:{k}")
+}
+
+/// p50 and p99 (µs) of [`N_COMMITS`] commits with `children` children and
+/// `writes` staged writes each.
 async fn commit_latency(
     conn: &Conn,
     q: &Arc<QueueKeys>,
     children: usize,
+    writes: usize,
 ) -> anyhow::Result<(u64, u64)> {
-    let id = format!("bench-commit-{children}");
+    let id = format!("bench-commit-{children}-{writes}");
     let digest = "ab".repeat(32);
     let _: () = conn
         .clone()
@@ -133,6 +151,7 @@ async fn commit_latency(
         digest.clone(),
         Arc::new(BenchQueue),
         shutdown,
+        Default::default(),
     );
     let state = vec![b'x'; 1024];
     let mut times = Vec::with_capacity(N_COMMITS);
@@ -148,6 +167,13 @@ async fn commit_latency(
                 class: "noop".into(),
                 payload: p.encode(),
                 args: "null".into(),
+            });
+        }
+        for k in 0..writes {
+            job.redis.staged.push(StagedWrite {
+                cmd: "INCRBY",
+                key: counter(k),
+                args: vec![b"1".to_vec()],
             });
         }
         let snapshot = crate::snapshot::encode(seq, &digest, &state);

@@ -1,7 +1,7 @@
 //! The `stoker:job/checkpoint` and `stoker:job/enqueue` interfaces: a job's
 //! commits, its child jobs, and the host's request to stop.
 //!
-//! Per attempt the store holds a [`Checkpoints`]: the attempt's [`Meter`]
+//! Per attempt the store holds a [`JobHost`]: the attempt's [`Meter`]
 //! (always) and its [`JobContext`] (when the attempt runs for a queued job).
 //!
 //! - `save` encodes the state ([`crate::snapshot`]), commits it with the staged
@@ -14,6 +14,7 @@
 //!   class's time slice, and how close the attempt is to its CPU and wall-clock
 //!   caps ([`NEAR_LIMIT`]).
 //! - `enqueue` stages a child job; nothing reaches Redis before the next commit.
+//!   Redis writes are staged the same way ([`super::redis`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+use super::redis::RedisSession;
+use crate::config::RedisAccess;
 use crate::job::Payload;
 use crate::queue::Conn;
 use crate::queue::commit::{self, Child, Commit, CommitKind, Committed};
@@ -74,6 +77,8 @@ pub struct JobContext {
     pub snapshot_bytes: u64,
     /// The last stop reason given to the job.
     pub stop: Option<StopReason>,
+    /// The job's use of Redis, and its staged writes.
+    pub redis: RedisSession,
     child_bytes: usize,
 }
 
@@ -91,6 +96,7 @@ impl JobContext {
         digest: String,
         classes: Arc<dyn ClassQueues>,
         shutdown: watch::Receiver<bool>,
+        redis: RedisAccess,
     ) -> JobContext {
         JobContext {
             conn,
@@ -106,8 +112,14 @@ impl JobContext {
             commits: 0,
             snapshot_bytes: 0,
             stop: None,
+            redis: RedisSession::new(redis),
             child_bytes: 0,
         }
+    }
+
+    /// Whether anything is staged for the next commit.
+    pub fn has_staged(&self) -> bool {
+        !self.children.is_empty() || !self.redis.staged.is_empty()
     }
 
     /// Commits the next sequence: a checkpoint or the job's completion, with
@@ -133,10 +145,12 @@ impl JobContext {
                 },
                 fields,
                 children: &self.children,
+                writes: &self.redis.staged,
             };
             match commit::commit(&mut self.conn, &c).await {
                 Ok(Committed::Ok | Committed::AlreadyApplied) => break,
                 Ok(Committed::LeaseLost) => return Err(LeaseLost.into()),
+                Ok(Committed::BadWrite(reason)) => return Err(BadWrite(reason).into()),
                 Err(e) => {
                     tries += 1;
                     if tries >= COMMIT_TRIES {
@@ -152,6 +166,7 @@ impl JobContext {
         self.commits += 1;
         self.children.clear();
         self.child_bytes = 0;
+        self.redis.clear_staged();
         Ok(())
     }
 }
@@ -174,17 +189,17 @@ pub struct Meter {
 
 /// The store's checkpoint state: the meter, and the job's context when there
 /// is a job.
-pub struct Checkpoints {
+pub struct JobHost {
     /// The attempt's meter.
     pub meter: Meter,
     /// The job's link to Redis; none when the sandbox runs a module outside a
     /// queue (calibration).
-    pub job: Option<JobContext>,
+    pub ctx: Option<JobContext>,
 }
 
-impl Checkpoints {
+impl JobHost {
     fn stop_reason(&self) -> Option<StopReason> {
-        if let Some(job) = &self.job
+        if let Some(job) = &self.ctx
             && *job.shutdown.borrow()
         {
             return Some(StopReason::Shutdown);
@@ -203,8 +218,8 @@ impl Checkpoints {
         None
     }
 
-    fn job(&mut self) -> wasmtime::Result<&mut JobContext> {
-        self.job
+    pub(crate) fn job(&mut self) -> wasmtime::Result<&mut JobContext> {
+        self.ctx
             .as_mut()
             .ok_or_else(|| wasmtime::Error::msg("checkpoints need a queued job (none in this run)"))
     }
@@ -230,12 +245,18 @@ pub struct SnapshotLimit {
     pub cap: u64,
 }
 
+/// A staged write does not fit the key it writes (its type, or a value that is
+/// not a number): the commit was refused and nothing of it applied.
+#[derive(Debug, thiserror::Error)]
+#[error("staged write refused at the commit: {0}")]
+pub struct BadWrite(pub String);
+
 /// Redis did not answer a commit, after retries.
 #[derive(Debug, thiserror::Error)]
 #[error("commit failed: Redis did not answer ({0})")]
 pub struct CommitUnavailable(pub String);
 
-impl wit::Host for Checkpoints {
+impl wit::Host for JobHost {
     async fn save(
         &mut self,
         state: Vec<u8>,
@@ -272,7 +293,7 @@ impl wit::Host for Checkpoints {
         .await?;
         job.snapshot_bytes = snapshot.len() as u64;
         let stop = self.stop_reason();
-        if let Some(job) = &mut self.job {
+        if let Some(job) = &mut self.ctx {
             job.stop = stop;
         }
         Ok(stop)
@@ -280,14 +301,14 @@ impl wit::Host for Checkpoints {
 
     fn should_yield(&mut self) -> wasmtime::Result<Option<StopReason>> {
         let stop = self.stop_reason();
-        if let Some(job) = &mut self.job {
+        if let Some(job) = &mut self.ctx {
             job.stop = stop.or(job.stop);
         }
         Ok(stop)
     }
 }
 
-impl enqueue::Host for Checkpoints {
+impl enqueue::Host for JobHost {
     async fn enqueue(
         &mut self,
         class: String,

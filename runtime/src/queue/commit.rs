@@ -1,5 +1,6 @@
-//! Commits: a checkpoint (the job's snapshot and the child jobs staged since the
-//! last one), or a job's completion with its children, as one atomic step.
+//! Commits: a checkpoint (the job's snapshot with the child jobs and Redis
+//! writes staged since the last one), or a job's completion with them, as one
+//! atomic step.
 //!
 //! # Leases and idempotency
 //! Each fetch records the attempt number on the job as its lease; recovery
@@ -15,16 +16,18 @@
 //! job or result is committed twice.
 //!
 //! # Redis Cluster
-//! A commit touches the job's queue and the queues of its children. On a
-//! single Redis or Sentinel that is one script; on Redis Cluster the children
-//! must be on the parent's queue (one hash slot) or the commit is refused by
-//! Redis with `CROSSSLOT`.
+//! A commit touches the job's queue, the queues of its children and the keys
+//! of its staged writes, all declared to the script. On a single Redis or
+//! Sentinel that is one script; on Redis Cluster they must share the parent
+//! queue's hash slot (`{q:QUEUE}` in the written keys) or Redis refuses the
+//! commit with `CROSSSLOT`.
 
 use std::sync::Arc;
 
 use super::keys::QueueKeys;
 use super::settle::DONE_TTL;
 use super::{Conn, SCRIPTS};
+use crate::host::redis::StagedWrite;
 
 /// A child job staged by a running job.
 #[derive(Clone, Debug)]
@@ -73,10 +76,12 @@ pub struct Commit<'a> {
     pub fields: &'a [(&'static str, String)],
     /// Child jobs to enqueue.
     pub children: &'a [Child],
+    /// Staged Redis writes to apply.
+    pub writes: &'a [StagedWrite],
 }
 
 /// The answer to a commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Committed {
     /// Written now.
     Ok,
@@ -84,6 +89,8 @@ pub enum Committed {
     AlreadyApplied,
     /// The job is no longer this attempt's: nothing written.
     LeaseLost,
+    /// A staged write cannot apply to its key (why): nothing written.
+    BadWrite(String),
 }
 
 /// The id of the `index`th child (from 0) committed with checkpoint `seq` of
@@ -137,11 +144,35 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
             .arg(&c.queue.name)
             .arg(&c.args);
     }
+    // The keys of the writes, each once, after the children's lists.
+    let mut write_keys: Vec<&str> = Vec::new();
+    for w in commit.writes {
+        if !write_keys.contains(&w.key.as_str()) {
+            write_keys.push(&w.key);
+            inv.key(&w.key);
+        }
+    }
+    inv.arg(commit.writes.len());
+    for w in commit.writes {
+        let index = 5
+            + lists.len()
+            + write_keys
+                .iter()
+                .position(|k| *k == w.key)
+                .expect("every write's key is listed");
+        inv.arg(w.cmd).arg(index).arg(w.args.len());
+        for a in &w.args {
+            inv.arg(a);
+        }
+    }
     let reply: String = inv.invoke_async(conn).await?;
     Ok(match reply.as_str() {
         "ok" => Committed::Ok,
         "applied" => Committed::AlreadyApplied,
-        _ => Committed::LeaseLost,
+        other => match other.strip_prefix("bad_write:") {
+            Some(reason) => Committed::BadWrite(reason.to_owned()),
+            None => Committed::LeaseLost,
+        },
     })
 }
 

@@ -16,7 +16,7 @@ use super::engine::{JobModule, Sandbox};
 use super::limits::{MemoryLimitExceeded, TableLimitExceeded};
 use super::state::JobState;
 use crate::config::Limits;
-use crate::host::checkpoint::{CommitUnavailable, JobContext, LeaseLost, SnapshotLimit};
+use crate::host::checkpoint::{BadWrite, CommitUnavailable, JobContext, LeaseLost, SnapshotLimit};
 use crate::job::ErrorKind;
 
 /// Fuel given to a class without a `fuel` budget: consumption is still counted.
@@ -179,7 +179,7 @@ impl Sandbox {
             wall_time: started.elapsed(),
         };
         let log = store.data().log.contents();
-        let job = store.data_mut().checkpoints.job.take();
+        let job = store.data_mut().job.ctx.take();
         let outcome = match stop {
             Stop::Finished(Ok(Ok(Outcome::Done(result)))) if result.len() > MAX_RESULT_BYTES => {
                 RunOutcome::Failed(Failure::permanent(
@@ -239,6 +239,8 @@ fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
     let backtrace = err.downcast_ref::<WasmBacktrace>().map(|b| b.to_string());
     let (kind, message) = if let Some(e) = err.downcast_ref::<MemoryLimitExceeded>() {
         (ErrorKind::MemoryLimit, e.to_string())
+    } else if let Some(e) = err.downcast_ref::<BadWrite>() {
+        (ErrorKind::JobError, e.to_string())
     } else if let Some(e) = err.downcast_ref::<SnapshotLimit>() {
         // The same state would be too large again: not worth retrying.
         return Failure {

@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::stoker;
 use super::limits::StoreLimits;
 use crate::config::Limits;
-use crate::host::checkpoint::{Checkpoints, JobContext, Meter};
+use crate::host::checkpoint::{JobContext, JobHost, Meter};
 use crate::host::log::JobLog;
 use crate::host::stdio::Captured;
 
@@ -26,8 +26,8 @@ pub struct JobState {
     pub limits: StoreLimits,
     /// The job's log.
     pub log: JobLog,
-    /// Checkpoints and child jobs.
-    pub checkpoints: Checkpoints,
+    /// JobHost and child jobs.
+    pub job: JobHost,
 }
 
 impl JobState {
@@ -47,7 +47,7 @@ impl JobState {
             table: ResourceTable::new(),
             limits: StoreLimits::new(limits.memory_bytes),
             log,
-            checkpoints: Checkpoints {
+            job: JobHost {
                 meter: Meter {
                     started: Instant::now(),
                     cpu_ns,
@@ -56,7 +56,7 @@ impl JobState {
                     slice: limits.slice_ms.map(Duration::from_millis),
                     retained: limits.retained_bytes,
                 },
-                job,
+                ctx: job,
             },
         }
     }
@@ -69,14 +69,12 @@ pub fn link(linker: &mut Linker<JobState>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
     stoker::job::log::add_to_linker::<JobState, HasSelf<JobLog>>(linker, |s| &mut s.log)
         .map_err(|e| anyhow::anyhow!("linking stoker:job/log: {e}"))?;
-    stoker::job::checkpoint::add_to_linker::<JobState, HasSelf<Checkpoints>>(linker, |s| {
-        &mut s.checkpoints
-    })
-    .map_err(|e| anyhow::anyhow!("linking stoker:job/checkpoint: {e}"))?;
-    stoker::job::enqueue::add_to_linker::<JobState, HasSelf<Checkpoints>>(linker, |s| {
-        &mut s.checkpoints
-    })
-    .map_err(|e| anyhow::anyhow!("linking stoker:job/enqueue: {e}"))?;
+    stoker::job::checkpoint::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
+        .map_err(|e| anyhow::anyhow!("linking stoker:job/checkpoint: {e}"))?;
+    stoker::job::enqueue::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
+        .map_err(|e| anyhow::anyhow!("linking stoker:job/enqueue: {e}"))?;
+    stoker::job::redis::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
+        .map_err(|e| anyhow::anyhow!("linking stoker:job/redis: {e}"))?;
     Ok(())
 }
 

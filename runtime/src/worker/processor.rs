@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{ModuleError, Node};
-use crate::host::checkpoint::{JobContext, LeaseLost};
+use crate::host::checkpoint::{BadWrite, JobContext, LeaseLost};
 use crate::job::{ErrorKind, Payload};
 use crate::queue::commit::CommitKind;
 use crate::queue::fetch::Unit;
@@ -122,6 +122,7 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
         module.digest.clone(),
         node.clone(),
         signals.quiet,
+        class.redis.clone(),
     );
     let attempt = Attempt {
         args: &args,
@@ -138,6 +139,12 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
         RunOutcome::Done(result) => {
             tracing::debug!(cpu_us = report.usage.cpu_time.as_micros() as u64, "done");
             let first = payload.retry_count == 0 && unit.attempt <= 1;
+            let staged = job.has_staged();
+            let log = if staged {
+                report.log.clone()
+            } else {
+                String::new()
+            };
             let mut fields = usage_fields(&report.usage, &module.digest, report.log, first);
             fields.push(("result", result));
             if payload.retry_count > 0 {
@@ -146,19 +153,26 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
                     ["error_kind", "error_message", "backtrace"].map(|f| (f, String::new())),
                 );
             }
-            if job.children.is_empty() {
+            if !staged {
                 let done = Disposition::Done {
                     snapshot: job.seq > 0,
                 };
                 return unit.settle(&id, done, fields);
             }
-            // The children are committed with the result, in one step.
+            // The children and staged writes are committed with the result, in
+            // one step.
             let raw = unit.raw.clone();
             match job.commit(CommitKind::Done { raw: &raw }, &fields).await {
                 Ok(()) => unit.forget(),
                 Err(e) if e.is::<LeaseLost>() => {
                     tracing::warn!("lease lost before the result was committed; discarded");
                     unit.forget()
+                }
+                Err(e) if e.is::<BadWrite>() => {
+                    let mut unit = unit;
+                    unit.seq = job.seq;
+                    let failure = Failure::new(ErrorKind::JobError, e.to_string());
+                    fail(unit, payload, failure, class.retry, report.usage, log)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot commit the result; requeued");
@@ -171,10 +185,11 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
             }
         }
         RunOutcome::Yielded => {
-            if !job.children.is_empty() {
+            if job.has_staged() {
                 tracing::warn!(
                     children = job.children.len(),
-                    "the job yielded with child jobs staged after its last checkpoint; they are dropped"
+                    writes = job.redis.staged.len(),
+                    "the job yielded with child jobs or writes staged after its last checkpoint; they are dropped"
                 );
             }
             tracing::debug!(seq = job.seq, stop = ?job.stop, "yielded");

@@ -1,0 +1,466 @@
+//! The `stoker:job/redis` interface: typed Redis operations on the keys a
+//! class may use, under per-attempt quotas.
+//!
+//! - Access: every key is checked against the class's prefixes
+//!   ([`RedisAccess`]) before anything is sent; Stoker's own keys are never
+//!   reachable. Operations are typed, so no command can be named: nothing like
+//!   KEYS, SCAN of the keyspace, EVAL, FLUSH*, CONFIG, blocking commands or
+//!   pub/sub exists here.
+//! - Quotas per attempt: operations (reads, writes and staged writes),
+//!   operations per second (a token bucket: an operation over the rate waits
+//!   for its turn, within the attempt's deadline), and reply bytes.
+//! - Writes: `write` applies an operation now; `stage` keeps it for the next
+//!   commit ([`crate::queue::commit`]), which applies every staged write in the
+//!   same atomic step as the checkpoint (or the result), once. The SDK stages
+//!   by default: a step repeated after a crash would repeat an immediate write.
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use super::checkpoint::{JobContext, JobHost};
+use crate::config::RedisAccess;
+use crate::sandbox::bindings::stoker::job::redis::{self as wit, Op, RedisError};
+
+/// Most writes one commit may carry.
+pub const MAX_STAGED_WRITES: usize = 10_000;
+/// Most bytes of staged writes (keys and arguments) one commit may carry.
+pub const MAX_STAGED_BYTES: usize = 16 << 20;
+/// Most members a page of `sscan` or a `zrange-by-score` returns.
+const MAX_PAGE: u32 = 10_000;
+
+/// A write kept for the next commit.
+#[derive(Clone, Debug)]
+pub struct StagedWrite {
+    /// The Redis command.
+    pub cmd: &'static str,
+    /// The key it writes.
+    pub key: String,
+    /// Its arguments after the key.
+    pub args: Vec<Vec<u8>>,
+}
+
+impl StagedWrite {
+    fn size(&self) -> usize {
+        self.key.len() + self.args.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// One attempt's use of Redis.
+pub struct RedisSession {
+    access: RedisAccess,
+    ops: u64,
+    reply_bytes: u64,
+    tokens: f64,
+    refilled: Instant,
+    /// Writes staged since the last commit.
+    pub staged: Vec<StagedWrite>,
+    staged_bytes: usize,
+}
+
+impl RedisSession {
+    /// A session under `access`.
+    pub fn new(access: RedisAccess) -> RedisSession {
+        RedisSession {
+            tokens: access.ops_per_sec as f64,
+            access,
+            ops: 0,
+            reply_bytes: 0,
+            refilled: Instant::now(),
+            staged: Vec::new(),
+            staged_bytes: 0,
+        }
+    }
+
+    /// Operations used so far.
+    pub fn ops(&self) -> u64 {
+        self.ops
+    }
+
+    /// Forgets the staged writes (committed, or dropped with the attempt).
+    pub fn clear_staged(&mut self) {
+        self.staged.clear();
+        self.staged_bytes = 0;
+    }
+
+    /// Counts one operation on `key`; waits when over the rate.
+    async fn admit(&mut self, key: &str, write: bool) -> Result<(), RedisError> {
+        let allowed = if write {
+            self.access.may_write(key)
+        } else {
+            self.access.may_read(key)
+        };
+        if !allowed {
+            let (what, list) = if write {
+                ("write", &self.access.write)
+            } else {
+                ("read", &self.access.read)
+            };
+            return Err(RedisError::Denied(format!(
+                "key `{}` is outside the class's {what} prefixes {list:?}",
+                crate::job::truncate(key, 200)
+            )));
+        }
+        if self.ops >= self.access.ops {
+            return Err(RedisError::Quota(format!(
+                "the attempt used its {} Redis operations (`redis.ops`)",
+                self.access.ops
+            )));
+        }
+        self.ops += 1;
+        let rate = self.access.ops_per_sec as f64;
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / rate);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.refilled = Instant::now();
+        }
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Counts `n` bytes of reply.
+    fn received(&mut self, n: usize) -> Result<(), RedisError> {
+        self.reply_bytes += n as u64;
+        if self.reply_bytes > self.access.reply_bytes {
+            return Err(RedisError::Quota(format!(
+                "the attempt read more than {} bytes of Redis replies (`redis.reply`)",
+                self.access.reply_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The command, key and arguments of a write.
+fn command(op: Op) -> StagedWrite {
+    let b = |s: &str| s.as_bytes().to_vec();
+    let n = |x: i64| x.to_string().into_bytes();
+    let (cmd, key, args) = match op {
+        Op::Set(a) => {
+            let mut args = vec![a.value];
+            if let Some(ttl) = a.ttl_ms {
+                args.extend([b("PX"), ttl.max(1).to_string().into_bytes()]);
+            }
+            ("SET", a.key, args)
+        }
+        Op::Del(key) => ("DEL", key, vec![]),
+        Op::Expire(a) => ("PEXPIRE", a.key, vec![a.ttl_ms.to_string().into_bytes()]),
+        Op::IncrBy(a) => ("INCRBY", a.key, vec![n(a.by)]),
+        Op::Hset(a) => ("HSET", a.key, vec![b(&a.field), a.value]),
+        Op::Hdel(a) => ("HDEL", a.key, vec![b(&a.field)]),
+        Op::HincrBy(a) => ("HINCRBY", a.key, vec![b(&a.field), n(a.by)]),
+        Op::Sadd(a) => ("SADD", a.key, a.members.iter().map(|m| b(m)).collect()),
+        Op::Srem(a) => ("SREM", a.key, a.members.iter().map(|m| b(m)).collect()),
+        Op::Zadd(a) => ("ZADD", a.key, vec![score(a.score), b(&a.member)]),
+        Op::ZincrBy(a) => ("ZINCRBY", a.key, vec![score(a.score), b(&a.member)]),
+        Op::Zrem(a) => ("ZREM", a.key, a.members.iter().map(|m| b(m)).collect()),
+        Op::Rpush(a) => ("RPUSH", a.key, a.values),
+        Op::Lpush(a) => ("LPUSH", a.key, a.values),
+    };
+    StagedWrite { cmd, key, args }
+}
+
+fn score(x: f64) -> Vec<u8> {
+    if x.is_infinite() {
+        if x > 0.0 { "+inf" } else { "-inf" }.into()
+    } else {
+        x.to_string().into_bytes()
+    }
+}
+
+/// Checks a write's shape before it is sent or staged.
+fn check(w: &StagedWrite) -> Result<(), RedisError> {
+    let empty = matches!(w.cmd, "SADD" | "SREM" | "ZREM" | "RPUSH" | "LPUSH") && w.args.is_empty();
+    if empty {
+        return Err(RedisError::WrongType(format!(
+            "{} needs at least one member or value",
+            w.cmd
+        )));
+    }
+    if matches!(w.cmd, "ZADD" | "ZINCRBY") && w.args[0] == b"NaN" {
+        return Err(RedisError::WrongType("a score must be a number".into()));
+    }
+    Ok(())
+}
+
+fn redis_error(e: redis::RedisError) -> RedisError {
+    let text = e.to_string();
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+        RedisError::Unavailable(text)
+    } else {
+        RedisError::WrongType(text)
+    }
+}
+
+impl JobHost {
+    fn session(&mut self) -> wasmtime::Result<&mut JobContext> {
+        self.job()
+    }
+}
+
+/// Runs one read: admitted on `key`, its reply counted with `size`.
+async fn read<T: redis::FromRedisValue>(
+    job: &mut JobContext,
+    key: &str,
+    cmd: redis::Cmd,
+    size: impl Fn(&T) -> usize,
+) -> Result<T, RedisError> {
+    job.redis.admit(key, false).await?;
+    let value: T = cmd.query_async(&mut job.conn).await.map_err(redis_error)?;
+    job.redis.received(size(&value))?;
+    Ok(value)
+}
+
+fn key_cmd(name: &str, key: &str) -> redis::Cmd {
+    let mut c = redis::cmd(name);
+    c.arg(key);
+    c
+}
+
+impl wit::Host for JobHost {
+    async fn write(&mut self, op: Op) -> wasmtime::Result<Result<i64, RedisError>> {
+        let job = self.session()?;
+        let w = command(op);
+        if let Err(e) = check(&w) {
+            return Ok(Err(e));
+        }
+        if let Err(e) = job.redis.admit(&w.key, true).await {
+            return Ok(Err(e));
+        }
+        let mut cmd = redis::cmd(w.cmd);
+        cmd.arg(&w.key);
+        for a in &w.args {
+            cmd.arg(a);
+        }
+        let reply: Result<Value, _> = cmd.query_async(&mut job.conn).await;
+        Ok(match reply {
+            Ok(Value::Int(n)) => Ok(n),
+            Ok(_) => Ok(0),
+            Err(e) => Err(redis_error(e)),
+        })
+    }
+
+    async fn stage(&mut self, op: Op) -> wasmtime::Result<Result<(), RedisError>> {
+        let job = self.session()?;
+        let w = command(op);
+        if let Err(e) = check(&w) {
+            return Ok(Err(e));
+        }
+        if job.redis.staged.len() >= MAX_STAGED_WRITES
+            || job.redis.staged_bytes + w.size() > MAX_STAGED_BYTES
+        {
+            return Ok(Err(RedisError::Quota(format!(
+                "at most {MAX_STAGED_WRITES} writes ({MAX_STAGED_BYTES} bytes) per checkpoint \
+                 (checkpoint more often)"
+            ))));
+        }
+        if let Err(e) = job.redis.admit(&w.key, true).await {
+            return Ok(Err(e));
+        }
+        job.redis.staged_bytes += w.size();
+        job.redis.staged.push(w);
+        Ok(Ok(()))
+    }
+
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, RedisError>> {
+        let job = self.session()?;
+        Ok(
+            read(job, &key, key_cmd("GET", &key), |v: &Option<Vec<u8>>| {
+                v.as_ref().map_or(0, Vec::len)
+            })
+            .await,
+        )
+    }
+
+    async fn exists(&mut self, key: String) -> wasmtime::Result<Result<bool, RedisError>> {
+        let job = self.session()?;
+        Ok(read(job, &key, key_cmd("EXISTS", &key), |_: &bool| 1).await)
+    }
+
+    async fn hget(
+        &mut self,
+        key: String,
+        field: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, RedisError>> {
+        let job = self.session()?;
+        let mut cmd = key_cmd("HGET", &key);
+        cmd.arg(&field);
+        Ok(read(job, &key, cmd, |v: &Option<Vec<u8>>| {
+            v.as_ref().map_or(0, Vec::len)
+        })
+        .await)
+    }
+
+    async fn hgetall(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Vec<(String, Vec<u8>)>, RedisError>> {
+        let job = self.session()?;
+        Ok(read(
+            job,
+            &key,
+            key_cmd("HGETALL", &key),
+            |v: &Vec<(String, Vec<u8>)>| v.iter().map(|(f, x)| f.len() + x.len()).sum(),
+        )
+        .await)
+    }
+
+    async fn smembers(&mut self, key: String) -> wasmtime::Result<Result<Vec<String>, RedisError>> {
+        let job = self.session()?;
+        Ok(read(job, &key, key_cmd("SMEMBERS", &key), strings_size).await)
+    }
+
+    async fn sscan(
+        &mut self,
+        key: String,
+        cursor: u64,
+        count: u32,
+    ) -> wasmtime::Result<Result<(u64, Vec<String>), RedisError>> {
+        let job = self.session()?;
+        let mut cmd = key_cmd("SSCAN", &key);
+        cmd.arg(cursor).arg("COUNT").arg(count.clamp(1, MAX_PAGE));
+        let page = read(job, &key, cmd, |(_, v): &(u64, Vec<String>)| {
+            strings_size(v)
+        })
+        .await;
+        Ok(page)
+    }
+
+    async fn sismember(
+        &mut self,
+        key: String,
+        member: String,
+    ) -> wasmtime::Result<Result<bool, RedisError>> {
+        let job = self.session()?;
+        let mut cmd = key_cmd("SISMEMBER", &key);
+        cmd.arg(&member);
+        Ok(read(job, &key, cmd, |_: &bool| 1).await)
+    }
+
+    async fn scard(&mut self, key: String) -> wasmtime::Result<Result<u64, RedisError>> {
+        let job = self.session()?;
+        Ok(read(job, &key, key_cmd("SCARD", &key), |_: &u64| 8).await)
+    }
+
+    async fn zscore(
+        &mut self,
+        key: String,
+        member: String,
+    ) -> wasmtime::Result<Result<Option<f64>, RedisError>> {
+        let job = self.session()?;
+        let mut cmd = key_cmd("ZSCORE", &key);
+        cmd.arg(&member);
+        Ok(read(job, &key, cmd, |_: &Option<f64>| 8).await)
+    }
+
+    async fn zrange_by_score(
+        &mut self,
+        key: String,
+        min: f64,
+        max: f64,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<(String, f64)>, RedisError>> {
+        let job = self.session()?;
+        let mut cmd = key_cmd("ZRANGEBYSCORE", &key);
+        cmd.arg(score(min))
+            .arg(score(max))
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.min(MAX_PAGE));
+        Ok(read(job, &key, cmd, |v: &Vec<(String, f64)>| {
+            v.iter().map(|(m, _)| m.len() + 8).sum()
+        })
+        .await)
+    }
+
+    async fn lrange(
+        &mut self,
+        key: String,
+        start: i64,
+        stop: i64,
+    ) -> wasmtime::Result<Result<Vec<Vec<u8>>, RedisError>> {
+        let job = self.session()?;
+        let mut cmd = key_cmd("LRANGE", &key);
+        cmd.arg(start).arg(stop);
+        Ok(read(job, &key, cmd, |v: &Vec<Vec<u8>>| {
+            v.iter().map(Vec::len).sum()
+        })
+        .await)
+    }
+
+    async fn llen(&mut self, key: String) -> wasmtime::Result<Result<u64, RedisError>> {
+        let job = self.session()?;
+        Ok(read(job, &key, key_cmd("LLEN", &key), |_: &u64| 8).await)
+    }
+}
+
+fn strings_size(v: &Vec<String>) -> usize {
+    v.iter().map(String::len).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::bindings::stoker::job::redis::{IncrArgs, MembersArgs, SetArgs};
+
+    #[test]
+    fn writes_become_fixed_commands() {
+        let w = command(Op::Set(SetArgs {
+            key: "a".into(),
+            value: b"v".to_vec(),
+            ttl_ms: Some(1500),
+        }));
+        assert_eq!((w.cmd, w.key.as_str()), ("SET", "a"));
+        assert_eq!(
+            w.args,
+            vec![b"v".to_vec(), b"PX".to_vec(), b"1500".to_vec()]
+        );
+        let w = command(Op::IncrBy(IncrArgs {
+            key: "n".into(),
+            by: -3,
+        }));
+        assert_eq!(w.args, vec![b"-3".to_vec()]);
+        let empty = command(Op::Sadd(MembersArgs {
+            key: "s".into(),
+            members: vec![],
+        }));
+        assert!(check(&empty).is_err());
+    }
+
+    #[tokio::test]
+    async fn access_and_quotas_are_enforced_before_sending() {
+        let access = RedisAccess {
+            read: vec!["app:in".into()],
+            write: vec!["app:out".into()],
+            ops: 3,
+            ..RedisAccess::default()
+        };
+        let mut s = RedisSession::new(access);
+        assert!(matches!(
+            s.admit("app:inside", false).await,
+            Err(RedisError::Denied(_))
+        ));
+        assert!(matches!(
+            s.admit("app:in:1", true).await,
+            Err(RedisError::Denied(_))
+        ));
+        assert!(matches!(
+            s.admit("stoker:{q:x}:pending", false).await,
+            Err(RedisError::Denied(_))
+        ));
+        s.admit("app:in:1", false).await.unwrap();
+        s.admit("app:out", true).await.unwrap();
+        s.admit("app:out:x", false).await.unwrap();
+        assert!(matches!(
+            s.admit("app:out", true).await,
+            Err(RedisError::Quota(_))
+        ));
+        assert!(s.received(17 << 20).is_err());
+    }
+}
