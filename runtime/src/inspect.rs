@@ -115,7 +115,10 @@ impl JobRecord {
         let Some(seq) = self.num("seq") else {
             return Value::Null;
         };
-        let progress = self.progress();
+        // A finished job's progress is its last checkpoint's, not the end.
+        let progress = self
+            .progress()
+            .filter(|_| self.state() != Some(State::Done));
         json!({
             "seq": seq,
             "at_ms": self.num("checkpointed_at"),

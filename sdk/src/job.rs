@@ -292,10 +292,14 @@ impl<S: Serialize + DeserializeOwned> Job<S> {
     {
         let mut state = self.resumed.take().unwrap_or(start);
         self.last_save = Instant::now();
-        for item in items(&state) {
+        let mut items = items(&state).into_iter().peekable();
+        while let Some(item) = items.next() {
             each(&mut state, item)?;
             self.done += 1;
-            if self.last_save.elapsed() >= self.every || host::should_yield().is_some() {
+            // After the last item there is nothing to save or stop for: the
+            // result commits the rest.
+            let more = items.peek().is_some();
+            if more && (self.last_save.elapsed() >= self.every || host::should_yield().is_some()) {
                 self.checkpoint(&state)?;
             }
         }

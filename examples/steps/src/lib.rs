@@ -52,7 +52,8 @@ fn steps(args: Args, job: &mut Job<State>) -> Result<Report> {
         }
         state.next += 1;
         let due = args.every > 0 && state.next % args.every == 0;
-        if due || job.should_yield().is_some() {
+        let more = state.next < args.items;
+        if due || (more && job.should_yield().is_some()) {
             job.set_progress(state.next, Some(args.items));
             job.checkpoint(&state)?;
         }
