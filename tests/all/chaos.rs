@@ -87,7 +87,13 @@ fn mileage_and_sync_products_survive_kill_and_sigterm_loops() {
     let (mut kills, mut terms) = (0, 0);
     while started.elapsed() < Duration::from_secs(12) {
         std::thread::sleep(Duration::from_millis(rng.random_range(800..1600)));
-        let i = rng.random_range(0..workers.len());
+        // Half the time, the worker running the parent (its pid is in its id).
+        let holder =
+            running_on(&env, &parent).and_then(|pid| workers.iter().position(|w| w.pid() == pid));
+        let i = match holder {
+            Some(i) if rng.random_bool(0.5) => i,
+            _ => rng.random_range(0..workers.len()),
+        };
         if rng.random_bool(0.5) {
             workers[i].kill9();
             kills += 1;
@@ -107,6 +113,12 @@ fn mileage_and_sync_products_survive_kill_and_sigterm_loops() {
     }
     let parent_record = &records[0];
     assert_eq!(parent_record["result"]["users"], users, "{parent_record:#}");
+    let f = env.fields("default", &parent);
+    let count = |k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    assert!(
+        count("resumed") >= 1,
+        "the parent was interrupted and resumed at least once: {f:?}"
+    );
 
     // Every child: exactly one per user, all done.
     let children = wait_children_done(&env, &parent, users);
@@ -132,6 +144,16 @@ fn mileage_and_sync_products_survive_kill_and_sigterm_loops() {
     for w in &mut workers {
         w.assert_alive();
     }
+}
+
+/// The pid of the worker running job `id`, if it is running.
+fn running_on(env: &TestEnv, id: &str) -> Option<u32> {
+    let f = env.fields("default", id);
+    if f.get("state").map(String::as_str) != Some("running") {
+        return None;
+    }
+    // Worker ids are HOST-PID-RANDOM.
+    f.get("worker")?.rsplit('-').nth(1)?.parse().ok()
 }
 
 /// Waits until the `expected` children of `parent` are done; returns their
