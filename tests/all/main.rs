@@ -14,7 +14,7 @@ mod support;
 mod chaos;
 mod checkpoint;
 mod deploy;
-mod deploy;
 mod queue;
 mod recovery;
+mod redis;
 mod run;
