@@ -6,13 +6,9 @@
 //! refuses its whole commit. `write_now` applies at once, and so is repeated
 //! by a re-run. Per-attempt quotas: operations, reply bytes (errors to the
 //! job) and operations per second (waits). And the seed scenario, `mileage`,
-//! on a calm run.
-//!
-//! Three tests are ignored: they show staged writes that pass the commit's
-//! check and still fail inside its script (an INCRBY past i64 or on `007`, a
-//! write invalidated by an earlier one of the same commit), which leaves part
-//! of the commit applied and the job lost or requeued forever. Run them with
-//! `--ignored` once the commit script checks those cases.
+//! on a calm run. Writes that would only fail once applied (an INCRBY past
+//! i64 or on `007`, a write invalidated by an earlier one of the same commit)
+//! refuse their commit whole too.
 //!
 //! The guests are `examples/kv` (a script of Redis steps; its result lists
 //! each step's outcome, a refused operation being an `{"error": ...}` outcome
@@ -861,16 +857,12 @@ fn assert_refused(env: &TestEnv, id: &str, says: &str) {
     assert!(message.contains(says), "no `{says}` in {message}");
 }
 
-// The commit's check looks at each key as it is before the commit, and
-// accepts any string of digits for INCRBY: a write that passes it can still
-// fail inside the script (an INCRBY past i64, a value with leading zeros, a
-// key whose type an earlier write of the same commit changed). Lua does not
-// roll back: the writes before it stay applied, the script's error is retried
-// as if Redis had not answered, and the job is lost or loops.
+// Writes that only fail once applied: an INCRBY past i64, a value with
+// leading zeros (not an integer to Redis), a key whose type an earlier write
+// of the same commit changes. Lua cannot roll back, so the commit simulates
+// its writes in order with Redis's rules and refuses the whole commit first.
 
 #[test]
-#[ignore = "runtime bug: an INCRBY that fails inside the commit script leaves the writes before it \
-            applied, and the job lost (state running, in no list)"]
 fn an_incr_that_fails_inside_the_result_commit_applies_nothing() {
     let env = TestEnv::new();
     env.deploy(CLASSES);
@@ -891,8 +883,6 @@ fn an_incr_that_fails_inside_the_result_commit_applies_nothing() {
 }
 
 #[test]
-#[ignore = "runtime bug: an INCRBY that fails inside a checkpoint's commit script re-applies the \
-            writes before it on every commit try and every attempt, and the job is requeued forever"]
 fn an_incr_that_fails_inside_a_checkpoint_commit_applies_nothing() {
     let env = TestEnv::new();
     env.deploy(CLASSES);
@@ -907,9 +897,6 @@ fn an_incr_that_fails_inside_a_checkpoint_commit_applies_nothing() {
 }
 
 #[test]
-#[ignore = "runtime bug: the commit checks each write against the key as it was before the \
-            commit; a write made invalid by an earlier one of the same commit fails inside the \
-            script, after the writes before it (and the result's LREM) were applied: job lost"]
 fn writes_of_one_commit_are_checked_against_each_other() {
     let env = TestEnv::new();
     env.deploy(CLASSES);

@@ -151,6 +151,10 @@ impl JobContext {
                 Ok(Committed::Ok | Committed::AlreadyApplied) => break,
                 Ok(Committed::LeaseLost) => return Err(LeaseLost.into()),
                 Ok(Committed::BadWrite(reason)) => return Err(BadWrite(reason).into()),
+                // Redis answered with an error: the script did not run to its
+                // end. It checks everything before its first write, so this is
+                // a bug (or a Redis we do not know); repeating cannot help.
+                Err(e) if !unanswered(&e) => return Err(CommitFailed(e.to_string()).into()),
                 Err(e) => {
                     tries += 1;
                     if tries >= COMMIT_TRIES {
@@ -250,6 +254,24 @@ pub struct SnapshotLimit {
 #[derive(Debug, thiserror::Error)]
 #[error("staged write refused at the commit: {0}")]
 pub struct BadWrite(pub String);
+
+/// Whether a commit's outcome is unknown or it was not run (worth retrying):
+/// the connection failed, or Redis refused the script up front (out of memory,
+/// loading, busy).
+fn unanswered(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || matches!(
+            e.code(),
+            Some("OOM" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
+        )
+}
+
+/// Redis answered a commit with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("commit failed: Redis answered with an error ({0})")]
+pub struct CommitFailed(pub String);
 
 /// Redis did not answer a commit, after retries.
 #[derive(Debug, thiserror::Error)]

@@ -109,14 +109,34 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
         .key(q.snapshot(commit.id))
         .key(q.inflight(commit.worker))
         .key(q.stats());
-    // The children's pending lists, each once.
-    let mut lists: Vec<&str> = Vec::new();
-    for c in commit.children {
-        if !lists.contains(&c.queue.name.as_str()) {
-            lists.push(&c.queue.name);
-            inv.key(c.queue.pending());
+    // KEYS: the children's pending lists (each once) and records, then the
+    // written keys (each once); the arguments refer to them by index.
+    let mut keys: Vec<String> = Vec::new();
+    let mut index_of = |key: String, inv: &mut redis::ScriptInvocation<'_>| -> usize {
+        match keys.iter().position(|k| *k == key) {
+            Some(i) => 5 + i,
+            None => {
+                inv.key(&key);
+                keys.push(key);
+                4 + keys.len()
+            }
         }
-    }
+    };
+    let children: Vec<(usize, usize)> = commit
+        .children
+        .iter()
+        .map(|c| {
+            (
+                index_of(c.queue.pending(), &mut inv),
+                index_of(c.queue.job(&c.id), &mut inv),
+            )
+        })
+        .collect();
+    let writes: Vec<usize> = commit
+        .writes
+        .iter()
+        .map(|w| index_of(w.key.clone(), &mut inv))
+        .collect();
     let (mode, body) = match commit.kind {
         CommitKind::Checkpoint { snapshot } => ("checkpoint", snapshot),
         CommitKind::Done { raw } => ("done", raw),
@@ -131,36 +151,18 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
         inv.arg(*field).arg(value);
     }
     inv.arg(commit.children.len());
-    for c in commit.children {
-        let index = 5 + lists
-            .iter()
-            .position(|l| *l == c.queue.name)
-            .expect("every child's queue is listed");
-        inv.arg(index)
-            .arg(c.queue.job(&c.id))
+    for (c, (list, record)) in commit.children.iter().zip(children) {
+        inv.arg(list)
+            .arg(record)
             .arg(&c.id)
             .arg(&c.payload)
             .arg(&c.class)
             .arg(&c.queue.name)
             .arg(&c.args);
     }
-    // The keys of the writes, each once, after the children's lists.
-    let mut write_keys: Vec<&str> = Vec::new();
-    for w in commit.writes {
-        if !write_keys.contains(&w.key.as_str()) {
-            write_keys.push(&w.key);
-            inv.key(&w.key);
-        }
-    }
     inv.arg(commit.writes.len());
-    for w in commit.writes {
-        let index = 5
-            + lists.len()
-            + write_keys
-                .iter()
-                .position(|k| *k == w.key)
-                .expect("every write's key is listed");
-        inv.arg(w.cmd).arg(index).arg(w.args.len());
+    for (w, key) in commit.writes.iter().zip(writes) {
+        inv.arg(w.cmd).arg(key).arg(w.args.len());
         for a in &w.args {
             inv.arg(a);
         }

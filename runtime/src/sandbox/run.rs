@@ -16,7 +16,9 @@ use super::engine::{JobModule, Sandbox};
 use super::limits::{MemoryLimitExceeded, TableLimitExceeded};
 use super::state::JobState;
 use crate::config::Limits;
-use crate::host::checkpoint::{BadWrite, CommitUnavailable, JobContext, LeaseLost, SnapshotLimit};
+use crate::host::checkpoint::{
+    BadWrite, CommitFailed, CommitUnavailable, JobContext, LeaseLost, SnapshotLimit,
+};
 use crate::job::ErrorKind;
 
 /// Fuel given to a class without a `fuel` budget: consumption is still counted.
@@ -241,6 +243,8 @@ fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
         (ErrorKind::MemoryLimit, e.to_string())
     } else if let Some(e) = err.downcast_ref::<BadWrite>() {
         (ErrorKind::JobError, e.to_string())
+    } else if let Some(e) = err.downcast_ref::<CommitFailed>() {
+        return Failure::permanent(ErrorKind::JobError, e.to_string());
     } else if let Some(e) = err.downcast_ref::<SnapshotLimit>() {
         // The same state would be too large again: not worth retrying.
         return Failure {

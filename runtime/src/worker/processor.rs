@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{ModuleError, Node};
-use crate::host::checkpoint::{BadWrite, JobContext, LeaseLost};
+use crate::host::checkpoint::{BadWrite, CommitFailed, JobContext, LeaseLost};
 use crate::job::{ErrorKind, Payload};
 use crate::queue::commit::CommitKind;
 use crate::queue::fetch::Unit;
@@ -168,10 +168,11 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
                     tracing::warn!("lease lost before the result was committed; discarded");
                     unit.forget()
                 }
-                Err(e) if e.is::<BadWrite>() => {
+                Err(e) if e.is::<BadWrite>() || e.is::<CommitFailed>() => {
                     let mut unit = unit;
                     unit.seq = job.seq;
-                    let failure = Failure::new(ErrorKind::JobError, e.to_string());
+                    let mut failure = Failure::new(ErrorKind::JobError, e.to_string());
+                    failure.retryable = e.is::<BadWrite>();
                     fail(unit, payload, failure, class.retry, report.usage, log)
                 }
                 Err(e) => {
