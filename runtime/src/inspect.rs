@@ -246,6 +246,8 @@ pub struct QueueStatus {
     pub processed: u64,
     /// Failed attempts, ever.
     pub failed: u64,
+    /// Whether the queue is paused.
+    pub paused: bool,
 }
 
 /// A live worker, from its heartbeat.
@@ -276,15 +278,22 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
     let mut queues = Vec::new();
     for name in names {
         let q = QueueKeys::new(&name);
-        let (pending, scheduled, retry, dead, stats): (u64, u64, u64, u64, HashMap<String, u64>) =
-            redis::pipe()
-                .llen(q.pending())
-                .zcard(q.scheduled())
-                .zcard(q.retry())
-                .zcard(q.dead())
-                .hgetall(q.stats())
-                .query_async(conn)
-                .await?;
+        let (pending, scheduled, retry, dead, stats, paused): (
+            u64,
+            u64,
+            u64,
+            u64,
+            HashMap<String, u64>,
+            bool,
+        ) = redis::pipe()
+            .llen(q.pending())
+            .zcard(q.scheduled())
+            .zcard(q.retry())
+            .zcard(q.dead())
+            .hgetall(q.stats())
+            .exists(q.paused())
+            .query_async(conn)
+            .await?;
         let mut in_flight = 0;
         for w in &worker_ids {
             let n: u64 = conn.llen(q.inflight(w)).await?;
@@ -299,6 +308,7 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
             dead,
             processed: stats.get("processed").copied().unwrap_or(0),
             failed: stats.get("failed").copied().unwrap_or(0),
+            paused,
         });
     }
     let mut workers = Vec::new();
@@ -331,7 +341,18 @@ impl Status {
         for q in &self.queues {
             out.push_str(&format!(
                 "{:<20} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>8}\n",
-                q.name, q.pending, q.in_flight, q.scheduled, q.retry, q.dead, q.processed, q.failed
+                if q.paused {
+                    format!("{} (paused)", q.name)
+                } else {
+                    q.name.clone()
+                },
+                q.pending,
+                q.in_flight,
+                q.scheduled,
+                q.retry,
+                q.dead,
+                q.processed,
+                q.failed
             ));
         }
         out.push_str(&format!("\nWORKERS ({})\n", self.workers.len()));

@@ -88,6 +88,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pause or resume a queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
     /// Show queues and workers.
     Status {
         /// As JSON.
@@ -145,6 +150,21 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Stop fetching from a queue; its running checkpointing jobs are asked to
+    /// yield (within a heartbeat interval) and wait in the queue.
+    Pause {
+        /// The queue.
+        name: String,
+    },
+    /// Fetch from a paused queue again.
+    Resume {
+        /// The queue.
+        name: String,
     },
 }
 
@@ -296,6 +316,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue { action } => {
+            let mut conn = connect().await?;
+            let (name, pause) = match &action {
+                QueueAction::Pause { name } => (name, true),
+                QueueAction::Resume { name } => (name, false),
+            };
+            stoker::config::check_name("queue", name).map_err(anyhow::Error::msg)?;
+            stoker::queue::set_paused(&mut conn, name, pause).await?;
+            println!("queue {name} {}", if pause { "paused" } else { "resumed" });
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {

@@ -64,6 +64,8 @@ pub enum StopReason {
     SliceOver,
     /// The attempt is close to its CPU or wall-clock cap.
     Limit,
+    /// The job's queue was paused.
+    QueuePaused,
 }
 
 impl StopReason {
@@ -72,6 +74,7 @@ impl StopReason {
             host::StopReason::Shutdown => StopReason::Shutdown,
             host::StopReason::SliceOver => StopReason::SliceOver,
             host::StopReason::Limit => StopReason::Limit,
+            host::StopReason::QueuePaused => StopReason::QueuePaused,
         }
     }
 
@@ -80,6 +83,7 @@ impl StopReason {
             StopReason::Shutdown => "shutdown",
             StopReason::SliceOver => "slice over",
             StopReason::Limit => "near a limit",
+            StopReason::QueuePaused => "queue paused",
         }
     }
 }

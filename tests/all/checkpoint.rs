@@ -810,3 +810,42 @@ timeout = "60s"
 /// a record): five slices or so.
 const SYNC_RECORDS: u64 = 200_000;
 const SYNC_ROUNDS: u64 = 4096;
+
+#[test]
+fn pausing_a_queue_parks_its_running_job_until_it_is_resumed() {
+    let env = TestEnv::new();
+    env.deploy(CLASSES);
+    // Checkpoints only when asked: the pause is what makes it stop.
+    let id = env.enqueue("steps", r#"{"items":300,"every":0,"sleep_ms":10}"#, &[]);
+    let mut worker = env.spawn_worker(&["--concurrency", "1"]);
+    wait_until(SETTLE, "the job to run", || {
+        fields(&env, &id).get("state").map(String::as_str) == Some("running")
+    });
+    env.stoker_ok(&["queue", "pause", "default"]);
+    let paused = env.enqueue("hello", r#"{"name":"later"}"#, &[]);
+    // The worker reads pauses with its heartbeat (every TTL/5 = 0.4 s here).
+    wait_until(SETTLE, "the job to yield to the pause", || {
+        fields(&env, &id).get("state").map(String::as_str) == Some("queued")
+    });
+    let f = fields(&env, &id);
+    assert_eq!(num(&f, "seq"), 1, "committed once, at the pause: {f:?}");
+    assert_eq!(num(&f, "retry_count"), 0, "{f:?}");
+    // Nothing runs while the queue is paused, and status says so.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(fields(&env, &paused)["state"], "queued");
+    assert_eq!(fields(&env, &id)["state"], "queued");
+    assert!(env.stoker_ok(&["status"]).contains("default (paused)"));
+    assert_eq!(env.status()["queues"][0]["paused"], true);
+
+    env.stoker_ok(&["queue", "resume", "default"]);
+    let records = env.wait_settled("default", &[id.clone(), paused.clone()], SETTLE);
+    let done = progress_done(&f);
+    assert_eq!(
+        records[0]["result"],
+        json!({ "items": 300, "resumed_at": done })
+    );
+    assert_eq!(state(&records[1]), "done");
+    worker.assert_alive();
+    stop(&mut worker);
+    env.assert_no_job_lost("default", &[id, paused]);
+}

@@ -116,6 +116,10 @@ impl ClassQueues for BenchQueue {
     fn queue_of<'a>(&'a self, _class: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async { Some(QUEUE.to_owned()) })
     }
+
+    fn is_paused(&self, _queue: &str) -> bool {
+        false
+    }
 }
 
 /// The key of the `k`th counter the staged writes increment.

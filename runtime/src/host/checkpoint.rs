@@ -11,8 +11,8 @@
 //!   the sandbox turns into an outcome: [`LeaseLost`], [`SnapshotLimit`],
 //!   [`CommitUnavailable`].
 //! - `should-yield` answers from local facts only (no Redis): shutdown, the
-//!   class's time slice, and how close the attempt is to its CPU and wall-clock
-//!   caps ([`NEAR_LIMIT`]).
+//!   queue's pause (as the node last read it), the class's time slice, and how
+//!   close the attempt is to its CPU and wall-clock caps ([`NEAR_LIMIT`]).
 //! - `enqueue` stages a child job; nothing reaches Redis before the next commit.
 //!   Redis writes are staged the same way ([`super::redis`]).
 
@@ -43,10 +43,14 @@ pub const NEAR_LIMIT: f64 = 0.8;
 /// Tries of one commit when Redis does not answer.
 const COMMIT_TRIES: u32 = 5;
 
-/// Which queue a class's jobs go to (the node's class table).
+/// What a running job needs to know of its node: where classes' jobs go (the
+/// node's class table), and which queues are paused.
 pub trait ClassQueues: Send + Sync {
     /// The queue of `class`, or `None` when it is not deployed.
     fn queue_of<'a>(&'a self, class: &'a str) -> BoxFuture<'a, Option<String>>;
+
+    /// Whether `queue` is paused, as the node last read it.
+    fn is_paused(&self, queue: &str) -> bool;
 }
 
 /// A queued job's link to Redis for the length of one attempt.
@@ -203,10 +207,13 @@ pub struct JobHost {
 
 impl JobHost {
     fn stop_reason(&self) -> Option<StopReason> {
-        if let Some(job) = &self.ctx
-            && *job.shutdown.borrow()
-        {
-            return Some(StopReason::Shutdown);
+        if let Some(job) = &self.ctx {
+            if *job.shutdown.borrow() {
+                return Some(StopReason::Shutdown);
+            }
+            if job.classes.is_paused(&job.queue.name) {
+                return Some(StopReason::QueuePaused);
+            }
         }
         let m = &self.meter;
         let elapsed = m.started.elapsed();

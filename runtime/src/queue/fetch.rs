@@ -157,6 +157,7 @@ pub async fn fetch(
         .fetch
         .key(queue.pending())
         .key(queue.inflight(worker))
+        .key(queue.paused())
         .arg(max)
         .arg(worker)
         .arg(queue.job_prefix())

@@ -12,6 +12,7 @@
 //! | `stoker:{q:QUEUE}:job:ID` | hash | the job's record: state, attempts, lease, checkpoint sequence, result, error, measurements |
 //! | `stoker:{q:QUEUE}:snap:ID` | string | the job's last committed snapshot (see [`crate::snapshot`]) |
 //! | `stoker:{q:QUEUE}:stats` | hash | counters: `processed`, `failed`, `dead` |
+//! | `stoker:{q:QUEUE}:paused` | string | present while the queue is paused: nothing is fetched from it |
 //!
 //! Node-wide, under the hash tag `{stoker}`:
 //!
@@ -68,6 +69,11 @@ impl QueueKeys {
     /// The counters.
     pub fn stats(&self) -> String {
         format!("{}stats", self.base)
+    }
+
+    /// The pause flag.
+    pub fn paused(&self) -> String {
+        format!("{}paused", self.base)
     }
 
     /// The prefix of job record keys (the id follows).

@@ -57,6 +57,18 @@ pub async fn connect(url: &str) -> redis::RedisResult<Conn> {
     redis::aio::ConnectionManager::new_with_config(client, config).await
 }
 
+/// Pauses (or resumes) queue `name`: a paused queue gives nothing to fetch.
+pub async fn set_paused(conn: &mut Conn, name: &str, paused: bool) -> redis::RedisResult<()> {
+    use redis::AsyncCommands;
+    let q = keys::QueueKeys::new(name);
+    if paused {
+        let () = conn.set(q.paused(), 1).await?;
+        conn.sadd(keys::queues(), name).await
+    } else {
+        conn.del(q.paused()).await
+    }
+}
+
 /// Milliseconds since the Unix epoch by Redis's clock (`TIME`), the one clock
 /// every node agrees on.
 pub async fn redis_now_ms(conn: &mut Conn) -> redis::RedisResult<u64> {

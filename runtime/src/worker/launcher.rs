@@ -185,6 +185,9 @@ async fn heartbeat_loop(
         if let Err(e) = node.refresh_classes().await {
             tracing::warn!(error = %e, "reading classes failed");
         }
+        if let Err(e) = node.refresh_paused(&queues).await {
+            tracing::warn!(error = %e, "reading paused queues failed");
+        }
     }
 }
 

@@ -56,6 +56,7 @@ impl Manager {
                 .await
                 {
                     Ok(units) if !units.is_empty() => {
+                        self.node.saw_unpaused(&queue.name);
                         got = units;
                         break;
                     }

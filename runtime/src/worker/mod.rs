@@ -71,12 +71,20 @@ pub struct Node {
     /// The node's Redis connection (multiplexed).
     pub conn: Conn,
     classes: RwLock<Arc<HashMap<String, Class>>>,
+    paused: RwLock<std::collections::HashSet<String>>,
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
 }
 
 impl crate::host::checkpoint::ClassQueues for Node {
     fn queue_of<'a>(&'a self, class: &'a str) -> futures::future::BoxFuture<'a, Option<String>> {
         Box::pin(async move { self.class(class).await.map(|c| c.queue) })
+    }
+
+    fn is_paused(&self, queue: &str) -> bool {
+        self.paused
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(queue)
     }
 }
 
@@ -98,6 +106,7 @@ impl Node {
             sandbox,
             conn,
             classes: RwLock::new(Arc::new(HashMap::new())),
+            paused: RwLock::new(Default::default()),
             modules: Mutex::new(HashMap::new()),
         }
     }
@@ -107,6 +116,34 @@ impl Node {
         let classes = registry::classes(&mut self.conn.clone()).await?;
         *self.classes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(classes);
         Ok(())
+    }
+
+    /// Re-reads which of `queues` are paused (running jobs of a paused queue
+    /// are asked to yield).
+    pub async fn refresh_paused(&self, queues: &[String]) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for q in queues {
+            pipe.exists(crate::queue::keys::QueueKeys::new(q).paused());
+        }
+        let flags: Vec<bool> = pipe.query_async(&mut self.conn.clone()).await?;
+        let paused = queues
+            .iter()
+            .zip(flags)
+            .filter(|(_, p)| *p)
+            .map(|(q, _)| q.clone())
+            .collect();
+        *self.paused.write().unwrap_or_else(|e| e.into_inner()) = paused;
+        Ok(())
+    }
+
+    /// Notes that `queue` gave jobs, so it is not paused (whatever the last
+    /// heartbeat read): its jobs must not be asked to yield for a pause that
+    /// is over.
+    pub fn saw_unpaused(&self, queue: &str) {
+        let mut paused = self.paused.write().unwrap_or_else(|e| e.into_inner());
+        if paused.contains(queue) {
+            paused.remove(queue);
+        }
     }
 
     /// A deployed class. A name missing from the table read every heartbeat is

@@ -195,9 +195,13 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
             }
             tracing::debug!(seq = job.seq, stop = ?job.stop, "yielded");
             let fields = usage_fields(&report.usage, &module.digest, report.log, false);
-            // Work stopped by a shutdown goes first; a used-up slice goes to the
-            // back, behind the jobs that waited.
-            let front = job.stop == Some(StopReason::Shutdown);
+            // Work stopped by a shutdown or a pause goes first (it was
+            // running); a used-up slice goes to the back, behind the jobs that
+            // waited.
+            let front = matches!(
+                job.stop,
+                Some(StopReason::Shutdown | StopReason::QueuePaused)
+            );
             let next = Some(payload.encode());
             unit.settle(&id, Disposition::Requeue { front, next }, fields);
         }

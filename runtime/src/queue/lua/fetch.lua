@@ -4,7 +4,8 @@
 -- and which recovery clears (recover.lua). A job
 -- stays in the in-flight list until its outcome is settled (settle.lua) or the
 -- worker is declared dead and its jobs are recovered (recover.lua).
--- KEYS[1] pending list, KEYS[2] this worker's in-flight list
+-- KEYS[1] pending list, KEYS[2] this worker's in-flight list, KEYS[3] the
+-- queue's pause flag (a paused queue gives nothing)
 -- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4] queue name
 -- Returns {payload, attempt, id, seq, payload, attempt, id, seq, ...}, seq being
 -- the job's last committed checkpoint (0: none, a fresh start). For a payload this
@@ -53,6 +54,7 @@ local function start(payload)
 end
 
 local out = {}
+if redis.call('EXISTS', KEYS[3]) == 1 then return out end
 for _ = 1, tonumber(ARGV[1]) do
   local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not payload then break end
