@@ -26,7 +26,7 @@ pub struct JobState {
     pub limits: StoreLimits,
     /// The job's log.
     pub log: JobLog,
-    /// JobHost and child jobs.
+    /// The job's link to the runtime: checkpoints, child jobs, Redis.
     pub job: JobHost,
 }
 
