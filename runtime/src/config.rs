@@ -110,6 +110,166 @@ pub struct ClassSpec {
     /// Redis access.
     #[serde(default)]
     pub redis: Option<RedisSpec>,
+    /// Outbound HTTP.
+    #[serde(default)]
+    pub http: Option<HttpSpec>,
+}
+
+/// One `[classes.NAME.http]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// Origins the job may call: `scheme://host[:port]`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Whole request, connect to last byte.
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// Connecting (TCP and TLS).
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
+    /// From the request sent to the response's head.
+    #[serde(default, deserialize_with = "duration")]
+    pub first_byte_timeout: Option<Duration>,
+    /// Largest request body.
+    #[serde(default, deserialize_with = "size")]
+    pub max_request: Option<u64>,
+    /// Largest response body.
+    #[serde(default, deserialize_with = "size")]
+    pub max_response: Option<u64>,
+    /// Host retries of an idempotent request (or one the job marks retryable).
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+/// A `scheme://host:port` a class may call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// A DNS name (lowercase) or an IP literal (IPv6 without brackets).
+    pub host: String,
+    /// The port, explicit or the scheme's.
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]` (a trailing `/` is allowed, a path is not).
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let bad = |why: &str| format!("http.allow: `{text}` {why}");
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("is not scheme://host[:port]"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(bad("must use http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty()
+            || rest.contains(['/', '?', '#', '@', '*'])
+            || rest.contains(char::is_whitespace)
+        {
+            return Err(bad(
+                "must name a host and port only (no path, user or wildcard)",
+            ));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed `[`"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(bad("has text after the IPv6 address")),
+            };
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("has an invalid IPv6 address"))?;
+            (host.to_owned(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
+                None => (rest.to_ascii_lowercase(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| bad("has an invalid port"))?,
+            None => default_port,
+        };
+        Ok(Origin { scheme, host, port })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}://[{}]:{}", self.scheme, self.host, self.port)
+        } else {
+            write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
+/// What a class's jobs may do over HTTP, as deployed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpAccess {
+    /// Origins the job may call; none: no HTTP at all.
+    pub allow: Vec<Origin>,
+    /// Whole request, ms (and never past the attempt's deadline).
+    pub timeout_ms: u64,
+    /// Connecting, ms.
+    pub connect_ms: u64,
+    /// Request sent to response head, ms.
+    pub first_byte_ms: u64,
+    /// Largest request body, bytes.
+    pub max_request_bytes: u64,
+    /// Largest response body, bytes.
+    pub max_response_bytes: u64,
+    /// Host retries.
+    pub retries: u32,
+}
+
+impl Default for HttpAccess {
+    fn default() -> Self {
+        HttpAccess {
+            allow: Vec::new(),
+            timeout_ms: 30_000,
+            connect_ms: 5_000,
+            first_byte_ms: 15_000,
+            max_request_bytes: 8 << 20,
+            max_response_bytes: 16 << 20,
+            retries: 2,
+        }
+    }
+}
+
+impl HttpSpec {
+    /// The access this spec grants, checked.
+    pub fn access(&self) -> Result<HttpAccess, String> {
+        let d = HttpAccess::default();
+        let ms = |t: Option<Duration>, d: u64| t.map_or(d, |t| t.as_millis() as u64);
+        let access = HttpAccess {
+            allow: self
+                .allow
+                .iter()
+                .map(|o| Origin::parse(o))
+                .collect::<Result<_, _>>()?,
+            timeout_ms: ms(self.timeout, d.timeout_ms),
+            connect_ms: ms(self.connect_timeout, d.connect_ms),
+            first_byte_ms: ms(self.first_byte_timeout, d.first_byte_ms),
+            max_request_bytes: self.max_request.unwrap_or(d.max_request_bytes),
+            max_response_bytes: self.max_response.unwrap_or(d.max_response_bytes),
+            retries: self.retries.unwrap_or(d.retries),
+        };
+        if access.timeout_ms == 0 || access.connect_ms == 0 || access.first_byte_ms == 0 {
+            return Err("http timeouts must be at least 1ms".into());
+        }
+        if access.retries > 10 {
+            return Err("http.retries must be at most 10".into());
+        }
+        Ok(access)
+    }
 }
 
 /// One `[classes.NAME.redis]` table.
@@ -312,6 +472,9 @@ impl Manifest {
             if let Some(r) = &class.redis {
                 r.access().map_err(|e| format!("class `{name}`: {e}"))?;
             }
+            if let Some(h) = &class.http {
+                h.access().map_err(|e| format!("class `{name}`: {e}"))?;
+            }
             check_name("queue", &class.queue).map_err(|e| format!("class `{name}`: {e}"))?;
         }
         Ok(manifest)
@@ -450,6 +613,30 @@ mod tests {
             Duration::from_millis(1500)
         );
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn origins_parse_with_default_ports() {
+        let o = Origin::parse("https://API.example.com").unwrap();
+        assert_eq!(
+            (o.scheme.as_str(), o.host.as_str(), o.port),
+            ("https", "api.example.com", 443)
+        );
+        let o = Origin::parse("http://127.0.0.1:8080/").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 8080));
+        let o = Origin::parse("http://[::1]:81").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 81));
+        assert_eq!(o.to_string(), "http://[::1]:81");
+        for bad in [
+            "ftp://x",
+            "x.com",
+            "https://x.com/path",
+            "https://*.x.com",
+            "http://u@x",
+            "http://x:99999",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Limits, Manifest, RedisAccess};
+use crate::config::{HttpAccess, Limits, Manifest, RedisAccess};
 use crate::queue::{Conn, keys};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
@@ -27,6 +27,9 @@ pub struct Class {
     /// What its jobs may do in Redis.
     #[serde(default)]
     pub redis: RedisAccess,
+    /// What its jobs may do over HTTP.
+    #[serde(default)]
+    pub http: HttpAccess,
 }
 
 /// What a deploy did for one class.
@@ -108,6 +111,10 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
             redis: match &spec.redis {
                 Some(r) => r.access().map_err(|e| DeployError::Refused(vec![e]))?,
                 None => RedisAccess::default(),
+            },
+            http: match &spec.http {
+                Some(h) => h.access().map_err(|e| DeployError::Refused(vec![e]))?,
+                None => HttpAccess::default(),
             },
         };
         ready.push((class, wasm));

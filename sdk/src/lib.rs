@@ -36,14 +36,15 @@
 //! result, once.
 //!
 //! Jobs reach the outside world only through the host: [`log`], checkpoints,
-//! child jobs and [`redis`] (writes staged into checkpoints by default) today;
-//! HTTP is added to the same world as the runtime grows.
+//! child jobs, [`redis`] (writes staged into checkpoints by default) and
+//! [`http`] (standard `wasi:http`, through the runtime's policy point).
 #![deny(missing_docs)]
 
 // Lets the generated bindings name this crate the same way from inside and out.
 extern crate self as stoker_sdk;
 
 mod error;
+pub mod http;
 mod job;
 pub mod log;
 pub mod redis;

@@ -14,6 +14,7 @@ mod support;
 mod chaos;
 mod checkpoint;
 mod deploy;
+mod http;
 mod queue;
 mod recovery;
 mod redis;

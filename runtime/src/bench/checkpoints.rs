@@ -156,6 +156,7 @@ async fn commit_latency(
         Arc::new(BenchQueue),
         shutdown,
         Default::default(),
+        Default::default(),
     );
     let state = vec![b'x'; 1024];
     let mut times = Vec::with_capacity(N_COMMITS);

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+use super::http::CallCounter;
 use super::redis::RedisSession;
-use crate::config::RedisAccess;
+use crate::config::{HttpAccess, RedisAccess};
 use crate::job::Payload;
 use crate::queue::Conn;
 use crate::queue::commit::{self, Child, Commit, CommitKind, Committed};
@@ -83,6 +84,10 @@ pub struct JobContext {
     pub stop: Option<StopReason>,
     /// The job's use of Redis, and its staged writes.
     pub redis: RedisSession,
+    /// Its HTTP calls, counted for idempotency keys (shared with the hooks).
+    pub calls: Arc<std::sync::Mutex<CallCounter>>,
+    /// What it may do over HTTP.
+    pub http: Arc<HttpAccess>,
     child_bytes: usize,
 }
 
@@ -101,6 +106,7 @@ impl JobContext {
         classes: Arc<dyn ClassQueues>,
         shutdown: watch::Receiver<bool>,
         redis: RedisAccess,
+        http: Arc<HttpAccess>,
     ) -> JobContext {
         JobContext {
             conn,
@@ -117,6 +123,11 @@ impl JobContext {
             snapshot_bytes: 0,
             stop: None,
             redis: RedisSession::new(redis),
+            calls: Arc::new(std::sync::Mutex::new(CallCounter {
+                seq,
+                ..Default::default()
+            })),
+            http,
             child_bytes: 0,
         }
     }
@@ -172,6 +183,11 @@ impl JobContext {
         }
         self.seq = seq;
         self.commits += 1;
+        {
+            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            calls.seq = seq;
+            calls.index = 0;
+        }
         self.children.clear();
         self.child_bytes = 0;
         self.redis.clear_staged();

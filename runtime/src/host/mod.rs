@@ -6,12 +6,15 @@
 //!
 //! - [`checkpoint`]: the `stoker:job/checkpoint` and `stoker:job/enqueue`
 //!   interfaces: commits, child jobs, and the host's request to stop.
+//! - [`http`]: `wasi:http/outgoing-handler`, through one policy point:
+//!   allowlist, SSRF guard, timeouts, size caps, retries, idempotency keys.
 //! - [`log`]: the `stoker:job/log` interface, into the job's capped log.
 //! - [`redis`]: the `stoker:job/redis` interface: typed operations under the
 //!   class's key-prefix ACL and quotas; writes immediate or staged.
 //! - [`stdio`]: WASI stdout and stderr, captured into the same log.
 
 pub mod checkpoint;
+pub mod http;
 pub mod log;
 pub mod redis;
 pub mod stdio;

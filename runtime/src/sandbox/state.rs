@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::stoker;
 use super::limits::StoreLimits;
 use crate::config::Limits;
 use crate::host::checkpoint::{JobContext, JobHost, Meter};
+use crate::host::http::HttpHooks;
 use crate::host::log::JobLog;
 use crate::host::stdio::Captured;
 
@@ -28,6 +30,10 @@ pub struct JobState {
     pub log: JobLog,
     /// The job's link to the runtime: checkpoints, child jobs, Redis.
     pub job: JobHost,
+    /// wasi:http's state.
+    pub http: WasiHttpCtx,
+    /// The HTTP policy point.
+    pub http_hooks: HttpHooks,
 }
 
 impl JobState {
@@ -35,6 +41,23 @@ impl JobState {
     /// (none: a module run outside a queue), its CPU time counted in `cpu_ns`.
     pub fn new(limits: &Limits, job: Option<JobContext>, cpu_ns: Arc<AtomicU64>) -> Self {
         let log = JobLog::new(limits.log_bytes);
+        let started = Instant::now();
+        let http_hooks = match &job {
+            Some(j) => HttpHooks::new(
+                j.http.clone(),
+                j.id.clone(),
+                j.calls.clone(),
+                started + Duration::from_millis(limits.timeout_ms),
+                log.clone(),
+            ),
+            None => HttpHooks::new(
+                Default::default(),
+                String::new(),
+                Default::default(),
+                started,
+                log.clone(),
+            ),
+        };
         let wasi = WasiCtx::builder()
             .stdout(Captured(log.clone()))
             .stderr(Captured(log.clone()))
@@ -49,7 +72,7 @@ impl JobState {
             log,
             job: JobHost {
                 meter: Meter {
-                    started: Instant::now(),
+                    started,
                     cpu_ns,
                     cpu_budget: Duration::from_millis(limits.cpu_ms),
                     timeout: Duration::from_millis(limits.timeout_ms),
@@ -58,6 +81,8 @@ impl JobState {
                 },
                 ctx: job,
             },
+            http: WasiHttpCtx::new(),
+            http_hooks,
         }
     }
 }
@@ -67,6 +92,8 @@ impl JobState {
 pub fn link(linker: &mut Linker<JobState>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)
         .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+        .map_err(|e| anyhow::anyhow!("linking wasi:http: {e}"))?;
     stoker::job::log::add_to_linker::<JobState, HasSelf<JobLog>>(linker, |s| &mut s.log)
         .map_err(|e| anyhow::anyhow!("linking stoker:job/log: {e}"))?;
     stoker::job::checkpoint::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
@@ -76,6 +103,16 @@ pub fn link(linker: &mut Linker<JobState>) -> anyhow::Result<()> {
     stoker::job::redis::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
         .map_err(|e| anyhow::anyhow!("linking stoker:job/redis: {e}"))?;
     Ok(())
+}
+
+impl WasiHttpView for JobState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
 }
 
 impl WasiView for JobState {

@@ -123,6 +123,7 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
         node.clone(),
         signals.quiet,
         class.redis.clone(),
+        Arc::new(class.http.clone()),
     );
     let attempt = Attempt {
         args: &args,

@@ -1,0 +1,535 @@
+//! Outbound HTTP: standard `wasi:http/outgoing-handler` for the guest, one
+//! policy point on the host. Every request a job makes passes through
+//! [`HttpHooks::send_request`]:
+//!
+//! 1. **Allowlist**: the request's origin (`scheme://host:port`) must be one the
+//!    class names in `http.allow`; otherwise `HTTP-request-denied`.
+//! 2. **SSRF guard**: a name is resolved here, and every address it resolves to
+//!    that is loopback, private, link-local (cloud metadata 169.254.169.254),
+//!    unique-local (fd00:ec2::254), unspecified, multicast, or an IPv4 address
+//!    embedded in IPv6 (mapped, compatible, NAT64, 6to4, Teredo) is refused
+//!    ([`forbidden`]); the connection goes to an address that passed, never to a
+//!    second lookup (no DNS rebinding). An IP literal the allowlist names
+//!    exactly is trusted as named. Refused: `destination-IP-prohibited`.
+//! 3. **Limits**: connect, first-byte and whole-request timeouts, all bounded by
+//!    the attempt's deadline; request and response body caps; no proxy from the
+//!    environment; redirects are returned to the job, never followed here (a
+//!    follow is a new request through this same policy).
+//! 4. **Retries**: an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS), or
+//!    one the job marks with the header `stoker-retry: 1`, is retried by the host
+//!    on a connection failure or a 502/503/504, up to `http.retries` times with
+//!    backoff. Each request carries `Idempotency-Key: JOB-SEQ-N` (unless the job
+//!    sets one): job id, the checkpoint sequence it runs after and its index
+//!    since that checkpoint, so a step repeated after a crash repeats its calls
+//!    with the same keys.
+//!
+//! Each refusal is written to the job's log with its reason.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::log::JobLog;
+use crate::config::{HttpAccess, Origin};
+
+/// The header a job sets to have a non-idempotent request retried.
+pub const RETRY_HEADER: &str = "stoker-retry";
+
+/// Which call of the job this is, for idempotency keys; shared with the job's
+/// commits, which start a new sequence.
+#[derive(Debug, Default)]
+pub struct CallCounter {
+    /// The last committed checkpoint sequence.
+    pub seq: u64,
+    /// Requests made since it.
+    pub index: u64,
+    /// Requests made in this attempt.
+    pub made: u64,
+    /// Requests refused by the policy in this attempt.
+    pub refused: u64,
+}
+
+/// The policy point of one attempt.
+pub struct HttpHooks {
+    access: Arc<HttpAccess>,
+    job_id: String,
+    calls: Arc<Mutex<CallCounter>>,
+    deadline: Instant,
+    log: JobLog,
+}
+
+impl HttpHooks {
+    /// The hooks of an attempt of job `job_id` under `access`, which must end
+    /// by `deadline`.
+    pub fn new(
+        access: Arc<HttpAccess>,
+        job_id: String,
+        calls: Arc<Mutex<CallCounter>>,
+        deadline: Instant,
+        log: JobLog,
+    ) -> HttpHooks {
+        HttpHooks {
+            access,
+            job_id,
+            calls,
+            deadline,
+            log,
+        }
+    }
+
+    fn refuse(&self, what: &str, why: &str) {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
+        self.log
+            .append(format!("warn: http: refused {what}: {why}\n").as_bytes());
+    }
+}
+
+/// Why `ip` may not be called (when the allowlist does not name it exactly).
+pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            if a.is_loopback() {
+                Some("loopback")
+            } else if a.is_private() {
+                Some("private")
+            } else if a.is_link_local() {
+                Some("link-local (cloud metadata lives here)")
+            } else if a.is_unspecified() || o[0] == 0 {
+                Some("unspecified / this network")
+            } else if a.is_broadcast() || a.is_multicast() {
+                Some("broadcast or multicast")
+            } else if o[0] == 100 && (64..128).contains(&o[1]) {
+                Some("shared address space (carrier-grade NAT)")
+            } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+                Some("IETF protocol assignments")
+            } else if o[0] == 198 && (18..20).contains(&o[1]) {
+                Some("benchmarking")
+            } else if o[0] >= 240 {
+                Some("reserved")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            if a.is_loopback() {
+                Some("loopback")
+            } else if a.is_unspecified() {
+                Some("unspecified")
+            } else if a.is_multicast() {
+                Some("multicast")
+            } else if s[0] & 0xfe00 == 0xfc00 {
+                Some("unique local (cloud metadata fd00:ec2::254 lives here)")
+            } else if s[0] & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if a.to_ipv4_mapped().is_some() || s[..6] == [0; 6] {
+                Some("IPv4 embedded in IPv6 (mapped or compatible)")
+            } else if s[0] == 0x64 && s[1] == 0xff9b {
+                Some("IPv4 embedded in IPv6 (NAT64)")
+            } else if s[0] == 0x2002 {
+                Some("IPv4 embedded in IPv6 (6to4)")
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                Some("IPv4 embedded in IPv6 (Teredo)")
+            } else if s[0] == 0x2001 && s[1] == 0xdb8 {
+                Some("documentation")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
+}
+
+/// A request the policy let through: where it goes and how.
+struct Plan {
+    origin: Origin,
+    literal: bool,
+    retries: u32,
+    idempotency_key: String,
+    access: Arc<HttpAccess>,
+    deadline: Instant,
+    log: JobLog,
+    calls: Arc<Mutex<CallCounter>>,
+}
+
+impl WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), Error>> + Send>,
+                    ),
+                    Error,
+                >,
+            > + Send,
+    > {
+        let plan = self.plan(&request);
+        Box::new(async move {
+            let plan = plan?;
+            let response = send(plan, request, options).await?;
+            let done: Box<dyn Future<Output = Result<(), Error>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, done))
+        })
+    }
+}
+
+impl HttpHooks {
+    /// The allowlist, decided before anything leaves the host.
+    fn plan(&mut self, request: &Request<WasiBody>) -> Result<Plan, Error> {
+        let uri = request.uri();
+        let what = format!("{} {uri}", request.method());
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let Some(host) = uri.host() else {
+            self.refuse(&what, "no host");
+            return Err(Error::HttpRequestUriInvalid);
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let origin = Origin { scheme, host, port };
+        if !self.access.allow.contains(&origin) {
+            let why = if self.access.allow.is_empty() {
+                "the class allows no HTTP (add `[classes.NAME.http] allow = [...]`)".to_owned()
+            } else {
+                format!("{origin} is not in the class's http.allow list")
+            };
+            self.refuse(&what, &why);
+            return Err(Error::HttpRequestDenied);
+        }
+        let retry_marked = request.headers().contains_key(RETRY_HEADER);
+        let retries = if idempotent(request.method()) || retry_marked {
+            self.access.retries
+        } else {
+            0
+        };
+        let key = {
+            let mut c = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            c.made += 1;
+            c.index += 1;
+            format!("{}-{}-{}", self.job_id, c.seq, c.index)
+        };
+        Ok(Plan {
+            literal: origin.host.parse::<IpAddr>().is_ok(),
+            origin,
+            retries,
+            idempotency_key: key,
+            access: self.access.clone(),
+            deadline: self.deadline,
+            log: self.log.clone(),
+            calls: self.calls.clone(),
+        })
+    }
+}
+
+/// Resolves, connects to a checked address, sends, retries.
+async fn send(
+    plan: Plan,
+    request: Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Result<Response<WasiBody>, Error> {
+    let what = format!("{} {}", request.method(), request.uri());
+    let started = Instant::now();
+    let deadline = plan
+        .deadline
+        .min(started + Duration::from_millis(plan.access.timeout_ms));
+    let addr = match resolve(&plan).await {
+        Ok(a) => a,
+        Err((e, why)) => {
+            plan.calls.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
+            plan.log
+                .append(format!("warn: http: refused {what}: {why}\n").as_bytes());
+            return Err(e);
+        }
+    };
+    let (parts, body) = request.into_parts();
+    let body = collect(body, plan.access.max_request_bytes).await?;
+    let connect = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(Duration::MAX)
+        .min(Duration::from_millis(plan.access.connect_ms));
+    let first_byte = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(Duration::MAX)
+        .min(Duration::from_millis(plan.access.first_byte_ms));
+
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        let mut req = Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+            .version(http::Version::HTTP_11);
+        for (name, value) in &parts.headers {
+            if name.as_str() != RETRY_HEADER {
+                req = req.header(name, value);
+            }
+        }
+        if !parts.headers.contains_key("idempotency-key") {
+            req = req.header("idempotency-key", &plan.idempotency_key);
+        }
+        let req = req
+            .body(Full::new(body.clone()))
+            .map_err(|_| Error::HttpRequestUriInvalid)?;
+        let outcome = once(&plan, addr, req, connect, first_byte, deadline).await;
+        let retryable = match &outcome {
+            Ok(r) => matches!(r.status().as_u16(), 502..=504),
+            Err(e) => matches!(
+                e,
+                Error::Connect(_)
+                    | Error::ConnectionRefused
+                    | Error::ConnectionTimeout
+                    | Error::ConnectionTerminated
+                    | Error::HttpResponseIncomplete
+            ),
+        };
+        if !retryable || attempt >= plan.retries || Instant::now() + pause >= deadline {
+            return outcome;
+        }
+        attempt += 1;
+        plan.log.append(
+            format!(
+                "info: http: retrying {what} ({attempt}/{}) in {pause:?}\n",
+                plan.retries
+            )
+            .as_bytes(),
+        );
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
+/// The address to connect to: the literal the allowlist names, or the first
+/// resolved address that passes the SSRF guard.
+async fn resolve(plan: &Plan) -> Result<SocketAddr, (Error, String)> {
+    let port = plan.origin.port;
+    if plan.literal {
+        let ip: IpAddr = plan.origin.host.parse().expect("checked literal");
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let budget = plan.deadline.saturating_duration_since(Instant::now());
+    let lookup = tokio::net::lookup_host((plan.origin.host.as_str(), port));
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(budget, lookup).await {
+        Err(_) => return Err((Error::DnsTimeout, "name lookup timed out".into())),
+        Ok(Err(e)) => {
+            return Err((
+                Error::DnsError {
+                    rcode: Some(e.to_string()),
+                    info_code: None,
+                },
+                format!("cannot resolve {}: {e}", plan.origin.host),
+            ));
+        }
+        Ok(Ok(a)) => a.collect(),
+    };
+    let mut reasons = Vec::new();
+    for a in &addrs {
+        match forbidden(a.ip()) {
+            None => return Ok(*a),
+            Some(why) => reasons.push(format!("{} is {why}", a.ip())),
+        }
+    }
+    if addrs.is_empty() {
+        return Err((Error::DestinationNotFound, "no address".into()));
+    }
+    Err((
+        Error::DestinationIpProhibited,
+        format!(
+            "{} resolves only to addresses jobs may not reach ({}); name the IP literal in http.allow to allow it",
+            plan.origin.host,
+            reasons.join(", ")
+        ),
+    ))
+}
+
+async fn collect(mut body: WasiBody, max: u64) -> Result<Bytes, Error> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() as u64 + data.len() as u64 > max {
+                return Err(Error::HttpRequestBodySize(Some(max)));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.into())
+}
+
+static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
+});
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// One try: connect, TLS, send, the response head.
+async fn once(
+    plan: &Plan,
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+    connect: Duration,
+    first_byte: Duration,
+    deadline: Instant,
+) -> Result<Response<WasiBody>, Error> {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let tcp = tokio::time::timeout(connect.min(left()), TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+            _ => Error::Connect(e),
+        })?;
+    let stream: Box<dyn Stream> = if plan.origin.scheme == "https" {
+        let name = rustls::pki_types::ServerName::try_from(plan.origin.host.clone())
+            .map_err(|_| Error::TlsProtocolError)?;
+        let tls = tokio_rustls::TlsConnector::from(TLS.clone());
+        let s = tokio::time::timeout(connect.min(left()), tls.connect(name, tcp))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(Error::Tls)?;
+        Box::new(s)
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(Error::from)?;
+    // The connection runs until the response body is read or dropped.
+    tokio::spawn(conn);
+    let mut req = req;
+    if !req.headers().contains_key(http::header::HOST) {
+        let host = match plan.origin.host.contains(':') {
+            true => format!("[{}]:{}", plan.origin.host, plan.origin.port),
+            false => format!("{}:{}", plan.origin.host, plan.origin.port),
+        };
+        if let Ok(v) = http::HeaderValue::from_str(&host) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    let response = tokio::time::timeout(first_byte.min(left()), sender.send_request(req))
+        .await
+        .map_err(|_| Error::HttpResponseTimeout)?
+        .map_err(Error::from)?;
+    let max = plan.access.max_response_bytes;
+    Ok(response.map(|incoming| {
+        Capped {
+            inner: incoming,
+            left: max,
+            max,
+            deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+                deadline,
+            ))),
+        }
+        .boxed_unsync()
+    }))
+}
+
+/// A response body held to the size cap and the request's deadline.
+struct Capped {
+    inner: hyper::body::Incoming,
+    left: u64,
+    max: u64,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Error::HttpResponseTimeout)));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > self.left {
+                        let max = self.max;
+                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(max)))));
+                    }
+                    self.left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ssrf_guard_refuses_internal_and_embedded_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+        ] {
+            assert!(forbidden(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert!(forbidden(ip.parse().unwrap()).is_none(), "{ip}");
+        }
+    }
+}

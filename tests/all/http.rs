@@ -1,0 +1,294 @@
+//! Outbound HTTP through the runtime's policy point, against a real server
+//! in the test process: only allowed origins; a name that resolves to an
+//! internal address is refused (no SSRF through DNS), while an allowed IP
+//! literal is trusted as named; idempotent requests are retried with the same
+//! `Idempotency-Key`, others only when the job asks; response caps and
+//! timeouts end the call, not the worker; redirects come back to the job.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{TestEnv, state};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// One request the server saw.
+#[derive(Clone, Debug)]
+struct Hit {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+}
+
+/// A tiny HTTP/1.1 server: `/ok`, `/flaky` (503 twice, then 200), `/big`
+/// (2 MiB), `/slow` (answers after 3 s), `/redirect` (302 to the metadata
+/// address).
+struct Server {
+    addr: SocketAddr,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the test server");
+        let addr = listener.local_addr().expect("its address");
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let seen = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = answer(stream, &seen);
+                });
+            }
+        });
+        Server { addr, hits }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn hits(&self, path: &str) -> Vec<Hit> {
+        let hits = self.hits.lock().unwrap();
+        hits.iter().filter(|h| h.path == path).cloned().collect()
+    }
+}
+
+fn answer(stream: TcpStream, seen: &Mutex<Vec<Hit>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    let key = headers.get("idempotency-key").cloned().unwrap_or_default();
+    let n = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(Hit {
+            method,
+            path: path.clone(),
+            headers,
+        });
+        seen.iter().filter(|h| h.path == path).count()
+    };
+    let (status, extra, body): (&str, String, Vec<u8>) = match path.as_str() {
+        "/ok" => ("200 OK", String::new(), b"hello".to_vec()),
+        "/flaky" if n <= 2 => ("503 Service Unavailable", String::new(), b"busy".to_vec()),
+        "/flaky" => ("200 OK", String::new(), b"finally".to_vec()),
+        "/big" => ("200 OK", String::new(), vec![b'x'; 2 << 20]),
+        "/slow" => {
+            std::thread::sleep(Duration::from_secs(3));
+            ("200 OK", String::new(), b"late".to_vec())
+        }
+        "/redirect" => (
+            "302 Found",
+            "location: http://169.254.169.254/latest/meta-data/\r\n".to_owned(),
+            Vec::new(),
+        ),
+        _ => ("404 Not Found", String::new(), Vec::new()),
+    };
+    let mut out = stream;
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nx-seen-idempotency-key: {key}\r\nconnection: close\r\n{extra}\r\n",
+        body.len()
+    )?;
+    out.write_all(&body)?;
+    out.flush()
+}
+
+fn classes(allow: &str, extra: &str) -> String {
+    format!(
+        r#"
+[classes.fetch]
+module = "$GUESTS/fetch.wasm"
+retry = 0
+timeout = "20s"
+
+[classes.fetch.http]
+allow = [{allow}]
+{extra}
+"#
+    )
+}
+
+fn run(env: &TestEnv, args: Value) -> (String, Value) {
+    let id = env.enqueue("fetch", &args.to_string(), &[]);
+    let r = env.wait_settled("default", std::slice::from_ref(&id), SETTLE);
+    (id, r[0].clone())
+}
+
+fn error(r: &Value) -> String {
+    r["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn an_allowed_origin_is_called_with_an_idempotency_key() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    env.deploy(&classes(&format!("\"http://{}\"", server.addr), ""));
+    let mut worker = env.spawn_worker(&[]);
+    let (id, r) = run(&env, serde_json::json!({"url": server.url("/ok")}));
+    assert_eq!(state(&r), "done", "{r:#}");
+    assert_eq!(r["result"]["status"], 200);
+    assert_eq!(r["result"]["body"], "hello");
+    // job id, the checkpoint it runs after (none: 0), the call's index.
+    assert_eq!(r["result"]["echoed_key"], format!("{id}-0-1"));
+    let hits = server.hits("/ok");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].method, "GET");
+    worker.assert_alive();
+}
+
+#[test]
+fn other_origins_and_names_of_internal_addresses_are_refused() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    // `localhost` is allowed by name, but it resolves to loopback.
+    let allow = format!(
+        "\"http://{}\", \"http://localhost:{}\"",
+        server.addr,
+        server.addr.port()
+    );
+    env.deploy(&classes(&allow, ""));
+    let mut worker = env.spawn_worker(&[]);
+
+    let other = format!("http://127.0.0.1:{}/ok", server.addr.port() + 1);
+    let (_, r) = run(&env, serde_json::json!({ "url": other }));
+    assert_eq!(state(&r), "dead", "{r:#}");
+    assert!(error(&r).contains("request denied"), "{r:#}");
+    assert!(
+        r["log"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not in the class's http.allow list"),
+        "{r:#}"
+    );
+
+    let by_name = format!("http://localhost:{}/ok", server.addr.port());
+    let (_, r) = run(&env, serde_json::json!({ "url": by_name }));
+    assert_eq!(state(&r), "dead", "{r:#}");
+    assert!(error(&r).contains("destination prohibited"), "{r:#}");
+    assert!(
+        r["log"].as_str().unwrap_or_default().contains("loopback"),
+        "{r:#}"
+    );
+
+    assert!(server.hits("/ok").is_empty(), "nothing reached the server");
+    worker.assert_alive();
+}
+
+#[test]
+fn idempotent_requests_are_retried_with_the_same_key_others_only_when_asked() {
+    let env = TestEnv::new();
+    let get = Server::start();
+    let post = Server::start();
+    let post_retry = Server::start();
+    let allow = [&get, &post, &post_retry]
+        .map(|s| format!("\"http://{}\"", s.addr))
+        .join(", ");
+    env.deploy(&classes(&allow, "retries = 2"));
+    let mut worker = env.spawn_worker(&[]);
+
+    let (_, r) = run(&env, serde_json::json!({"url": get.url("/flaky")}));
+    assert_eq!(r["result"]["status"], 200, "{r:#}");
+    assert_eq!(r["result"]["body"], "finally");
+    let hits = get.hits("/flaky");
+    assert_eq!(hits.len(), 3, "two 503s retried");
+    let keys: Vec<&String> = hits.iter().map(|h| &h.headers["idempotency-key"]).collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+
+    let (_, r) = run(
+        &env,
+        serde_json::json!({"url": post.url("/flaky"), "method": "POST"}),
+    );
+    assert_eq!(r["result"]["status"], 503, "a POST is not retried: {r:#}");
+    assert_eq!(post.hits("/flaky").len(), 1);
+
+    let (_, r) = run(
+        &env,
+        serde_json::json!({"url": post_retry.url("/flaky"), "method": "POST", "retry": true}),
+    );
+    assert_eq!(r["result"]["status"], 200, "{r:#}");
+    assert_eq!(post_retry.hits("/flaky").len(), 3);
+    assert!(
+        post_retry
+            .hits("/flaky")
+            .iter()
+            .all(|h| !h.headers.contains_key("stoker-retry")),
+        "the opt-in header stays in the host"
+    );
+    worker.assert_alive();
+}
+
+#[test]
+fn caps_and_timeouts_end_the_call_and_redirects_come_back() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    env.deploy(&classes(
+        &format!("\"http://{}\"", server.addr),
+        "max_response = \"1MiB\"\nfirst_byte_timeout = \"500ms\"\nretries = 0",
+    ));
+    let mut worker = env.spawn_worker(&[]);
+
+    let (_, r) = run(&env, serde_json::json!({"url": server.url("/big")}));
+    assert_eq!(state(&r), "dead", "{r:#}");
+    assert!(error(&r).to_lowercase().contains("size"), "{r:#}");
+
+    let started = Instant::now();
+    let (_, r) = run(&env, serde_json::json!({"url": server.url("/slow")}));
+    assert_eq!(state(&r), "dead", "{r:#}");
+    assert!(error(&r).to_lowercase().contains("timeout"), "{r:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let (_, r) = run(&env, serde_json::json!({"url": server.url("/redirect")}));
+    assert_eq!(r["result"]["status"], 302, "{r:#}");
+    assert_eq!(server.hits("/redirect").len(), 1);
+    worker.assert_alive();
+}
+
+#[test]
+fn a_deploy_with_a_bad_origin_is_refused() {
+    let env = TestEnv::new();
+    for bad in [
+        "\"https://*.example.com\"",
+        "\"ftp://example.com\"",
+        "\"https://example.com/path\"",
+    ] {
+        let out = env.try_deploy(&classes(bad, ""));
+        assert!(!out.status.success(), "{bad} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("http.allow"), "{stderr}");
+    }
+}
