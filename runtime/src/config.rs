@@ -69,6 +69,9 @@ pub struct Manifest {
     /// Job classes by name.
     #[serde(default)]
     pub classes: BTreeMap<String, ClassSpec>,
+    /// Distributed limiters by name (`[limiters.NAME]`).
+    #[serde(default)]
+    pub limiters: BTreeMap<String, LimiterSpec>,
     /// The directory module paths are relative to (the file's own).
     #[serde(skip)]
     pub base: PathBuf,
@@ -113,6 +116,88 @@ pub struct ClassSpec {
     /// Outbound HTTP.
     #[serde(default)]
     pub http: Option<HttpSpec>,
+    /// Limiters a job of this class must pass before it starts.
+    #[serde(default)]
+    pub limiters: Vec<String>,
+}
+
+/// One `[limiters.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterSpec {
+    /// `concurrent`, `rate` or `window`.
+    pub kind: LimiterKind,
+    /// At most this many at a time (concurrent), per period (rate, window).
+    pub limit: u64,
+    /// The rate's or window's period.
+    #[serde(default, deserialize_with = "duration")]
+    pub period: Option<Duration>,
+    /// A rate's burst (default: `limit`).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// A concurrent holder's slot comes back after this (a dead worker's too).
+    #[serde(default, deserialize_with = "duration")]
+    pub lock_timeout: Option<Duration>,
+}
+
+/// The kinds of limiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimiterKind {
+    /// At most `limit` holders at once, across every node.
+    Concurrent,
+    /// `limit` per `period`, smoothed (GCRA), with a burst.
+    Rate,
+    /// At most `limit` per fixed window of `period`.
+    Window,
+}
+
+/// A limiter as deployed with the classes that use it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limiter {
+    /// Its name (its Redis key is `stoker:{limiter:NAME}`).
+    pub name: String,
+    /// Its kind.
+    pub kind: LimiterKind,
+    /// Its limit.
+    pub limit: u64,
+    /// Period, ms (rate, window).
+    pub period_ms: u64,
+    /// Burst (rate).
+    pub burst: u64,
+    /// Holder lease, ms (concurrent).
+    pub lock_ms: u64,
+}
+
+impl LimiterSpec {
+    /// The limiter `name`, checked.
+    pub fn limiter(&self, name: &str) -> Result<Limiter, String> {
+        check_name("limiter", name)?;
+        if self.limit == 0 {
+            return Err(format!("limiter `{name}`: `limit` must be positive"));
+        }
+        let period_ms = match (self.kind, self.period) {
+            (LimiterKind::Concurrent, _) => 0,
+            (_, Some(p)) if p.as_millis() > 0 => p.as_millis() as u64,
+            _ => {
+                return Err(format!(
+                    "limiter `{name}`: a {:?} limiter needs a `period`",
+                    self.kind
+                )
+                .to_lowercase());
+            }
+        };
+        Ok(Limiter {
+            name: name.to_owned(),
+            kind: self.kind,
+            limit: self.limit,
+            period_ms,
+            burst: self.burst.unwrap_or(self.limit).max(1),
+            lock_ms: self
+                .lock_timeout
+                .map_or(30_000, |d| d.as_millis().max(1) as u64),
+        })
+    }
 }
 
 /// One `[classes.NAME.http]` table.
@@ -476,6 +561,16 @@ impl Manifest {
                 h.access().map_err(|e| format!("class `{name}`: {e}"))?;
             }
             check_name("queue", &class.queue).map_err(|e| format!("class `{name}`: {e}"))?;
+            for l in &class.limiters {
+                if !manifest.limiters.contains_key(l) {
+                    return Err(format!(
+                        "class `{name}`: limiter `{l}` is not declared (add `[limiters.{l}]`)"
+                    ));
+                }
+            }
+        }
+        for (name, spec) in &manifest.limiters {
+            spec.limiter(name)?;
         }
         Ok(manifest)
     }

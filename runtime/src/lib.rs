@@ -19,6 +19,7 @@
 //! - [`worker`]: the node: launcher, manager, processor.
 //! - [`sandbox`]: the wasmtime engine, one store per attempt, limits.
 //! - [`host`]: the host functions a job may call, one file per capability.
+//! - [`limit`]: distributed limiters (concurrent, rate, window) in Redis.
 //! - [`retry`]: retry or dead, and the backoff.
 //! - [`inspect`]: `stoker job`, `status`, `wait`.
 //! - [`dev`]: `stoker dev`, everything on one machine for a first try.
@@ -30,6 +31,7 @@ pub mod dev;
 pub mod host;
 pub mod inspect;
 pub mod job;
+pub mod limit;
 pub mod queue;
 pub mod registry;
 pub mod retry;

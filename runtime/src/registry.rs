@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{HttpAccess, Limits, Manifest, RedisAccess};
+use crate::config::{HttpAccess, Limiter, Limits, Manifest, RedisAccess};
 use crate::queue::{Conn, keys};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
@@ -30,6 +30,9 @@ pub struct Class {
     /// What its jobs may do over HTTP.
     #[serde(default)]
     pub http: HttpAccess,
+    /// Limiters its jobs must pass before they start.
+    #[serde(default)]
+    pub limiters: Vec<Limiter>,
 }
 
 /// What a deploy did for one class.
@@ -116,6 +119,15 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
                 Some(h) => h.access().map_err(|e| DeployError::Refused(vec![e]))?,
                 None => HttpAccess::default(),
             },
+            limiters: spec
+                .limiters
+                .iter()
+                .map(|l| match manifest.limiters.get(l) {
+                    Some(s) => s.limiter(l),
+                    None => Err(format!("limiter `{l}` is not declared")),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| DeployError::Refused(vec![e]))?,
         };
         ready.push((class, wasm));
     }

@@ -30,6 +30,7 @@ pub(crate) struct Scripts {
     pub fetch: Script,
     pub settle: Script,
     pub commit: Script,
+    pub limit: Script,
     pub promote: Script,
     pub recover: Script,
 }
@@ -39,6 +40,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     fetch: Script::new(include_str!("lua/fetch.lua")),
     settle: Script::new(include_str!("lua/settle.lua")),
     commit: Script::new(include_str!("lua/commit.lua")),
+    limit: Script::new(include_str!("lua/limit.lua")),
     promote: Script::new(include_str!("lua/promote.lua")),
     recover: Script::new(include_str!("lua/recover.lua")),
 });

@@ -46,6 +46,14 @@ pub enum Disposition {
         /// Whether the job has a snapshot (kept as long as the record).
         snapshot: bool,
     },
+    /// Not started: a class limiter said no. Due again after `delay` (in the
+    /// scheduled set), without counting as a failure.
+    Defer {
+        /// How long until the limiter expects capacity.
+        delay: Duration,
+        /// The payload to schedule.
+        next: String,
+    },
     /// Back to the queue, without counting as a failure.
     Requeue {
         /// `true`: fetched next (interrupted work); `false`: at the back (yielded).
@@ -130,6 +138,7 @@ async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::R
         .key(q.retry())
         .key(q.dead())
         .key(q.stats())
+        .key(q.scheduled())
         .arg(q.job_prefix())
         .arg(DEAD_CAP)
         .arg(DONE_TTL.as_secs())
@@ -145,6 +154,9 @@ async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::R
             }
             Disposition::Dead { payload, snapshot } => {
                 ("dead", snap(*snapshot), payload.as_bytes())
+            }
+            Disposition::Defer { delay, next } => {
+                ("defer", delay.as_millis().to_string(), next.as_bytes())
             }
             Disposition::Requeue { front, next } => (
                 "requeue",

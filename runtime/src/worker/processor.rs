@@ -18,6 +18,7 @@ use tracing::Instrument;
 use super::{ModuleError, Node};
 use crate::host::checkpoint::{BadWrite, CommitFailed, JobContext, LeaseLost};
 use crate::job::{ErrorKind, Payload};
+use crate::limit;
 use crate::queue::commit::CommitKind;
 use crate::queue::fetch::Unit;
 use crate::queue::settle::Disposition;
@@ -110,6 +111,29 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
         }
     };
     payload.digest = Some(digest);
+
+    // The class's limiters, before anything runs: a job that may not start now
+    // waits in the scheduled set, not in a worker slot.
+    let holder = format!("{}:{}", payload.id, unit.attempt);
+    if !class.limiters.is_empty() {
+        match limit::acquire_all(&mut node.conn.clone(), &class.limiters, &holder).await {
+            Ok(limit::Decision::Granted) => {}
+            Ok(limit::Decision::Denied(wait)) => {
+                tracing::debug!(?wait, "deferred by a class limiter");
+                let defer = Disposition::Defer {
+                    delay: wait.max(MIN_DEFER),
+                    next: payload.encode(),
+                };
+                return unit.settle(&payload.id.clone(), defer, Vec::new());
+            }
+            Err(e) => return requeue_after(unit, &payload.id, "limiters", e),
+        }
+    }
+    let _slots = Slots {
+        node: node.clone(),
+        limiters: class.limiters.clone(),
+        holder,
+    };
 
     let args = payload.args.to_string();
     let job = JobContext::new(
@@ -267,6 +291,33 @@ async fn resume(
         )));
     }
     Ok(snapshot)
+}
+
+/// The shortest deferral: a limiter's estimate can be 0 ms.
+const MIN_DEFER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The concurrent-limiter slots an attempt holds, given back when it ends
+/// (however it ends; a worker that dies gives them back by their leases).
+struct Slots {
+    node: Arc<Node>,
+    limiters: Vec<crate::config::Limiter>,
+    holder: String,
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        if self.limiters.is_empty() {
+            return;
+        }
+        let (node, limiters, holder) = (
+            self.node.clone(),
+            std::mem::take(&mut self.limiters),
+            std::mem::take(&mut self.holder),
+        );
+        tokio::spawn(async move {
+            limit::release_all(&mut node.conn.clone(), &limiters, &holder).await;
+        });
+    }
 }
 
 /// Largest state a resumed attempt accepts, whatever its class says now.

@@ -3,7 +3,8 @@
 -- updated, in one atomic step. A job no longer in the in-flight list was
 -- recovered from this worker (its heartbeat expired) and now belongs to another
 -- attempt: it is left alone and counted in the reply.
--- KEYS[1] in-flight list, KEYS[2] pending list, KEYS[3] retry set, KEYS[4] dead set, KEYS[5] stats hash
+-- KEYS[1] in-flight list, KEYS[2] pending list, KEYS[3] retry set, KEYS[4] dead set,
+-- KEYS[5] stats hash, KEYS[6] scheduled set
 -- ARGV[1] job record key prefix, ARGV[2] dead set cap, ARGV[3] done record TTL (s),
 -- ARGV[4] dead record TTL (s), ARGV[5] number of jobs, ARGV[6] snapshot key prefix,
 -- then per job: payload, id, action, arg, next payload, field count, field, value, ...
@@ -13,6 +14,8 @@
 --            the next attempt resumes from it)
 --   dead:    id into the dead set (capped: the oldest records are dropped); arg
 --            'snap': the snapshot expires with the record
+--   defer:   not started (a class limiter said no): next payload into the
+--            scheduled set, due in arg ms; no failure counted
 --   requeue: next payload back to the pending list; arg 'front' (fetched next) or 'back'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -56,6 +59,11 @@ for _ = 1, tonumber(ARGV[5]) do
           redis.call('DEL', prefix .. popped[k], snap .. popped[k])
         end
       end
+    elseif action == 'defer' then
+      local due = now + tonumber(arg)
+      redis.call('ZADD', KEYS[6], due, next_payload)
+      redis.call('HSET', key, 'state', 'scheduled', 'due_at', due, unpack(ARGV, first, last))
+      redis.call('HINCRBY', key, 'deferred', 1)
     elseif action == 'requeue' then
       if arg == 'front' then
         redis.call('RPUSH', KEYS[2], next_payload)

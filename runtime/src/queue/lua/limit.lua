@@ -1,0 +1,53 @@
+-- One decision of a distributed limiter, by Redis time, in one step.
+-- KEYS[1] the limiter's key (`stoker:{limiter:NAME}`)
+-- ARGV[1] op: 'acquire' or 'release', ARGV[2] kind: 'concurrent', 'rate' or
+-- 'window', ARGV[3] limit, ARGV[4] period (ms), ARGV[5] burst, ARGV[6] holder
+-- lease (ms), ARGV[7] holder id
+-- Returns {granted (1/0), ms until capacity is expected back}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local op, kind = ARGV[1], ARGV[2]
+local limit, period, burst, lease = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6])
+local key, holder = KEYS[1], ARGV[7]
+
+if kind == 'concurrent' then
+  if op == 'release' then
+    redis.call('ZREM', key, holder)
+    return {1, 0}
+  end
+  -- Holders are scored by when their lease runs out: a dead worker's slot
+  -- comes back by itself.
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZSCORE', key, holder) or redis.call('ZCARD', key) < limit then
+    redis.call('ZADD', key, now + lease, holder)
+    redis.call('PEXPIRE', key, lease * 2)
+    return {1, 0}
+  end
+  -- A holder usually gives its slot back long before its lease runs out: ask
+  -- again soon rather than at the lease's end.
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return {0, math.max(1, math.min(200, tonumber(first[2]) - now))}
+elseif kind == 'rate' then
+  if op == 'release' then return {1, 0} end
+  -- GCRA: one emission every period/limit; up to `burst` at once.
+  local interval = period / limit
+  local tat = math.max(tonumber(redis.call('GET', key) or now), now)
+  local allow_at = tat - interval * burst
+  if allow_at > now - interval then
+    local wait = allow_at + interval - now
+    if wait > 0 then return {0, math.max(1, math.ceil(wait))} end
+  end
+  redis.call('SET', key, string.format('%.0f', tat + interval), 'PX', math.ceil(period * 2 + interval * burst))
+  return {1, 0}
+else -- window
+  if op == 'release' then return {1, 0} end
+  local start = now - now % period
+  local wkey = key .. ':' .. start
+  local n = redis.call('INCR', wkey)
+  if n == 1 then redis.call('PEXPIRE', wkey, period * 2) end
+  if n > limit then
+    return {0, math.max(1, start + period - now)}
+  end
+  return {1, 0}
+end
