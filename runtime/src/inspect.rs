@@ -97,6 +97,11 @@ impl JobRecord {
             "fuel_used": m.map(|m| m.fuel),
             "cpu_time_us": m.map(|m| m.cpu_us),
             "peak_memory_bytes": m.map(|m| m.peak),
+            "host_calls": m.map(|m| json!({
+                "http": m.http,
+                "http_refused": m.http_refused,
+                "redis": m.redis,
+            })),
             "log": self.get("log"),
         })
     }
@@ -199,6 +204,15 @@ impl JobRecord {
                     m.run_us as f64 / 1e3
                 ),
             );
+            if m.http + m.redis > 0 {
+                line(
+                    "calls",
+                    format!(
+                        "http {} (refused {}), redis {}",
+                        m.http, m.http_refused, m.redis
+                    ),
+                );
+            }
         }
         if let Some(bt) = self.get("backtrace") {
             out.push_str("backtrace:\n");

@@ -203,6 +203,19 @@ pub struct Measured {
     pub peak: u64,
     /// Instantiate + run wall-clock time, µs.
     pub run_us: u64,
+    /// HTTP requests made (refused ones included).
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub http: u64,
+    /// HTTP requests the policy refused.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub http_refused: u64,
+    /// Redis operations.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub redis: u64,
+}
+
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Measured {

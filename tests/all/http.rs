@@ -433,3 +433,47 @@ fn a_class_naming_an_undeclared_limiter_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("limiter `nope` is not declared"));
 }
+
+#[test]
+fn ssrf_tricks_are_refused_before_any_connection() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    let port = server.addr.port();
+    // Shorthand and hex spellings of 127.0.0.1 are names to the allowlist,
+    // and resolve to loopback.
+    let allow = format!(
+        "\"http://{}\", \"http://127.1:{port}\", \"http://0x7f000001:{port}\"",
+        server.addr
+    );
+    env.deploy(&classes(&allow, ""));
+    let mut worker = env.spawn_worker(&[]);
+    for host in ["127.1", "0x7f000001"] {
+        let (_, r) = run(
+            &env,
+            serde_json::json!({"url": format!("http://{host}:{port}/ok")}),
+        );
+        assert_eq!(state(&r), "dead", "{host}: {r:#}");
+        assert!(
+            error(&r).contains("destination prohibited"),
+            "{host}: {r:#}"
+        );
+        assert!(
+            r["log"].as_str().unwrap_or_default().contains("loopback"),
+            "{r:#}"
+        );
+    }
+    // Not named by the allowlist: the IPv4-mapped spelling, the metadata
+    // address, another scheme, another port.
+    for url in [
+        format!("http://[::ffff:127.0.0.1]:{port}/ok"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("https://127.0.0.1:{port}/ok"),
+        format!("http://127.0.0.1:{}/ok", port.wrapping_add(1)),
+    ] {
+        let (_, r) = run(&env, serde_json::json!({ "url": url }));
+        assert_eq!(state(&r), "dead", "{url}: {r:#}");
+        assert!(error(&r).contains("request denied"), "{url}: {r:#}");
+    }
+    assert!(server.hits("/ok").is_empty(), "nothing reached the server");
+    worker.assert_alive();
+}

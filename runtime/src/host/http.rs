@@ -87,6 +87,12 @@ impl HttpHooks {
         }
     }
 
+    /// Requests made and refused by this attempt.
+    pub fn counts(&self) -> (u64, u64) {
+        let c = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        (c.made, c.refused)
+    }
+
     fn refuse(&self, what: &str, why: &str) {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
         self.log

@@ -102,6 +102,12 @@ pub struct Usage {
     pub peak_memory_bytes: u64,
     /// Wall-clock time from instantiation to the end.
     pub wall_time: Duration,
+    /// HTTP requests the job made (refused ones included).
+    pub http_calls: u64,
+    /// HTTP requests the policy refused.
+    pub http_refused: u64,
+    /// Redis operations the job made.
+    pub redis_ops: u64,
 }
 
 /// The account of one attempt.
@@ -174,12 +180,17 @@ impl Sandbox {
             }
         };
 
-        let usage = Usage {
+        let mut usage = Usage {
             fuel_used: fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
             cpu_time: Duration::from_nanos(cpu_nanos.load(Ordering::Relaxed)),
             peak_memory_bytes: store.data().limits.peak_memory(),
             wall_time: started.elapsed(),
+            http_calls: 0,
+            http_refused: 0,
+            redis_ops: 0,
         };
+        (usage.http_calls, usage.http_refused) = store.data().http_hooks.counts();
+        usage.redis_ops = store.data().job.ctx.as_ref().map_or(0, |j| j.redis.ops());
         let log = store.data().log.contents();
         let job = store.data_mut().job.ctx.take();
         let outcome = match stop {

@@ -377,6 +377,9 @@ fn usage_fields(
         cpu_us: usage.cpu_time.as_micros() as u64,
         peak: usage.peak_memory_bytes,
         run_us: usage.wall_time.as_micros() as u64,
+        http: usage.http_calls,
+        http_refused: usage.http_refused,
+        redis: usage.redis_ops,
     };
     let mut fields = vec![("digest", digest.to_owned()), ("usage", measured.encode())];
     // Each attempt's log replaces the last one's; a first attempt with nothing
