@@ -73,8 +73,9 @@ impl Response {
     /// The body as text (invalid UTF-8 replaced).
     ///
     /// ```no_run
-    /// # let r: stoker_sdk::http::Response = todo!();
+    /// # let r = stoker_sdk::http::get("https://x.example/")?;
     /// let text = r.text();
+    /// # Ok::<(), stoker_sdk::Error>(())
     /// ```
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -83,7 +84,7 @@ impl Response {
     /// The body decoded as JSON.
     ///
     /// ```no_run
-    /// # let r: stoker_sdk::http::Response = todo!();
+    /// # let r = stoker_sdk::http::get("https://x.example/")?;
     /// let v: serde_json::Value = r.json()?;
     /// # Ok::<(), stoker_sdk::Error>(())
     /// ```
@@ -95,8 +96,9 @@ impl Response {
     /// The first value of header `name` (case-insensitive).
     ///
     /// ```no_run
-    /// # let r: stoker_sdk::http::Response = todo!();
+    /// # let r = stoker_sdk::http::get("https://x.example/")?;
     /// let kind = r.header("content-type");
+    /// # Ok::<(), stoker_sdk::Error>(())
     /// ```
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use stoker::queue::commit::child_id;
 use stoker::queue::keys::QueueKeys;
 
-use crate::support::{TestEnv, Worker, guests_dir, payload, state, wait_until};
+use crate::support::{TestEnv, Worker, fields, guests_dir, num, payload, state, wait_until};
 
 /// Long enough for anything here, recoveries included (a killed worker's jobs
 /// come back within about 3 s); a timeout is a failure, not a cost.
@@ -40,21 +40,6 @@ module = "$GUESTS/noop.wasm"
 [classes.hello]
 module = "$GUESTS/hello.wasm"
 "#;
-
-/// A job's record fields (see [`TestEnv::fields`]) in queue `default`.
-fn fields(env: &TestEnv, id: &str) -> HashMap<String, String> {
-    env.fields("default", id)
-}
-
-/// A numeric record field; 0 when absent or empty (as recovery leaves `lease`).
-fn num(fields: &HashMap<String, String>, name: &str) -> u64 {
-    match fields.get(name).map(String::as_str) {
-        None | Some("") => 0,
-        Some(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("field `{name}` = {v:?} is not a number: {fields:?}")),
-    }
-}
 
 /// Waits until job `id` has committed checkpoint `min` (or a later one);
 /// returns the sequence seen.

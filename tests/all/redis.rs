@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{TestEnv, Worker, state, wait_until};
+use crate::support::{TestEnv, Worker, fields, num, state, wait_until};
 
 /// Long enough for anything here, recoveries included; a timeout is a
 /// failure, not a cost.
@@ -62,21 +62,6 @@ module = "$GUESTS/kv.wasm"
 retry = 0
 redis = { read = ["kv:in"], ops_per_sec = 20 }
 "#;
-
-/// A job's record fields in queue `default`.
-fn fields(env: &TestEnv, id: &str) -> HashMap<String, String> {
-    env.fields("default", id)
-}
-
-/// A numeric record field; 0 when absent or empty.
-fn num(fields: &HashMap<String, String>, name: &str) -> u64 {
-    match fields.get(name).map(String::as_str) {
-        None | Some("") => 0,
-        Some(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("field `{name}` = {v:?} is not a number: {fields:?}")),
-    }
-}
 
 /// Waits until job `id` has committed checkpoint `min` (or a later one).
 fn wait_seq(env: &TestEnv, id: &str, min: u64) {

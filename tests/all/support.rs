@@ -585,3 +585,18 @@ fn payload_id(payload: &str) -> String {
 pub fn payload(id: &str, class: &str, args: Value) -> String {
     serde_json::json!({ "id": id, "class": class, "args": args }).to_string()
 }
+
+/// A job's record fields (see [`TestEnv::fields`]) in queue `default`.
+pub fn fields(env: &TestEnv, id: &str) -> HashMap<String, String> {
+    env.fields("default", id)
+}
+
+/// A numeric record field; 0 when absent or empty (as recovery leaves `lease`).
+pub fn num(fields: &HashMap<String, String>, name: &str) -> u64 {
+    match fields.get(name).map(String::as_str) {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("field `{name}` = {v:?} is not a number: {fields:?}")),
+    }
+}

@@ -1,0 +1,417 @@
+//! What a class's jobs may reach and how much: Redis key prefixes and quotas
+//! (`[classes.NAME.redis]`), HTTP origins and limits (`[classes.NAME.http]`),
+//! and the distributed limiters a class passes before its jobs start
+//! (`[limiters.NAME]`). The specs are what `stoker.toml` says; the access types
+//! are what a deploy stores with each class.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_name, duration, size};
+
+/// One `[limiters.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterSpec {
+    /// `concurrent`, `rate` or `window`.
+    pub kind: LimiterKind,
+    /// At most this many at a time (concurrent), per period (rate, window).
+    pub limit: u64,
+    /// The rate's or window's period.
+    #[serde(default, deserialize_with = "duration")]
+    pub period: Option<Duration>,
+    /// A rate's burst (default: `limit`).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// A concurrent holder's slot comes back after this (a dead worker's too).
+    #[serde(default, deserialize_with = "duration")]
+    pub lock_timeout: Option<Duration>,
+}
+
+/// The kinds of limiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimiterKind {
+    /// At most `limit` holders at once, across every node.
+    Concurrent,
+    /// `limit` per `period`, smoothed (GCRA), with a burst.
+    Rate,
+    /// At most `limit` per fixed window of `period`.
+    Window,
+}
+
+/// A limiter as deployed with the classes that use it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limiter {
+    /// Its name (its Redis key is `stoker:{limiter:NAME}`).
+    pub name: String,
+    /// Its kind.
+    pub kind: LimiterKind,
+    /// Its limit.
+    pub limit: u64,
+    /// Period, ms (rate, window).
+    pub period_ms: u64,
+    /// Burst (rate).
+    pub burst: u64,
+    /// Holder lease, ms (concurrent).
+    pub lock_ms: u64,
+}
+
+impl LimiterSpec {
+    /// The limiter `name`, checked.
+    pub fn limiter(&self, name: &str) -> Result<Limiter, String> {
+        check_name("limiter", name)?;
+        if self.limit == 0 {
+            return Err(format!("limiter `{name}`: `limit` must be positive"));
+        }
+        let period_ms = match (self.kind, self.period) {
+            (LimiterKind::Concurrent, _) => 0,
+            (_, Some(p)) if p.as_millis() > 0 => p.as_millis() as u64,
+            _ => {
+                return Err(format!(
+                    "limiter `{name}`: a {:?} limiter needs a `period`",
+                    self.kind
+                )
+                .to_lowercase());
+            }
+        };
+        Ok(Limiter {
+            name: name.to_owned(),
+            kind: self.kind,
+            limit: self.limit,
+            period_ms,
+            burst: self.burst.unwrap_or(self.limit).max(1),
+            lock_ms: self
+                .lock_timeout
+                .map_or(30_000, |d| d.as_millis().max(1) as u64),
+        })
+    }
+}
+
+/// One `[classes.NAME.http]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// Origins the job may call: `scheme://host[:port]`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Whole request, connect to last byte.
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// Connecting (TCP and TLS).
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
+    /// From the request sent to the response's head.
+    #[serde(default, deserialize_with = "duration")]
+    pub first_byte_timeout: Option<Duration>,
+    /// Largest request body.
+    #[serde(default, deserialize_with = "size")]
+    pub max_request: Option<u64>,
+    /// Largest response body.
+    #[serde(default, deserialize_with = "size")]
+    pub max_response: Option<u64>,
+    /// Host retries of an idempotent request (or one the job marks retryable).
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+/// A `scheme://host:port` a class may call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// A DNS name (lowercase) or an IP literal (IPv6 without brackets).
+    pub host: String,
+    /// The port, explicit or the scheme's.
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]` (a trailing `/` is allowed, a path is not).
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let bad = |why: &str| format!("http.allow: `{text}` {why}");
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("is not scheme://host[:port]"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(bad("must use http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty()
+            || rest.contains(['/', '?', '#', '@', '*'])
+            || rest.contains(char::is_whitespace)
+        {
+            return Err(bad(
+                "must name a host and port only (no path, user or wildcard)",
+            ));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed `[`"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(bad("has text after the IPv6 address")),
+            };
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("has an invalid IPv6 address"))?;
+            (host.to_owned(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
+                None => (rest.to_ascii_lowercase(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| bad("has an invalid port"))?,
+            None => default_port,
+        };
+        Ok(Origin { scheme, host, port })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}://[{}]:{}", self.scheme, self.host, self.port)
+        } else {
+            write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
+/// What a class's jobs may do over HTTP, as deployed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpAccess {
+    /// Origins the job may call; none: no HTTP at all.
+    pub allow: Vec<Origin>,
+    /// Whole request, ms (and never past the attempt's deadline).
+    pub timeout_ms: u64,
+    /// Connecting, ms.
+    pub connect_ms: u64,
+    /// Request sent to response head, ms.
+    pub first_byte_ms: u64,
+    /// Largest request body, bytes.
+    pub max_request_bytes: u64,
+    /// Largest response body, bytes.
+    pub max_response_bytes: u64,
+    /// Host retries.
+    pub retries: u32,
+}
+
+impl Default for HttpAccess {
+    fn default() -> Self {
+        HttpAccess {
+            allow: Vec::new(),
+            timeout_ms: 30_000,
+            connect_ms: 5_000,
+            first_byte_ms: 15_000,
+            max_request_bytes: 8 << 20,
+            max_response_bytes: 16 << 20,
+            retries: 2,
+        }
+    }
+}
+
+impl HttpSpec {
+    /// The access this spec grants, checked.
+    pub fn access(&self) -> Result<HttpAccess, String> {
+        let d = HttpAccess::default();
+        let ms = |t: Option<Duration>, d: u64| t.map_or(d, |t| t.as_millis() as u64);
+        let access = HttpAccess {
+            allow: self
+                .allow
+                .iter()
+                .map(|o| Origin::parse(o))
+                .collect::<Result<_, _>>()?,
+            timeout_ms: ms(self.timeout, d.timeout_ms),
+            connect_ms: ms(self.connect_timeout, d.connect_ms),
+            first_byte_ms: ms(self.first_byte_timeout, d.first_byte_ms),
+            max_request_bytes: self.max_request.unwrap_or(d.max_request_bytes),
+            max_response_bytes: self.max_response.unwrap_or(d.max_response_bytes),
+            retries: self.retries.unwrap_or(d.retries),
+        };
+        if access.timeout_ms == 0 || access.connect_ms == 0 || access.first_byte_ms == 0 {
+            return Err("http timeouts must be at least 1ms".into());
+        }
+        if access.retries > 10 {
+            return Err("http.retries must be at most 10".into());
+        }
+        Ok(access)
+    }
+}
+
+/// One `[classes.NAME.redis]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSpec {
+    /// Readable key prefixes.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Writable (and readable) key prefixes.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Operations per attempt.
+    #[serde(default)]
+    pub ops: Option<u64>,
+    /// Operations per second per attempt.
+    #[serde(default)]
+    pub ops_per_sec: Option<u64>,
+    /// Reply bytes per attempt.
+    #[serde(default, deserialize_with = "size")]
+    pub reply: Option<u64>,
+}
+
+/// What a class's jobs may do in Redis, as deployed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisAccess {
+    /// Readable key prefixes (normalized: no trailing `:`).
+    pub read: Vec<String>,
+    /// Writable key prefixes (normalized).
+    pub write: Vec<String>,
+    /// Operations per attempt.
+    pub ops: u64,
+    /// Operations per second per attempt.
+    pub ops_per_sec: u64,
+    /// Reply bytes per attempt.
+    pub reply_bytes: u64,
+}
+
+/// Default Redis operations per attempt.
+pub const DEFAULT_REDIS_OPS: u64 = 10_000;
+/// Default Redis operations per second per attempt.
+pub const DEFAULT_REDIS_OPS_PER_SEC: u64 = 1_000;
+/// Default Redis reply bytes per attempt.
+pub const DEFAULT_REDIS_REPLY: u64 = 16 << 20;
+
+impl Default for RedisAccess {
+    fn default() -> Self {
+        RedisAccess {
+            read: Vec::new(),
+            write: Vec::new(),
+            ops: DEFAULT_REDIS_OPS,
+            ops_per_sec: DEFAULT_REDIS_OPS_PER_SEC,
+            reply_bytes: DEFAULT_REDIS_REPLY,
+        }
+    }
+}
+
+impl RedisAccess {
+    /// Whether `key` is inside one of `prefixes`.
+    fn inside(prefixes: &[String], key: &str) -> bool {
+        prefixes.iter().any(|p| {
+            key.strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+        })
+    }
+
+    /// Whether the job may read `key`.
+    pub fn may_read(&self, key: &str) -> bool {
+        !reserved(key) && (Self::inside(&self.read, key) || Self::inside(&self.write, key))
+    }
+
+    /// Whether the job may write `key`.
+    pub fn may_write(&self, key: &str) -> bool {
+        !reserved(key) && Self::inside(&self.write, key)
+    }
+}
+
+/// Keys of Stoker itself: never reachable by a job.
+fn reserved(key: &str) -> bool {
+    key == "stoker" || key.starts_with("stoker:")
+}
+
+impl RedisSpec {
+    /// The access this spec grants, checked and normalized.
+    pub fn access(&self) -> Result<RedisAccess, String> {
+        let d = RedisAccess::default();
+        let norm = |list: &[String], what: &str| -> Result<Vec<String>, String> {
+            list.iter()
+                .map(|p| {
+                    let n = p.trim_end_matches(':');
+                    if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '*') {
+                        return Err(format!(
+                            "redis.{what}: prefix `{p}` must be non-empty, without spaces or `*`"
+                        ));
+                    }
+                    if reserved(n) {
+                        return Err(format!(
+                            "redis.{what}: prefix `{p}` is Stoker's own key space"
+                        ));
+                    }
+                    Ok(n.to_owned())
+                })
+                .collect()
+        };
+        let access = RedisAccess {
+            read: norm(&self.read, "read")?,
+            write: norm(&self.write, "write")?,
+            ops: self.ops.unwrap_or(d.ops),
+            ops_per_sec: self.ops_per_sec.unwrap_or(d.ops_per_sec),
+            reply_bytes: self.reply.unwrap_or(d.reply_bytes),
+        };
+        if access.ops_per_sec == 0 {
+            return Err("redis.ops_per_sec must be positive".into());
+        }
+        Ok(access)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_parse_with_default_ports() {
+        let o = Origin::parse("https://API.example.com").unwrap();
+        assert_eq!(
+            (o.scheme.as_str(), o.host.as_str(), o.port),
+            ("https", "api.example.com", 443)
+        );
+        let o = Origin::parse("http://127.0.0.1:8080/").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 8080));
+        let o = Origin::parse("http://[::1]:81").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 81));
+        assert_eq!(o.to_string(), "http://[::1]:81");
+        for bad in [
+            "ftp://x",
+            "x.com",
+            "https://x.com/path",
+            "https://*.x.com",
+            "http://u@x",
+            "http://x:99999",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redis_prefixes_match_whole_segments() {
+        let spec = RedisSpec {
+            read: vec!["app:a".into()],
+            write: vec!["app:out:".into()],
+            ..Default::default()
+        };
+        let a = spec.access().unwrap();
+        assert!(a.may_read("app:a") && a.may_read("app:a:1"));
+        assert!(!a.may_read("app:ab") && !a.may_read("app"));
+        assert!(!a.may_write("app:a:1"));
+        assert!(a.may_write("app:out:x") && a.may_read("app:out"));
+        assert!(!a.may_write("app:outside"));
+        let stoker = RedisSpec {
+            write: vec!["stoker:".into()],
+            ..Default::default()
+        };
+        assert!(stoker.access().unwrap_err().contains("own key space"));
+        let star = RedisSpec {
+            read: vec!["app:*".into()],
+            ..Default::default()
+        };
+        assert!(star.access().is_err());
+    }
+}
