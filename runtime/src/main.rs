@@ -143,6 +143,9 @@ enum Command {
         /// checkpointing every item, SIGTERM to re-queued, kill -9 to resumed.
         #[arg(long, conflicts_with = "metering")]
         checkpoints: bool,
+        /// Instead of draining: the latency of one limiter decision, per kind.
+        #[arg(long, conflicts_with_all = ["metering", "checkpoints"])]
+        limiters: bool,
         /// Heartbeat TTL of the workers `--checkpoints` starts (the kill -9
         /// figure waits for it).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -391,9 +394,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             threads,
             metering,
             checkpoints,
+            limiters,
             heartbeat_ttl,
             json,
         } => {
+            if limiters {
+                let figures = stoker::bench::limiters::run(&url).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&figures)?);
+                } else {
+                    println!(
+                        "limiters: one decision (script + round trip), {} per kind",
+                        stoker::bench::limiters::DECISIONS
+                    );
+                    for f in figures {
+                        println!(
+                            "  {:<11} p50 {:>5} us  p99 {:>5} us",
+                            f.kind, f.p50_us, f.p99_us
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if checkpoints {
                 let f = stoker::bench::checkpoints::run(&url, &manifest, heartbeat_ttl).await?;
                 if json {
