@@ -114,7 +114,12 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
 
     // The class's limiters, before anything runs: a job that may not start now
     // waits in the scheduled set, not in a worker slot.
-    let holder = format!("{}:{}", payload.id, unit.attempt);
+    // Most classes have no limiters: no holder id to format for them.
+    let holder = if class.limiters.is_empty() {
+        String::new()
+    } else {
+        format!("{}:{}", payload.id, unit.attempt)
+    };
     if !class.limiters.is_empty() {
         match limit::acquire_all(&mut node.conn.clone(), &class.limiters, &holder).await {
             Ok(limit::Decision::Granted) => {}
