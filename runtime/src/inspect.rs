@@ -101,6 +101,7 @@ impl JobRecord {
                 "http": m.http,
                 "http_refused": m.http_refused,
                 "redis": m.redis,
+                "limiter_wait_us": m.wait_us,
             })),
             "log": self.get("log"),
         })
@@ -208,8 +209,11 @@ impl JobRecord {
                 line(
                     "calls",
                     format!(
-                        "http {} (refused {}), redis {}",
-                        m.http, m.http_refused, m.redis
+                        "http {} (refused {}, waited {:.1} ms for limiters), redis {}",
+                        m.http,
+                        m.http_refused,
+                        m.wait_us as f64 / 1e3,
+                        m.redis
                     ),
                 );
             }
@@ -262,6 +266,19 @@ pub struct QueueStatus {
     pub failed: u64,
     /// Whether the queue is paused.
     pub paused: bool,
+    /// Jobs parked by a destination's limiter or breaker, ever.
+    pub parked: u64,
+}
+
+/// An HTTP destination with limiters or a breaker.
+#[derive(Debug, Serialize)]
+pub struct DestinationStatus {
+    /// Its origin.
+    pub origin: String,
+    /// Its limiters, by name.
+    pub limiters: Vec<String>,
+    /// Its circuit breaker, as it stands.
+    pub breaker: Option<crate::limit::breaker::State>,
 }
 
 /// A live worker, from its heartbeat.
@@ -282,6 +299,8 @@ pub struct Status {
     pub workers: Vec<WorkerStatus>,
     /// Deployed classes and their digests.
     pub classes: Vec<Value>,
+    /// HTTP destinations with limiters or breakers.
+    pub destinations: Vec<DestinationStatus>,
 }
 
 /// Gathers `stoker status`.
@@ -323,6 +342,7 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
             processed: stats.get("processed").copied().unwrap_or(0),
             failed: stats.get("failed").copied().unwrap_or(0),
             paused,
+            parked: stats.get("parked").copied().unwrap_or(0),
         });
     }
     let mut workers = Vec::new();
@@ -333,8 +353,25 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
             heartbeat: beat.and_then(|b| serde_json::from_str(&b).ok()),
         });
     }
-    let classes = crate::registry::classes(conn)
-        .await?
+    let deployed = crate::registry::classes(conn).await?;
+    let mut seen = std::collections::BTreeMap::new();
+    for d in deployed.values().flat_map(|c| &c.http.destinations) {
+        seen.entry(d.origin.to_string())
+            .or_insert_with(|| d.clone());
+    }
+    let mut destinations = Vec::new();
+    for (origin, d) in seen {
+        let breaker = match &d.breaker {
+            Some(b) => Some(crate::limit::breaker::state(conn, &d.origin, b).await?),
+            None => None,
+        };
+        destinations.push(DestinationStatus {
+            origin,
+            limiters: d.limiters.iter().map(|l| l.name.clone()).collect(),
+            breaker,
+        });
+    }
+    let classes = deployed
         .into_values()
         .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
         .collect();
@@ -342,6 +379,7 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
         queues,
         workers,
         classes,
+        destinations,
     })
 }
 
@@ -368,6 +406,34 @@ impl Status {
                 q.processed,
                 q.failed
             ));
+        }
+        if self.queues.iter().any(|q| q.parked > 0) {
+            out.push_str("parked by destination limits:");
+            for q in self.queues.iter().filter(|q| q.parked > 0) {
+                out.push_str(&format!(" {} {}", q.name, q.parked));
+            }
+            out.push('\n');
+        }
+        if !self.destinations.is_empty() {
+            out.push_str("\nDESTINATIONS\n");
+            for d in &self.destinations {
+                let mut line = format!("  {}", d.origin);
+                if !d.limiters.is_empty() {
+                    line.push_str(&format!("  limiters {}", d.limiters.join(", ")));
+                }
+                if let Some(b) = &d.breaker {
+                    line.push_str(&format!("  breaker {}", b.state));
+                    if b.state == "open" {
+                        line.push_str(&format!(" ({:.1} s left)", b.open_for_ms as f64 / 1e3));
+                    }
+                    line.push_str(&format!(
+                        ", {} failures in a row, opened {} times",
+                        b.failures, b.opened
+                    ));
+                }
+                out.push_str(&line);
+                out.push('\n');
+            }
         }
         out.push_str(&format!("\nWORKERS ({})\n", self.workers.len()));
         for w in &self.workers {

@@ -212,6 +212,9 @@ pub struct Measured {
     /// Redis operations.
     #[serde(default, skip_serializing_if = "is_zero64")]
     pub redis: u64,
+    /// Time HTTP calls waited for destination limiters, µs.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub wait_us: u64,
 }
 
 fn is_zero64(n: &u64) -> bool {

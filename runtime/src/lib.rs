@@ -19,7 +19,8 @@
 //! - [`worker`]: the node: launcher, manager, processor.
 //! - [`sandbox`]: the wasmtime engine, one store per attempt, limits.
 //! - [`host`]: the host functions a job may call, one file per capability.
-//! - [`limit`]: distributed limiters (concurrent, rate, window) in Redis.
+//! - [`limit`]: distributed limiters (concurrent, rate, window) and HTTP
+//!   destinations' circuit breakers, in Redis.
 //! - [`retry`]: retry or dead, and the backoff.
 //! - [`inspect`]: `stoker job`, `status`, `wait`.
 //! - [`dev`]: `stoker dev`, everything on one machine for a first try.

@@ -54,6 +54,11 @@ enum Command {
         /// Threads running jobs (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// Resolve `NAME` to `IP` for jobs' HTTP calls, like curl's `--resolve`
+        /// (split-horizon names, tests); repeat for more. The SSRF guard still
+        /// applies to the address.
+        #[arg(long = "resolve", value_name = "NAME:IP")]
+        resolve: Vec<String>,
     },
     /// Validate and upload job modules and classes.
     Deploy {
@@ -232,8 +237,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache_dir,
             max_memory,
             threads: _,
+            resolve,
         } => {
             anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
+            let mut pinned = std::collections::HashMap::<String, Vec<std::net::IpAddr>>::new();
+            for r in &resolve {
+                let (name, ip) = r
+                    .split_once(':')
+                    .and_then(|(n, ip)| {
+                        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                        Some((n.to_ascii_lowercase(), ip.parse().ok()?))
+                    })
+                    .ok_or_else(|| anyhow::anyhow!("--resolve `{r}` is not NAME:IP"))?;
+                pinned.entry(name).or_default().push(ip);
+            }
+            stoker::host::http::pin_names(pinned);
             let config = WorkerConfig {
                 queues,
                 concurrency,

@@ -115,10 +115,9 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
                 Some(r) => r.access().map_err(|e| DeployError::Refused(vec![e]))?,
                 None => RedisAccess::default(),
             },
-            http: match &spec.http {
-                Some(h) => h.access().map_err(|e| DeployError::Refused(vec![e]))?,
-                None => HttpAccess::default(),
-            },
+            http: manifest
+                .http_access(spec)
+                .map_err(|e| DeployError::Refused(vec![e]))?,
             limiters: spec
                 .limiters
                 .iter()

@@ -85,12 +85,25 @@ impl Error {
         }
     }
 
+    /// A call the host refused because its destination is at a limit (or its
+    /// circuit breaker is open): the job is parked. Carried out like a yield;
+    /// the job resumes from its last checkpoint once capacity returns, without
+    /// using up a retry.
+    pub(crate) fn parked(message: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Yield,
+            ..Error::new(message)
+        }
+    }
+
     pub(crate) fn kind(&self) -> Kind {
         self.kind
     }
 
-    /// Whether this is the host's request to stop at a yield point, carried out
-    /// of the job by `?` (not a failure: the attempt ends as yielded).
+    /// Whether this is the host's request to stop at a yield point, or a call
+    /// parked by a destination's limiter or circuit breaker, carried out of the
+    /// job by `?` (not a failure: the attempt ends as yielded, and the job
+    /// resumes from its last checkpoint).
     ///
     /// ```no_run
     /// assert!(!stoker_sdk::Error::new("boom").is_yield());

@@ -11,6 +11,15 @@
 //! the same keys. Redirects come back as responses: following one is a new
 //! request.
 //!
+//! An origin may have limiters and a circuit breaker (`[destinations.ORIGIN]`
+//! in `stoker.toml`). A call waits for its limiters up to their
+//! `wait_timeout`; past that, or while the breaker is open, the call fails with
+//! an error that [`is_yield`](crate::Error::is_yield): return it (`?` does) and
+//! the job is *parked*: it waits in the scheduled set, without holding a worker
+//! or using up a retry, until capacity returns, and resumes from its last
+//! checkpoint. A step repeated then repeats its calls with the same
+//! idempotency keys.
+//!
 //! Any `wasi:http` client crate works too; this one is here for convenience.
 //!
 //! ```no_run
@@ -299,6 +308,9 @@ fn split_url(url: &str) -> Result<(Scheme, &str, &str)> {
 
 fn error(e: ErrorCode) -> Error {
     match e {
+        ErrorCode::InternalError(Some(m)) if m.starts_with("stoker-parked: ") => {
+            Error::parked(format!("http: parked: {}", &m["stoker-parked: ".len()..]))
+        }
         ErrorCode::HttpRequestDenied => Error::permanent(
             "http: request denied: the origin is not in the class's http.allow list (see the job's log)",
         ),

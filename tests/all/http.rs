@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,54 +24,76 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 /// One request the server saw.
 #[derive(Clone, Debug)]
-struct Hit {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    at: Instant,
+pub(crate) struct Hit {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub at: Instant,
 }
 
-/// Requests being answered now, and the most at once.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-static MAX_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// What the server's threads share.
+#[derive(Default)]
+pub(crate) struct Seen {
+    hits: Mutex<Vec<Hit>>,
+    /// Held requests being answered now, and the most at once.
+    active: AtomicUsize,
+    max_active: AtomicUsize,
+    /// `/down` answers 503 while this is set.
+    down: AtomicBool,
+}
 
 /// A tiny HTTP/1.1 server: `/ok`, `/flaky` (503 twice, then 200), `/big`
 /// (2 MiB), `/slow` (answers after 3 s), `/redirect` (302 to the metadata
-/// address), `/hold` (answers after 300 ms, counting concurrent requests in
-/// [`ACTIVE`] / [`MAX_ACTIVE`]; one test uses it).
-struct Server {
-    addr: SocketAddr,
-    hits: Arc<Mutex<Vec<Hit>>>,
+/// address), `/hold` (answers after 300 ms) and `/orders/*` (after 150 ms),
+/// both counting the requests answered at once; `/down` (503 while
+/// [`Server::set_down`], else 200).
+pub(crate) struct Server {
+    pub addr: SocketAddr,
+    seen: Arc<Seen>,
 }
 
 impl Server {
-    fn start() -> Server {
+    pub fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the test server");
         let addr = listener.local_addr().expect("its address");
-        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        let seen = hits.clone();
+        let seen: Arc<Seen> = Arc::default();
+        let shared = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let seen = seen.clone();
+                let seen = shared.clone();
                 std::thread::spawn(move || {
                     let _ = answer(stream, &seen);
                 });
             }
         });
-        Server { addr, hits }
+        Server { addr, seen }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn hits(&self, path: &str) -> Vec<Hit> {
-        let hits = self.hits.lock().unwrap();
-        hits.iter().filter(|h| h.path == path).cloned().collect()
+    /// Requests to `path`, or under it when it ends with `/`.
+    pub fn hits(&self, path: &str) -> Vec<Hit> {
+        let hits = self.seen.hits.lock().unwrap();
+        hits.iter()
+            .filter(|h| h.path == path || (path.ends_with('/') && h.path.starts_with(path)))
+            .cloned()
+            .collect()
+    }
+
+    /// The most held requests answered at once.
+    pub fn max_active(&self) -> usize {
+        self.seen.max_active.load(Ordering::SeqCst)
+    }
+
+    /// Makes `/down` fail (503) or answer (200).
+    pub fn set_down(&self, down: bool) {
+        self.seen.down.store(down, Ordering::SeqCst);
     }
 }
 
-fn answer(stream: TcpStream, seen: &Mutex<Vec<Hit>>) -> std::io::Result<()> {
+fn answer(stream: TcpStream, seen: &Seen) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -98,7 +120,7 @@ fn answer(stream: TcpStream, seen: &Mutex<Vec<Hit>>) -> std::io::Result<()> {
     reader.read_exact(&mut body)?;
     let key = headers.get("idempotency-key").cloned().unwrap_or_default();
     let n = {
-        let mut seen = seen.lock().unwrap();
+        let mut seen = seen.hits.lock().unwrap();
         seen.push(Hit {
             method,
             path: path.clone(),
@@ -116,13 +138,18 @@ fn answer(stream: TcpStream, seen: &Mutex<Vec<Hit>>) -> std::io::Result<()> {
             std::thread::sleep(Duration::from_secs(3));
             ("200 OK", String::new(), b"late".to_vec())
         }
-        "/hold" => {
-            let now = ACTIVE.fetch_add(1, Ordering::SeqCst) + 1;
-            MAX_ACTIVE.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(300));
-            ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        p if p == "/hold" || p.starts_with("/orders/") => {
+            let now = seen.active.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.max_active.fetch_max(now, Ordering::SeqCst);
+            let hold = if p == "/hold" { 300 } else { 150 };
+            std::thread::sleep(Duration::from_millis(hold));
+            seen.active.fetch_sub(1, Ordering::SeqCst);
             ("200 OK", String::new(), b"held".to_vec())
         }
+        "/down" if seen.down.load(Ordering::SeqCst) => {
+            ("503 Service Unavailable", String::new(), b"down".to_vec())
+        }
+        "/down" => ("200 OK", String::new(), b"up".to_vec()),
         "/redirect" => (
             "302 Found",
             "location: http://169.254.169.254/latest/meta-data/\r\n".to_owned(),
@@ -372,7 +399,7 @@ fn a_concurrent_limiter_holds_calls_to_its_limit_across_workers() {
         assert_eq!(r["retry_count"], 0, "deferral uses no retry: {r:#}");
     }
     assert_eq!(server.hits("/hold").len(), 12);
-    let max = MAX_ACTIVE.load(Ordering::SeqCst);
+    let max = server.max_active();
     assert!((1..=2).contains(&max), "at most 2 calls at once, saw {max}");
     let deferred: u64 = ids
         .iter()

@@ -39,6 +39,7 @@ pub async fn run(redis_url: &str) -> anyhow::Result<Vec<LimiterFigure>> {
             period_ms: 1000,
             burst: 1_000_000,
             lock_ms: 60_000,
+            wait_ms: 0,
         };
         let times = time_decisions(&mut conn, &limiter).await?;
         let _: () = redis::cmd("DEL")

@@ -27,6 +27,10 @@ pub struct LimiterSpec {
     /// A concurrent holder's slot comes back after this (a dead worker's too).
     #[serde(default, deserialize_with = "duration")]
     pub lock_timeout: Option<Duration>,
+    /// How long an HTTP call waits for this limiter before its job is parked
+    /// (default 1 s; a class limiter never waits: its job is deferred at once).
+    #[serde(default, deserialize_with = "duration")]
+    pub wait_timeout: Option<Duration>,
 }
 
 /// The kinds of limiter.
@@ -56,6 +60,17 @@ pub struct Limiter {
     pub burst: u64,
     /// Holder lease, ms (concurrent).
     pub lock_ms: u64,
+    /// How long an HTTP call waits before its job is parked, ms.
+    #[serde(default = "default_wait_ms")]
+    pub wait_ms: u64,
+}
+
+/// Default `wait_timeout`: an HTTP call waits this long for a limiter before
+/// its job is parked.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(1);
+
+fn default_wait_ms() -> u64 {
+    DEFAULT_WAIT.as_millis() as u64
 }
 
 impl LimiterSpec {
@@ -85,6 +100,100 @@ impl LimiterSpec {
             lock_ms: self
                 .lock_timeout
                 .map_or(30_000, |d| d.as_millis().max(1) as u64),
+            wait_ms: self
+                .wait_timeout
+                .map_or(default_wait_ms(), |d| d.as_millis() as u64),
+        })
+    }
+}
+
+/// One `[destinations."scheme://host[:port]"]` table: what every call to
+/// that origin passes, whichever class makes it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    /// Limiters (`[limiters.NAME]`) each call must pass.
+    #[serde(default)]
+    pub limiters: Vec<String>,
+    /// A circuit breaker for the origin.
+    #[serde(default)]
+    pub breaker: Option<BreakerSpec>,
+}
+
+/// `breaker = { failures = 5, cool_down = "30s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Consecutive failures (connection errors, 5xx) that open the breaker.
+    pub failures: u32,
+    /// How long it stays open before one probe call may try again.
+    #[serde(deserialize_with = "duration")]
+    pub cool_down: Option<Duration>,
+}
+
+/// A circuit breaker as deployed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breaker {
+    /// Consecutive failures that open it.
+    pub failures: u32,
+    /// Open for this long, ms.
+    pub cool_down_ms: u64,
+}
+
+/// An origin's limiters and breaker, as deployed with each class allowed to
+/// call it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    /// The origin.
+    pub origin: Origin,
+    /// Limiters each call passes, in order.
+    pub limiters: Vec<Limiter>,
+    /// Its circuit breaker.
+    pub breaker: Option<Breaker>,
+}
+
+impl DestinationSpec {
+    /// The destination `origin` names, its limiters looked up in `limiters`.
+    pub fn destination(
+        &self,
+        origin: &str,
+        limiters: &std::collections::BTreeMap<String, LimiterSpec>,
+    ) -> Result<Destination, String> {
+        let parsed = Origin::parse(origin).map_err(|e| {
+            format!(
+                "destination `{origin}`: {}",
+                e.trim_start_matches("http.allow: ")
+            )
+        })?;
+        let limiters = self
+            .limiters
+            .iter()
+            .map(|name| match limiters.get(name) {
+                Some(spec) => spec.limiter(name),
+                None => Err(format!(
+                    "destination `{origin}`: limiter `{name}` is not declared (add `[limiters.{name}]`)"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let breaker = match &self.breaker {
+            None => None,
+            Some(b) => {
+                let cool = b.cool_down.map_or(0, |d| d.as_millis() as u64);
+                if b.failures == 0 || cool == 0 {
+                    return Err(format!(
+                        "destination `{origin}`: breaker needs `failures` >= 1 and a `cool_down` of at least 1ms"
+                    ));
+                }
+                Some(Breaker {
+                    failures: b.failures,
+                    cool_down_ms: cool,
+                })
+            }
+        };
+        Ok(Destination {
+            origin: parsed,
+            limiters,
+            breaker,
         })
     }
 }
@@ -202,6 +311,16 @@ pub struct HttpAccess {
     pub max_response_bytes: u64,
     /// Host retries.
     pub retries: u32,
+    /// Limiters and breakers of the allowed origins that have them.
+    #[serde(default)]
+    pub destinations: Vec<Destination>,
+}
+
+impl HttpAccess {
+    /// The limiters and breaker of calls to `origin`, if it has any.
+    pub fn destination(&self, origin: &Origin) -> Option<&Destination> {
+        self.destinations.iter().find(|d| &d.origin == origin)
+    }
 }
 
 impl Default for HttpAccess {
@@ -214,6 +333,7 @@ impl Default for HttpAccess {
             max_request_bytes: 8 << 20,
             max_response_bytes: 16 << 20,
             retries: 2,
+            destinations: Vec::new(),
         }
     }
 }
@@ -235,6 +355,7 @@ impl HttpSpec {
             max_request_bytes: self.max_request.unwrap_or(d.max_request_bytes),
             max_response_bytes: self.max_response.unwrap_or(d.max_response_bytes),
             retries: self.retries.unwrap_or(d.retries),
+            destinations: Vec::new(),
         };
         if access.timeout_ms == 0 || access.connect_ms == 0 || access.first_byte_ms == 0 {
             return Err("http timeouts must be at least 1ms".into());

@@ -76,6 +76,9 @@ pub struct Manifest {
     /// Distributed limiters by name (`[limiters.NAME]`).
     #[serde(default)]
     pub limiters: BTreeMap<String, LimiterSpec>,
+    /// HTTP origins' limiters and breakers (`[destinations."https://host"]`).
+    #[serde(default)]
+    pub destinations: BTreeMap<String, DestinationSpec>,
     /// The directory module paths are relative to (the file's own).
     #[serde(skip)]
     pub base: PathBuf,
@@ -224,7 +227,26 @@ impl Manifest {
         for (name, spec) in &manifest.limiters {
             spec.limiter(name)?;
         }
+        for (origin, spec) in &manifest.destinations {
+            spec.destination(origin, &manifest.limiters)?;
+        }
         Ok(manifest)
+    }
+
+    /// What class `spec` may do over HTTP: its `http` table, with the limiters
+    /// and breakers of the origins it may call.
+    pub fn http_access(&self, spec: &ClassSpec) -> Result<HttpAccess, String> {
+        let Some(http) = &spec.http else {
+            return Ok(HttpAccess::default());
+        };
+        let mut access = http.access()?;
+        for (origin, d) in &self.destinations {
+            let d = d.destination(origin, &self.limiters)?;
+            if access.allow.contains(&d.origin) {
+                access.destinations.push(d);
+            }
+        }
+        Ok(access)
     }
 
     /// The path of a class's module, resolved against the manifest's directory.
@@ -378,5 +400,62 @@ mod tests {
         assert!(err.contains("between 64KiB"), "{err}");
         let err = Manifest::parse("[classes.\"a b\"]\nmodule = \"a.wasm\"\n").unwrap_err();
         assert!(err.contains("class name"), "{err}");
+    }
+
+    #[test]
+    fn destinations_attach_to_the_classes_that_may_call_them() {
+        let text = r#"
+[limiters.api]
+kind = "rate"
+limit = 5
+period = "1s"
+wait_timeout = "250ms"
+
+[destinations."https://api.example.com"]
+limiters = ["api"]
+breaker = { failures = 3, cool_down = "10s" }
+
+[classes.a]
+module = "a.wasm"
+http = { allow = ["https://api.example.com"] }
+
+[classes.b]
+module = "b.wasm"
+http = { allow = ["https://other.example.com"] }
+"#;
+        let m = Manifest::parse(text).unwrap();
+        let a = m.http_access(&m.classes["a"]).unwrap();
+        assert_eq!(a.destinations.len(), 1);
+        let d = &a.destinations[0];
+        assert_eq!(d.limiters[0].wait_ms, 250);
+        assert_eq!(
+            d.breaker,
+            Some(Breaker {
+                failures: 3,
+                cool_down_ms: 10_000
+            })
+        );
+        assert!(
+            m.http_access(&m.classes["b"])
+                .unwrap()
+                .destinations
+                .is_empty()
+        );
+
+        let undeclared = text.replace("limiters = [\"api\"]", "limiters = [\"nope\"]");
+        let err = Manifest::parse(&undeclared).unwrap_err();
+        assert!(err.contains("limiter `nope` is not declared"), "{err}");
+        let no_failures = text.replace("failures = 3", "failures = 0");
+        assert!(
+            Manifest::parse(&no_failures)
+                .unwrap_err()
+                .contains("breaker")
+        );
+        let bad_origin = text.replace(
+            "[destinations.\"https://api.example.com\"]",
+            "[destinations.\"api.example.com\"]",
+        );
+        let err = Manifest::parse(&bad_origin).unwrap_err();
+        assert!(err.contains("destination `api.example.com`"), "{err}");
     }
 }

@@ -23,6 +23,20 @@
 //!    since that checkpoint, so a step repeated after a crash repeats its calls
 //!    with the same keys.
 //!
+//! 5. **Destinations**: an origin with `[destinations."ORIGIN"]` passes its
+//!    circuit breaker and then its limiters (in order) before each call,
+//!    after the SSRF guard and before connecting: rates and windows first (a
+//!    rate reserves the call's turn when it comes within the limiter's
+//!    `wait_timeout`, so waiters queue in order instead of racing), then
+//!    concurrency (asked again when it says a slot may be free, for up to its
+//!    `wait_timeout`). Past that, or when the breaker is open, the job is
+//!    *parked*: the call fails
+//!    with `internal-error("stoker-parked: ...")` (the SDK turns it into a
+//!    yield), and when the attempt ends the job waits in the scheduled set
+//!    until the limiter or breaker expects capacity, without using a retry,
+//!    and resumes from its last checkpoint. A concurrent slot is held until
+//!    the response body is read or dropped.
+//!
 //! Each refusal is written to the job's log with its reason.
 
 use std::net::{IpAddr, SocketAddr};
@@ -40,10 +54,25 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::log::JobLog;
-use crate::config::{HttpAccess, Origin};
+use crate::config::{Destination, HttpAccess, Limiter, LimiterKind, Origin};
+use crate::limit::{self, Decision, breaker};
+use crate::queue::Conn;
 
 /// The header a job sets to have a non-idempotent request retried.
 pub const RETRY_HEADER: &str = "stoker-retry";
+
+/// How a parking refusal starts its `internal-error` message (the SDK looks
+/// for it).
+pub const PARKED: &str = "stoker-parked: ";
+
+/// Why and for how long an attempt's job is parked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Park {
+    /// Until the limiter or breaker expects capacity.
+    pub delay: Duration,
+    /// Which limiter or breaker, for the log and the record.
+    pub reason: String,
+}
 
 /// Which call of the job this is, for idempotency keys; shared with the job's
 /// commits, which start a new sequence.
@@ -57,40 +86,52 @@ pub struct CallCounter {
     pub made: u64,
     /// Requests refused by the policy in this attempt.
     pub refused: u64,
+    /// Set when a destination's limiter or breaker parked the job.
+    pub parked: Option<Park>,
+    /// Time spent waiting for destination limiters, this attempt.
+    pub waited: Duration,
 }
 
 /// The policy point of one attempt.
 pub struct HttpHooks {
     access: Arc<HttpAccess>,
     job_id: String,
+    attempt: u32,
     calls: Arc<Mutex<CallCounter>>,
     deadline: Instant,
     log: JobLog,
+    conn: Option<Conn>,
 }
 
 impl HttpHooks {
-    /// The hooks of an attempt of job `job_id` under `access`, which must end
-    /// by `deadline`.
+    /// The hooks of attempt `attempt` of job `job_id` under `access`, which
+    /// must end by `deadline`; `conn` reaches the destinations' limiters and
+    /// breakers (none: a module run outside a queue, whose destinations pass).
     pub fn new(
         access: Arc<HttpAccess>,
         job_id: String,
+        attempt: u32,
         calls: Arc<Mutex<CallCounter>>,
         deadline: Instant,
         log: JobLog,
+        conn: Option<Conn>,
     ) -> HttpHooks {
         HttpHooks {
             access,
             job_id,
+            attempt,
             calls,
             deadline,
             log,
+            conn,
         }
     }
 
-    /// Requests made and refused by this attempt.
-    pub fn counts(&self) -> (u64, u64) {
+    /// Requests made and refused by this attempt, and the time they waited
+    /// for destination limiters.
+    pub fn counts(&self) -> (u64, u64, Duration) {
         let c = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        (c.made, c.refused)
+        (c.made, c.refused, c.waited)
     }
 
     fn refuse(&self, what: &str, why: &str) {
@@ -98,6 +139,17 @@ impl HttpHooks {
         self.log
             .append(format!("warn: http: refused {what}: {why}\n").as_bytes());
     }
+}
+
+/// Names resolved by the operator (`stoker worker --resolve NAME:IP`), not by
+/// DNS; set once at start.
+static PINNED: std::sync::OnceLock<std::collections::HashMap<String, Vec<IpAddr>>> =
+    std::sync::OnceLock::new();
+
+/// Resolves each name in `names` to its addresses instead of asking DNS, for
+/// this process. The SSRF guard applies to them as to any lookup.
+pub fn pin_names(names: std::collections::HashMap<String, Vec<IpAddr>>) {
+    let _ = PINNED.set(names);
 }
 
 /// Why `ip` may not be called (when the allowlist does not name it exactly).
@@ -173,6 +225,10 @@ struct Plan {
     deadline: Instant,
     log: JobLog,
     calls: Arc<Mutex<CallCounter>>,
+    /// The origin's limiters and breaker, with the connection to ask them.
+    gate: Option<(Destination, Conn)>,
+    /// This call's holder id in concurrent limiters.
+    holder: String,
 }
 
 impl WasiHttpHooks for HttpHooks {
@@ -230,17 +286,32 @@ impl HttpHooks {
             self.refuse(&what, &why);
             return Err(Error::HttpRequestDenied);
         }
+        let parked = self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .parked
+            .clone();
+        if let Some(park) = parked {
+            // The job is on its way out: it does not get to call again.
+            self.refuse(&what, &format!("the job is parked ({})", park.reason));
+            return Err(parked_error(&park));
+        }
         let retry_marked = request.headers().contains_key(RETRY_HEADER);
         let retries = if idempotent(request.method()) || retry_marked {
             self.access.retries
         } else {
             0
         };
-        let key = {
+        let (key, made) = {
             let mut c = self.calls.lock().unwrap_or_else(|e| e.into_inner());
             c.made += 1;
             c.index += 1;
-            format!("{}-{}-{}", self.job_id, c.seq, c.index)
+            (format!("{}-{}-{}", self.job_id, c.seq, c.index), c.made)
+        };
+        let gate = match (self.access.destination(&origin), &self.conn) {
+            (Some(d), Some(conn)) => Some((d.clone(), conn.clone())),
+            _ => None,
         };
         Ok(Plan {
             literal: origin.host.parse::<IpAddr>().is_ok(),
@@ -251,8 +322,129 @@ impl HttpHooks {
             deadline: self.deadline,
             log: self.log.clone(),
             calls: self.calls.clone(),
+            gate,
+            holder: format!("{}:{}:{made}", self.job_id, self.attempt),
         })
     }
+}
+
+fn parked_error(park: &Park) -> Error {
+    Error::InternalError(Some(format!(
+        "{PARKED}{} (due again in {} ms)",
+        park.reason,
+        park.delay.as_millis()
+    )))
+}
+
+/// Concurrent-limiter slots a call holds, given back when dropped (with the
+/// response body, or with the call when it fails).
+struct Held {
+    conn: Conn,
+    limiters: Vec<Limiter>,
+    holder: String,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.limiters.is_empty() {
+            return;
+        }
+        let (mut conn, limiters, holder) = (
+            self.conn.clone(),
+            std::mem::take(&mut self.limiters),
+            std::mem::take(&mut self.holder),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { limit::release_all(&mut conn, &limiters, &holder).await });
+        }
+    }
+}
+
+/// Passes the destination's breaker and limiters, waiting for each limiter up
+/// to its `wait_timeout`; `Err` parks the job.
+async fn pass(plan: &Plan, what: &str) -> Result<Option<Held>, Error> {
+    let Some((dest, conn)) = &plan.gate else {
+        return Ok(None);
+    };
+    let mut conn = conn.clone();
+    let unavailable = |e: redis::RedisError| {
+        plan.log.append(
+            format!("warn: http: {what}: the limiters cannot be asked (Redis: {e})\n").as_bytes(),
+        );
+        Error::InternalError(Some(format!("stoker: limiters unavailable: {e}")))
+    };
+    let park = |delay: Duration, reason: String| {
+        let park = Park {
+            delay: delay.max(Duration::from_millis(1)),
+            reason,
+        };
+        plan.log.append(
+            format!(
+                "info: http: {what}: parked for {} ms: {}\n",
+                park.delay.as_millis(),
+                park.reason
+            )
+            .as_bytes(),
+        );
+        let e = parked_error(&park);
+        plan.calls.lock().unwrap_or_else(|e| e.into_inner()).parked = Some(park);
+        e
+    };
+    if let Some(b) = &dest.breaker {
+        let probe = plan.deadline.saturating_duration_since(Instant::now());
+        if let Decision::Denied(wait) = breaker::check(&mut conn, &dest.origin, b, probe)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(park(
+                wait,
+                format!("the circuit breaker of {} is open", dest.origin),
+            ));
+        }
+    }
+    let mut held = Held {
+        conn: conn.clone(),
+        limiters: Vec::new(),
+        holder: plan.holder.clone(),
+    };
+    // Rates and windows first, then concurrency: a call never holds a
+    // concurrent slot while it waits for its turn at a rate, and a rate's
+    // reserved turn is used at once.
+    let started = Instant::now();
+    let concurrent = |l: &&Limiter| l.kind == LimiterKind::Concurrent;
+    let ordered = (dest.limiters.iter().filter(|l| !concurrent(l)))
+        .chain(dest.limiters.iter().filter(concurrent));
+    for l in ordered {
+        let budget = Duration::from_millis(l.wait_ms);
+        let began = Instant::now();
+        loop {
+            let left = budget
+                .saturating_sub(began.elapsed())
+                .min(plan.deadline.saturating_duration_since(Instant::now()));
+            match limit::reserve(&mut conn, l, &plan.holder, left)
+                .await
+                .map_err(unavailable)?
+            {
+                Decision::Granted => break,
+                Decision::Reserved(turn) => {
+                    tokio::time::sleep(turn).await;
+                    break;
+                }
+                Decision::Denied(wait) => {
+                    if wait > left {
+                        // `held` gives back the slots taken so far.
+                        return Err(park(wait, format!("limiter `{}` is at its limit", l.name)));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        if concurrent(&l) {
+            held.limiters.push(l.clone());
+        }
+    }
+    plan.calls.lock().unwrap_or_else(|e| e.into_inner()).waited += started.elapsed();
+    Ok(Some(held))
 }
 
 /// Resolves, connects to a checked address, sends, retries.
@@ -277,6 +469,7 @@ async fn send(
     };
     let (parts, body) = request.into_parts();
     let body = collect(body, plan.access.max_request_bytes).await?;
+    let held = pass(&plan, &what).await?;
     let connect = options
         .and_then(|o| o.connect_timeout)
         .unwrap_or(Duration::MAX)
@@ -317,7 +510,12 @@ async fn send(
             ),
         };
         if !retryable || attempt >= plan.retries || Instant::now() + pause >= deadline {
-            return outcome;
+            report(&plan, &what, healthy(&outcome)).await;
+            // The concurrent slots go back when the body is read or dropped.
+            return outcome.map(|r| match held {
+                Some(held) => r.map(|body| Holding { body, _held: held }.boxed_unsync()),
+                None => r,
+            });
         }
         attempt += 1;
         plan.log.append(
@@ -332,6 +530,73 @@ async fn send(
     }
 }
 
+/// Whether a call's outcome speaks for its origin's health: a connection
+/// failure or a 5xx counts against it.
+fn healthy(outcome: &Result<Response<WasiBody>, Error>) -> bool {
+    match outcome {
+        Ok(r) => r.status().as_u16() < 500,
+        Err(e) => !matches!(
+            e,
+            Error::Connect(_)
+                | Error::ConnectionRefused
+                | Error::ConnectionTimeout
+                | Error::ConnectionTerminated
+                | Error::ConnectionReadTimeout
+                | Error::ConnectionWriteTimeout
+                | Error::HttpResponseIncomplete
+                | Error::HttpResponseTimeout
+                | Error::Tls(_)
+        ),
+    }
+}
+
+/// Tells the destination's breaker how the call went.
+async fn report(plan: &Plan, what: &str, ok: bool) {
+    let Some((dest, conn)) = &plan.gate else {
+        return;
+    };
+    let Some(b) = &dest.breaker else {
+        return;
+    };
+    match breaker::report(&mut conn.clone(), &dest.origin, b, ok).await {
+        Ok(true) => {
+            plan.log.append(
+                format!(
+                    "warn: http: {what}: {} consecutive failures opened the circuit breaker of {} for {} ms\n",
+                    b.failures, dest.origin, b.cool_down_ms
+                )
+                .as_bytes(),
+            );
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(origin = %dest.origin, error = %e, "cannot record a call in its breaker")
+        }
+    }
+}
+
+/// A response body that holds its call's concurrent-limiter slots.
+struct Holding {
+    body: WasiBody,
+    _held: Held,
+}
+
+impl Body for Holding {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
+
 /// The address to connect to: the literal the allowlist names, or the first
 /// resolved address that passes the SSRF guard.
 async fn resolve(plan: &Plan) -> Result<SocketAddr, (Error, String)> {
@@ -341,7 +606,18 @@ async fn resolve(plan: &Plan) -> Result<SocketAddr, (Error, String)> {
         return Ok(SocketAddr::new(ip, port));
     }
     let budget = plan.deadline.saturating_duration_since(Instant::now());
-    let lookup = tokio::net::lookup_host((plan.origin.host.as_str(), port));
+    let pinned = PINNED.get().and_then(|p| p.get(&plan.origin.host));
+    let lookup = async {
+        match pinned {
+            Some(ips) => Ok(ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect::<Vec<_>>()),
+            None => tokio::net::lookup_host((plan.origin.host.as_str(), port))
+                .await
+                .map(|a| a.collect()),
+        }
+    };
     let addrs: Vec<SocketAddr> = match tokio::time::timeout(budget, lookup).await {
         Err(_) => return Err((Error::DnsTimeout, "name lookup timed out".into())),
         Ok(Err(e)) => {
@@ -353,7 +629,7 @@ async fn resolve(plan: &Plan) -> Result<SocketAddr, (Error, String)> {
                 format!("cannot resolve {}: {e}", plan.origin.host),
             ));
         }
-        Ok(Ok(a)) => a.collect(),
+        Ok(Ok(a)) => a,
     };
     let mut reasons = Vec::new();
     for a in &addrs {

@@ -31,6 +31,7 @@ pub(crate) struct Scripts {
     pub settle: Script,
     pub commit: Script,
     pub limit: Script,
+    pub breaker: Script,
     pub promote: Script,
     pub recover: Script,
 }
@@ -41,6 +42,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     settle: Script::new(include_str!("lua/settle.lua")),
     commit: Script::new(include_str!("lua/commit.lua")),
     limit: Script::new(include_str!("lua/limit.lua")),
+    breaker: Script::new(include_str!("lua/breaker.lua")),
     promote: Script::new(include_str!("lua/promote.lua")),
     recover: Script::new(include_str!("lua/recover.lua")),
 });

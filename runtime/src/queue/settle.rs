@@ -46,13 +46,16 @@ pub enum Disposition {
         /// Whether the job has a snapshot (kept as long as the record).
         snapshot: bool,
     },
-    /// Not started: a class limiter said no. Due again after `delay` (in the
-    /// scheduled set), without counting as a failure.
+    /// Not started (a class limiter said no), or parked (a destination's
+    /// limiter or breaker said no to a call and the job stopped). Due again
+    /// after `delay` (in the scheduled set), without counting as a failure.
     Defer {
         /// How long until the limiter expects capacity.
         delay: Duration,
         /// The payload to schedule.
         next: String,
+        /// `true`: parked mid-run (counted as `parked`, else `deferred`).
+        parked: bool,
     },
     /// Back to the queue, without counting as a failure.
     Requeue {
@@ -155,9 +158,15 @@ async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::R
             Disposition::Dead { payload, snapshot } => {
                 ("dead", snap(*snapshot), payload.as_bytes())
             }
-            Disposition::Defer { delay, next } => {
-                ("defer", delay.as_millis().to_string(), next.as_bytes())
-            }
+            Disposition::Defer {
+                delay,
+                next,
+                parked,
+            } => (
+                if *parked { "park" } else { "defer" },
+                delay.as_millis().to_string(),
+                next.as_bytes(),
+            ),
             Disposition::Requeue { front, next } => (
                 "requeue",
                 if *front { "front" } else { "back" }.to_owned(),

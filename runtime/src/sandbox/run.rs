@@ -108,6 +108,8 @@ pub struct Usage {
     pub http_refused: u64,
     /// Redis operations the job made.
     pub redis_ops: u64,
+    /// Time its HTTP calls waited for destination limiters.
+    pub limiter_wait: Duration,
 }
 
 /// The account of one attempt.
@@ -188,8 +190,10 @@ impl Sandbox {
             http_calls: 0,
             http_refused: 0,
             redis_ops: 0,
+            limiter_wait: Duration::ZERO,
         };
-        (usage.http_calls, usage.http_refused) = store.data().http_hooks.counts();
+        (usage.http_calls, usage.http_refused, usage.limiter_wait) =
+            store.data().http_hooks.counts();
         usage.redis_ops = store.data().job.ctx.as_ref().map_or(0, |j| j.redis.ops());
         let log = store.data().log.contents();
         let job = store.data_mut().job.ctx.take();

@@ -46,16 +46,20 @@ impl JobState {
             Some(j) => HttpHooks::new(
                 j.http.clone(),
                 j.id.clone(),
+                j.lease,
                 j.calls.clone(),
                 started + Duration::from_millis(limits.timeout_ms),
                 log.clone(),
+                Some(j.conn.clone()),
             ),
             None => HttpHooks::new(
                 Default::default(),
                 String::new(),
+                0,
                 Default::default(),
                 started,
                 log.clone(),
+                None,
             ),
         };
         let wasi = WasiCtx::builder()

@@ -123,11 +123,12 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
     if !class.limiters.is_empty() {
         match limit::acquire_all(&mut node.conn.clone(), &class.limiters, &holder).await {
             Ok(limit::Decision::Granted) => {}
-            Ok(limit::Decision::Denied(wait)) => {
+            Ok(limit::Decision::Denied(wait) | limit::Decision::Reserved(wait)) => {
                 tracing::debug!(?wait, "deferred by a class limiter");
                 let defer = Disposition::Defer {
                     delay: wait.max(MIN_DEFER),
                     next: payload.encode(),
+                    parked: false,
                 };
                 return unit.settle(&payload.id.clone(), defer, Vec::new());
             }
@@ -165,6 +166,33 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
     let mut job = report.job.expect("the attempt's context comes back");
 
     let id = payload.id.clone();
+    // A destination's limiter or breaker parked the job: whatever stopped it
+    // afterwards (the SDK's yield, or the job's own error or panic about the
+    // refused call), it waits in the scheduled set, without using a retry.
+    let parked = job
+        .calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .parked
+        .clone();
+    if let Some(park) = parked {
+        let stopped_by_it = match &report.outcome {
+            RunOutcome::Yielded => true,
+            RunOutcome::Failed(f) => matches!(f.kind, ErrorKind::JobError | ErrorKind::Trap),
+            _ => false,
+        };
+        if stopped_by_it {
+            tracing::debug!(delay = ?park.delay, reason = %park.reason, seq = job.seq, "parked");
+            let mut fields = usage_fields(&report.usage, &module.digest, report.log, false);
+            fields.push(("parked_by", park.reason));
+            let defer = Disposition::Defer {
+                delay: park.delay.max(MIN_DEFER),
+                next: payload.encode(),
+                parked: true,
+            };
+            return unit.settle(&id, defer, fields);
+        }
+    }
     match report.outcome {
         RunOutcome::Done(result) => {
             tracing::debug!(cpu_us = report.usage.cpu_time.as_micros() as u64, "done");
@@ -385,6 +413,7 @@ fn usage_fields(
         http: usage.http_calls,
         http_refused: usage.http_refused,
         redis: usage.redis_ops,
+        wait_us: usage.limiter_wait.as_micros() as u64,
     };
     let mut fields = vec![("digest", digest.to_owned()), ("usage", measured.encode())];
     // Each attempt's log replaces the last one's; a first attempt with nothing

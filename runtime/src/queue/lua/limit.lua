@@ -2,8 +2,11 @@
 -- KEYS[1] the limiter's key (`stoker:{limiter:NAME}`)
 -- ARGV[1] op: 'acquire' or 'release', ARGV[2] kind: 'concurrent', 'rate' or
 -- 'window', ARGV[3] limit, ARGV[4] period (ms), ARGV[5] burst, ARGV[6] holder
--- lease (ms), ARGV[7] holder id
--- Returns {granted (1/0), ms until capacity is expected back}.
+-- lease (ms), ARGV[7] holder id, ARGV[8] (rate) how long the caller would
+-- wait for a reserved turn (ms; 0: no reservation)
+-- Returns {granted (1/0), ms}: denied, the ms until capacity is expected back;
+-- granted, 0, or (a reserved turn of a rate limiter) the ms to wait before
+-- using it.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op, kind = ARGV[1], ARGV[2]
@@ -34,12 +37,15 @@ elseif kind == 'rate' then
   local interval = period / limit
   local tat = math.max(tonumber(redis.call('GET', key) or now), now)
   local allow_at = tat - interval * burst
+  local wait = 0
   if allow_at > now - interval then
-    local wait = allow_at + interval - now
-    if wait > 0 then return {0, math.max(1, math.ceil(wait))} end
+    wait = math.ceil(allow_at + interval - now)
+    -- Too far off to wait for: come back then. Close enough: the turn is
+    -- reserved, so waiters queue up in order instead of racing for each one.
+    if wait > tonumber(ARGV[8] or '0') then return {0, math.max(1, wait)} end
   end
-  redis.call('SET', key, string.format('%.0f', tat + interval), 'PX', math.ceil(period * 2 + interval * burst))
-  return {1, 0}
+  redis.call('SET', key, string.format('%.0f', tat + interval), 'PX', math.ceil(period * 2 + interval * burst + wait))
+  return {1, math.max(0, wait)}
 else -- window
   if op == 'release' then return {1, 0} end
   local start = now - now % period

@@ -16,13 +16,15 @@
 --            'snap': the snapshot expires with the record
 --   defer:   not started (a class limiter said no): next payload into the
 --            scheduled set, due in arg ms; no failure counted
+--   park:    as defer, for a job a destination's limiter or breaker stopped
+--            mid-run (it resumes from its last checkpoint)
 --   requeue: next payload back to the pending list; arg 'front' (fetched next) or 'back'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local snap = ARGV[6]
-local i, lost, processed, failed, dead = 7, 0, 0, 0, 0
+local i, lost, processed, failed, dead, parked = 7, 0, 0, 0, 0, 0
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local nfields = tonumber(ARGV[i + 5])
@@ -59,11 +61,16 @@ for _ = 1, tonumber(ARGV[5]) do
           redis.call('DEL', prefix .. popped[k], snap .. popped[k])
         end
       end
-    elseif action == 'defer' then
+    elseif action == 'defer' or action == 'park' then
       local due = now + tonumber(arg)
       redis.call('ZADD', KEYS[6], due, next_payload)
       redis.call('HSET', key, 'state', 'scheduled', 'due_at', due, unpack(ARGV, first, last))
-      redis.call('HINCRBY', key, 'deferred', 1)
+      if action == 'park' then
+        redis.call('HINCRBY', key, 'parked', 1)
+        parked = parked + 1
+      else
+        redis.call('HINCRBY', key, 'deferred', 1)
+      end
     elseif action == 'requeue' then
       if arg == 'front' then
         redis.call('RPUSH', KEYS[2], next_payload)
@@ -79,4 +86,5 @@ end
 if processed > 0 then redis.call('HINCRBY', KEYS[5], 'processed', processed) end
 if failed > 0 then redis.call('HINCRBY', KEYS[5], 'failed', failed) end
 if dead > 0 then redis.call('HINCRBY', KEYS[5], 'dead', dead) end
+if parked > 0 then redis.call('HINCRBY', KEYS[5], 'parked', parked) end
 return lost
