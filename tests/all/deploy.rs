@@ -36,7 +36,7 @@ fn example_classes_deploy_content_addressed() {
         let wasm = fs::read(&spec.module).expect("guest");
         let digest = stoker::registry::digest(&wasm);
         assert_eq!(class["digest"], digest.as_str(), "{name}: {class}");
-        assert_eq!(class["queue"], "default", "{name}: {class}");
+        assert_eq!(class["queue"], spec.queue.as_str(), "{name}: {class}");
         let limits = serde_json::to_value(spec.limits().expect("limits")).unwrap();
         assert_eq!(class["limits"], limits, "{name}: {class}");
         let stored: Vec<u8> =

@@ -69,7 +69,26 @@ fn build(p: &Paths) {
             vec!["build", "--release", "-p", "stoker", "--bin", "stoker"],
             build_guests,
         ] {
-            let status = Command::new(&cargo)
+            let mut cmd = Command::new(&cargo);
+            // Cargo gives this test process its package's variables; passed on,
+            // they would rerun build scripts that watch them (ring's) and
+            // rebuild the binary that `./test.sh` just built.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if [
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                    "CARGO_PRIMARY_",
+                ]
+                .iter()
+                .any(|p| name.starts_with(p))
+                {
+                    cmd.env_remove(name.as_ref());
+                }
+            }
+            let status = cmd
                 .args(&args)
                 .current_dir(&p.workspace)
                 .status()

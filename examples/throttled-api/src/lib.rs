@@ -5,8 +5,9 @@
 //! `wait_timeout`; past that the job is *parked*: `?` carries the SDK's error
 //! out like a yield, the worker slot goes to other jobs at once (fast queues
 //! keep flowing), and the job resumes from its last checkpoint when the
-//! limiter expects capacity, without using up a retry. A repeated push carries
-//! the same `Idempotency-Key`, so the partner applies it once.
+//! limiter expects capacity, without using up a retry. It checkpoints after
+//! every push, so a parked job repeats none; a push repeated after a crash
+//! carries the same `Idempotency-Key`, so the partner applies it once.
 //!
 //! ```text
 //! stoker enqueue throttled-api '{"api": "http://127.0.0.1:8787", "orders": [1, 2, 3]}'
@@ -37,6 +38,9 @@ struct Pushed {
 
 fn push_orders(args: Args, job: &mut Job<Cursor>) -> Result<Pushed> {
     job.set_total(args.orders.len() as u64);
+    // A push takes a round trip to the partner, a checkpoint a fraction of a
+    // millisecond: commit after every push, so a parked job repeats none.
+    job.checkpoint_every(std::time::Duration::ZERO);
     let orders = &args.orders;
     let end = job.iterate(
         Cursor::default(),

@@ -7,6 +7,9 @@
 //!    the sandbox and the queue catch.
 //! 4. Run a worker in this process and print each job's outcome as it settles,
 //!    with what it used; then stop the worker gracefully (or keep it running).
+//! 5. Stop a long job mid-run as a deploy does, and resume it.
+//! 6. Seed scenario 001 ([`partner`]): jobs calling a rate- and
+//!    concurrency-limited partner API while other jobs keep flowing.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -24,6 +27,8 @@ use crate::queue::keys::QueueKeys;
 use crate::queue::{self, Conn};
 use crate::worker::WorkerConfig;
 use crate::worker::launcher::Launcher;
+
+mod partner;
 
 /// A private Redis, stopped when dropped.
 pub struct PrivateRedis {
@@ -257,6 +262,7 @@ pub async fn run(
         );
     } else {
         expected &= deploy_mid_run(&url, &mut conn, launcher).await?;
+        expected &= partner::act(&url, &mut conn).await?;
     }
     drop(private);
     Ok(expected)
