@@ -14,6 +14,7 @@ mod support;
 mod chaos;
 mod checkpoint;
 mod deploy;
+mod geo;
 mod http;
 mod queue;
 mod recovery;
