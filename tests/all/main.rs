@@ -15,6 +15,7 @@ mod chaos;
 mod checkpoint;
 mod deploy;
 mod destinations;
+mod geo;
 pub(crate) mod http;
 mod queue;
 mod recovery;
