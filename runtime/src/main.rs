@@ -128,7 +128,7 @@ enum Command {
     },
     /// Drain benchmark: no-op jobs through one worker process.
     Bench {
-        /// The manifest with the `noop` class.
+        /// The manifest with the `noop` class (and `calls`, for `--host-calls`).
         #[arg(long, default_value = "examples/stoker.toml")]
         manifest: PathBuf,
         /// Jobs to drain.
@@ -151,6 +151,10 @@ enum Command {
         /// Instead of draining: the latency of one limiter decision, per kind.
         #[arg(long, conflicts_with_all = ["metering", "checkpoints"])]
         limiters: bool,
+        /// Instead of draining: ns per host call from inside a job (the
+        /// manifest's `calls` class), and the HTTP policy point against hyper.
+        #[arg(long, conflicts_with_all = ["metering", "checkpoints", "limiters"])]
+        host_calls: bool,
         /// Heartbeat TTL of the workers `--checkpoints` starts (the kill -9
         /// figure waits for it).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -413,9 +417,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             metering,
             checkpoints,
             limiters,
+            host_calls,
             heartbeat_ttl,
             json,
         } => {
+            if host_calls {
+                let f = stoker::bench::host_calls::run(&url, &manifest).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&f)?);
+                } else {
+                    print_host_calls(&f);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if limiters {
                 let figures = stoker::bench::limiters::run(&url).await?;
                 if json {
@@ -518,6 +532,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_host_calls(f: &stoker::bench::host_calls::HostCallFigures) {
+    // ns below 10 us, us above.
+    let t = |ns: f64| {
+        if ns < 10_000.0 {
+            format!("{ns:.0} ns")
+        } else {
+            format!("{:.1} us", ns / 1e3)
+        }
+    };
+    let row = |label: &str, n: String, a: String, b: String| {
+        let line = format!("  {label:<36} {n:>8} {a:>10} {b:>10}");
+        println!("{}", line.trim_end());
+    };
+    let runs = f.runs;
+    println!("host calls from a job: (attempt making n calls - attempt making none) / n");
+    row(
+        &format!("median of {runs} runs"),
+        "n".into(),
+        "wall/call".into(),
+        "cpu/call".into(),
+    );
+    for c in &f.calls {
+        row(c.op, c.n.to_string(), t(c.wall_ns), t(c.cpu_ns));
+    }
+    let base = format!("{:.1} us", f.baseline_run_us);
+    row("attempt making no call", String::new(), base, String::new());
+    println!("the same round trips from the bench process, right after each run above");
+    for d in [&f.redis_direct, &f.http_direct] {
+        row(d.what, d.n.to_string(), t(d.wall_ns), String::new());
+    }
+    println!("job / direct, median of the {runs} runs' ratios");
+    let x = |r: f64| format!("{r:.2}x");
+    row(
+        "redis_get / redis GET",
+        String::new(),
+        x(f.redis_ratio),
+        String::new(),
+    );
+    row(
+        "http_get / hyper GET",
+        String::new(),
+        x(f.http_ratio),
+        String::new(),
+    );
 }
 
 fn error_line(r: &inspect::JobRecord) -> String {

@@ -1,6 +1,8 @@
 //! `stoker bench`: the benchmarks quoted in the README. The drain benchmark is
 //! here; [`checkpoints`] measures commits, yields and recovery; [`limiters`]
-//! times limiter decisions; [`metering`] decides fuel versus epochs.
+//! times limiter decisions; [`host_calls`] times one host call from inside a
+//! job and the HTTP policy point against a plain client; [`metering`] decides
+//! fuel versus epochs.
 //!
 //! The drain benchmark:
 //! 1. Deploy the example classes and start one worker process on queue `bench`.
@@ -26,6 +28,7 @@ use crate::queue::keys::{self, QueueKeys};
 use crate::queue::{self, Conn, SCRIPTS};
 
 pub mod checkpoints;
+pub mod host_calls;
 pub mod limiters;
 
 const QUEUE: &str = "bench";
