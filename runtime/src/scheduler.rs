@@ -80,6 +80,19 @@ pub async fn promote_all(conn: &mut Conn) -> redis::RedisResult<u64> {
     Ok(moved)
 }
 
+/// Promotes the due jobs of queue `q`'s scheduled set now, for a node that
+/// deferred a job for less than a [`POLL`] and wakes it itself.
+pub async fn promote_scheduled(conn: &mut Conn, q: &QueueKeys) -> redis::RedisResult<u64> {
+    SCRIPTS
+        .promote
+        .key(q.scheduled())
+        .key(q.pending())
+        .arg(PROMOTE_BATCH)
+        .arg(q.job_prefix())
+        .invoke_async(conn)
+        .await
+}
+
 /// Recovers the in-flight jobs of every worker (other than `me`) whose heartbeat
 /// expired; returns how many jobs went back to their queues.
 pub async fn recover_dead_workers(conn: &mut Conn, me: &str) -> redis::RedisResult<u64> {

@@ -125,8 +125,10 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
             Ok(limit::Decision::Granted) => {}
             Ok(limit::Decision::Denied(wait) | limit::Decision::Reserved(wait)) => {
                 tracing::debug!(?wait, "deferred by a class limiter");
+                let delay = wait.max(MIN_DEFER);
+                wake_after(&node, &unit, delay);
                 let defer = Disposition::Defer {
-                    delay: wait.max(MIN_DEFER),
+                    delay,
                     next: payload.encode(),
                     parked: false,
                 };
@@ -185,8 +187,10 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
             tracing::debug!(delay = ?park.delay, reason = %park.reason, seq = job.seq, "parked");
             let mut fields = usage_fields(&report.usage, &module.digest, report.log, false);
             fields.push(("parked_by", park.reason));
+            let delay = park.delay.max(MIN_DEFER);
+            wake_after(&node, &unit, delay);
             let defer = Disposition::Defer {
-                delay: park.delay.max(MIN_DEFER),
+                delay,
                 next: payload.encode(),
                 parked: true,
             };
@@ -324,6 +328,22 @@ async fn resume(
         )));
     }
     Ok(snapshot)
+}
+
+/// A job deferred for less than the scheduler's poll is promoted by this node
+/// when it is due, not up to a poll later: limits are packed closely.
+fn wake_after(node: &Arc<Node>, unit: &Unit, delay: std::time::Duration) {
+    if delay >= crate::scheduler::POLL {
+        return;
+    }
+    let (mut conn, queue) = (node.conn.clone(), unit.queue.clone());
+    tokio::spawn(async move {
+        // A little after the due time, so the settlement is in first.
+        tokio::time::sleep(delay + std::time::Duration::from_millis(5)).await;
+        if let Err(e) = crate::scheduler::promote_scheduled(&mut conn, &queue).await {
+            tracing::debug!(error = %e, "waking a deferred job failed; the scheduler will");
+        }
+    });
 }
 
 /// The shortest deferral: a limiter's estimate can be 0 ms.
