@@ -134,7 +134,9 @@ fn a_partner_api_is_held_to_its_limits_and_parked_jobs_free_their_slots() {
         at.len()
     );
     assert!(rate <= 8.8, "{rate:.2} calls/s: more than 10% over 8/s");
-    assert!(rate >= 4.0, "{rate:.2} calls/s: capacity left unused");
+    // Parked jobs come back when the limiter expects a turn (their node wakes
+    // them): measured 7.3-7.7/s here. The floor leaves room for a slow machine.
+    assert!(rate >= 6.4, "{rate:.2} calls/s: capacity left unused");
     for w in &mut workers {
         w.assert_alive();
     }
