@@ -270,6 +270,21 @@ pub struct QueueStatus {
     pub parked: u64,
 }
 
+/// A cron or recurring class.
+#[derive(Debug, Serialize)]
+pub struct ScheduleStatus {
+    /// The class.
+    pub class: String,
+    /// `cron EXPR (TZ)` or `every Ns`.
+    pub schedule: String,
+    /// The last tick enqueued, ms since the epoch (Redis time).
+    pub last_tick_ms: Option<u64>,
+    /// The next tick.
+    pub next_tick_ms: Option<u64>,
+    /// Ms from now to the next tick.
+    pub next_in_ms: Option<u64>,
+}
+
 /// An HTTP destination with limiters or a breaker.
 #[derive(Debug, Serialize)]
 pub struct DestinationStatus {
@@ -301,6 +316,8 @@ pub struct Status {
     pub classes: Vec<Value>,
     /// HTTP destinations with limiters or breakers.
     pub destinations: Vec<DestinationStatus>,
+    /// Cron and recurring classes.
+    pub schedules: Vec<ScheduleStatus>,
 }
 
 /// Gathers `stoker status`.
@@ -371,6 +388,31 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
             breaker,
         });
     }
+    let mut schedules = Vec::new();
+    let now = crate::queue::redis_now_ms(conn).await?;
+    let mut names: Vec<&String> = deployed.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(s) = &deployed[name].schedule else {
+            continue;
+        };
+        let last: Option<u64> = conn.hget(keys::cron(), name).await?;
+        let next = crate::cron::Ticks::new(s).ok().and_then(|t| t.next(now));
+        schedules.push(ScheduleStatus {
+            class: name.clone(),
+            schedule: match (&s.cron, s.every_ms) {
+                (Some(c), _) => format!("cron {c} ({})", s.timezone),
+                (None, Some(ms)) => format!(
+                    "every {}",
+                    humantime::format_duration(std::time::Duration::from_millis(ms))
+                ),
+                (None, None) => String::new(),
+            },
+            last_tick_ms: last,
+            next_tick_ms: next,
+            next_in_ms: next.map(|n| n.saturating_sub(now)),
+        });
+    }
     let classes = deployed
         .into_values()
         .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
@@ -380,6 +422,7 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
         workers,
         classes,
         destinations,
+        schedules,
     })
 }
 
@@ -413,6 +456,18 @@ impl Status {
                 out.push_str(&format!(" {} {}", q.name, q.parked));
             }
             out.push('\n');
+        }
+        if !self.schedules.is_empty() {
+            out.push_str("\nSCHEDULES\n");
+            for s in &self.schedules {
+                out.push_str(&format!(
+                    "  {:<20} {:<32} next in {}\n",
+                    s.class,
+                    s.schedule,
+                    s.next_in_ms
+                        .map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1e3))
+                ));
+            }
         }
         if !self.destinations.is_empty() {
             out.push_str("\nDESTINATIONS\n");

@@ -15,7 +15,8 @@
 //! - [`queue`]: the Redis key layout, enqueue, reliable fetch, commits,
 //!   settling.
 //! - [`snapshot`]: the stored form of a job's checkpointed state.
-//! - [`scheduler`]: due jobs promoted, dead workers' jobs recovered.
+//! - [`scheduler`]: due jobs promoted, dead workers' jobs recovered, and
+//!   [`cron`]: scheduled classes' jobs enqueued once per tick.
 //! - [`worker`]: the node: launcher, manager, processor.
 //! - [`sandbox`]: the wasmtime engine, one store per attempt, limits.
 //! - [`host`]: the host functions a job may call, one file per capability.
@@ -28,6 +29,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod cron;
 pub mod dev;
 pub mod host;
 pub mod inspect;

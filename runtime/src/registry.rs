@@ -33,6 +33,9 @@ pub struct Class {
     /// Limiters its jobs must pass before they start.
     #[serde(default)]
     pub limiters: Vec<Limiter>,
+    /// When the scheduler enqueues its jobs (cron or every).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::config::Schedule>,
 }
 
 /// What a deploy did for one class.
@@ -127,6 +130,9 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|e| DeployError::Refused(vec![e]))?,
+            schedule: spec
+                .schedule()
+                .map_err(|e| DeployError::Refused(vec![format!("class `{name}`: {e}")]))?,
         };
         ready.push((class, wasm));
     }

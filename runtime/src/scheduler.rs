@@ -4,7 +4,8 @@
 //! 1. promote jobs whose time has come (Redis time) from each queue's scheduled
 //!    and retry sets to its pending list, every [`POLL`] with jitter;
 //! 2. recover: a worker whose heartbeat key has expired is dead; move every job
-//!    in its in-flight lists back to the front of their queues and forget it.
+//!    in its in-flight lists back to the front of their queues and forget it;
+//! 3. enqueue the due tick of each cron or recurring class ([`crate::cron`]).
 //!
 //! Both are safe to run on any number of nodes at once: each move is one atomic
 //! script, and a second node finds nothing left to move.
@@ -45,6 +46,9 @@ pub async fn run(node: Arc<Node>, mut quiet: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "recovered jobs of dead workers"),
             Err(e) => tracing::warn!(error = %e, "recovering dead workers failed"),
+        }
+        if let Err(e) = crate::cron::tick_all(&mut conn, &node.classes()).await {
+            tracing::warn!(error = %e, "enqueueing scheduled jobs failed");
         }
         let jitter = Duration::from_millis(rand::random_range(0..POLL.as_millis() as u64));
         tokio::select! {

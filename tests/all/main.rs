@@ -13,6 +13,7 @@ mod support;
 
 mod chaos;
 mod checkpoint;
+mod cron;
 mod deploy;
 mod destinations;
 mod geo;

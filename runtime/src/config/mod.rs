@@ -126,6 +126,32 @@ pub struct ClassSpec {
     /// Limiters a job of this class must pass before it starts.
     #[serde(default)]
     pub limiters: Vec<String>,
+    /// Enqueue a job of this class on a cron schedule (5 fields, or 6 with
+    /// seconds first).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Enqueue a job of this class every so long (aligned to the epoch).
+    #[serde(default, deserialize_with = "duration")]
+    pub every: Option<Duration>,
+    /// The time zone `cron` is read in (IANA name; default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// The args of scheduled jobs (default `null`).
+    #[serde(default)]
+    pub args: Option<toml::Value>,
+}
+
+/// When a class's jobs are enqueued by the scheduler, as deployed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// A cron expression (5 fields, or 6 with seconds first).
+    pub cron: Option<String>,
+    /// Or a period, ms.
+    pub every_ms: Option<u64>,
+    /// The time zone `cron` is read in.
+    pub timezone: String,
+    /// The args of each scheduled job.
+    pub args: serde_json::Value,
 }
 
 /// What one attempt of a class may use, in job terms; `sandbox` converts them.
@@ -216,6 +242,9 @@ impl Manifest {
                 h.access().map_err(|e| format!("class `{name}`: {e}"))?;
             }
             check_name("queue", &class.queue).map_err(|e| format!("class `{name}`: {e}"))?;
+            class
+                .schedule()
+                .map_err(|e| format!("class `{name}`: {e}"))?;
             for l in &class.limiters {
                 if !manifest.limiters.contains_key(l) {
                     return Err(format!(
@@ -256,6 +285,47 @@ impl Manifest {
 }
 
 impl ClassSpec {
+    /// The class's schedule (`cron` or `every`), checked.
+    pub fn schedule(&self) -> Result<Option<Schedule>, String> {
+        let args = match &self.args {
+            None => serde_json::Value::Null,
+            Some(v) => serde_json::to_value(v).map_err(|e| format!("`args`: {e}"))?,
+        };
+        let schedule = match (&self.cron, self.every) {
+            (None, None) => {
+                if self.timezone.is_some() || self.args.is_some() {
+                    return Err("`timezone` and `args` need a `cron` or `every` schedule".into());
+                }
+                return Ok(None);
+            }
+            (Some(_), Some(_)) => {
+                return Err("a class has a `cron` or an `every` schedule, not both".into());
+            }
+            (Some(cron), None) => Schedule {
+                cron: Some(cron.clone()),
+                every_ms: None,
+                timezone: self.timezone.clone().unwrap_or_else(|| "UTC".into()),
+                args,
+            },
+            (None, Some(every)) => {
+                if every < Duration::from_secs(1) {
+                    return Err("`every` must be at least 1s".into());
+                }
+                if self.timezone.is_some() {
+                    return Err("`timezone` applies to `cron`, not `every`".into());
+                }
+                Schedule {
+                    cron: None,
+                    every_ms: Some(every.as_millis() as u64),
+                    timezone: "UTC".into(),
+                    args,
+                }
+            }
+        };
+        crate::cron::Ticks::new(&schedule)?;
+        Ok(Some(schedule))
+    }
+
     /// The class's limits, defaults filled in, checked for sense.
     pub fn limits(&self) -> Result<Limits, String> {
         let d = Limits::default();

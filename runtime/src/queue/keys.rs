@@ -23,6 +23,10 @@
 //! | `stoker:{stoker}:queues` | set | queue names in use |
 //! | `stoker:{stoker}:workers` | sorted set | worker ids, scored by start time |
 //! | `stoker:{stoker}:worker:ID` | string | a worker's heartbeat (JSON), with a TTL |
+//! | `stoker:{stoker}:cron` | hash | scheduled class → the last tick enqueued (ms, Redis time) |
+//!
+//! Limiters and breakers: `stoker:{limiter:NAME}` (and `…:WINDOW` for window
+//! limiters), `stoker:{breaker:ORIGIN}`.
 
 /// Keys of one queue.
 #[derive(Clone, Debug)]
@@ -110,6 +114,11 @@ pub fn classes() -> String {
 /// A stored module.
 pub fn module(digest: &str) -> String {
     global(&format!("module:{digest}"))
+}
+
+/// Scheduled classes' last enqueued ticks.
+pub fn cron() -> String {
+    global("cron")
 }
 
 /// The set of queue names.

@@ -111,6 +111,14 @@ impl Node {
         }
     }
 
+    /// The deployed classes, as last read.
+    pub fn classes(&self) -> Arc<HashMap<String, Class>> {
+        self.classes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Re-reads the deployed classes.
     pub async fn refresh_classes(&self) -> redis::RedisResult<()> {
         let classes = registry::classes(&mut self.conn.clone()).await?;

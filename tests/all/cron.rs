@@ -1,0 +1,142 @@
+//! Cron and recurring classes: three nodes enqueue each tick once; ticks
+//! missed while every node was down are not replayed (the latest one runs
+//! once); bad schedules are refused at deploy with the reason.
+
+use std::time::Duration;
+
+use crate::support::{TestEnv, state, wait_until};
+
+/// The ticks (ms) of the scheduled jobs of `class` in the test's database.
+fn ticks(env: &TestEnv, class: &str) -> Vec<u64> {
+    let keys: Vec<String> = env.query(redis::cmd("KEYS").arg(format!("*:job:cron-{class}-*")));
+    let mut ticks: Vec<u64> = keys
+        .iter()
+        .map(|k| k.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    ticks.sort();
+    ticks
+}
+
+fn ids(env: &TestEnv, class: &str) -> Vec<String> {
+    ticks(env, class)
+        .iter()
+        .map(|t| format!("cron-{class}-{t}"))
+        .collect()
+}
+
+const EVERY: &str = r#"
+[classes.hello]
+module = "$GUESTS/hello.wasm"
+every = "1s"
+args = { name = "tick" }
+
+[classes.fib]
+module = "$GUESTS/fib.wasm"
+cron = "*/2 * * * * *"
+timezone = "Europe/Paris"
+args = { n = 10 }
+"#;
+
+#[test]
+fn three_nodes_enqueue_each_tick_once() {
+    let env = TestEnv::new();
+    env.deploy(EVERY);
+    let mut workers: Vec<_> = (0..3).map(|_| env.spawn_worker(&[])).collect();
+    // Seconds of ticks, then stop looking.
+    wait_until(Duration::from_secs(30), "six ticks", || {
+        ticks(&env, "hello").len() >= 6
+    });
+    let hello = ticks(&env, "hello");
+    // One job per tick: consecutive seconds, none missing, none twice (each
+    // tick has one id, and its record one `attempts` history).
+    for pair in hello.windows(2) {
+        assert_eq!(pair[1] - pair[0], 1000, "ticks {hello:?}");
+    }
+    let records = env.wait_settled("default", &ids(&env, "hello")[..6], Duration::from_secs(30));
+    for r in &records {
+        assert_eq!(state(r), "done", "{r:#}");
+        assert_eq!(r["attempts"], 1, "run once: {r:#}");
+        assert_eq!(r["result"]["message"], "Hello, tick!", "{r:#}");
+    }
+    let processed: u64 = env.query(
+        redis::cmd("HGET")
+            .arg("stoker:{q:default}:stats")
+            .arg("processed"),
+    );
+    let fib = ticks(&env, "fib");
+    assert!(!fib.is_empty(), "the 6-field cron ticked");
+    for t in &fib {
+        assert_eq!(t % 2000, 0, "every 2 s on the second: {fib:?}");
+    }
+    // Nothing ran that was not a tick (every done job is one of the ids).
+    let all = ticks(&env, "hello").len() + fib.len();
+    assert!(
+        processed as usize <= all,
+        "{processed} processed for {all} ticks"
+    );
+    for w in &mut workers {
+        w.assert_alive();
+    }
+}
+
+#[test]
+fn ticks_missed_while_down_are_enqueued_once() {
+    let env = TestEnv::new();
+    env.deploy(
+        r#"
+[classes.hello]
+module = "$GUESTS/hello.wasm"
+every = "1s"
+"#,
+    );
+    let mut w = env.spawn_worker(&[]);
+    wait_until(Duration::from_secs(30), "two ticks", || {
+        ticks(&env, "hello").len() >= 2
+    });
+    w.kill9();
+    let before = ticks(&env, "hello");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(ticks(&env, "hello"), before, "no node, no tick");
+    let mut w = env.spawn_worker(&[]);
+    wait_until(Duration::from_secs(30), "the catch-up tick", || {
+        ticks(&env, "hello").len() > before.len()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let after = ticks(&env, "hello");
+    let new: Vec<u64> = after[before.len()..].to_vec();
+    // Four ticks were missed: only the latest is enqueued, then the schedule
+    // goes on from there.
+    assert!(
+        new[0] - before.last().unwrap() >= 3000,
+        "the first tick after the outage is recent, not a replay: before {before:?}, after {new:?}"
+    );
+    for pair in new.windows(2) {
+        assert!(pair[1] - pair[0] >= 1000, "{new:?}");
+    }
+    assert!(new.len() <= 2, "one catch-up tick, not four: {new:?}");
+    w.assert_alive();
+}
+
+#[test]
+fn bad_schedules_are_refused_with_the_reason() {
+    let env = TestEnv::new();
+    for (schedule, why) in [
+        ("cron = \"61 * * * *\"", "cron `61 * * * *` is invalid"),
+        ("cron = \"* * * *\"", "has 4 fields"),
+        (
+            "cron = \"0 2 * * *\"\ntimezone = \"Mars/Olympus\"",
+            "not an IANA time zone",
+        ),
+        ("cron = \"* * * * *\"\nevery = \"1m\"", "not both"),
+        ("every = \"100ms\"", "at least 1s"),
+        ("args = { n = 1 }", "need a `cron` or `every`"),
+    ] {
+        let out = env.try_deploy(&format!(
+            "[classes.fib]\nmodule = \"$GUESTS/fib.wasm\"\n{schedule}\n"
+        ));
+        assert!(!out.status.success(), "{schedule} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("class `fib`"), "{stderr}");
+        assert!(stderr.contains(why), "{schedule}: {stderr}");
+    }
+}
