@@ -150,7 +150,8 @@ pub async fn tick_all(
         }
         let mut payload = Payload::new(&class.name, schedule.args.clone());
         payload.id = job_id(&class.name, tick);
-        match enqueue::enqueue(conn, &class.queue, &payload, When::Now).await {
+        let unique = class.unique.as_ref();
+        match enqueue::enqueue_unique(conn, &class.queue, &payload, When::Now, unique).await {
             Ok(_) => {
                 enqueued += 1;
                 tracing::info!(class = %class.name, id = %payload.id, "scheduled job enqueued");
@@ -158,6 +159,11 @@ pub async fn tick_all(
             // Another node enqueued this tick first.
             Err(EnqueueError::Redis(e)) if e.to_string().contains("DUPLICATE") => {}
             Err(EnqueueError::Redis(e)) => return Err(e),
+            // A unique class whose last job still holds its key: this tick
+            // is skipped.
+            Err(e @ EnqueueError::Duplicate { .. }) => {
+                tracing::info!(class = %class.name, tick, reason = %e, "scheduled tick skipped");
+            }
             Err(EnqueueError::Invalid(e)) => {
                 tracing::warn!(class = %class.name, error = %e, "cannot enqueue a scheduled job");
             }

@@ -306,17 +306,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => serde_json::Value::Null,
             };
             let mut conn = connect().await?;
-            let queue = match queue {
-                Some(q) => q,
-                None => match stoker::registry::classes(&mut conn).await?.get(&class) {
-                    Some(c) => c.queue.clone(),
-                    None => {
-                        eprintln!(
-                            "warning: class `{class}` is not deployed; enqueueing on `default`"
-                        );
-                        stoker::config::DEFAULT_QUEUE.to_owned()
-                    }
-                },
+            let deployed = stoker::registry::class(&mut conn, &class).await?;
+            let queue = match (queue, &deployed) {
+                (Some(q), _) => q,
+                (None, Some(c)) => c.queue.clone(),
+                (None, None) => {
+                    eprintln!("warning: class `{class}` is not deployed; enqueueing on `default`");
+                    stoker::config::DEFAULT_QUEUE.to_owned()
+                }
             };
             let mut payload = Payload::new(&class, args);
             if let Some(id) = id {
@@ -327,9 +324,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(t)) => When::At(parse_at(&t)?),
                 (None, None) => When::Now,
             };
-            let done = queue::enqueue::enqueue(&mut conn, &queue, &payload, when).await?;
-            println!("{}", done.id);
-            Ok(ExitCode::SUCCESS)
+            let unique = deployed.as_ref().and_then(|c| c.unique.as_ref());
+            match queue::enqueue::enqueue_unique(&mut conn, &queue, &payload, when, unique).await {
+                Ok(done) => {
+                    println!("{}", done.id);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ queue::enqueue::EnqueueError::Duplicate { .. }) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(4))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Job { id, json } => {
             let mut conn = connect().await?;

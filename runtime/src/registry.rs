@@ -36,6 +36,9 @@ pub struct Class {
     /// When the scheduler enqueues its jobs (cron or every).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::config::Schedule>,
+    /// Whether a job is refused while another with its key is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<crate::config::Unique>,
 }
 
 /// What a deploy did for one class.
@@ -132,6 +135,12 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
                 .map_err(|e| DeployError::Refused(vec![e]))?,
             schedule: spec
                 .schedule()
+                .map_err(|e| DeployError::Refused(vec![format!("class `{name}`: {e}")]))?,
+            unique: spec
+                .unique
+                .as_ref()
+                .map(|u| u.unique())
+                .transpose()
                 .map_err(|e| DeployError::Refused(vec![format!("class `{name}`: {e}")]))?,
         };
         ready.push((class, wasm));

@@ -22,3 +22,4 @@ mod queue;
 mod recovery;
 mod redis;
 mod run;
+mod unique;

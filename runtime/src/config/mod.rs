@@ -139,6 +139,107 @@ pub struct ClassSpec {
     /// The args of scheduled jobs (default `null`).
     #[serde(default)]
     pub args: Option<toml::Value>,
+    /// Refuse a job while another with the same key is pending.
+    #[serde(default)]
+    pub unique: Option<UniqueSpec>,
+}
+
+/// `unique = { args = ["order_id"], until = "success", ttl = "1h" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UniqueSpec {
+    /// The top-level args fields the key is made of (default: all the args).
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// `start` or `success` (default `success`).
+    #[serde(default)]
+    pub until: Option<Until>,
+    /// The key is released after this at the latest (default 1 h).
+    #[serde(default, deserialize_with = "duration")]
+    pub ttl: Option<Duration>,
+}
+
+/// Until when a unique job holds its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Until {
+    /// Until it starts running.
+    Start,
+    /// Until it is done (or dead).
+    Success,
+}
+
+/// A class's uniqueness, as deployed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unique {
+    /// The args fields of the key; none: all the args.
+    pub args: Option<Vec<String>>,
+    /// Until when the key is held.
+    pub until: Until,
+    /// At most this long, ms.
+    pub ttl_ms: u64,
+}
+
+/// JSON text with object keys sorted at every level: the same value gives the
+/// same text, however its objects were ordered.
+fn canonical(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&m[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Default `unique.ttl`.
+pub const DEFAULT_UNIQUE_TTL: Duration = Duration::from_secs(3600);
+
+impl UniqueSpec {
+    /// The deployed form, checked.
+    pub fn unique(&self) -> Result<Unique, String> {
+        let ttl = self.ttl.unwrap_or(DEFAULT_UNIQUE_TTL);
+        if ttl < Duration::from_millis(1) {
+            return Err("`unique.ttl` must be at least 1ms".into());
+        }
+        if self.args.as_ref().is_some_and(|a| a.is_empty()) {
+            return Err("`unique.args` names no field; omit it to use all the args".into());
+        }
+        Ok(Unique {
+            args: self.args.clone(),
+            until: self.until.unwrap_or(Until::Success),
+            ttl_ms: ttl.as_millis() as u64,
+        })
+    }
+}
+
+impl Unique {
+    /// The key a job of `class` with `args` holds (under its queue's tag):
+    /// sha256 of the class and the chosen args, canonical JSON.
+    pub fn key(&self, class: &str, args: &serde_json::Value) -> String {
+        use sha2::Digest;
+        let chosen = match &self.args {
+            None => args.clone(),
+            Some(fields) => serde_json::Value::Array(
+                fields
+                    .iter()
+                    .map(|f| args.get(f).cloned().unwrap_or(serde_json::Value::Null))
+                    .collect(),
+            ),
+        };
+        let text = format!("{class}\0{}", canonical(&chosen));
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
+    }
 }
 
 /// When a class's jobs are enqueued by the scheduler, as deployed.
@@ -245,6 +346,9 @@ impl Manifest {
             class
                 .schedule()
                 .map_err(|e| format!("class `{name}`: {e}"))?;
+            if let Some(u) = &class.unique {
+                u.unique().map_err(|e| format!("class `{name}`: {e}"))?;
+            }
             for l in &class.limiters {
                 if !manifest.limiters.contains_key(l) {
                     return Err(format!(

@@ -31,6 +31,14 @@ pub struct Enqueued {
 /// An enqueue that did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
+    /// A unique job with the same key is pending (or running, until success).
+    #[error("refused: job {holder} holds the same unique key (until it {until})")]
+    Duplicate {
+        /// The id of the job holding the key.
+        holder: String,
+        /// `starts` or `succeeds`.
+        until: &'static str,
+    },
     /// Redis refused or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -46,6 +54,41 @@ pub async fn enqueue(
     payload: &Payload,
     when: When,
 ) -> Result<Enqueued, EnqueueError> {
+    enqueue_unique(conn, queue, payload, when, None).await
+}
+
+/// The key a unique job holds, in its queue's key space (the payload carries
+/// it, so the worker knows what to release).
+pub fn unique_key(queue: &str, digest: &str) -> String {
+    format!(
+        "{}unique:{digest}",
+        QueueKeys::new(queue).job_prefix().trim_end_matches("job:")
+    )
+}
+
+/// Enqueues `payload` on `queue`, refused while a job holding the same unique
+/// key (`unique`: the class's rule) is pending.
+pub async fn enqueue_unique(
+    conn: &mut Conn,
+    queue: &str,
+    payload: &Payload,
+    when: When,
+    unique: Option<&crate::config::Unique>,
+) -> Result<Enqueued, EnqueueError> {
+    let mut payload = payload.clone();
+    let lock = unique.map(|u| {
+        let key = unique_key(queue, &u.key(&payload.class, &payload.args));
+        let until = match u.until {
+            crate::config::Until::Start => "start",
+            crate::config::Until::Success => "success",
+        };
+        payload.extra.insert(
+            "unique".into(),
+            serde_json::json!({"key": key, "until": until}),
+        );
+        (key, u.ttl_ms, until)
+    });
+    let payload = &payload;
     crate::job::check_id(&payload.id).map_err(EnqueueError::Invalid)?;
     crate::config::check_name("class", &payload.class).map_err(EnqueueError::Invalid)?;
     crate::config::check_name("queue", queue).map_err(EnqueueError::Invalid)?;
@@ -55,8 +98,8 @@ pub async fn enqueue(
         When::In(d) => (d.as_millis() as u64, 0),
         When::At(t) => (0, t.max(1)),
     };
-    let (state, due_ms): (String, u64) = SCRIPTS
-        .enqueue
+    let mut script = SCRIPTS.enqueue.prepare_invoke();
+    script
         .key(q.pending())
         .key(q.scheduled())
         .key(q.job(&payload.id))
@@ -66,13 +109,37 @@ pub async fn enqueue(
         .arg(queue)
         .arg(payload.args.to_string())
         .arg(delay_ms)
-        .arg(at_ms)
-        .invoke_async(conn)
-        .await?;
+        .arg(at_ms);
+    if let Some((key, ttl, until)) = &lock {
+        script.key(key).arg(ttl).arg(until);
+    }
+    let (state, due): (String, redis::Value) = script.invoke_async(conn).await?;
+    if state == "duplicate" {
+        let holder: String = redis::from_redis_value(due).unwrap_or_default();
+        let until = match lock.map(|l| l.2) {
+            Some("start") => "starts",
+            _ => "succeeds",
+        };
+        return Err(EnqueueError::Duplicate { holder, until });
+    }
+    let due_ms: u64 = redis::from_redis_value(due)
+        .map_err(|e| EnqueueError::Invalid(format!("unexpected enqueue reply: {e}")))?;
     let _: () = conn.sadd(keys::queues(), queue).await?;
     Ok(Enqueued {
         id: payload.id.clone(),
         state: State::parse(&state).unwrap_or(State::Queued),
         due_ms,
     })
+}
+
+/// Releases unique key `key` if job `id` holds it (a later job may hold it
+/// already, after the TTL).
+pub async fn release_unique(conn: &mut Conn, key: &str, id: &str) -> redis::RedisResult<()> {
+    static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0",
+        )
+    });
+    let _: i64 = RELEASE.key(key).arg(id).invoke_async(conn).await?;
+    Ok(())
 }

@@ -96,6 +96,9 @@ pub struct Unit {
     pub id: String,
     /// The job's last committed checkpoint sequence; 0 on a fresh start.
     pub seq: u64,
+    /// A unique key the job holds until it succeeds: released once the job
+    /// is settled done or dead.
+    pub unique: Option<String>,
     settler: Option<Settler>,
 }
 
@@ -121,6 +124,7 @@ impl Unit {
                 id: id.to_owned(),
                 disposition,
                 fields,
+                unique: self.unique.take(),
             });
         }
     }
@@ -140,6 +144,7 @@ impl Drop for Unit {
                     next: None,
                 },
                 fields: Vec::new(),
+                unique: None,
             });
         }
     }
@@ -172,6 +177,7 @@ pub async fn fetch(
             attempt,
             id,
             seq,
+            unique: None,
             settler: Some(settler.clone()),
         })
         .collect())

@@ -13,6 +13,7 @@
 //! | `stoker:{q:QUEUE}:snap:ID` | string | the job's last committed snapshot (see [`crate::snapshot`]) |
 //! | `stoker:{q:QUEUE}:stats` | hash | counters: `processed`, `failed`, `dead` |
 //! | `stoker:{q:QUEUE}:paused` | string | present while the queue is paused: nothing is fetched from it |
+//! | `stoker:{q:QUEUE}:unique:HASH` | string | the id of the job holding a unique key, with the class's TTL |
 //!
 //! Node-wide, under the hash tag `{stoker}`:
 //!

@@ -73,6 +73,8 @@ pub struct Settlement {
     pub(super) id: String,
     pub(super) disposition: Disposition,
     pub(super) fields: Vec<(&'static str, String)>,
+    /// A unique key to release once the job is done or dead.
+    pub(super) unique: Option<String>,
 }
 
 /// The handle processors settle through.
@@ -108,6 +110,7 @@ async fn run(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Set
         }
         for (_, group) in by_queue {
             commit_until_done(&mut conn, &worker, &group).await;
+            release_unique(&mut conn, &group).await;
         }
     }
 }
@@ -129,6 +132,21 @@ async fn commit_until_done(conn: &mut Conn, worker: &str, group: &[Settlement]) 
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// Releases the unique keys of the jobs settled done or dead (a key held by
+/// another job by now is left alone; the TTL releases any this misses).
+async fn release_unique(conn: &mut Conn, group: &[Settlement]) {
+    for s in group {
+        let (Some(key), Disposition::Done { .. } | Disposition::Dead { .. }) =
+            (&s.unique, &s.disposition)
+        else {
+            continue;
+        };
+        if let Err(e) = super::enqueue::release_unique(conn, key, &s.id).await {
+            tracing::warn!(error = %e, %key, "releasing a unique key failed; its TTL will");
         }
     }
 }

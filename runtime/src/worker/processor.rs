@@ -64,7 +64,23 @@ pub async fn process(node: Arc<Node>, unit: Unit, signals: Signals) {
     run(node, unit, payload, signals).instrument(span).await
 }
 
-async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals) {
+async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Signals) {
+    // A unique job's key: held until it starts (released below, once it may
+    // run) or until it succeeds (released when it is settled done or dead).
+    let unique = payload.extra.get("unique").and_then(|u| {
+        Some((
+            u.get("key")?.as_str()?.to_owned(),
+            u.get("until")?.as_str() == Some("start"),
+        ))
+    });
+    let release_at_start = match unique {
+        Some((key, true)) => Some(key),
+        Some((key, false)) => {
+            unit.unique = Some(key);
+            None
+        }
+        None => None,
+    };
     let Some(class) = node.class(&payload.class).await else {
         let failure = Failure::permanent(
             ErrorKind::ModuleMissing,
@@ -142,6 +158,10 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
         limiters: class.limiters.clone(),
         holder,
     };
+    if let Some(key) = release_at_start {
+        // Until start: the next job of this key may be enqueued from now on.
+        release_unique(&node, &key, &payload.id).await;
+    }
 
     let args = payload.args.to_string();
     let job = JobContext::new(
@@ -225,7 +245,12 @@ async fn run(node: Arc<Node>, unit: Unit, mut payload: Payload, signals: Signals
             // one step.
             let raw = unit.raw.clone();
             match job.commit(CommitKind::Done { raw: &raw }, &fields).await {
-                Ok(()) => unit.forget(),
+                Ok(()) => {
+                    if let Some(key) = unit.unique.take() {
+                        release_unique(&node, &key, &id).await;
+                    }
+                    unit.forget()
+                }
                 Err(e) if e.is::<LeaseLost>() => {
                     tracing::warn!("lease lost before the result was committed; discarded");
                     unit.forget()
@@ -328,6 +353,14 @@ async fn resume(
         )));
     }
     Ok(snapshot)
+}
+
+/// Releases unique key `key` held by job `id` (its TTL releases it otherwise).
+async fn release_unique(node: &Node, key: &str, id: &str) {
+    let mut conn = node.conn.clone();
+    if let Err(e) = crate::queue::enqueue::release_unique(&mut conn, key, id).await {
+        tracing::warn!(error = %e, %key, "releasing a unique key failed; its TTL will");
+    }
 }
 
 /// A job deferred for less than the scheduler's poll is promoted by this node

@@ -1,13 +1,22 @@
 -- Enqueue one job: its record and its place in the pending list (or the
 -- scheduled set when it is due later), in one atomic step.
--- KEYS[1] pending list, KEYS[2] scheduled set, KEYS[3] job record
+-- KEYS[1] pending list, KEYS[2] scheduled set, KEYS[3] job record,
 -- ARGV[1] payload, ARGV[2] id, ARGV[3] class, ARGV[4] queue, ARGV[5] args (JSON)
 -- ARGV[6] delay in ms (0 = now), ARGV[7] due time in ms since the epoch (0 = use the delay)
--- Returns {state, due_ms}. Refuses an id that already has a record.
+-- KEYS[4] (unique jobs) the unique key; ARGV[8] its TTL (ms), ARGV[9] until
+-- ('start' or 'success')
+-- Returns {state, due_ms}, or {'duplicate', holder id} when the unique key is
+-- held. Refuses an id that already has a record.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return redis.error_reply('DUPLICATE a job with id ' .. ARGV[2] .. ' already exists')
+end
+if KEYS[4] then
+  local holder = redis.call('GET', KEYS[4])
+  if holder then return {'duplicate', holder} end
+  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[8])
+  redis.call('HSET', KEYS[3], 'unique_key', KEYS[4], 'unique_until', ARGV[9])
 end
 local due = tonumber(ARGV[7])
 if due == 0 then due = now + tonumber(ARGV[6]) end
