@@ -18,6 +18,7 @@ cargo fmt --all --check
 echo "test: building (warnings fail the build)"
 log=target/build-warnings.log
 { cargo test --release -p stoker -p stoker-tests --no-run && \
+  cargo build --release -p stoker --bin stoker && \
   cargo test --release -p stoker-sdk --no-run; } 2>&1 | tee "$log"
 if grep -E '^(warning|error)' "$log" >/dev/null; then
     echo "test: the build has warnings or errors (see above)"
