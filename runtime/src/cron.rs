@@ -150,8 +150,8 @@ pub async fn tick_all(
         }
         let mut payload = Payload::new(&class.name, schedule.args.clone());
         payload.id = job_id(&class.name, tick);
-        let unique = class.unique.as_ref();
-        match enqueue::enqueue_unique(conn, &class.queue, &payload, When::Now, unique).await {
+        let rule = enqueue::Keyed::of(class);
+        match enqueue::enqueue_keyed(conn, &class.queue, &payload, When::Now, rule).await {
             Ok(_) => {
                 enqueued += 1;
                 tracing::info!(class = %class.name, id = %payload.id, "scheduled job enqueued");

@@ -538,7 +538,11 @@ pub async fn wait(
     loop {
         let record = find_job(conn, id).await?;
         match record.as_ref().and_then(JobRecord::state) {
-            Some(State::Done) => return Ok(clear(tty, Waited::Done(record.unwrap()))),
+            // Superseded by a newer job: nothing of it will run; `wait` on the
+            // newer one (its id is in `collapsed_by`).
+            Some(State::Done | State::Collapsed) => {
+                return Ok(clear(tty, Waited::Done(record.unwrap())));
+            }
             Some(State::Dead) => return Ok(clear(tty, Waited::Dead(record.unwrap()))),
             Some(State::Retrying) if !until_final => {
                 return Ok(clear(tty, Waited::Retrying(record.unwrap())));

@@ -114,6 +114,8 @@ pub enum State {
     Done,
     /// Failed for good; in the dead set.
     Dead,
+    /// Never started: superseded by a newer job of its collapse key.
+    Collapsed,
 }
 
 impl State {
@@ -126,6 +128,7 @@ impl State {
             State::Retrying => "retrying",
             State::Done => "done",
             State::Dead => "dead",
+            State::Collapsed => "collapsed",
         }
     }
 
@@ -138,6 +141,7 @@ impl State {
             "retrying" => State::Retrying,
             "done" => State::Done,
             "dead" => State::Dead,
+            "collapsed" => State::Collapsed,
             _ => return None,
         })
     }

@@ -324,8 +324,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(t)) => When::At(parse_at(&t)?),
                 (None, None) => When::Now,
             };
-            let unique = deployed.as_ref().and_then(|c| c.unique.as_ref());
-            match queue::enqueue::enqueue_unique(&mut conn, &queue, &payload, when, unique).await {
+            let rule = deployed.as_ref().and_then(queue::enqueue::Keyed::of);
+            match queue::enqueue::enqueue_keyed(&mut conn, &queue, &payload, when, rule).await {
                 Ok(done) => {
                     println!("{}", done.id);
                     Ok(ExitCode::SUCCESS)
@@ -379,10 +379,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(
                 match inspect::wait(&mut conn, &id, timeout, until_final).await? {
                     Waited::Done(r) => {
-                        println!(
-                            "{}",
-                            r.fields.get("result").map(String::as_str).unwrap_or("null")
-                        );
+                        match r.fields.get("collapsed_by") {
+                            Some(by) if r.state() == Some(stoker::job::State::Collapsed) => {
+                                eprintln!("collapsed: superseded by job {by}")
+                            }
+                            _ => println!(
+                                "{}",
+                                r.fields.get("result").map(String::as_str).unwrap_or("null")
+                            ),
+                        }
                         ExitCode::SUCCESS
                     }
                     Waited::Dead(r) => {

@@ -39,6 +39,9 @@ pub struct Class {
     /// Whether a job is refused while another with its key is pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique: Option<crate::config::Unique>,
+    /// Whether a newer job with its key supersedes the pending ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<crate::config::Unique>,
 }
 
 /// What a deploy did for one class.
@@ -140,6 +143,12 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
                 .unique
                 .as_ref()
                 .map(|u| u.unique())
+                .transpose()
+                .map_err(|e| DeployError::Refused(vec![format!("class `{name}`: {e}")]))?,
+            collapse: spec
+                .collapse
+                .as_ref()
+                .map(|c| c.collapse())
                 .transpose()
                 .map_err(|e| DeployError::Refused(vec![format!("class `{name}`: {e}")]))?,
         };

@@ -13,6 +13,7 @@ mod support;
 
 mod chaos;
 mod checkpoint;
+mod collapse;
 mod cron;
 mod deploy;
 mod destinations;

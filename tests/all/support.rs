@@ -320,7 +320,9 @@ impl TestEnv {
         let mut records = Vec::new();
         wait_until(timeout, &format!("{} jobs to settle", ids.len()), || {
             records = self.records(queue, ids);
-            records.iter().all(|r| matches!(state(r), "done" | "dead"))
+            records
+                .iter()
+                .all(|r| matches!(state(r), "done" | "dead" | "collapsed"))
         });
         records
     }
@@ -409,7 +411,8 @@ impl TestEnv {
     /// running, or all of `ids` settled): every job is in exactly one place, and its
     /// record's state says the same place: `queued` in the pending list,
     /// `running` in an in-flight list, `scheduled`/`retrying` in those sets,
-    /// `dead` in the dead set, `done` nowhere. Returns the jobs' documents.
+    /// `dead` in the dead set, `done` and `collapsed` nowhere. Returns the jobs'
+    /// documents.
     pub fn assert_no_job_lost(&self, queue: &str, ids: &[String]) -> Vec<Value> {
         let q = QueueKeys::new(queue);
         let mut places: HashMap<String, Vec<&str>> = HashMap::new();
@@ -445,7 +448,7 @@ impl TestEnv {
                 "scheduled" => &["scheduled"],
                 "retrying" => &["retry"],
                 "dead" => &["dead"],
-                "done" => &[],
+                "done" | "collapsed" => &[],
                 other => panic!("job {id}: unknown state `{other}`: {record}"),
             };
             assert_eq!(

@@ -142,6 +142,34 @@ pub struct ClassSpec {
     /// Refuse a job while another with the same key is pending.
     #[serde(default)]
     pub unique: Option<UniqueSpec>,
+    /// Latest wins: a newer job with the same key supersedes pending ones.
+    #[serde(default)]
+    pub collapse: Option<CollapseSpec>,
+}
+
+/// `collapse = { args = ["order_id"], ttl = "1h" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollapseSpec {
+    /// The top-level args fields the key is made of (default: all the args).
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// How long the latest job's claim on the key lasts (default 1 h).
+    #[serde(default, deserialize_with = "duration")]
+    pub ttl: Option<Duration>,
+}
+
+impl CollapseSpec {
+    /// The deployed form (a key rule held until start), checked.
+    pub fn collapse(&self) -> Result<Unique, String> {
+        UniqueSpec {
+            args: self.args.clone(),
+            until: Some(Until::Start),
+            ttl: self.ttl,
+        }
+        .unique()
+        .map_err(|e| e.replace("unique.", "collapse."))
+    }
 }
 
 /// `unique = { args = ["order_id"], until = "success", ttl = "1h" }`.
@@ -348,6 +376,14 @@ impl Manifest {
                 .map_err(|e| format!("class `{name}`: {e}"))?;
             if let Some(u) = &class.unique {
                 u.unique().map_err(|e| format!("class `{name}`: {e}"))?;
+            }
+            if let Some(c) = &class.collapse {
+                c.collapse().map_err(|e| format!("class `{name}`: {e}"))?;
+                if class.unique.is_some() {
+                    return Err(format!(
+                        "class `{name}`: `unique` refuses newer jobs, `collapse` keeps only the newest: choose one"
+                    ));
+                }
             }
             for l in &class.limiters {
                 if !manifest.limiters.contains_key(l) {

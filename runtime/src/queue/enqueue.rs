@@ -75,18 +75,55 @@ pub async fn enqueue_unique(
     when: When,
     unique: Option<&crate::config::Unique>,
 ) -> Result<Enqueued, EnqueueError> {
+    enqueue_keyed(conn, queue, payload, when, unique.map(Keyed::Unique)).await
+}
+
+/// A class's key rule for an enqueue.
+#[derive(Clone, Copy, Debug)]
+pub enum Keyed<'a> {
+    /// Refuse while the key is held.
+    Unique(&'a crate::config::Unique),
+    /// Latest wins: supersede the key's pending job.
+    Collapse(&'a crate::config::Unique),
+}
+
+impl<'a> Keyed<'a> {
+    /// The rule a deployed class has, if any.
+    pub fn of(class: &'a crate::registry::Class) -> Option<Keyed<'a>> {
+        match (&class.unique, &class.collapse) {
+            (Some(u), _) => Some(Keyed::Unique(u)),
+            (None, Some(c)) => Some(Keyed::Collapse(c)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Enqueues `payload` on `queue` under its class's key rule.
+pub async fn enqueue_keyed(
+    conn: &mut Conn,
+    queue: &str,
+    payload: &Payload,
+    when: When,
+    rule: Option<Keyed<'_>>,
+) -> Result<Enqueued, EnqueueError> {
     let mut payload = payload.clone();
-    let lock = unique.map(|u| {
-        let key = unique_key(queue, &u.key(&payload.class, &payload.args));
-        let until = match u.until {
-            crate::config::Until::Start => "start",
-            crate::config::Until::Success => "success",
+    let lock = rule.map(|rule| {
+        let (u, field, mode) = match rule {
+            Keyed::Unique(u) => (
+                u,
+                "unique",
+                match u.until {
+                    crate::config::Until::Start => "start",
+                    crate::config::Until::Success => "success",
+                },
+            ),
+            Keyed::Collapse(u) => (u, "collapse", "collapse"),
         };
-        payload.extra.insert(
-            "unique".into(),
-            serde_json::json!({"key": key, "until": until}),
-        );
-        (key, u.ttl_ms, until)
+        let key = unique_key(queue, &u.key(&payload.class, &payload.args));
+        payload
+            .extra
+            .insert(field.into(), serde_json::json!({"key": key, "until": mode}));
+        (key, u.ttl_ms, mode)
     });
     let payload = &payload;
     crate::job::check_id(&payload.id).map_err(EnqueueError::Invalid)?;
@@ -142,4 +179,34 @@ pub async fn release_unique(conn: &mut Conn, key: &str, id: &str) -> redis::Redi
     });
     let _: i64 = RELEASE.key(key).arg(id).invoke_async(conn).await?;
     Ok(())
+}
+
+/// What a collapsible job does when a worker takes it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Run it.
+    Run,
+    /// Drop it: this newer job superseded it.
+    Collapsed(String),
+}
+
+/// Claims collapse key `key` for job `id` about to start (see `lua/claim.lua`).
+pub async fn claim(
+    conn: &mut Conn,
+    queue: &QueueKeys,
+    key: &str,
+    id: &str,
+) -> redis::RedisResult<Claim> {
+    let (what, by): (String, String) = SCRIPTS
+        .claim
+        .key(key)
+        .key(queue.job(id))
+        .arg(id)
+        .invoke_async(conn)
+        .await?;
+    Ok(if what == "collapsed" {
+        Claim::Collapsed(by)
+    } else {
+        Claim::Run
+    })
 }

@@ -32,6 +32,7 @@ pub(crate) struct Scripts {
     pub commit: Script,
     pub limit: Script,
     pub breaker: Script,
+    pub claim: Script,
     pub promote: Script,
     pub recover: Script,
 }
@@ -43,6 +44,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     commit: Script::new(include_str!("lua/commit.lua")),
     limit: Script::new(include_str!("lua/limit.lua")),
     breaker: Script::new(include_str!("lua/breaker.lua")),
+    claim: Script::new(include_str!("lua/claim.lua")),
     promote: Script::new(include_str!("lua/promote.lua")),
     recover: Script::new(include_str!("lua/recover.lua")),
 });

@@ -57,6 +57,9 @@ pub enum Disposition {
         /// `true`: parked mid-run (counted as `parked`, else `deferred`).
         parked: bool,
     },
+    /// Never started: a newer job of its collapse key superseded it (the
+    /// record says which, in `collapsed_by`).
+    Collapsed,
     /// Back to the queue, without counting as a failure.
     Requeue {
         /// `true`: fetched next (interrupted work); `false`: at the back (yielded).
@@ -185,6 +188,7 @@ async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::R
                 delay.as_millis().to_string(),
                 next.as_bytes(),
             ),
+            Disposition::Collapsed => ("collapsed", String::new(), &b""[..]),
             Disposition::Requeue { front, next } => (
                 "requeue",
                 if *front { "front" } else { "back" }.to_owned(),

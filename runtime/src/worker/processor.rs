@@ -81,6 +81,24 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         }
         None => None,
     };
+    // A collapsible job that has not started: dropped if a newer one of its
+    // key superseded it.
+    if let Some(key) = payload
+        .extra
+        .get("collapse")
+        .and_then(|c| c.get("key")?.as_str())
+    {
+        match crate::queue::enqueue::claim(&mut node.conn.clone(), &unit.queue, key, &payload.id)
+            .await
+        {
+            Ok(crate::queue::enqueue::Claim::Run) => {}
+            Ok(crate::queue::enqueue::Claim::Collapsed(by)) => {
+                tracing::debug!(%by, "collapsed: superseded by a newer job");
+                return unit.settle(&payload.id.clone(), Disposition::Collapsed, Vec::new());
+            }
+            Err(e) => return requeue_after(unit, &payload.id, "collapse key", e),
+        }
+    }
     let Some(class) = node.class(&payload.class).await else {
         let failure = Failure::permanent(
             ErrorKind::ModuleMissing,

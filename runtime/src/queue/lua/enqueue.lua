@@ -3,16 +3,28 @@
 -- KEYS[1] pending list, KEYS[2] scheduled set, KEYS[3] job record,
 -- ARGV[1] payload, ARGV[2] id, ARGV[3] class, ARGV[4] queue, ARGV[5] args (JSON)
 -- ARGV[6] delay in ms (0 = now), ARGV[7] due time in ms since the epoch (0 = use the delay)
--- KEYS[4] (unique jobs) the unique key; ARGV[8] its TTL (ms), ARGV[9] until
--- ('start' or 'success')
--- Returns {state, due_ms}, or {'duplicate', holder id} when the unique key is
+-- KEYS[4] (unique and collapsible jobs) the key; ARGV[8] its TTL (ms), ARGV[9]
+-- 'start' or 'success' (unique: until when the key is held) or 'collapse'
+-- (latest wins: the key's pending holder is marked superseded by this job)
+-- Returns {state, due_ms}, or {'duplicate', holder id} when a unique key is
 -- held. Refuses an id that already has a record.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return redis.error_reply('DUPLICATE a job with id ' .. ARGV[2] .. ' already exists')
 end
-if KEYS[4] then
+if KEYS[4] and ARGV[9] == 'collapse' then
+  local holder = redis.call('GET', KEYS[4])
+  if holder and holder ~= ARGV[2] then
+    -- The job record keys share a prefix: this one's minus this id.
+    local old = string.sub(KEYS[3], 1, #KEYS[3] - #ARGV[2]) .. holder
+    -- Only a job that has not started is superseded (its worker drops it).
+    if redis.call('EXISTS', old) == 1 and redis.call('HEXISTS', old, 'ran') == 0 then
+      redis.call('HSET', old, 'collapsed_by', ARGV[2])
+    end
+  end
+  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[8])
+elseif KEYS[4] then
   local holder = redis.call('GET', KEYS[4])
   if holder then return {'duplicate', holder} end
   redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[8])

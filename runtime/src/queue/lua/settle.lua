@@ -18,13 +18,15 @@
 --            scheduled set, due in arg ms; no failure counted
 --   park:    as defer, for a job a destination's limiter or breaker stopped
 --            mid-run (it resumes from its last checkpoint)
+--   collapsed: never started, superseded by a newer job of its collapse key;
+--            the record expires after the done TTL
 --   requeue: next payload back to the pending list; arg 'front' (fetched next) or 'back'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local snap = ARGV[6]
-local i, lost, processed, failed, dead, parked = 7, 0, 0, 0, 0, 0
+local i, lost, processed, failed, dead, parked, collapsed = 7, 0, 0, 0, 0, 0, 0
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local nfields = tonumber(ARGV[i + 5])
@@ -71,6 +73,10 @@ for _ = 1, tonumber(ARGV[5]) do
       else
         redis.call('HINCRBY', key, 'deferred', 1)
       end
+    elseif action == 'collapsed' then
+      redis.call('HSET', key, 'state', 'collapsed', 'finished_at', now, unpack(ARGV, first, last))
+      redis.call('EXPIRE', key, done_ttl)
+      collapsed = collapsed + 1
     elseif action == 'requeue' then
       if arg == 'front' then
         redis.call('RPUSH', KEYS[2], next_payload)
@@ -87,4 +93,5 @@ if processed > 0 then redis.call('HINCRBY', KEYS[5], 'processed', processed) end
 if failed > 0 then redis.call('HINCRBY', KEYS[5], 'failed', failed) end
 if dead > 0 then redis.call('HINCRBY', KEYS[5], 'dead', dead) end
 if parked > 0 then redis.call('HINCRBY', KEYS[5], 'parked', parked) end
+if collapsed > 0 then redis.call('HINCRBY', KEYS[5], 'collapsed', collapsed) end
 return lost
