@@ -17,6 +17,7 @@ mod deploy;
 mod destinations;
 mod geo;
 pub(crate) mod http;
+mod metrics;
 mod queue;
 mod recovery;
 mod redis;

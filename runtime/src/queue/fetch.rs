@@ -1,6 +1,7 @@
 //! Reliable fetch: units of work taken from queues in weighted or strict order.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::seq::SliceRandom;
 
@@ -96,6 +97,10 @@ pub struct Unit {
     pub id: String,
     /// The job's last committed checkpoint sequence; 0 on a fresh start.
     pub seq: u64,
+    /// How long it waited in its queue since it was enqueued, became due or
+    /// was put back; `None` when its record does not say (pushed by a plain
+    /// `LPUSH`).
+    pub waited: Option<Duration>,
     settler: Option<Settler>,
 }
 
@@ -153,7 +158,7 @@ pub async fn fetch(
     max: usize,
     settler: &Settler,
 ) -> redis::RedisResult<Vec<Unit>> {
-    let reply: Vec<(Vec<u8>, u32, String, u64)> = SCRIPTS
+    let reply: Vec<(Vec<u8>, u32, String, u64, i64)> = SCRIPTS
         .fetch
         .key(queue.pending())
         .key(queue.inflight(worker))
@@ -166,12 +171,13 @@ pub async fn fetch(
         .await?;
     Ok(reply
         .into_iter()
-        .map(|(raw, attempt, id, seq)| Unit {
+        .map(|(raw, attempt, id, seq, waited)| Unit {
             queue: queue.clone(),
             raw,
             attempt,
             id,
             seq,
+            waited: u64::try_from(waited).ok().map(Duration::from_millis),
             settler: Some(settler.clone()),
         })
         .collect())
