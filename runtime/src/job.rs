@@ -178,6 +178,21 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::CpuLimit,
+        ErrorKind::MemoryLimit,
+        ErrorKind::Deadline,
+        ErrorKind::StackOverflow,
+        ErrorKind::Trap,
+        ErrorKind::JobError,
+        ErrorKind::BadPayload,
+        ErrorKind::ModuleMissing,
+        ErrorKind::SnapshotLimit,
+        ErrorKind::BadSnapshot,
+        ErrorKind::Poison,
+    ];
+
     /// The stable name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -261,6 +276,13 @@ mod tests {
         let again = Payload::decode(p.encode().as_bytes()).unwrap();
         assert_eq!(again.extra["trace"], "x");
         assert_eq!(again, p);
+    }
+
+    #[test]
+    fn every_error_kind_is_listed_at_its_index() {
+        for (i, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind:?}");
+        }
     }
 
     #[test]

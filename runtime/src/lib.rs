@@ -23,6 +23,8 @@
 //! - [`limit`]: distributed limiters (concurrent, rate, window) and HTTP
 //!   destinations' circuit breakers, in Redis.
 //! - [`retry`]: retry or dead, and the backoff.
+//! - [`metrics`]: what the worker counts and measures, by class and queue;
+//!   `/metrics` for Prometheus.
 //! - [`inspect`]: `stoker job`, `status`, `wait`.
 //! - [`dev`]: `stoker dev`, everything on one machine for a first try.
 //! - [`bench`]: `stoker bench`, the figures quoted in the README.
@@ -35,6 +37,7 @@ pub mod host;
 pub mod inspect;
 pub mod job;
 pub mod limit;
+pub mod metrics;
 pub mod queue;
 pub mod registry;
 pub mod retry;

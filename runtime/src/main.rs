@@ -59,6 +59,10 @@ enum Command {
         /// applies to the address.
         #[arg(long = "resolve", value_name = "NAME:IP")]
         resolve: Vec<String>,
+        /// Serve `GET /metrics` (Prometheus) and `GET /healthz` on this
+        /// address: `IP:PORT`, or `PORT` for 127.0.0.1 (default: not served).
+        #[arg(long, value_name = "ADDR", value_parser = stoker::metrics::parse_listen)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Validate and upload job modules and classes.
     Deploy {
@@ -242,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_memory,
             threads: _,
             resolve,
+            http,
         } => {
             anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
             let mut pinned = std::collections::HashMap::<String, Vec<std::net::IpAddr>>::new();
@@ -263,6 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 heartbeat_ttl,
                 cache_dir: cache_dir.or_else(stoker::worker::default_cache_dir),
                 max_memory_bytes: max_memory,
+                http,
             };
             let launcher = Launcher::start(&url, config).await?;
             shutdown_signal().await;

@@ -19,6 +19,7 @@ mod deploy;
 mod destinations;
 mod geo;
 pub(crate) mod http;
+mod metrics;
 mod queue;
 mod recovery;
 mod redis;

@@ -1,6 +1,7 @@
 //! Reliable fetch: units of work taken from queues in weighted or strict order.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::seq::SliceRandom;
 
@@ -99,6 +100,10 @@ pub struct Unit {
     /// A unique key the job holds until it succeeds: released once the job
     /// is settled done or dead.
     pub unique: Option<String>,
+    /// How long it waited in its queue since it was enqueued, became due or
+    /// was put back; `None` when its record does not say (pushed by a plain
+    /// `LPUSH`).
+    pub waited: Option<Duration>,
     settler: Option<Settler>,
 }
 
@@ -158,7 +163,7 @@ pub async fn fetch(
     max: usize,
     settler: &Settler,
 ) -> redis::RedisResult<Vec<Unit>> {
-    let reply: Vec<(Vec<u8>, u32, String, u64)> = SCRIPTS
+    let reply: Vec<(Vec<u8>, u32, String, u64, i64)> = SCRIPTS
         .fetch
         .key(queue.pending())
         .key(queue.inflight(worker))
@@ -171,13 +176,14 @@ pub async fn fetch(
         .await?;
     Ok(reply
         .into_iter()
-        .map(|(raw, attempt, id, seq)| Unit {
+        .map(|(raw, attempt, id, seq, waited)| Unit {
             queue: queue.clone(),
             raw,
             attempt,
             id,
             seq,
             unique: None,
+            waited: u64::try_from(waited).ok().map(Duration::from_millis),
             settler: Some(settler.clone()),
         })
         .collect())

@@ -4,7 +4,7 @@
 //! 1. start: connect, build the sandbox, register the worker with a first
 //!    heartbeat, then start the settler, the scheduler and the manager;
 //! 2. keep the heartbeat (a key with a TTL, refreshed every TTL/5) and the
-//!    class table fresh;
+//!    class table fresh; serve `/metrics` when asked to (`--http`);
 //! 3. quiet: stop fetching;
 //! 4. stop(deadline): quiet, let running jobs finish until the deadline, then
 //!    interrupt the rest (they are re-queued at the front), commit every outcome,
@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::manager::Manager;
 use super::{Node, WorkerConfig};
+use crate::metrics::{self, Endpoint};
 use crate::queue::fetch::QueueOrder;
 use crate::queue::{self, keys, settle};
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -35,6 +36,7 @@ pub struct Launcher {
     scheduler: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     settler: JoinHandle<()>,
+    http: Option<JoinHandle<()>>,
 }
 
 /// How a stop went.
@@ -66,6 +68,15 @@ impl Launcher {
         let _: () = conn.sadd(keys::queues(), &names).await?;
 
         let slots = Arc::new(Semaphore::new(config.concurrency as usize));
+        // Bound before anything starts: an address in use fails the start.
+        let listener = match config.http {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot serve /metrics on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         beat(&mut conn, &node.id, &config, &names, 0).await?;
         let (quiet_tx, quiet_rx) = watch::channel(false);
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -74,6 +85,15 @@ impl Launcher {
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let (settler, settler_task) = settle::spawn(conn.clone(), id.clone());
 
+        let http = listener.map(|listener| {
+            let endpoint = Endpoint {
+                node: node.clone(),
+                queues: names.iter().map(|q| keys::QueueKeys::new(q)).collect(),
+                slots: slots.clone(),
+                concurrency: config.concurrency as usize,
+            };
+            tokio::spawn(metrics::serve(listener, endpoint, stopped_rx.clone()))
+        });
         let heartbeat = tokio::spawn(heartbeat_loop(
             node.clone(),
             config.clone(),
@@ -93,7 +113,7 @@ impl Launcher {
             }
             .run(),
         );
-        tracing::info!(worker = %id, queues = ?names, concurrency = config.concurrency, "worker started");
+        tracing::info!(worker = %id, queues = ?names, concurrency = config.concurrency, http = ?config.http, "worker started");
         Ok(Launcher {
             node,
             config,
@@ -105,6 +125,7 @@ impl Launcher {
             scheduler,
             heartbeat,
             settler: settler_task,
+            http,
         })
     }
 
@@ -154,6 +175,9 @@ impl Launcher {
         let _ = self.scheduler.await;
         self.stopped.send_replace(true);
         let _ = self.heartbeat.await;
+        if let Some(http) = self.http {
+            let _ = http.await;
+        }
         let mut conn = self.node.conn.clone();
         let _: Result<(), _> = conn.del(keys::heartbeat(&self.node.id)).await;
         if clean {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use crate::metrics::Metrics;
 use crate::queue::Conn;
 use crate::registry::{self, Class};
 use crate::sandbox::{JobModule, Sandbox};
@@ -39,6 +40,9 @@ pub struct WorkerConfig {
     pub cache_dir: Option<PathBuf>,
     /// The largest per-class memory cap this node will run (sizes the pool).
     pub max_memory_bytes: u64,
+    /// Where to serve `/metrics` (none: not served; the metrics are kept
+    /// all the same).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerConfig {
@@ -50,6 +54,7 @@ impl Default for WorkerConfig {
             heartbeat_ttl: Duration::from_secs(10),
             cache_dir: default_cache_dir(),
             max_memory_bytes: 1 << 30,
+            http: None,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct Node {
     pub sandbox: Arc<Sandbox>,
     /// The node's Redis connection (multiplexed).
     pub conn: Conn,
+    /// What the node counts and measures.
+    pub metrics: Metrics,
     classes: RwLock<Arc<HashMap<String, Class>>>,
     paused: RwLock<std::collections::HashSet<String>>,
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
@@ -105,6 +112,7 @@ impl Node {
             id,
             sandbox,
             conn,
+            metrics: Metrics::new(),
             classes: RwLock::new(Arc::new(HashMap::new())),
             paused: RwLock::new(Default::default()),
             modules: Mutex::new(HashMap::new()),

@@ -7,7 +7,8 @@
 //! 3. run the attempt in the sandbox under the class's limits;
 //! 4. settle: done with its result; failed into retry or the dead set with the
 //!    error, backtrace and log; yielded or interrupted back to the queue.
-//!    Every outcome records what the attempt used.
+//!    Every outcome records what the attempt used, and is counted in the
+//!    node's metrics next to where it is settled.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use super::{ModuleError, Node};
 use crate::host::checkpoint::{BadWrite, CommitFailed, JobContext, LeaseLost};
 use crate::job::{ErrorKind, Payload};
 use crate::limit;
+use crate::metrics::{Outcome, Series};
 use crate::queue::commit::CommitKind;
 use crate::queue::fetch::Unit;
 use crate::queue::settle::Disposition;
@@ -56,6 +58,8 @@ pub async fn process(node: Arc<Node>, unit: Unit, signals: Signals) {
                 payload,
                 snapshot: false,
             };
+            let series = node.metrics.series(&unit.queue.name, None);
+            series.observe(Outcome::Dead(ErrorKind::BadPayload), None);
             unit.settle(&id, dead, fields);
             return;
         }
@@ -65,6 +69,11 @@ pub async fn process(node: Arc<Node>, unit: Unit, signals: Signals) {
 }
 
 async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Signals) {
+    let class = node.class(&payload.class).await;
+    let series = node
+        .metrics
+        .series(&unit.queue.name, class.as_ref().map(|c| &c.name[..]));
+    series.waited(unit.waited);
     // A unique job's key: held until it starts (released below, once it may
     // run) or until it succeeds (released when it is settled done or dead).
     let unique = payload.extra.get("unique").and_then(|u| {
@@ -96,10 +105,10 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 tracing::debug!(%by, "collapsed: superseded by a newer job");
                 return unit.settle(&payload.id.clone(), Disposition::Collapsed, Vec::new());
             }
-            Err(e) => return requeue_after(unit, &payload.id, "collapse key", e),
+            Err(e) => return requeue_after(unit, &payload.id, "collapse key", e, &series),
         }
     }
-    let Some(class) = node.class(&payload.class).await else {
+    let Some(class) = class else {
         let failure = Failure::permanent(
             ErrorKind::ModuleMissing,
             format!(
@@ -107,16 +116,18 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 payload.class
             ),
         );
-        return fail(unit, payload, failure, 0, Usage::default(), String::new());
+        return fail(unit, payload, failure, 0, None, String::new(), &series);
     };
     // A resumed job runs on the module that wrote its snapshot.
     let snapshot = if unit.seq > 0 {
         match resume(&node, &unit, &payload.id, class.limits.retained_bytes).await {
             Ok(s) => Some(s),
-            Err(Resume::Redis(e)) => return requeue_after(unit, &payload.id, "snapshot", e),
+            Err(Resume::Redis(e)) => {
+                return requeue_after(unit, &payload.id, "snapshot", e, &series);
+            }
             Err(Resume::Bad(reason)) => {
                 let failure = Failure::permanent(ErrorKind::BadSnapshot, reason);
-                return fail(unit, payload, failure, 0, Usage::default(), String::new());
+                return fail(unit, payload, failure, 0, None, String::new(), &series);
             }
         }
     } else {
@@ -131,17 +142,13 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
     };
     let module = match node.module(&digest).await {
         Ok(m) => m,
-        Err(ModuleError::Redis(e)) => return requeue_after(unit, &payload.id, "module", e),
+        Err(ModuleError::Redis(e)) => {
+            return requeue_after(unit, &payload.id, "module", e, &series);
+        }
         Err(ModuleError::Missing(m) | ModuleError::Invalid(m)) => {
             let failure = Failure::permanent(ErrorKind::ModuleMissing, m);
-            return fail(
-                unit,
-                payload,
-                failure,
-                class.retry,
-                Usage::default(),
-                String::new(),
-            );
+            let retry = class.retry;
+            return fail(unit, payload, failure, retry, None, String::new(), &series);
         }
     };
     payload.digest = Some(digest);
@@ -166,9 +173,10 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                     next: payload.encode(),
                     parked: false,
                 };
+                series.observe(Outcome::Deferred, None);
                 return unit.settle(&payload.id.clone(), defer, Vec::new());
             }
-            Err(e) => return requeue_after(unit, &payload.id, "limiters", e),
+            Err(e) => return requeue_after(unit, &payload.id, "limiters", e, &series),
         }
     }
     let _slots = Slots {
@@ -232,6 +240,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 next: payload.encode(),
                 parked: true,
             };
+            series.observe(Outcome::Parked, Some(&report.usage));
             return unit.settle(&id, defer, fields);
         }
     }
@@ -257,6 +266,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 let done = Disposition::Done {
                     snapshot: job.seq > 0,
                 };
+                series.observe(Outcome::Done, Some(&report.usage));
                 return unit.settle(&id, done, fields);
             }
             // The children and staged writes are committed with the result, in
@@ -267,6 +277,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                     if let Some(key) = unit.unique.take() {
                         release_unique(&node, &key, &id).await;
                     }
+                    series.observe(Outcome::Done, Some(&report.usage));
                     unit.forget()
                 }
                 Err(e) if e.is::<LeaseLost>() => {
@@ -278,7 +289,8 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                     unit.seq = job.seq;
                     let mut failure = Failure::new(ErrorKind::JobError, e.to_string());
                     failure.retryable = e.is::<BadWrite>();
-                    fail(unit, payload, failure, class.retry, report.usage, log)
+                    let usage = Some(report.usage);
+                    fail(unit, payload, failure, class.retry, usage, log, &series)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot commit the result; requeued");
@@ -286,6 +298,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                         front: true,
                         next: None,
                     };
+                    series.observe(Outcome::Requeued, Some(&report.usage));
                     unit.settle(&id, requeue, Vec::new())
                 }
             }
@@ -308,6 +321,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 Some(StopReason::Shutdown | StopReason::QueuePaused)
             );
             let next = Some(payload.encode());
+            series.observe(Outcome::Requeued, Some(&report.usage));
             unit.settle(&id, Disposition::Requeue { front, next }, fields);
         }
         RunOutcome::Interrupted => {
@@ -316,6 +330,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 front: true,
                 next: None,
             };
+            series.observe(Outcome::Requeued, Some(&report.usage));
             unit.settle(&id, requeue, Vec::new());
         }
         RunOutcome::LeaseLost => {
@@ -328,14 +343,8 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
             // The attempt may have checkpointed: the record knows the snapshot.
             let mut unit = unit;
             unit.seq = job.seq;
-            fail(
-                unit,
-                payload,
-                failure,
-                class.retry,
-                report.usage,
-                report.log,
-            )
+            let (usage, log) = (Some(report.usage), report.log);
+            fail(unit, payload, failure, class.retry, usage, log, &series)
         }
     }
 }
@@ -428,42 +437,48 @@ impl Drop for Slots {
 const MAX_RESUMED_STATE: u64 = 1 << 30;
 
 /// Puts a job back when Redis failed under it: not the job's fault.
-fn requeue_after(unit: Unit, id: &str, what: &str, e: redis::RedisError) {
+fn requeue_after(unit: Unit, id: &str, what: &str, e: redis::RedisError, series: &Series) {
     tracing::warn!(error = %e, "cannot load the job's {what}; requeueing");
     let requeue = Disposition::Requeue {
         front: false,
         next: None,
     };
+    series.observe(Outcome::Requeued, None);
     unit.settle(id, requeue, Vec::new())
 }
 
+/// Settles a failed attempt (`usage`: none when nothing ran) into a retry or
+/// the dead set.
 fn fail(
     unit: Unit,
     mut payload: Payload,
     failure: Failure,
     max_retries: u32,
-    usage: Usage,
+    usage: Option<Usage>,
     log: String,
+    series: &Series,
 ) {
     let decision = retry::decide(&failure, payload.retry_count, max_retries);
     let seq = unit.seq;
     tracing::warn!(kind = failure.kind.as_str(), message = %failure.message, ?decision, "attempt failed");
     let digest = payload.digest.clone().unwrap_or_default();
-    let mut fields = usage_fields(&usage, &digest, log, false);
+    let mut fields = usage_fields(&usage.unwrap_or_default(), &digest, log, false);
     fields.extend(failure_fields(&failure));
     payload.retry_count += 1;
     fields.push(("retry_count", payload.retry_count.to_string()));
     let id = payload.id.clone();
-    let disposition = match decision {
-        Decision::RetryIn(delay) => Disposition::Retry {
-            delay,
-            next: payload.encode(),
-        },
-        Decision::Dead => Disposition::Dead {
-            payload: payload.encode(),
-            snapshot: seq > 0,
-        },
+    let (disposition, outcome) = match decision {
+        Decision::RetryIn(delay) => {
+            let next = payload.encode();
+            (Disposition::Retry { delay, next }, Outcome::Retry)
+        }
+        Decision::Dead => {
+            let (payload, snapshot) = (payload.encode(), seq > 0);
+            let dead = Disposition::Dead { payload, snapshot };
+            (dead, Outcome::Dead(failure.kind))
+        }
     };
+    series.observe(outcome, usage.as_ref());
     unit.settle(&id, disposition, fields);
 }
 

@@ -7,8 +7,9 @@
 -- KEYS[1] pending list, KEYS[2] this worker's in-flight list, KEYS[3] the
 -- queue's pause flag (a paused queue gives nothing)
 -- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4] queue name
--- Returns {payload, attempt, id, seq, payload, attempt, id, seq, ...}, seq being
--- the job's last committed checkpoint (0: none, a fresh start). For a payload this
+-- Returns {payload, attempt, id, seq, waited, payload, ...}, seq being the job's
+-- last committed checkpoint (0: none, a fresh start) and waited the ms since it
+-- was enqueued, due, or put back (-1: unknown, a job without a record). For a payload this
 -- script cannot read as a job, attempt is 0 and id is '' (or the id it found):
 -- the worker sends it to the dead set. Nothing after a move may raise an error,
 -- or the moved payloads would be stranded in the in-flight list.
@@ -36,10 +37,14 @@ local function start(payload)
   end
   if #id > 64 then return 0, '' end
   local key = ARGV[3] .. id
+  local known = redis.call('HMGET', key, 'seq', 'enqueued_at', 'due_at')
+  local seq = known[1]
+  local ready = math.max(tonumber(known[2]) or -1, tonumber(known[3]) or -1)
+  local waited = -1
+  if ready >= 0 then waited = math.max(now - ready, 0) end
   local attempt = redis.call('HINCRBY', key, 'attempts', 1)
   redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', ARGV[2],
     'lease', attempt)
-  local seq = redis.call('HGET', key, 'seq')
   if seq then redis.call('HINCRBY', key, 'resumed', 1) end
   if redis.call('HSETNX', key, 'id', id) == 1 then
     -- Enqueued by a plain LPUSH: the record starts here. The args shown are
@@ -50,7 +55,7 @@ local function start(payload)
     redis.call('HSET', key, 'class', tostring(job.class), 'queue', ARGV[4], 'args', args,
       'enqueued_at', now)
   end
-  return attempt, id, seq or 0
+  return attempt, id, seq or 0, waited
 end
 
 local out = {}
@@ -58,11 +63,12 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return out end
 for _ = 1, tonumber(ARGV[1]) do
   local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not payload then break end
-  local ok, attempt, id, seq = pcall(start, payload)
-  if not ok then attempt, id = 0, '' end
+  local ok, attempt, id, seq, waited = pcall(start, payload)
+  if not ok then attempt, id, seq, waited = 0, '', 0, -1 end
   out[#out + 1] = payload
   out[#out + 1] = attempt
   out[#out + 1] = id
   out[#out + 1] = seq or 0
+  out[#out + 1] = waited or -1
 end
 return out

@@ -20,7 +20,8 @@
 --            mid-run (it resumes from its last checkpoint)
 --   collapsed: never started, superseded by a newer job of its collapse key;
 --            the record expires after the done TTL
---   requeue: next payload back to the pending list; arg 'front' (fetched next) or 'back'
+--   requeue: next payload back to the pending list; arg 'front' (fetched next) or
+--            'back'; due again now (its queue latency counts from here)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
@@ -84,7 +85,7 @@ for _ = 1, tonumber(ARGV[5]) do
         redis.call('LPUSH', KEYS[2], next_payload)
       end
       if redis.call('EXISTS', key) == 1 then
-        redis.call('HSET', key, 'state', 'queued', unpack(ARGV, first, last))
+        redis.call('HSET', key, 'state', 'queued', 'due_at', now, unpack(ARGV, first, last))
       end
     end
   end
