@@ -104,6 +104,9 @@ impl JobRecord {
                 "limiter_wait_us": m.wait_us,
             })),
             "log": self.get("log"),
+            "collapsed_by": self.get("collapsed_by"),
+            "parked": self.num("parked"),
+            "parked_by": self.get("parked_by"),
         })
     }
 
