@@ -92,6 +92,15 @@ pub struct CallCounter {
     pub waited: Duration,
 }
 
+/// Whether a destination parked the job of these calls, and why.
+pub fn parked(calls: &Mutex<CallCounter>) -> Option<Park> {
+    calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .parked
+        .clone()
+}
+
 /// The policy point of one attempt.
 pub struct HttpHooks {
     access: Arc<HttpAccess>,
@@ -286,13 +295,7 @@ impl HttpHooks {
             self.refuse(&what, &why);
             return Err(Error::HttpRequestDenied);
         }
-        let parked = self
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .parked
-            .clone();
-        if let Some(park) = parked {
+        if let Some(park) = parked(&self.calls) {
             // The job is on its way out: it does not get to call again.
             self.refuse(&what, &format!("the job is parked ({})", park.reason));
             return Err(parked_error(&park));

@@ -217,13 +217,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
     // A destination's limiter or breaker parked the job: whatever stopped it
     // afterwards (the SDK's yield, or the job's own error or panic about the
     // refused call), it waits in the scheduled set, without using a retry.
-    let parked = job
-        .calls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .parked
-        .clone();
-    if let Some(park) = parked {
+    if let Some(park) = crate::host::http::parked(&job.calls) {
         let stopped_by_it = match &report.outcome {
             RunOutcome::Yielded => true,
             RunOutcome::Failed(f) => matches!(f.kind, ErrorKind::JobError | ErrorKind::Trap),
