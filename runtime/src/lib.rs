@@ -26,12 +26,15 @@
 //! - [`metrics`]: what the worker counts and measures, by class and queue;
 //!   `/metrics` for Prometheus.
 //! - [`inspect`]: `stoker job`, `status`, `wait`.
+//! - [`dashboard`]: the web dashboard: pages and actions over the same
+//!   records.
 //! - [`dev`]: `stoker dev`, everything on one machine for a first try.
 //! - [`bench`]: `stoker bench`, the figures quoted in the README.
 
 pub mod bench;
 pub mod config;
 pub mod cron;
+pub mod dashboard;
 pub mod dev;
 pub mod host;
 pub mod inspect;

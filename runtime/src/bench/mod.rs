@@ -2,7 +2,8 @@
 //! here; [`checkpoints`] measures commits, yields and recovery; [`limiters`]
 //! times limiter decisions; [`host_calls`] times one host call from inside a
 //! job and the HTTP policy point against a plain client; [`metering`] decides
-//! fuel versus epochs.
+//! fuel versus epochs; [`dashboard`] times the dashboard's pages with a
+//! million jobs in Redis.
 //!
 //! The drain benchmark:
 //! 1. Deploy the example classes and start one worker process on queue `bench`.
@@ -28,6 +29,7 @@ use crate::queue::keys::{self, QueueKeys};
 use crate::queue::{self, Conn, SCRIPTS};
 
 pub mod checkpoints;
+pub mod dashboard;
 pub mod host_calls;
 pub mod limiters;
 
