@@ -27,11 +27,12 @@ struct Dash {
 impl Dash {
     fn start(env: &TestEnv) -> Dash {
         let port = free_port();
+        let log = std::fs::File::create(env.dir().join("dashboard.log")).expect("dashboard log");
         let child = env
             .command()
             .args(["dashboard", "--http", &port.to_string(), "--token", TOKEN])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("starting stoker dashboard");
         wait_ready(port);
