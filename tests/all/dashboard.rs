@@ -457,6 +457,7 @@ fn sets_are_paged_and_their_jobs_move() {
 #[test]
 fn a_worker_serves_the_dashboard_too() {
     let env = TestEnv::new();
+    env.deploy("[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\nmemory = \"16MiB\"\n");
     let port = free_port();
     let mut worker =
         env.spawn_worker(&["--dashboard", &port.to_string(), "--dashboard-token", TOKEN]);
@@ -471,7 +472,19 @@ fn a_worker_serves_the_dashboard_too() {
         },
     );
     assert!(get(port, "/busy", &[]).status == 200);
-    assert!(get(port, "/classes", &[]).status == 200);
+    // A job's figures reach the classes page through the per-minute rollups,
+    // next to the class's quotas.
+    let id = env.enqueue("hello", r#"{"name":"Ada"}"#, &[]);
+    env.wait_settled("default", &[id], Duration::from_secs(60));
+    wait_until(
+        Duration::from_secs(30),
+        "hello's figures on /classes",
+        || {
+            body = get(port, "/classes", &[]).body;
+            body.contains(r#"<td>hello</td><td class="n">1</td>"#)
+        },
+    );
+    assert!(body.contains("16.0 MiB"), "{body}");
     assert!(get(port, "/limits", &[]).status == 200);
     let r = post(
         port,

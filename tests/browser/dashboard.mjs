@@ -102,6 +102,12 @@ try {
     'its log (hostile too) is shown as text');
   await page.screenshot({ path: join(shots, '5-hostile-args.png'), fullPage: true });
 
+  // 6. Classes: observed figures next to quotas.
+  await page.goto(`${base}/classes`);
+  check(await page.locator('table#observed td', { hasText: 'hello' }).first().isVisible(),
+    'the classes page shows observed figures');
+  await page.screenshot({ path: join(shots, '6-classes.png'), fullPage: true });
+
   check(dialogs.length === 0, `no dialog fired (${dialogs.join(', ')})`);
   check(cspViolations.length === 0, `no CSP violation (${cspViolations.join('; ')})`);
   check(failures.length === 0, `no page error (${failures.join('; ')})`);

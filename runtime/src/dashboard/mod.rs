@@ -24,7 +24,7 @@
 //! | GET | `/busy` | jobs running now, with progress |
 //! | GET | `/queues/{queue}/{set}?page=N&per=M` | `pending`, `scheduled`, `retry` or `dead`, paged |
 //! | GET | `/jobs/{id}?queue=Q` | one job |
-//! | GET | `/classes` | deployed classes and their quotas |
+//! | GET | `/classes` | deployed classes: observed figures of the last hour against their quotas |
 //! | GET | `/limits` | limiters and circuit breakers |
 //! | GET, POST | `/login` | the token for a session |
 //! | POST | `/logout` | ends the session |
@@ -55,6 +55,9 @@ use crate::queue::{self, Conn};
 
 /// The Content-Security-Policy of every response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The window of the classes page's observed figures, minutes.
+pub const REPORT_MINUTES: u64 = 60;
 
 const APP_CSS: &str = include_str!("static/app.css");
 const APP_JS: &str = include_str!("static/app.js");
@@ -405,7 +408,8 @@ async fn classes(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
         .into_values()
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Html(pages::classes(&ctx, &list).into_string()))
+    let report = crate::report::report(&mut app.conn.clone(), REPORT_MINUTES).await?;
+    Ok(Html(pages::classes(&ctx, &list, &report).into_string()))
 }
 
 async fn limits(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {

@@ -451,19 +451,58 @@ fn us(v: &Value) -> String {
     }
 }
 
-/// The deployed classes and their quotas.
-pub fn classes(ctx: &Ctx, classes: &[Class]) -> Markup {
+/// The deployed classes: their quotas, and what they were observed to use
+/// over the last `minutes` minutes (the constraint report, from the
+/// per-minute rollups), violations first.
+pub fn classes(ctx: &Ctx, classes: &[Class], report: &crate::report::Report) -> Markup {
+    let observed: std::collections::HashMap<&str, &crate::report::ClassReport> = report
+        .classes
+        .iter()
+        .map(|r| (r.class.as_str(), r))
+        .collect();
+    let ms = |v: f64| duration(v.round() as u64);
+    let spread = |s: Option<crate::report::Spread>, f: &dyn Fn(f64) -> String| {
+        s.map_or("-".to_owned(), |s| format!("{} / {}", f(s.p50), f(s.p99)))
+    };
+    let mem = |b: f64| bytes(b as u64);
     let body = html! {
-        p.hint {
-            "Quotas as deployed. Observed figures (p50/p99 of run time, CPU, peak memory and snapshot size per class, "
-            "over rolling windows) go in the last column once the per-class aggregates are recorded in Redis; "
-            "until then a job's own figures are on its page, against these quotas."
+        h2 { "Observed, last " (report.minutes) " minutes (p50 / p99)" }
+        p.hint { "From the per-minute rollups every worker writes (no job records are read); the limit of each figure is in the quotas table below." }
+        table #observed {
+            thead { tr {
+                th { "Class" } th.n { "Attempts" } th.n { "Per min" } th.n { "Done" } th.n { "Failed" } th.n { "Dead" }
+                th.n { "Run time" } th.n { "CPU" } th.n { "Peak memory" } th.n { "Snapshot" } th.n { "Queue latency" } th { "Violations" }
+            } }
+            tbody {
+                @for c in classes {
+                    @if let Some(r) = observed.get(c.name.as_str()) {
+                        tr.violating[!r.violations.is_empty()] {
+                            td { (c.name) }
+                            td.n { (r.attempts) }
+                            td.n { (format!("{:.1}", r.rate_per_min)) }
+                            td.n { (r.done) }
+                            td.n { (r.failed) }
+                            td.n { (r.dead) }
+                            td.n { (spread(r.run_ms, &ms)) }
+                            td.n { (spread(r.cpu_ms, &ms)) }
+                            td.n { (spread(r.memory_bytes, &mem)) }
+                            td.n { (spread(r.snapshot_bytes, &mem)) }
+                            td.n { (spread(r.wait_ms, &ms)) }
+                            td {
+                                @if r.violations.is_empty() { "none" }
+                                @else { ul.violations { @for v in &r.violations { li { (v) } } } }
+                            }
+                        }
+                    }
+                }
+            }
         }
+        h2 { "Quotas, as deployed" }
         table #classes {
             thead { tr {
-                th { "Class" } th { "Queue" } th { "Module" } th.n { "CPU" } th.n { "Fuel" } th.n { "Memory" }
-                th.n { "Timeout" } th.n { "State kept" } th.n { "Log" } th.n { "Slice" } th.n { "Retries" }
-                th { "Limiters" } th { "Schedule" } th { "Key rule" } th { "Observed (p50 / p99)" }
+                th { "Class" } th { "Queue" } th { "Module" } th { "Profile" } th.n { "CPU" } th.n { "Fuel" } th.n { "Memory" }
+                th.n { "Timeout" } th.n { "State kept" } th.n { "Log" } th.n { "Slice" } th { "Retries" }
+                th { "Limiters" } th { "Schedule" } th { "Quiet hours" } th { "Key rule" }
             } }
             tbody {
                 @for c in classes {
@@ -472,6 +511,7 @@ pub fn classes(ctx: &Ctx, classes: &[Class]) -> Markup {
                         td { (c.name) }
                         td { a href={ "/queues/" (c.queue) "/pending" } { (c.queue) } }
                         td { code title=(c.digest) { (c.digest.get(..12).unwrap_or(&c.digest)) } }
+                        td { (c.profile.map_or("-", |p| p.as_str())) }
                         td.n { (duration(l.cpu_ms)) }
                         td.n { (l.fuel.map_or("-".into(), |f| f.to_string())) }
                         td.n { (bytes(l.memory_bytes)) }
@@ -479,14 +519,16 @@ pub fn classes(ctx: &Ctx, classes: &[Class]) -> Markup {
                         td.n { (bytes(l.retained_bytes)) }
                         td.n { (bytes(l.log_bytes)) }
                         td.n { (l.slice_ms.map_or("-".into(), duration)) }
-                        td.n { (c.retry) }
+                        td { (c.retry) " (" (c.retry_policy.describe()) ")" }
                         td { (c.limiters.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")) }
                         td { @if let Some(s) = &c.schedule {
                             @if let Some(cron) = &s.cron { "cron " (cron) " (" (s.timezone) ")" }
                             @else if let Some(ms) = s.every_ms { "every " (duration(ms)) }
                         } }
+                        td { @if let Some(q) = &c.quiet {
+                            (q.windows.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(", ")) " " (q.timezone)
+                        } }
                         td { @if c.unique.is_some() { "unique" } @else if c.collapse.is_some() { "collapse" } }
-                        td.observed { "-" }
                     }
                 }
             }
