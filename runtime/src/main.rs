@@ -114,6 +114,11 @@ enum Command {
         /// As JSON.
         #[arg(long)]
         json: bool,
+        /// Follow the job until it is done or dead (its progress on stderr:
+        /// a bar on a terminal, a line per change otherwise), then show it;
+        /// exit 1 if it ended dead.
+        #[arg(long)]
+        follow: bool,
     },
     /// Pause or resume a queue.
     Queue {
@@ -387,8 +392,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Job { id, json } => {
+        Command::Job { id, json, follow } => {
             let mut conn = connect().await?;
+            let mut code = ExitCode::SUCCESS;
+            if follow {
+                match inspect::watch(&mut conn, &id, None, true, true).await? {
+                    Waited::Dead(_) => code = ExitCode::FAILURE,
+                    Waited::NotFound => {
+                        eprintln!("no job `{id}`");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    _ => {}
+                }
+            }
             match inspect::find_job(&mut conn, &id).await? {
                 Some(r) if json => println!("{}", serde_json::to_string_pretty(&r.to_json())?),
                 Some(r) => print!("{}", r.render()),
@@ -397,7 +413,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(code)
         }
         Command::Queue { action } => {
             let mut conn = connect().await?;
