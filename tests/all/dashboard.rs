@@ -534,6 +534,8 @@ fn dashboard_in_a_browser() {
     );
     let dash = Dash::start(&env);
     let shots = target_dir().join("dashboard-screenshots");
+    // Only this run's screenshots (a failed run leaves failure.png).
+    let _ = std::fs::remove_dir_all(&shots);
     let out = Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))
         .env("DASHBOARD_URL", format!("http://127.0.0.1:{}", dash.port))

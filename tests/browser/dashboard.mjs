@@ -38,10 +38,18 @@ const browser = await chromium.launch({
 const failures = [];
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 try {
+  // The dashboard's own confirm() before pausing is accepted and counted;
+  // any other dialog (an injected alert) fails the test.
   const dialogs = [];
+  const confirms = [];
   page.on('dialog', async (d) => {
-    dialogs.push(d.message());
-    await d.dismiss();
+    if (d.type() === 'confirm') {
+      confirms.push(d.message());
+      await d.accept();
+    } else {
+      dialogs.push(`${d.type()}: ${d.message()}`);
+      await d.dismiss();
+    }
   });
   const cspViolations = [];
   page.on('console', (m) => {
@@ -107,6 +115,15 @@ try {
   check(await page.locator('table#observed td', { hasText: 'hello' }).first().isVisible(),
     'the classes page shows observed figures');
   await page.screenshot({ path: join(shots, '6-classes.png'), fullPage: true });
+
+  // 7. Pause and resume the queue (the pause asks first, through app.js).
+  await page.goto(`${base}/`);
+  await Promise.all([page.waitForURL(`${base}/`), page.click('table#queues button:has-text("Pause")')]);
+  check(await page.locator('table#queues .badge.paused').isVisible(), 'the queue shows paused');
+  check(confirms.length === 1, 'the pause was confirmed first');
+  await page.screenshot({ path: join(shots, '7-paused.png'), fullPage: true });
+  await Promise.all([page.waitForURL(`${base}/`), page.click('table#queues button:has-text("Resume")')]);
+  check((await page.locator('table#queues .badge.paused').count()) === 0, 'the queue is resumed');
 
   check(dialogs.length === 0, `no dialog fired (${dialogs.join(', ')})`);
   check(cspViolations.length === 0, `no CSP violation (${cspViolations.join('; ')})`);
