@@ -460,7 +460,14 @@ pub fn classes(ctx: &Ctx, classes: &[Class], report: &crate::report::Report) -> 
         .iter()
         .map(|r| (r.class.as_str(), r))
         .collect();
-    let ms = |v: f64| duration(v.round() as u64);
+    // Sub-millisecond figures are common: two decimals below 10 ms.
+    let ms = |v: f64| {
+        if v < 10.0 {
+            format!("{v:.2} ms")
+        } else {
+            duration(v.round() as u64)
+        }
+    };
     let spread = |s: Option<crate::report::Spread>, f: &dyn Fn(f64) -> String| {
         s.map_or("-".to_owned(), |s| format!("{} / {}", f(s.p50), f(s.p99)))
     };
