@@ -97,6 +97,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create a batch of jobs with callbacks, or show one.
+    Batch {
+        #[command(subcommand)]
+        action: BatchAction,
+    },
     /// Pause or resume a queue.
     Queue {
         #[command(subcommand)]
@@ -164,6 +169,32 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         heartbeat_ttl: Duration,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BatchAction {
+    /// Enqueue a batch of jobs; prints the batch id. Refused whole (nothing
+    /// enqueued) when a line is not a job or names a class not deployed.
+    Create {
+        /// The jobs: a file of JSON lines `{"class": "...", "args": ...}`, or
+        /// `-` for stdin.
+        #[arg(long, value_name = "FILE|-")]
+        jobs: String,
+        /// Enqueued once every job is done.
+        #[arg(long, value_name = "CLASS[:ARGS_JSON]")]
+        on_success: Option<String>,
+        /// Enqueued once every job is done or dead.
+        #[arg(long, value_name = "CLASS[:ARGS_JSON]")]
+        on_complete: Option<String>,
+    },
+    /// Show a batch: its jobs pending, done and dead, and its callbacks.
+    Status {
+        /// The batch id.
+        id: String,
+        /// As JSON.
         #[arg(long)]
         json: bool,
     },
@@ -355,6 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Batch { action } => batch(action, connect().await?).await,
         Command::Queue { action } => {
             let mut conn = connect().await?;
             let (name, pause) = match &action {
@@ -548,6 +580,51 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn batch(action: BatchAction, mut conn: queue::Conn) -> anyhow::Result<ExitCode> {
+    use stoker::batch;
+    match action {
+        BatchAction::Create {
+            jobs,
+            on_success,
+            on_complete,
+        } => {
+            let on_success = on_success
+                .map(|s| batch::parse_callback(&s))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let on_complete = on_complete
+                .map(|s| batch::parse_callback(&s))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let lines = if jobs == "-" {
+                batch::parse_jobs(std::io::stdin().lock())
+            } else {
+                let file = std::fs::File::open(&jobs)
+                    .with_context(|| format!("cannot open the jobs file {jobs}"))?;
+                batch::parse_jobs(std::io::BufReader::new(file))
+            }
+            .map_err(|e| anyhow::anyhow!("{jobs}: {e}"))?;
+            let id = batch::create(&mut conn, &lines, on_success, on_complete).await?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BatchAction::Status { id, json } => match batch::status(&mut conn, &id).await? {
+            Some(s) if json => {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(s) => {
+                print!("{}", s.render());
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("no batch `{id}` (a finished batch is kept 30 days)");
+                Ok(ExitCode::FAILURE)
+            }
+        },
     }
 }
 
