@@ -265,9 +265,15 @@ pub async fn create(
     }
     // Sealed: the jobs that finished meanwhile are in its sets already, so
     // the callbacks may fire right here.
-    let decided = apply(conn, &b, &[], true).await?;
-    deliver(conn, &b, decided).await?;
+    seal(conn, &b).await?;
     Ok(id)
+}
+
+/// Seals batch `b` (written by hand, as the benchmark does) and enqueues the
+/// callbacks that fire at once.
+pub(crate) async fn seal(conn: &mut Conn, b: &BatchKeys) -> redis::RedisResult<()> {
+    let decided = apply(conn, b, &[], true).await?;
+    deliver(conn, b, decided).await
 }
 
 /// A callback decided and not yet marked enqueued.

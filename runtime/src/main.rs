@@ -164,6 +164,10 @@ enum Command {
         /// manifest's `calls` class), and the HTTP policy point against hyper.
         #[arg(long, conflicts_with_all = ["metering", "checkpoints", "limiters"])]
         host_calls: bool,
+        /// Instead of the plain drain: Redis CPU per job for plain jobs and
+        /// for one batch's members (the overhead of batch membership).
+        #[arg(long, conflicts_with_all = ["metering", "checkpoints", "limiters", "host_calls"])]
+        batch: bool,
         /// Heartbeat TTL of the workers `--checkpoints` starts (the kill -9
         /// figure waits for it).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -467,9 +471,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             checkpoints,
             limiters,
             host_calls,
+            batch,
             heartbeat_ttl,
             json,
         } => {
+            if batch {
+                let f = stoker::bench::batches::run(&url, &manifest, jobs, concurrency, threads)
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&f)?);
+                } else {
+                    println!(
+                        "batches: {} no-op jobs per run, one worker process, concurrency {}",
+                        f.jobs, f.concurrency
+                    );
+                    println!(
+                        "  redis CPU, plain jobs        {:>8.1} us/job  ({:.0} jobs/s)",
+                        f.plain_redis_cpu_us_per_job, f.plain_jobs_per_sec
+                    );
+                    println!(
+                        "  redis CPU, batch members     {:>8.1} us/job  ({:.0} jobs/s, callback included)",
+                        f.batch_redis_cpu_us_per_job, f.batch_jobs_per_sec
+                    );
+                    println!(
+                        "  overhead per batch member    {:>8.1} us",
+                        f.overhead_us_per_member
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if host_calls {
                 let f = stoker::bench::host_calls::run(&url, &manifest).await?;
                 if json {
