@@ -48,7 +48,7 @@ impl Ticks {
         let fields = text.split_whitespace().count();
         if !(5..=6).contains(&fields) {
             return Err(format!(
-                "cron `{text}` has {fields} fields; expected 5 (minute hour day month weekday) or 6 (seconds first)"
+                "`cron`: `{text}` has {fields} fields; expected 5 (minute hour day month weekday) or 6 (seconds first)"
             ));
         }
         let cron = CronParser::builder()
@@ -56,10 +56,10 @@ impl Ticks {
             .year(Year::Disallowed)
             .build()
             .parse(text)
-            .map_err(|e| format!("cron `{text}` is invalid: {e}"))?;
+            .map_err(|e| format!("`cron`: `{text}` is invalid: {e}"))?;
         let tz = chrono_tz::Tz::from_str(&schedule.timezone).map_err(|_| {
             format!(
-                "timezone `{}` is not an IANA time zone name (like `UTC` or `Europe/Paris`)",
+                "`timezone`: `{}` is not an IANA time zone name (like `UTC` or `Europe/Paris`)",
                 schedule.timezone
             )
         })?;

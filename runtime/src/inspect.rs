@@ -108,6 +108,8 @@ impl JobRecord {
             "collapsed_by": self.get("collapsed_by"),
             "parked": self.num("parked"),
             "parked_by": self.get("parked_by"),
+            "deferred": self.num("deferred"),
+            "deferred_by": self.get("deferred_by"),
         })
     }
 
@@ -434,6 +436,49 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
 }
 
 impl Status {
+    /// The CLASSES table: quotas, retries and where they come from, quiet hours.
+    fn render_classes(&self, out: &mut String) {
+        let mut classes: Vec<crate::registry::Class> = self
+            .classes
+            .iter()
+            .filter_map(|c| serde_json::from_value(c.clone()).ok())
+            .collect();
+        if classes.is_empty() {
+            return;
+        }
+        classes.sort_by(|a, b| a.name.cmp(&b.name));
+        out.push_str(&format!(
+            "\nCLASSES\n  {:<18} {:<10} {:<9} {:>7} {:>9} {:>8}  {:<22} QUIET\n",
+            "CLASS", "QUEUE", "PROFILE", "CPU", "MEMORY", "TIMEOUT", "RETRY"
+        ));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for c in &classes {
+            let secs = |ms: u64| format!("{} s", ms as f64 / 1e3);
+            let quiet = c.quiet.as_ref().map_or("-".to_owned(), |q| {
+                let windows: Vec<String> = q.windows.iter().map(|w| w.to_string()).collect();
+                let now_quiet = if q.window_at(now).is_some() {
+                    " (quiet now)"
+                } else {
+                    ""
+                };
+                format!("{} {}{now_quiet}", windows.join(", "), q.timezone)
+            });
+            out.push_str(&format!(
+                "  {:<18} {:<10} {:<9} {:>7} {:>9} {:>8}  {:<22} {}\n",
+                c.name,
+                c.queue,
+                c.profile.map_or("-", |p| p.as_str()),
+                secs(c.limits.cpu_ms),
+                bytes(c.limits.memory_bytes),
+                secs(c.limits.timeout_ms),
+                format!("{} ({})", c.retry, c.retry_policy.describe()),
+                quiet
+            ));
+        }
+    }
+
     /// The status for people.
     pub fn render(&self) -> String {
         let mut out = format!(
@@ -464,6 +509,7 @@ impl Status {
             }
             out.push('\n');
         }
+        self.render_classes(&mut out);
         if !self.schedules.is_empty() {
             out.push_str("\nSCHEDULES\n");
             for s in &self.schedules {

@@ -42,6 +42,7 @@ pub mod job;
 pub mod limit;
 pub mod metrics;
 pub mod queue;
+pub mod quiet;
 pub mod registry;
 pub mod retry;
 pub mod sandbox;

@@ -42,6 +42,19 @@ pub struct Class {
     /// Whether a newer job with its key supersedes the pending ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collapse: Option<crate::config::Unique>,
+    /// The profile it was declared with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::config::Profile>,
+    /// Windows of the day in which its jobs do not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<crate::config::Quiet>,
+    /// Where `retry` comes from.
+    #[serde(default = "default_policy")]
+    pub retry_policy: crate::config::RetryPolicy,
+}
+
+fn default_policy() -> crate::config::RetryPolicy {
+    crate::config::RetryPolicy::Explicit
 }
 
 /// What a deploy did for one class.
@@ -114,19 +127,26 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
             problems.push(format!("class `{name}`: module {}: {e}", path.display()));
             continue;
         }
+        let refused = |e: String| DeployError::Refused(vec![format!("class `{name}`: {e}")]);
+        let (retry_policy, retry) = spec.retry_policy();
+        let mut http = manifest.http_access(spec).map_err(refused)?;
+        // A class that calls APIs is not retried as a whole: its requests are,
+        // each with its idempotency key.
+        http.retry_any_method = retry_policy == crate::config::RetryPolicy::CallsApis;
         let class = Class {
             name: name.clone(),
             digest: digest(&wasm),
             queue: spec.queue.clone(),
             limits,
-            retry: spec.retry.unwrap_or(crate::config::DEFAULT_RETRY),
+            retry,
+            retry_policy,
+            profile: spec.profile,
+            quiet: spec.quiet().map_err(refused)?,
             redis: match &spec.redis {
                 Some(r) => r.access().map_err(|e| DeployError::Refused(vec![e]))?,
                 None => RedisAccess::default(),
             },
-            http: manifest
-                .http_access(spec)
-                .map_err(|e| DeployError::Refused(vec![e]))?,
+            http,
             limiters: spec
                 .limiters
                 .iter()

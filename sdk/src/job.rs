@@ -62,7 +62,8 @@ pub enum StopReason {
     Shutdown,
     /// The attempt used its class's time slice; other jobs get a turn.
     SliceOver,
-    /// The attempt is close to its CPU or wall-clock cap.
+    /// The attempt is close to its CPU or wall-clock cap, or its class's
+    /// quiet hours began.
     Limit,
     /// The job's queue was paused.
     QueuePaused,

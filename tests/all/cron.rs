@@ -121,7 +121,10 @@ every = "1s"
 fn bad_schedules_are_refused_with_the_reason() {
     let env = TestEnv::new();
     for (schedule, why) in [
-        ("cron = \"61 * * * *\"", "cron `61 * * * *` is invalid"),
+        (
+            "cron = \"61 * * * *\"",
+            "line 3: class `fib`: `cron`: `61 * * * *` is invalid",
+        ),
         ("cron = \"* * * *\"", "has 4 fields"),
         (
             "cron = \"0 2 * * *\"\ntimezone = \"Mars/Olympus\"",
@@ -129,7 +132,7 @@ fn bad_schedules_are_refused_with_the_reason() {
         ),
         ("cron = \"* * * * *\"\nevery = \"1m\"", "not both"),
         ("every = \"100ms\"", "at least 1s"),
-        ("args = { n = 1 }", "need a `cron` or `every`"),
+        ("args = { n = 1 }", "needs a `cron` or `every`"),
     ] {
         let out = env.try_deploy(&format!(
             "[classes.fib]\nmodule = \"$GUESTS/fib.wasm\"\n{schedule}\n"

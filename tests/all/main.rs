@@ -25,4 +25,5 @@ mod queue;
 mod recovery;
 mod redis;
 mod run;
+mod shaping;
 mod unique;

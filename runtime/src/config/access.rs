@@ -162,7 +162,7 @@ impl DestinationSpec {
         let parsed = Origin::parse(origin).map_err(|e| {
             format!(
                 "destination `{origin}`: {}",
-                e.trim_start_matches("http.allow: ")
+                e.trim_start_matches("`http.allow`: ")
             )
         })?;
         let limiters = self
@@ -239,7 +239,7 @@ pub struct Origin {
 impl Origin {
     /// Parses `scheme://host[:port]` (a trailing `/` is allowed, a path is not).
     pub fn parse(text: &str) -> Result<Origin, String> {
-        let bad = |why: &str| format!("http.allow: `{text}` {why}");
+        let bad = |why: &str| format!("`http.allow`: `{text}` {why}");
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| bad("is not scheme://host[:port]"))?;
@@ -311,6 +311,10 @@ pub struct HttpAccess {
     pub max_response_bytes: u64,
     /// Host retries.
     pub retries: u32,
+    /// Retry requests of any method, not only idempotent ones (the class's
+    /// retry policy is "calls APIs": its idempotency keys make this safe).
+    #[serde(default)]
+    pub retry_any_method: bool,
     /// Limiters and breakers of the allowed origins that have them.
     #[serde(default)]
     pub destinations: Vec<Destination>,
@@ -333,6 +337,7 @@ impl Default for HttpAccess {
             max_request_bytes: 8 << 20,
             max_response_bytes: 16 << 20,
             retries: 2,
+            retry_any_method: false,
             destinations: Vec::new(),
         }
     }
@@ -355,13 +360,14 @@ impl HttpSpec {
             max_request_bytes: self.max_request.unwrap_or(d.max_request_bytes),
             max_response_bytes: self.max_response.unwrap_or(d.max_response_bytes),
             retries: self.retries.unwrap_or(d.retries),
+            retry_any_method: false,
             destinations: Vec::new(),
         };
         if access.timeout_ms == 0 || access.connect_ms == 0 || access.first_byte_ms == 0 {
-            return Err("http timeouts must be at least 1ms".into());
+            return Err("`http` timeouts must be at least 1ms".into());
         }
         if access.retries > 10 {
-            return Err("http.retries must be at most 10".into());
+            return Err("`http.retries` must be at most 10".into());
         }
         Ok(access)
     }
@@ -457,12 +463,12 @@ impl RedisSpec {
                     let n = p.trim_end_matches(':');
                     if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '*') {
                         return Err(format!(
-                            "redis.{what}: prefix `{p}` must be non-empty, without spaces or `*`"
+                            "`redis.{what}`: prefix `{p}` must be non-empty, without spaces or `*`"
                         ));
                     }
                     if reserved(n) {
                         return Err(format!(
-                            "redis.{what}: prefix `{p}` is Stoker's own key space"
+                            "`redis.{what}`: prefix `{p}` is Stoker's own key space"
                         ));
                     }
                     Ok(n.to_owned())
@@ -477,7 +483,7 @@ impl RedisSpec {
             reply_bytes: self.reply.unwrap_or(d.reply_bytes),
         };
         if access.ops_per_sec == 0 {
-            return Err("redis.ops_per_sec must be positive".into());
+            return Err("`redis.ops_per_sec` must be positive".into());
         }
         Ok(access)
     }

@@ -46,8 +46,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod access;
+mod shaping;
 
 pub use access::*;
+pub use shaping::*;
 
 /// Default CPU time per attempt: the guideline's "<= 5 s" for ordinary jobs.
 pub const DEFAULT_CPU: Duration = Duration::from_secs(5);
@@ -145,142 +147,17 @@ pub struct ClassSpec {
     /// Latest wins: a newer job with the same key supersedes pending ones.
     #[serde(default)]
     pub collapse: Option<CollapseSpec>,
-}
-
-/// `collapse = { args = ["order_id"], ttl = "1h" }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CollapseSpec {
-    /// The top-level args fields the key is made of (default: all the args).
+    /// A preset of quotas and policy: `realtime`, `standard` or `bulk`.
     #[serde(default)]
-    pub args: Option<Vec<String>>,
-    /// How long the latest job's claim on the key lasts (default 1 h).
-    #[serde(default, deserialize_with = "duration")]
-    pub ttl: Option<Duration>,
-}
-
-impl CollapseSpec {
-    /// The deployed form (a key rule held until start), checked.
-    pub fn collapse(&self) -> Result<Unique, String> {
-        UniqueSpec {
-            args: self.args.clone(),
-            until: Some(Until::Start),
-            ttl: self.ttl,
-        }
-        .unique()
-        .map_err(|e| e.replace("unique.", "collapse."))
-    }
-}
-
-/// `unique = { args = ["order_id"], until = "success", ttl = "1h" }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UniqueSpec {
-    /// The top-level args fields the key is made of (default: all the args).
+    pub profile: Option<Profile>,
+    /// Windows of the day (in `timezone`) in which the class's jobs do not
+    /// run: `["11:00-15:00"]`.
     #[serde(default)]
-    pub args: Option<Vec<String>>,
-    /// `start` or `success` (default `success`).
+    pub quiet: Option<Vec<String>>,
+    /// Whether running a job twice does no harm (declared behaviour: sets the
+    /// retry count when `retry` is not given).
     #[serde(default)]
-    pub until: Option<Until>,
-    /// The key is released after this at the latest (default 1 h).
-    #[serde(default, deserialize_with = "duration")]
-    pub ttl: Option<Duration>,
-}
-
-/// Until when a unique job holds its key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Until {
-    /// Until it starts running.
-    Start,
-    /// Until it is done (or dead).
-    Success,
-}
-
-/// A class's uniqueness, as deployed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Unique {
-    /// The args fields of the key; none: all the args.
-    pub args: Option<Vec<String>>,
-    /// Until when the key is held.
-    pub until: Until,
-    /// At most this long, ms.
-    pub ttl_ms: u64,
-}
-
-/// JSON text with object keys sorted at every level: the same value gives the
-/// same text, however its objects were ordered.
-fn canonical(v: &serde_json::Value) -> String {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&m[k])))
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(canonical).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
-    }
-}
-
-/// Default `unique.ttl`.
-pub const DEFAULT_UNIQUE_TTL: Duration = Duration::from_secs(3600);
-
-impl UniqueSpec {
-    /// The deployed form, checked.
-    pub fn unique(&self) -> Result<Unique, String> {
-        let ttl = self.ttl.unwrap_or(DEFAULT_UNIQUE_TTL);
-        if ttl < Duration::from_millis(1) {
-            return Err("`unique.ttl` must be at least 1ms".into());
-        }
-        if self.args.as_ref().is_some_and(|a| a.is_empty()) {
-            return Err("`unique.args` names no field; omit it to use all the args".into());
-        }
-        Ok(Unique {
-            args: self.args.clone(),
-            until: self.until.unwrap_or(Until::Success),
-            ttl_ms: ttl.as_millis() as u64,
-        })
-    }
-}
-
-impl Unique {
-    /// The key a job of `class` with `args` holds (under its queue's tag):
-    /// sha256 of the class and the chosen args, canonical JSON.
-    pub fn key(&self, class: &str, args: &serde_json::Value) -> String {
-        use sha2::Digest;
-        let chosen = match &self.args {
-            None => args.clone(),
-            Some(fields) => serde_json::Value::Array(
-                fields
-                    .iter()
-                    .map(|f| args.get(f).cloned().unwrap_or(serde_json::Value::Null))
-                    .collect(),
-            ),
-        };
-        let text = format!("{class}\0{}", canonical(&chosen));
-        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
-    }
-}
-
-/// When a class's jobs are enqueued by the scheduler, as deployed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Schedule {
-    /// A cron expression (5 fields, or 6 with seconds first).
-    pub cron: Option<String>,
-    /// Or a period, ms.
-    pub every_ms: Option<u64>,
-    /// The time zone `cron` is read in.
-    pub timezone: String,
-    /// The args of each scheduled job.
-    pub args: serde_json::Value,
+    pub idempotent: Option<bool>,
 }
 
 /// What one attempt of a class may use, in job terms; `sandbox` converts them.
@@ -363,35 +240,12 @@ impl Manifest {
         let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
         for (name, class) in &manifest.classes {
             check_name("class", name)?;
-            class.limits().map_err(|e| format!("class `{name}`: {e}"))?;
-            if let Some(r) = &class.redis {
-                r.access().map_err(|e| format!("class `{name}`: {e}"))?;
-            }
-            if let Some(h) = &class.http {
-                h.access().map_err(|e| format!("class `{name}`: {e}"))?;
-            }
-            check_name("queue", &class.queue).map_err(|e| format!("class `{name}`: {e}"))?;
-            class
-                .schedule()
-                .map_err(|e| format!("class `{name}`: {e}"))?;
-            if let Some(u) = &class.unique {
-                u.unique().map_err(|e| format!("class `{name}`: {e}"))?;
-            }
-            if let Some(c) = &class.collapse {
-                c.collapse().map_err(|e| format!("class `{name}`: {e}"))?;
-                if class.unique.is_some() {
-                    return Err(format!(
-                        "class `{name}`: `unique` refuses newer jobs, `collapse` keeps only the newest: choose one"
-                    ));
-                }
-            }
-            for l in &class.limiters {
-                if !manifest.limiters.contains_key(l) {
-                    return Err(format!(
-                        "class `{name}`: limiter `{l}` is not declared (add `[limiters.{l}]`)"
-                    ));
-                }
-            }
+            manifest
+                .check_class(class)
+                .map_err(|e| match line_of(text, name, &e) {
+                    Some(line) => format!("line {line}: class `{name}`: {e}"),
+                    None => format!("class `{name}`: {e}"),
+                })?;
         }
         for (name, spec) in &manifest.limiters {
             spec.limiter(name)?;
@@ -400,6 +254,41 @@ impl Manifest {
             spec.destination(origin, &manifest.limiters)?;
         }
         Ok(manifest)
+    }
+
+    /// Checks one class's keys beyond their form; the message starts with the
+    /// key at fault in backticks.
+    fn check_class(&self, class: &ClassSpec) -> Result<(), String> {
+        class.limits()?;
+        if let Some(r) = &class.redis {
+            r.access()?;
+        }
+        if let Some(h) = &class.http {
+            h.access()?;
+        }
+        check_name("queue", &class.queue).map_err(|e| format!("`queue`: {e}"))?;
+        class.schedule()?;
+        if let Some(u) = &class.unique {
+            u.unique()?;
+        }
+        class.quiet()?;
+        if let Some(c) = &class.collapse {
+            c.collapse()?;
+            if class.unique.is_some() {
+                return Err(
+                    "`collapse`: `unique` refuses newer jobs, `collapse` keeps only the newest: choose one"
+                        .into(),
+                );
+            }
+        }
+        for l in &class.limiters {
+            if !self.limiters.contains_key(l) {
+                return Err(format!(
+                    "`limiters`: limiter `{l}` is not declared (add `[limiters.{l}]`)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// What class `spec` may do over HTTP: its `http` table, with the limiters
@@ -433,8 +322,13 @@ impl ClassSpec {
         };
         let schedule = match (&self.cron, self.every) {
             (None, None) => {
-                if self.timezone.is_some() || self.args.is_some() {
-                    return Err("`timezone` and `args` need a `cron` or `every` schedule".into());
+                if self.args.is_some() {
+                    return Err("`args` needs a `cron` or `every` schedule".into());
+                }
+                let quiet = self.quiet.is_some()
+                    || self.profile.is_some_and(|p| !p.preset().quiet.is_empty());
+                if self.timezone.is_some() && !quiet {
+                    return Err("`timezone` needs a `cron` schedule or `quiet` hours".into());
                 }
                 return Ok(None);
             }
@@ -451,8 +345,8 @@ impl ClassSpec {
                 if every < Duration::from_secs(1) {
                     return Err("`every` must be at least 1s".into());
                 }
-                if self.timezone.is_some() {
-                    return Err("`timezone` applies to `cron`, not `every`".into());
+                if self.timezone.is_some() && self.quiet.is_none() {
+                    return Err("`timezone` applies to `cron` and `quiet`, not `every`".into());
                 }
                 Schedule {
                     cron: None,
@@ -466,17 +360,46 @@ impl ClassSpec {
         Ok(Some(schedule))
     }
 
+    /// The class's quiet hours (its own `quiet`, else its profile's), checked.
+    pub fn quiet(&self) -> Result<Option<Quiet>, String> {
+        let windows: Vec<String> = match (&self.quiet, self.profile) {
+            (Some(w), _) => w.clone(),
+            (None, Some(p)) if !p.preset().quiet.is_empty() => {
+                p.preset().quiet.iter().map(|w| w.to_string()).collect()
+            }
+            (None, _) => return Ok(None),
+        };
+        let tz = self.timezone.as_deref().unwrap_or("UTC");
+        Quiet::new(&windows, tz).map(Some)
+    }
+
+    /// The class's retry count and where it comes from.
+    pub fn retry_policy(&self) -> (RetryPolicy, u32) {
+        let calls_apis = self.http.as_ref().is_some_and(|h| !h.allow.is_empty());
+        RetryPolicy::choose(self.retry, self.idempotent, self.profile, calls_apis)
+    }
+
     /// The class's limits, defaults filled in, checked for sense.
     pub fn limits(&self) -> Result<Limits, String> {
         let d = Limits::default();
+        let p = self.profile.map(Profile::preset).unwrap_or_default();
+        let ms = |t: Duration| t.as_millis() as u64;
+        let slice = self.max_slice.or(p.max_slice);
+        // A bulk job that does not yield when its slice is over is stopped
+        // at twice the slice: bulk classes must checkpoint.
+        let timeout = match (self.timeout, self.profile, slice) {
+            (Some(t), _, _) => ms(t),
+            (None, Some(Profile::Bulk), Some(s)) => 2 * ms(s),
+            (None, _, _) => p.timeout.map_or(d.timeout_ms, ms),
+        };
         let limits = Limits {
-            cpu_ms: self.cpu.map_or(d.cpu_ms, |c| c.as_millis() as u64),
+            cpu_ms: self.cpu.or(p.cpu).map_or(d.cpu_ms, ms),
             fuel: self.fuel,
             memory_bytes: self.memory.unwrap_or(d.memory_bytes),
-            timeout_ms: self.timeout.map_or(d.timeout_ms, |t| t.as_millis() as u64),
+            timeout_ms: timeout,
             log_bytes: self.log.unwrap_or(d.log_bytes),
             retained_bytes: self.retained.unwrap_or(d.retained_bytes),
-            slice_ms: self.max_slice.map(|s| s.as_millis() as u64),
+            slice_ms: slice.map(ms),
         };
         if limits.retained_bytes == 0 {
             return Err("`retained` must be positive".into());
@@ -501,6 +424,27 @@ impl ClassSpec {
         }
         Ok(limits)
     }
+}
+
+/// The line of `stoker.toml` a class's problem is on: the key the message
+/// starts with (`` `quiet`: ... `` or `` `unique.ttl` must ... ``), else the
+/// class's table.
+fn line_of(text: &str, class: &str, message: &str) -> Option<usize> {
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let table = root.get_ref().get("classes")?.get_ref().get(class)?;
+    let key = message
+        .strip_prefix('`')
+        .and_then(|m| m.split_once('`'))
+        .map(|(k, _)| k);
+    let mut at = table;
+    for part in key.into_iter().flat_map(|k| k.split('.')) {
+        match at.get_ref().get(part) {
+            Some(v) => at = v,
+            None => break,
+        }
+    }
+    let offset = at.span().start;
+    Some(text[..offset.min(text.len())].matches('\n').count() + 1)
 }
 
 /// Queue and class names: what may appear in a Redis key and a metric label.
@@ -610,6 +554,19 @@ mod tests {
         assert!(err.contains("between 64KiB"), "{err}");
         let err = Manifest::parse("[classes.\"a b\"]\nmodule = \"a.wasm\"\n").unwrap_err();
         assert!(err.contains("class name"), "{err}");
+    }
+
+    #[test]
+    fn class_problems_name_their_line() {
+        let text = "[classes.a]\nmodule = \"a.wasm\"\n\n[classes.b]\nmodule = \"b.wasm\"\nquiet = [\"10:00-12:00\", \"11:00-13:00\"]\n";
+        let err = Manifest::parse(text).unwrap_err();
+        assert!(
+            err.starts_with("line 6: class `b`: `quiet`: windows"),
+            "{err}"
+        );
+        let err = Manifest::parse(&text.replace("quiet", "redis = { read = [\"stoker\"] }\n#"))
+            .unwrap_err();
+        assert!(err.starts_with("line 6: class `b`: `redis.read`"), "{err}");
     }
 
     #[test]

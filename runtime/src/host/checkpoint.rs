@@ -11,7 +11,8 @@
 //!   the sandbox turns into an outcome: [`LeaseLost`], [`SnapshotLimit`],
 //!   [`CommitUnavailable`].
 //! - `should-yield` answers from local facts only (no Redis): shutdown, the
-//!   queue's pause (as the node last read it), the class's time slice, and how
+//!   queue's pause (as the node last read it), the class's quiet hours
+//!   (`limit` once a window opens), the class's time slice, and how
 //!   close the attempt is to its CPU and wall-clock caps ([`NEAR_LIMIT`]).
 //! - `enqueue` stages a child job; nothing reaches Redis before the next commit.
 //!   Redis writes are staged the same way ([`super::redis`]).
@@ -90,6 +91,9 @@ pub struct JobContext {
     pub calls: Arc<std::sync::Mutex<CallCounter>>,
     /// What it may do over HTTP.
     pub http: Arc<HttpAccess>,
+    /// When its class's next quiet window opens, if during this attempt: it
+    /// is asked to yield from then on (`limit`).
+    pub quiet_from: Option<Instant>,
     child_bytes: usize,
 }
 
@@ -131,6 +135,7 @@ impl JobContext {
                 ..Default::default()
             })),
             http,
+            quiet_from: None,
             child_bytes: 0,
         }
     }
@@ -237,6 +242,9 @@ impl JobHost {
             }
             if job.classes.is_paused(&job.queue.name) {
                 return Some(StopReason::QueuePaused);
+            }
+            if job.quiet_from.is_some_and(|t| Instant::now() >= t) {
+                return Some(StopReason::Limit);
             }
         }
         let m = &self.meter;

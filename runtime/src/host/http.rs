@@ -16,7 +16,9 @@
 //!    environment; redirects are returned to the job, never followed here (a
 //!    follow is a new request through this same policy).
 //! 4. **Retries**: an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS), or
-//!    one the job marks with the header `stoker-retry: 1`, is retried by the host
+//!    one the job marks with the header `stoker-retry: 1`, or any request of a
+//!    class whose retry policy is "calls APIs" (see `config::RetryPolicy`), is
+//!    retried by the host
 //!    on a connection failure or a 502/503/504, up to `http.retries` times with
 //!    backoff. Each request carries `Idempotency-Key: JOB-SEQ-N` (unless the job
 //!    sets one): job id, the checkpoint sequence it runs after and its index
@@ -301,7 +303,8 @@ impl HttpHooks {
             return Err(parked_error(&park));
         }
         let retry_marked = request.headers().contains_key(RETRY_HEADER);
-        let retries = if idempotent(request.method()) || retry_marked {
+        let any = self.access.retry_any_method;
+        let retries = if idempotent(request.method()) || retry_marked || any {
             self.access.retries
         } else {
             0

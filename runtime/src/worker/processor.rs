@@ -118,6 +118,19 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         );
         return fail(unit, payload, failure, 0, None, String::new(), &series);
     };
+    // Quiet hours: a job due inside one of its class's windows waits for the
+    // window's end in the scheduled set.
+    if let Some((why, delay)) = quiet_window(&class) {
+        tracing::debug!(?delay, "deferred: {why}");
+        wake_after(&node, &unit, delay);
+        let defer = Disposition::Defer {
+            delay,
+            next: payload.encode(),
+            parked: false,
+        };
+        series.observe(Outcome::Deferred, None);
+        return unit.settle(&payload.id.clone(), defer, vec![("deferred_by", why)]);
+    }
     // A resumed job runs on the module that wrote its snapshot.
     let snapshot = if unit.seq > 0 {
         match resume(&node, &unit, &payload.id, class.limits.retained_bytes).await {
@@ -190,7 +203,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
     }
 
     let args = payload.args.to_string();
-    let job = JobContext::new(
+    let mut job = JobContext::new(
         node.conn.clone(),
         unit.queue.clone(),
         node.id.clone(),
@@ -203,6 +216,14 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         class.redis.clone(),
         Arc::new(class.http.clone()),
     );
+    // Asked to yield when the next quiet window opens.
+    job.quiet_from = class.quiet.as_ref().and_then(|q| {
+        let now = now_ms();
+        let opens = q.next_open(now)?;
+        let wait = std::time::Duration::from_millis(opens - now);
+        (wait.as_millis() < u128::from(class.limits.timeout_ms))
+            .then(|| std::time::Instant::now() + wait)
+    });
     let attempt = Attempt {
         args: &args,
         snapshot: snapshot.as_ref().map(|s| &s.state[..]),
@@ -306,7 +327,19 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 );
             }
             tracing::debug!(seq = job.seq, stop = ?job.stop, "yielded");
-            let fields = usage_fields(&report.usage, &module.digest, report.log, false);
+            let mut fields = usage_fields(&report.usage, &module.digest, report.log, false);
+            if let Some((why, delay)) = quiet_window(&class) {
+                // Its quiet hours began while it ran: it resumes after them.
+                fields.push(("deferred_by", why));
+                wake_after(&node, &unit, delay);
+                let defer = Disposition::Defer {
+                    delay,
+                    next: payload.encode(),
+                    parked: false,
+                };
+                series.observe(Outcome::Deferred, Some(&report.usage));
+                return unit.settle(&id, defer, fields);
+            }
             // Work stopped by a shutdown or a pause goes first (it was
             // running); a used-up slice goes to the back, behind the jobs that
             // waited.
@@ -398,6 +431,23 @@ fn wake_after(node: &Arc<Node>, unit: &Unit, delay: std::time::Duration) {
             tracing::debug!(error = %e, "waking a deferred job failed; the scheduler will");
         }
     });
+}
+
+/// Whether `class` is in one of its quiet windows now: which (for the
+/// record), and how long until it closes.
+fn quiet_window(class: &crate::registry::Class) -> Option<(String, std::time::Duration)> {
+    let quiet = class.quiet.as_ref()?;
+    let now = now_ms();
+    let (window, end) = quiet.window_at(now)?;
+    let why = format!("quiet hours {window} ({})", quiet.timezone);
+    Some((why, std::time::Duration::from_millis(end - now)))
+}
+
+/// The worker's clock, ms since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The shortest deferral: a limiter's estimate can be 0 ms.
