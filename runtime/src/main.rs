@@ -113,6 +113,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Each class's observed CPU, run time, memory, snapshot size, queue
+    /// latency and rate (p50/p99) over the last minutes, against the
+    /// guideline and its profile, with the violations listed.
+    Report {
+        /// The window, in minutes (up to now).
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait for a job: exit 0 when done (prints the result), 1 when dead, 2 when
     /// an attempt failed and it waits for a retry (unless --final), 3 on timeout.
     Wait {
@@ -409,6 +420,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", status.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { minutes, json } => {
+            let mut conn = connect().await?;
+            let report = stoker::report::report(&mut conn, minutes).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
             }
             Ok(ExitCode::SUCCESS)
         }

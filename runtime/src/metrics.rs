@@ -108,6 +108,8 @@ pub struct Series {
     latency: Histogram,
     cpu: Histogram,
     memory: Histogram,
+    /// The class's rolling figures (none for jobs of no deployed class).
+    rollup: Option<Arc<crate::rollup::Cell>>,
 }
 
 impl Series {
@@ -127,6 +129,9 @@ impl Series {
         if let Some(c) = and {
             c.inc();
         }
+        if let Some(r) = &self.rollup {
+            r.settled(outcome, usage);
+        }
         if let Some(u) = usage {
             self.run.observe(u.wall_time.as_secs_f64());
             self.cpu.observe(u.cpu_time.as_secs_f64());
@@ -139,6 +144,23 @@ impl Series {
     pub fn waited(&self, waited: Option<Duration>) {
         if let Some(w) = waited {
             self.latency.observe(w.as_secs_f64());
+            if let Some(r) = &self.rollup {
+                r.waited(w);
+            }
+        }
+    }
+
+    /// Observes the size of the last snapshot an attempt stored.
+    pub fn snapshot(&self, bytes: u64) {
+        if let Some(r) = &self.rollup {
+            r.snapshot(bytes);
+        }
+    }
+
+    /// Counts an attempt that ran while a quiet window of its class was open.
+    pub fn in_quiet_hours(&self) {
+        if let Some(r) = &self.rollup {
+            r.in_quiet_hours();
         }
     }
 }
@@ -161,6 +183,8 @@ pub struct Metrics {
     slots: Gauge,
     /// queue → class → handles.
     series: RwLock<HashMap<String, HashMap<String, Arc<Series>>>>,
+    /// Per-class figures for Redis (see [`crate::rollup`]).
+    pub rollup: crate::rollup::Rollup,
 }
 
 /// Run and CPU time: 100 µs to about 28 min, ×4.
@@ -203,6 +227,7 @@ impl Metrics {
             busy: Gauge::default(),
             slots: Gauge::default(),
             series: RwLock::new(HashMap::new()),
+            rollup: crate::rollup::Rollup::default(),
         };
         let r = &mut m.registry;
         let counters = [
@@ -327,6 +352,7 @@ impl Metrics {
             latency: self.latency.get_or_create_owned(&labels),
             cpu: self.cpu.get_or_create_owned(&labels),
             memory: self.memory.get_or_create_owned(&labels),
+            rollup: (class != UNKNOWN_CLASS).then(|| self.rollup.cell(class)),
         }
     }
 

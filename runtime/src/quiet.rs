@@ -40,6 +40,11 @@ impl Quiet {
             .min()
     }
 
+    /// Whether a window was open at any time from `from_ms` to `to_ms`.
+    pub fn overlaps(&self, from_ms: u64, to_ms: u64) -> bool {
+        self.window_at(from_ms).is_some() || self.next_open(from_ms).is_some_and(|t| t <= to_ms)
+    }
+
     /// Each window on the days around `now_ms`: (window, opens, closes), ms.
     fn occurrences(&self, now_ms: u64) -> impl Iterator<Item = (Window, u64, u64)> + '_ {
         let tz: Option<chrono_tz::Tz> = self.timezone.parse().ok();
@@ -108,6 +113,9 @@ mod tests {
         assert_eq!(end, midnight + 11 * H);
         // Closed at 11:00 sharp; open again tomorrow at 10:00.
         assert!(q.window_at(midnight + 11 * H).is_none());
+        assert!(q.overlaps(midnight + 9 * H, midnight + 10 * H));
+        assert!(q.overlaps(midnight + 10 * H + M, midnight + 10 * H + 2 * M));
+        assert!(!q.overlaps(midnight + 11 * H, midnight + 12 * H));
         assert_eq!(q.next_open(NOW), Some(midnight + 34 * H));
         assert_eq!(q.next_open(midnight + 9 * H), Some(midnight + 10 * H));
     }

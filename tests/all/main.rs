@@ -24,6 +24,7 @@ mod metrics;
 mod queue;
 mod recovery;
 mod redis;
+mod report;
 mod run;
 mod shaping;
 mod unique;

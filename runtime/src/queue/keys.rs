@@ -37,7 +37,8 @@
 //! | `stoker:{stoker}:cron` | hash | scheduled class → the last tick enqueued (ms, Redis time) |
 //!
 //! Limiters and breakers: `stoker:{limiter:NAME}` (and `…:WINDOW` for window
-//! limiters), `stoker:{breaker:ORIGIN}`.
+//! limiters), `stoker:{breaker:ORIGIN}`. Per-class figures by minute:
+//! `stoker:{c:CLASS}:m:MINUTE` (hash, kept 24 h; see [`crate::rollup`]).
 
 /// Keys of one queue.
 #[derive(Clone, Debug)]

@@ -4,7 +4,9 @@
 //! 1. start: connect, build the sandbox, register the worker with a first
 //!    heartbeat, then start the settler, the scheduler and the manager;
 //! 2. keep the heartbeat (a key with a TTL, refreshed every TTL/5) and the
-//!    class table fresh; serve `/metrics` when asked to (`--http`);
+//!    class table fresh, and add the node's per-class figures to Redis
+//!    ([`crate::rollup`]) at each beat; serve `/metrics` when asked to
+//!    (`--http`);
 //! 3. quiet: stop fetching;
 //! 4. stop(deadline): quiet, let running jobs finish until the deadline, then
 //!    interrupt the rest (they are re-queued at the front), commit every outcome,
@@ -179,6 +181,9 @@ impl Launcher {
             let _ = http.await;
         }
         let mut conn = self.node.conn.clone();
+        if let Err(e) = self.node.metrics.rollup.flush(&mut conn).await {
+            tracing::warn!(error = %e, "writing class figures failed; they are lost");
+        }
         let _: Result<(), _> = conn.del(keys::heartbeat(&self.node.id)).await;
         if clean {
             let _: Result<(), _> = conn.zrem(keys::workers(), &self.node.id).await;
@@ -211,6 +216,9 @@ async fn heartbeat_loop(
         }
         if let Err(e) = node.refresh_paused(&queues).await {
             tracing::warn!(error = %e, "reading paused queues failed");
+        }
+        if let Err(e) = node.metrics.rollup.flush(&mut conn).await {
+            tracing::warn!(error = %e, "writing class figures failed; kept for the next beat");
         }
     }
 }

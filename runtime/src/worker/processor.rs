@@ -231,8 +231,19 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         cancel: signals.cancel,
         job: Some(job),
     };
+    let started_ms = now_ms();
     let report = node.sandbox.run(&module, attempt).await;
     let mut job = report.job.expect("the attempt's context comes back");
+    if job.snapshot_bytes > 0 {
+        series.snapshot(job.snapshot_bytes);
+    }
+    if class
+        .quiet
+        .as_ref()
+        .is_some_and(|q| q.overlaps(started_ms, now_ms()))
+    {
+        series.in_quiet_hours();
+    }
 
     let id = payload.id.clone();
     // A destination's limiter or breaker parked the job: whatever stopped it
