@@ -51,4 +51,4 @@ echo "setup: building the example guests (wasm32-wasip2)"
 cargo build --profile guest --target wasm32-wasip2 \
     -p hello -p noop -p fib -p memory-hog -p spin-forever -p flaky \
     -p sync-products -p steps -p mileage -p kv -p fetch -p throttled-api -p geo-buckets -p calls \
-    -p order-status -p router
+    -p order-status -p router -p nightly-report

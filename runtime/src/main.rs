@@ -96,6 +96,11 @@ enum Command {
         /// As JSON.
         #[arg(long)]
         json: bool,
+        /// Follow the job until it is done or dead (its progress on stderr:
+        /// a bar on a terminal, a line per change otherwise), then show it;
+        /// exit 1 if it ended dead.
+        #[arg(long)]
+        follow: bool,
     },
     /// Create a batch of jobs with callbacks, or show one.
     Batch {
@@ -389,8 +394,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Job { id, json } => {
+        Command::Job { id, json, follow } => {
             let mut conn = connect().await?;
+            let mut code = ExitCode::SUCCESS;
+            if follow {
+                match inspect::watch(&mut conn, &id, None, true, true).await? {
+                    Waited::Dead(_) => code = ExitCode::FAILURE,
+                    Waited::NotFound => {
+                        eprintln!("no job `{id}`");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    _ => {}
+                }
+            }
             match inspect::find_job(&mut conn, &id).await? {
                 Some(r) if json => println!("{}", serde_json::to_string_pretty(&r.to_json())?),
                 Some(r) => print!("{}", r.render()),
@@ -399,7 +415,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(code)
         }
         Command::Batch { action } => batch(action, connect().await?).await,
         Command::Queue { action } => {

@@ -834,3 +834,33 @@ fn pausing_a_queue_parks_its_running_job_until_it_is_resumed() {
     stop(&mut worker);
     env.assert_no_job_lost("default", &[id, paused]);
 }
+
+#[test]
+fn job_follow_shows_progress_until_the_end() {
+    let env = TestEnv::new();
+    env.deploy(CLASSES);
+    let _w = env.spawn_worker(&[]);
+    let id = env.enqueue("steps", r#"{"items": 40, "every": 5, "sleep_ms": 50}"#, &[]);
+    // Not a terminal: a line on stderr for each change, then the record.
+    let out = env.stoker(&["job", &id, "--follow"]);
+    assert!(out.status.success(), "{out:?}");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = progress.lines().filter(|l| l.contains("/40")).collect();
+    assert!(lines.len() >= 3, "a line per checkpoint: {progress}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" running ") && l.contains("[#")),
+        "{progress}"
+    );
+    let record = String::from_utf8_lossy(&out.stdout);
+    assert!(record.contains("state        done"), "{record}");
+    // A dead job (its class is not deployed): exit 1.
+    let dead = "follow-dead".to_owned();
+    env.lpush(
+        "stoker:{q:default}:pending",
+        &[payload(&dead, "not-deployed", json!({}))],
+    );
+    let out = env.stoker(&["job", &dead, "--follow"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

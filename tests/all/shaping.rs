@@ -206,3 +206,52 @@ fn bad_shaping_config_is_refused_with_the_line_and_reason() {
         assert!(stderr.contains(why), "{keys}: {stderr}");
     }
 }
+
+#[test]
+fn nightly_report_adds_up_in_slices_and_writes_once() {
+    let env = TestEnv::new();
+    env.deploy(
+        r#"
+[classes.nightly-report]
+module = "$GUESTS/nightly_report.wasm"
+profile = "bulk"
+max_slice = "150ms"
+quiet = []
+redis = { read = ["shop"], write = ["reports"], ops_per_sec = 50 }
+"#,
+    );
+    // 20,000 orders: 200 pages; each attempt reads a burst of 50 pages, then
+    // 50 a second, in 150 ms slices.
+    let mut pipe = redis::pipe();
+    let (mut revenue, mut largest) = (0u64, 0u64);
+    for i in 0..20_000u64 {
+        let cents = (i * 37) % 10_000 + 1;
+        revenue += cents;
+        largest = largest.max(cents);
+        pipe.zadd("shop:orders", format!("{i}:cust{}:{cents}", i % 50), i);
+    }
+    env.query_pipe::<()>(&pipe);
+    let _w = env.spawn_worker(&[]);
+    let id = env.enqueue(
+        "nightly-report",
+        r#"{"orders": "shop:orders", "out": "reports:nightly", "page": 100}"#,
+        &[],
+    );
+    let r = env.wait_settled(
+        "default",
+        std::slice::from_ref(&id),
+        Duration::from_secs(60),
+    );
+    let r = &r[0];
+    assert_eq!(state(r), "done", "{r:#}");
+    assert_eq!(r["result"]["orders"], 20_000, "{r:#}");
+    assert_eq!(r["result"]["revenue_cents"], revenue, "{r:#}");
+    assert_eq!(r["result"]["largest_cents"], largest, "{r:#}");
+    assert_eq!(r["result"]["pages"], 200, "every page once: {r:#}");
+    assert!(r["attempts"].as_u64().unwrap() >= 3, "sliced: {r:#}");
+    assert_eq!(r["retry_count"], 0, "{r:#}");
+    let written: std::collections::HashMap<String, u64> =
+        env.query(redis::cmd("HGETALL").arg("reports:nightly"));
+    assert_eq!(written["orders"], 20_000);
+    assert_eq!(written["revenue_cents"], revenue);
+}

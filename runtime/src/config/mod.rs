@@ -363,6 +363,8 @@ impl ClassSpec {
     /// The class's quiet hours (its own `quiet`, else its profile's), checked.
     pub fn quiet(&self) -> Result<Option<Quiet>, String> {
         let windows: Vec<String> = match (&self.quiet, self.profile) {
+            // `quiet = []`: none, whatever the profile says.
+            (Some(w), _) if w.is_empty() => return Ok(None),
             (Some(w), _) => w.clone(),
             (None, Some(p)) if !p.preset().quiet.is_empty() => {
                 p.preset().quiet.iter().map(|w| w.to_string()).collect()
