@@ -88,6 +88,10 @@ enum Command {
         /// The job id (default: a fresh random id).
         #[arg(long)]
         id: Option<String>,
+        /// The unique or collapse key, instead of one made from the args
+        /// (for a class with `unique` or `collapse`).
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Show a job.
     Job {
@@ -356,6 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             at,
             queue,
             id,
+            key,
         } => {
             let args: serde_json::Value = match args {
                 Some(a) => serde_json::from_str(&a)
@@ -375,6 +380,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut payload = Payload::new(&class, args);
             if let Some(id) = id {
                 payload.id = id;
+            }
+            if let Some(key) = key {
+                if deployed
+                    .as_ref()
+                    .is_none_or(|c| c.unique.is_none() && c.collapse.is_none())
+                {
+                    anyhow::bail!("--key: class `{class}` has no `unique` or `collapse` rule");
+                }
+                payload
+                    .extra
+                    .insert("unique_key".into(), serde_json::Value::String(key));
             }
             let when = match (delay, at) {
                 (Some(d), _) => When::In(d),

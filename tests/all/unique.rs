@@ -118,3 +118,35 @@ fn a_bad_unique_rule_is_refused() {
     );
     assert!(!out.status.success());
 }
+
+#[test]
+fn an_explicit_key_stands_for_the_args() {
+    let env = TestEnv::new();
+    env.deploy(
+        r#"
+[classes.hello]
+module = "$GUESTS/hello.wasm"
+unique = { until = "success", ttl = "1h" }
+
+[classes.fib]
+module = "$GUESTS/fib.wasm"
+"#,
+    );
+    // No worker: the holder stays pending.
+    let key = |k: &str, args: &str| env.stoker(&["enqueue", "hello", args, "--key", k]);
+    let first = key("invoice-7", r#"{"name":"Ada"}"#);
+    assert!(first.status.success(), "{first:?}");
+    let holder = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+    // Other args, the same key: refused, naming the holder.
+    let dup = key("invoice-7", r#"{"name":"Grace"}"#);
+    assert_eq!(dup.status.code(), Some(4), "{dup:?}");
+    assert!(String::from_utf8_lossy(&dup.stderr).contains(&holder));
+    // Another key: accepted, even with the first job's args.
+    assert!(key("invoice-8", r#"{"name":"Ada"}"#).status.success());
+    // And the key is not the args': the same args without --key are free.
+    assert!(enqueue(&env, "hello", r#"{"name":"Ada"}"#).is_ok());
+    // A class without a rule refuses --key.
+    let out = env.stoker(&["enqueue", "fib", "{}", "--key", "k"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `unique` or `collapse` rule"));
+}

@@ -130,6 +130,15 @@ impl Unique {
     }
 }
 
+impl Unique {
+    /// The key of a job of `class` given an explicit key instead of its args.
+    pub fn explicit_key(&self, class: &str, key: &str) -> String {
+        use sha2::Digest;
+        let text = format!("{class}\0key\0{key}");
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
+    }
+}
+
 /// When a class's jobs are enqueued by the scheduler, as deployed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {

@@ -119,7 +119,13 @@ pub async fn enqueue_keyed(
             ),
             Keyed::Collapse(u) => (u, "collapse", "collapse"),
         };
-        let key = unique_key(queue, &u.key(&payload.class, &payload.args));
+        // An explicit key (`"unique_key"` in the payload, `stoker enqueue
+        // --key`) stands for the args.
+        let hash = match payload.extra.get("unique_key").and_then(|k| k.as_str()) {
+            Some(explicit) => u.explicit_key(&payload.class, explicit),
+            None => u.key(&payload.class, &payload.args),
+        };
+        let key = unique_key(queue, &hash);
         payload
             .extra
             .insert(field.into(), serde_json::json!({"key": key, "until": mode}));
