@@ -81,6 +81,7 @@ impl JobRecord {
             "retry_count": self.num("retry_count").unwrap_or(0),
             "recovered": self.num("recovered").unwrap_or(0),
             "parent": self.get("parent"),
+            "batch": self.get("batch"),
             "checkpoint": self.checkpoint_json(),
             "args": as_json("args"),
             "result": as_json("result"),
@@ -160,6 +161,9 @@ impl JobRecord {
         );
         if let Some(p) = self.get("parent") {
             line("parent", p.to_owned());
+        }
+        if let Some(b) = self.get("batch") {
+            line("batch", b.to_owned());
         }
         if let Some(seq) = self.num("seq") {
             let mut text = format!(

@@ -25,12 +25,15 @@
 //! - [`retry`]: retry or dead, and the backoff.
 //! - [`metrics`]: what the worker counts and measures, by class and queue;
 //!   `/metrics` for Prometheus.
+//! - [`batch`]: batches of jobs, and their callbacks fired once when all have
+//!   finished.
 //! - [`inspect`]: `stoker job`, `status`, `wait`.
 //! - [`dashboard`]: the web dashboard: pages and actions over the same
 //!   records.
 //! - [`dev`]: `stoker dev`, everything on one machine for a first try.
 //! - [`bench`]: `stoker bench`, the figures quoted in the README.
 
+pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod cron;

@@ -124,6 +124,11 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Create a batch of jobs with callbacks, or show one.
+    Batch {
+        #[command(subcommand)]
+        action: BatchAction,
+    },
     /// Pause or resume a queue.
     Queue {
         #[command(subcommand)]
@@ -197,15 +202,45 @@ enum Command {
         /// manifest's `calls` class), and the HTTP policy point against hyper.
         #[arg(long, conflicts_with_all = ["metering", "checkpoints", "limiters"])]
         host_calls: bool,
+        /// Instead of the plain drain: Redis CPU per job for plain jobs and
+        /// for one batch's members (the overhead of batch membership).
+        #[arg(long, conflicts_with_all = ["metering", "checkpoints", "limiters", "host_calls"])]
+        batch: bool,
         /// Heartbeat TTL of the workers `--checkpoints` starts (the kill -9
         /// figure waits for it).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         heartbeat_ttl: Duration,
         /// Instead of draining: fill a queue with 1,000,000 jobs and time the
         /// dashboard's pages over HTTP.
-        #[arg(long, conflicts_with_all = ["metering", "checkpoints", "limiters", "host_calls"])]
+        #[arg(long, conflicts_with_all = ["metering", "checkpoints", "limiters", "host_calls", "batch"])]
         dashboard: bool,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BatchAction {
+    /// Enqueue a batch of jobs; prints the batch id. Refused whole (nothing
+    /// enqueued) when a line is not a job or names a class not deployed.
+    Create {
+        /// The jobs: a file of JSON lines `{"class": "...", "args": ...}`, or
+        /// `-` for stdin.
+        #[arg(long, value_name = "FILE|-")]
+        jobs: String,
+        /// Enqueued once every job is done.
+        #[arg(long, value_name = "CLASS[:ARGS_JSON]")]
+        on_success: Option<String>,
+        /// Enqueued once every job is done or dead.
+        #[arg(long, value_name = "CLASS[:ARGS_JSON]")]
+        on_complete: Option<String>,
+    },
+    /// Show a batch: its jobs pending, done and dead, and its callbacks.
+    Status {
+        /// The batch id.
+        id: String,
+        /// As JSON.
         #[arg(long)]
         json: bool,
     },
@@ -431,6 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(code)
         }
+        Command::Batch { action } => batch(action, connect().await?).await,
         Command::Queue { action } => {
             let mut conn = connect().await?;
             let (name, pause) = match &action {
@@ -521,10 +557,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             checkpoints,
             limiters,
             host_calls,
+            batch,
             dashboard,
             heartbeat_ttl,
             json,
         } => {
+            if batch {
+                let f = stoker::bench::batches::run(&url, &manifest, jobs, concurrency, threads)
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&f)?);
+                } else {
+                    println!(
+                        "batches: {} no-op jobs per run, one worker process, concurrency {}",
+                        f.jobs, f.concurrency
+                    );
+                    println!(
+                        "  redis CPU, plain jobs        {:>8.1} us/job  ({:.0} jobs/s)",
+                        f.plain_redis_cpu_us_per_job, f.plain_jobs_per_sec
+                    );
+                    println!(
+                        "  redis CPU, batch members     {:>8.1} us/job  ({:.0} jobs/s, callback included)",
+                        f.batch_redis_cpu_us_per_job, f.batch_jobs_per_sec
+                    );
+                    println!(
+                        "  overhead per batch member    {:>8.1} us",
+                        f.overhead_us_per_member
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if dashboard {
                 let f = stoker::bench::dashboard::run(&url).await?;
                 if json {
@@ -676,6 +738,51 @@ async fn serve_dashboard(
         eprintln!("dashboard token (log in at http://{addr}/login to act): {token}");
     }
     Ok(dashboard)
+}
+
+async fn batch(action: BatchAction, mut conn: queue::Conn) -> anyhow::Result<ExitCode> {
+    use stoker::batch;
+    match action {
+        BatchAction::Create {
+            jobs,
+            on_success,
+            on_complete,
+        } => {
+            let on_success = on_success
+                .map(|s| batch::parse_callback(&s))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let on_complete = on_complete
+                .map(|s| batch::parse_callback(&s))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let lines = if jobs == "-" {
+                batch::parse_jobs(std::io::stdin().lock())
+            } else {
+                let file = std::fs::File::open(&jobs)
+                    .with_context(|| format!("cannot open the jobs file {jobs}"))?;
+                batch::parse_jobs(std::io::BufReader::new(file))
+            }
+            .map_err(|e| anyhow::anyhow!("{jobs}: {e}"))?;
+            let id = batch::create(&mut conn, &lines, on_success, on_complete).await?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BatchAction::Status { id, json } => match batch::status(&mut conn, &id).await? {
+            Some(s) if json => {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(s) => {
+                print!("{}", s.render());
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("no batch `{id}` (a finished batch is kept 30 days)");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
 }
 
 fn print_host_calls(f: &stoker::bench::host_calls::HostCallFigures) {

@@ -5,9 +5,12 @@
 //!    and retry sets to its pending list, every [`POLL`] with jitter;
 //! 2. recover: a worker whose heartbeat key has expired is dead; move every job
 //!    in its in-flight lists back to the front of their queues and forget it;
-//! 3. enqueue the due tick of each cron or recurring class ([`crate::cron`]).
+//! 3. enqueue the due tick of each cron or recurring class ([`crate::cron`]);
+//! 4. apply each queue's batch outbox to its batches, firing their callbacks
+//!    ([`crate::batch`]): what a settler did not apply itself (it crashed, or
+//!    the job finished through a commit or a recovery).
 //!
-//! Both are safe to run on any number of nodes at once: each move is one atomic
+//! All are safe to run on any number of nodes at once: each move is one atomic
 //! script, and a second node finds nothing left to move.
 
 use std::sync::Arc;
@@ -50,6 +53,7 @@ pub async fn run(node: Arc<Node>, mut quiet: watch::Receiver<bool>) {
         if let Err(e) = crate::cron::tick_all(&mut conn, &node.classes()).await {
             tracing::warn!(error = %e, "enqueueing scheduled jobs failed");
         }
+        crate::batch::sweep(&mut conn).await;
         let jitter = Duration::from_millis(rand::random_range(0..POLL.as_millis() as u64));
         tokio::select! {
             _ = tokio::time::sleep(POLL / 2 + jitter) => {}
@@ -134,6 +138,7 @@ pub async fn recover_worker(conn: &mut Conn, worker: &str) -> redis::RedisResult
             .key(q.inflight(worker))
             .key(q.pending())
             .key(q.dead())
+            .key(q.batch_outbox())
             .arg(q.job_prefix())
             .arg(POISON_AFTER)
             .arg(DEAD_TTL.as_secs())

@@ -32,8 +32,8 @@
 //! A job that also takes a [`Job`] is resumable: it checkpoints its state, is
 //! resumed from the last checkpoint after a deploy, a restart or a crash, and
 //! stops cleanly when the host asks ([`Job::checkpoint`], [`Job::iterate`]).
-//! Child jobs ([`enqueue`]) are committed with the next checkpoint or with the
-//! result, once.
+//! Child jobs ([`enqueue`]) and [`batch`]es of them are committed with the
+//! next checkpoint or with the result, once.
 //!
 //! Jobs reach the outside world only through the host: [`log`], checkpoints,
 //! child jobs, [`redis`] (writes staged into checkpoints by default) and
@@ -43,6 +43,7 @@
 // Lets the generated bindings name this crate the same way from inside and out.
 extern crate self as stoker_sdk;
 
+pub mod batch;
 mod error;
 pub mod http;
 mod job;

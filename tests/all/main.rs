@@ -11,6 +11,7 @@
 
 mod support;
 
+mod batch;
 mod chaos;
 mod checkpoint;
 mod collapse;

@@ -172,6 +172,7 @@ async fn commit_latency(
                 class: "noop".into(),
                 payload: p.encode(),
                 args: "null".into(),
+                batch: None,
             });
         }
         for k in 0..writes {

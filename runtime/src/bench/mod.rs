@@ -2,8 +2,8 @@
 //! here; [`checkpoints`] measures commits, yields and recovery; [`limiters`]
 //! times limiter decisions; [`host_calls`] times one host call from inside a
 //! job and the HTTP policy point against a plain client; [`metering`] decides
-//! fuel versus epochs; [`dashboard`] times the dashboard's pages with a
-//! million jobs in Redis.
+//! fuel versus epochs; [`batches`] what batch membership costs Redis;
+//! [`dashboard`] times the dashboard's pages with a million jobs in Redis.
 //!
 //! The drain benchmark:
 //! 1. Deploy the example classes and start one worker process on queue `bench`.
@@ -28,6 +28,7 @@ use crate::job::Payload;
 use crate::queue::keys::{self, QueueKeys};
 use crate::queue::{self, Conn, SCRIPTS};
 
+pub mod batches;
 pub mod checkpoints;
 pub mod dashboard;
 pub mod host_calls;
@@ -226,7 +227,7 @@ fn peak_rss(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// CPU seconds Redis has used (user + system, all threads).
-async fn redis_cpu(conn: &mut Conn) -> anyhow::Result<f64> {
+pub(crate) async fn redis_cpu(conn: &mut Conn) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
     let field = |name: &str| -> f64 {
         info.lines()
@@ -241,7 +242,7 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
     signal(pid, libc::SIGTERM)
 }
 
-fn signal(pid: u32, sig: i32) -> std::io::Result<()> {
+pub(crate) fn signal(pid: u32, sig: i32) -> std::io::Result<()> {
     // SAFETY: sending a signal to our own child process.
     let r = unsafe { libc::kill(pid as i32, sig) };
     if r == 0 {

@@ -29,7 +29,7 @@ use super::redis::RedisSession;
 use crate::config::{HttpAccess, RedisAccess};
 use crate::job::Payload;
 use crate::queue::Conn;
-use crate::queue::commit::{self, Child, Commit, CommitKind, Committed};
+use crate::queue::commit::{self, Child, Commit, CommitKind, Committed, StagedBatch};
 use crate::queue::keys::QueueKeys;
 use crate::sandbox::bindings::stoker::job::checkpoint::{self as wit, Progress, StopReason};
 use crate::sandbox::bindings::stoker::job::enqueue;
@@ -73,6 +73,8 @@ pub struct JobContext {
     pub digest: String,
     /// Child jobs staged since the last commit.
     pub children: Vec<Child>,
+    /// Batches staged since the last commit ([`super::batch`]).
+    pub batches: Vec<StagedBatch>,
     /// Where classes' jobs go.
     pub classes: Arc<dyn ClassQueues>,
     /// Turns `true` when the worker shuts down.
@@ -121,6 +123,7 @@ impl JobContext {
             seq,
             digest,
             children: Vec::new(),
+            batches: Vec::new(),
             classes,
             shutdown,
             commits: 0,
@@ -139,7 +142,7 @@ impl JobContext {
 
     /// Whether anything is staged for the next commit.
     pub fn has_staged(&self) -> bool {
-        !self.children.is_empty() || !self.redis.staged.is_empty()
+        !self.children.is_empty() || !self.redis.staged.is_empty() || !self.batches.is_empty()
     }
 
     /// Commits the next sequence: a checkpoint or the job's completion, with
@@ -150,6 +153,9 @@ impl JobContext {
         fields: &[(&'static str, String)],
     ) -> wasmtime::Result<()> {
         let seq = self.seq + 1;
+        // A batch that got no jobs is not created: nothing would ever finish
+        // it (documented with the `batch` interface).
+        self.batches.retain(|b| !b.members.is_empty());
         let mut pause = Duration::from_millis(20);
         let mut tries = 0;
         loop {
@@ -165,6 +171,7 @@ impl JobContext {
                 },
                 fields,
                 children: &self.children,
+                batches: &self.batches,
                 writes: &self.redis.staged,
             };
             match commit::commit(&mut self.conn, &c).await {
@@ -194,6 +201,7 @@ impl JobContext {
             calls.index = 0;
         }
         self.children.clear();
+        self.batches.clear();
         self.child_bytes = 0;
         self.redis.clear_staged();
         Ok(())
@@ -368,11 +376,17 @@ impl enqueue::Host for JobHost {
         args: String,
     ) -> wasmtime::Result<Result<String, String>> {
         let job = self.job()?;
-        Ok(stage(job, class, args).await)
+        Ok(stage(job, class, args, None).await)
     }
 }
 
-async fn stage(job: &mut JobContext, class: String, args: String) -> Result<String, String> {
+/// Stages child job `class` with `args` (JSON), in `batch` if given.
+pub(super) async fn stage(
+    job: &mut JobContext,
+    class: String,
+    args: String,
+    batch: Option<&str>,
+) -> Result<String, String> {
     if job.children.len() >= MAX_CHILDREN {
         return Err(format!(
             "too many child jobs staged: at most {MAX_CHILDREN} per checkpoint (checkpoint more often)"
@@ -390,6 +404,11 @@ async fn stage(job: &mut JobContext, class: String, args: String) -> Result<Stri
     payload
         .extra
         .insert("parent".into(), serde_json::Value::String(job.id.clone()));
+    if let Some(batch) = batch {
+        payload
+            .extra
+            .insert("batch".into(), serde_json::Value::String(batch.to_owned()));
+    }
     let encoded = payload.encode();
     if job.child_bytes + encoded.len() > MAX_CHILD_BYTES {
         return Err(format!(
@@ -403,6 +422,7 @@ async fn stage(job: &mut JobContext, class: String, args: String) -> Result<Stri
         class,
         args: payload.args.to_string(),
         payload: encoded,
+        batch: batch.map(str::to_owned),
     });
     Ok(id)
 }

@@ -6,6 +6,8 @@
 //!
 //! - [`checkpoint`]: the `stoker:job/checkpoint` and `stoker:job/enqueue`
 //!   interfaces: commits, child jobs, and the host's request to stop.
+//! - [`batch`]: the `stoker:job/batch` interface: batches of child jobs with
+//!   callbacks, staged like child jobs.
 //! - [`http`]: `wasi:http/outgoing-handler`, through one policy point:
 //!   allowlist, SSRF guard, timeouts, size caps, retries, idempotency keys.
 //! - [`log`]: the `stoker:job/log` interface, into the job's capped log.
@@ -13,6 +15,7 @@
 //!   class's key-prefix ACL and quotas; writes immediate or staged.
 //! - [`stdio`]: WASI stdout and stderr, captured into the same log.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod http;
 pub mod log;

@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use super::keys::QueueKeys;
+use super::keys::{BatchKeys, QueueKeys};
 use super::settle::DONE_TTL;
 use super::{Conn, SCRIPTS};
 use crate::host::redis::StagedWrite;
@@ -42,6 +42,20 @@ pub struct Child {
     pub payload: String,
     /// Its args (JSON), for its record.
     pub args: String,
+    /// The batch it belongs to, if any (named in its record).
+    pub batch: Option<String>,
+}
+
+/// A batch staged by a running job: written with the commit, sealed, with
+/// every member (the members themselves are among the commit's children).
+#[derive(Clone, Debug)]
+pub struct StagedBatch {
+    /// Its keys.
+    pub keys: BatchKeys,
+    /// Fields of its hash (`id`, `total`, its callbacks; see [`crate::batch`]).
+    pub fields: Vec<(&'static str, String)>,
+    /// Its members' ids.
+    pub members: Vec<String>,
 }
 
 /// What a commit does.
@@ -76,6 +90,8 @@ pub struct Commit<'a> {
     pub fields: &'a [(&'static str, String)],
     /// Child jobs to enqueue.
     pub children: &'a [Child],
+    /// Batches to create (never empty ones).
+    pub batches: &'a [StagedBatch],
     /// Staged Redis writes to apply.
     pub writes: &'a [StagedWrite],
 }
@@ -108,17 +124,19 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
     inv.key(q.job(commit.id))
         .key(q.snapshot(commit.id))
         .key(q.inflight(commit.worker))
-        .key(q.stats());
-    // KEYS: the children's pending lists (each once) and records, then the
-    // written keys (each once); the arguments refer to them by index.
+        .key(q.stats())
+        .key(q.batch_outbox());
+    // KEYS: the children's pending lists (each once) and records, the
+    // batches' keys, then the written keys (each once); the arguments refer to
+    // them by index.
     let mut keys: Vec<String> = Vec::new();
     let mut index_of = |key: String, inv: &mut redis::ScriptInvocation<'_>| -> usize {
         match keys.iter().position(|k| *k == key) {
-            Some(i) => 5 + i,
+            Some(i) => 6 + i,
             None => {
                 inv.key(&key);
                 keys.push(key);
-                4 + keys.len()
+                5 + keys.len()
             }
         }
     };
@@ -129,6 +147,16 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
             (
                 index_of(c.queue.pending(), &mut inv),
                 index_of(c.queue.job(&c.id), &mut inv),
+            )
+        })
+        .collect();
+    let batches: Vec<(usize, usize)> = commit
+        .batches
+        .iter()
+        .map(|b| {
+            (
+                index_of(b.keys.meta(), &mut inv),
+                index_of(b.keys.jobs(), &mut inv),
             )
         })
         .collect();
@@ -158,7 +186,19 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
             .arg(&c.payload)
             .arg(&c.class)
             .arg(&c.queue.name)
-            .arg(&c.args);
+            .arg(&c.args)
+            .arg(c.batch.as_deref().unwrap_or(""));
+    }
+    inv.arg(commit.batches.len());
+    for (b, (meta, jobs)) in commit.batches.iter().zip(batches) {
+        inv.arg(meta).arg(jobs).arg(b.fields.len());
+        for (field, value) in &b.fields {
+            inv.arg(*field).arg(value);
+        }
+        inv.arg(b.members.len());
+        for m in &b.members {
+            inv.arg(m);
+        }
     }
     inv.arg(commit.writes.len());
     for (w, key) in commit.writes.iter().zip(writes) {

@@ -14,6 +14,16 @@
 //! | `stoker:{q:QUEUE}:stats` | hash | counters: `processed`, `failed`, `dead` |
 //! | `stoker:{q:QUEUE}:paused` | string | present while the queue is paused: nothing is fetched from it |
 //! | `stoker:{q:QUEUE}:unique:HASH` | string | the id of the job holding a unique key, with the class's TTL |
+//! | `stoker:{q:QUEUE}:batch_outbox` | set | `BATCH JOB done\|dead`: batch members settled in this queue, not yet applied to their batch (see [`crate::batch`]) |
+//!
+//! Per batch, all under the hash tag `{b:BATCH}` (see [`crate::batch`]):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `stoker:{b:BATCH}:batch` | hash | the batch: `total`, `created_at`, `parent`, `sealed`, and per callback (`success`, `complete`) its class, queue, args, job id, when it fired and its payload |
+//! | `stoker:{b:BATCH}:jobs` | set | the ids of the batch's jobs |
+//! | `stoker:{b:BATCH}:done` | set | the ids of its jobs that are done |
+//! | `stoker:{b:BATCH}:dead` | set | the ids of its jobs that are dead (and not done since) |
 //!
 //! Node-wide, under the hash tag `{stoker}`:
 //!
@@ -100,6 +110,49 @@ impl QueueKeys {
     /// A job's snapshot.
     pub fn snapshot(&self, id: &str) -> String {
         format!("{}snap:{id}", self.base)
+    }
+
+    /// Batch members settled in this queue, not yet applied to their batch.
+    pub fn batch_outbox(&self) -> String {
+        format!("{}batch_outbox", self.base)
+    }
+}
+
+/// Keys of one batch.
+#[derive(Clone, Debug)]
+pub struct BatchKeys {
+    /// The batch's id.
+    pub id: String,
+    base: String,
+}
+
+impl BatchKeys {
+    /// The keys of batch `id`.
+    pub fn new(id: &str) -> BatchKeys {
+        BatchKeys {
+            id: id.to_owned(),
+            base: format!("stoker:{{b:{id}}}:"),
+        }
+    }
+
+    /// The batch's hash.
+    pub fn meta(&self) -> String {
+        format!("{}batch", self.base)
+    }
+
+    /// The ids of its jobs.
+    pub fn jobs(&self) -> String {
+        format!("{}jobs", self.base)
+    }
+
+    /// The ids of its done jobs.
+    pub fn done(&self) -> String {
+        format!("{}done", self.base)
+    }
+
+    /// The ids of its dead jobs.
+    pub fn dead(&self) -> String {
+        format!("{}dead", self.base)
     }
 }
 

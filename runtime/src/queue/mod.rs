@@ -35,6 +35,8 @@ pub(crate) struct Scripts {
     pub claim: Script,
     pub promote: Script,
     pub recover: Script,
+    pub batch_apply: Script,
+    pub batch_enqueue: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -47,6 +49,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: Script::new(include_str!("lua/claim.lua")),
     promote: Script::new(include_str!("lua/promote.lua")),
     recover: Script::new(include_str!("lua/recover.lua")),
+    batch_apply: Script::new(include_str!("lua/batch_apply.lua")),
+    batch_enqueue: Script::new(include_str!("lua/batch_enqueue.lua")),
 });
 
 /// A Redis connection: multiplexed (concurrent requests are pipelined) and

@@ -112,23 +112,29 @@ async fn run(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Set
             by_queue.entry(s.queue.name.clone()).or_default().push(s);
         }
         for (_, group) in by_queue {
-            commit_until_done(&mut conn, &worker, &group).await;
+            let outboxed = commit_until_done(&mut conn, &worker, &group).await;
             release_unique(&mut conn, &group).await;
+            if outboxed > 0 {
+                // Batch members settled: their batches hear of it now (the
+                // scheduler's sweep applies whatever this misses).
+                crate::batch::apply_outbox_logged(&mut conn, &group[0].queue).await;
+            }
         }
     }
 }
 
-async fn commit_until_done(conn: &mut Conn, worker: &str, group: &[Settlement]) {
+/// Commits `group`; returns how many of its jobs went to the batch outbox.
+async fn commit_until_done(conn: &mut Conn, worker: &str, group: &[Settlement]) -> u64 {
     let mut pause = Duration::from_millis(50);
     loop {
         match commit(conn, worker, group).await {
-            Ok(0) => return,
-            Ok(lost) => {
+            Ok((0, outboxed)) => return outboxed,
+            Ok((lost, outboxed)) => {
                 tracing::warn!(
                     lost,
                     "outcomes not recorded: those jobs were recovered from this worker (heartbeat expired) and will run again"
                 );
-                return;
+                return outboxed;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?pause, "settling failed; retrying");
@@ -154,7 +160,11 @@ async fn release_unique(conn: &mut Conn, group: &[Settlement]) {
     }
 }
 
-async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::RedisResult<u64> {
+async fn commit(
+    conn: &mut Conn,
+    worker: &str,
+    group: &[Settlement],
+) -> redis::RedisResult<(u64, u64)> {
     let q = &group[0].queue;
     let mut inv = SCRIPTS.settle.prepare_invoke();
     inv.key(q.inflight(worker))
@@ -163,6 +173,7 @@ async fn commit(conn: &mut Conn, worker: &str, group: &[Settlement]) -> redis::R
         .key(q.dead())
         .key(q.stats())
         .key(q.scheduled())
+        .key(q.batch_outbox())
         .arg(q.job_prefix())
         .arg(DEAD_CAP)
         .arg(DONE_TTL.as_secs())

@@ -104,6 +104,8 @@ pub fn link(linker: &mut Linker<JobState>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("linking stoker:job/checkpoint: {e}"))?;
     stoker::job::enqueue::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
         .map_err(|e| anyhow::anyhow!("linking stoker:job/enqueue: {e}"))?;
+    stoker::job::batch::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
+        .map_err(|e| anyhow::anyhow!("linking stoker:job/batch: {e}"))?;
     stoker::job::redis::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
         .map_err(|e| anyhow::anyhow!("linking stoker:job/redis: {e}"))?;
     Ok(())

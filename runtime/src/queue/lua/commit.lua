@@ -13,7 +13,8 @@
 -- memory, instead of failing at the first write.
 --
 -- KEYS[1] job record, KEYS[2] snapshot, KEYS[3] the worker's in-flight list,
--- KEYS[4] stats hash, then the pending lists and records of the child jobs,
+-- KEYS[4] stats hash, KEYS[5] the queue's batch outbox, then the pending lists
+-- and records of the child jobs, the hashes and job sets of the staged batches,
 -- then the keys of the staged writes.
 -- ARGV[1] mode: 'checkpoint' (snapshot stored, the job goes on) or 'done'
 --   (result recorded, the job leaves the in-flight list, its snapshot is deleted)
@@ -22,8 +23,13 @@
 -- the payload as fetched (done), ARGV[5] done record TTL (s), ARGV[6] field
 -- count, field, value, ..., then the child count, and per child: index into
 -- KEYS of its pending list, index into KEYS of its record, id, payload, class,
--- queue, args; then the write count, and per write: command, index into KEYS of
--- its key, argument count, arguments.
+-- queue, args, batch id ('' for none); then the batch count, and per batch:
+-- index into KEYS of its hash, index into KEYS of its job set, field count,
+-- field, value, ..., member count, member ids (a batch is written sealed, with
+-- every member, once); then the write count, and per write: command, index
+-- into KEYS of its key, argument count, arguments.
+-- A job finishing ('done') whose record names a batch is added to the batch
+-- outbox (see settle.lua).
 -- Returns 'ok', 'applied' (this sequence was already committed),
 -- 'lease_lost' (the job was recovered from this attempt; nothing written) or
 -- 'bad_write:REASON' (a staged write cannot apply; nothing written).
@@ -41,7 +47,12 @@ end
 local nfields = tonumber(ARGV[6])
 local first, last = 7, 6 + nfields * 2
 local children_at = last + 1
-local writes_at = children_at + 1 + tonumber(ARGV[children_at]) * 7
+local batches_at = children_at + 1 + tonumber(ARGV[children_at]) * 8
+local writes_at = batches_at + 1
+for _ = 1, tonumber(ARGV[batches_at]) do
+  local nf = tonumber(ARGV[writes_at + 2])
+  writes_at = writes_at + 4 + nf * 2 + tonumber(ARGV[writes_at + 3 + nf * 2])
+end
 
 -- Redis's integers: an optional '-', no leading zero, 64 bits. Values within
 -- 2^52 of the limit are refused: past 2^53 a Lua number is not exact.
@@ -133,8 +144,25 @@ for _ = 1, tonumber(ARGV[children_at]) do
     redis.call('LPUSH', list, ARGV[i + 3])
     redis.call('HSET', key, 'class', ARGV[i + 4], 'queue', ARGV[i + 5], 'args', ARGV[i + 6],
       'state', 'queued', 'attempts', 0, 'enqueued_at', now, 'parent', parent)
+    if ARGV[i + 7] ~= '' then redis.call('HSET', key, 'batch', ARGV[i + 7]) end
   end
-  i = i + 7
+  i = i + 8
+end
+
+local b = batches_at + 1
+for _ = 1, tonumber(ARGV[batches_at]) do
+  local meta, jobs, nf = KEYS[tonumber(ARGV[b])], KEYS[tonumber(ARGV[b + 1])], tonumber(ARGV[b + 2])
+  local first_member = b + 4 + nf * 2
+  local last_member = b + 3 + nf * 2 + tonumber(ARGV[b + 3 + nf * 2])
+  if redis.call('EXISTS', meta) == 0 then
+    redis.call('HSET', meta, 'created_at', now, 'sealed', now, 'parent', parent,
+      'total', last_member - first_member + 1, unpack(ARGV, b + 3, b + 2 + nf * 2))
+    -- unpack is bounded by Lua's stack: members go in slices.
+    for m = first_member, last_member, 1000 do
+      redis.call('SADD', jobs, unpack(ARGV, m, math.min(m + 999, last_member)))
+    end
+  end
+  b = last_member + 1
 end
 
 w = writes_at + 1
@@ -155,5 +183,7 @@ else
     unpack(ARGV, first, last))
   redis.call('EXPIRE', rec, tonumber(ARGV[5]))
   redis.call('HINCRBY', KEYS[4], 'processed', 1)
+  local batch = redis.call('HGET', rec, 'batch')
+  if batch then redis.call('SADD', KEYS[5], batch .. ' ' .. parent .. ' done') end
 end
 return 'ok'

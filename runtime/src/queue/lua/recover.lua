@@ -3,7 +3,8 @@
 -- late commit from the lost attempt is refused. A job recovered ARGV[2] times
 -- in a row without reaching a checkpoint (or a retry) is taking its workers
 -- down with it: it goes to the dead set as `poison` instead.
--- KEYS[1] the dead worker's in-flight list, KEYS[2] pending list, KEYS[3] dead set
+-- KEYS[1] the dead worker's in-flight list, KEYS[2] pending list, KEYS[3] dead set,
+-- KEYS[4] batch outbox (a poison job of a batch is added: `BATCH ID dead`)
 -- ARGV[1] job record key prefix, ARGV[2] recoveries that make a job poison,
 -- ARGV[3] dead record TTL (s), ARGV[4] snapshot key prefix
 -- Returns {jobs recovered, jobs found poison}.
@@ -33,6 +34,8 @@ while true do
         ' workers that died (killed, out of memory, crashed) without reaching a checkpoint')
       redis.call('EXPIRE', key, dead_ttl)
       redis.call('EXPIRE', ARGV[4] .. id, dead_ttl)
+      local batch = redis.call('HGET', key, 'batch')
+      if batch then redis.call('SADD', KEYS[4], batch .. ' ' .. id .. ' dead') end
       poisoned = poisoned + 1
     else
       redis.call('HSET', key, 'state', 'queued', 'lease', '')

@@ -4,7 +4,7 @@
 -- recovered from this worker (its heartbeat expired) and now belongs to another
 -- attempt: it is left alone and counted in the reply.
 -- KEYS[1] in-flight list, KEYS[2] pending list, KEYS[3] retry set, KEYS[4] dead set,
--- KEYS[5] stats hash, KEYS[6] scheduled set
+-- KEYS[5] stats hash, KEYS[6] scheduled set, KEYS[7] batch outbox
 -- ARGV[1] job record key prefix, ARGV[2] dead set cap, ARGV[3] done record TTL (s),
 -- ARGV[4] dead record TTL (s), ARGV[5] number of jobs, ARGV[6] snapshot key prefix,
 -- then per job: payload, id, action, arg, next payload, field count, field, value, ...
@@ -22,12 +22,23 @@
 --            the record expires after the done TTL
 --   requeue: next payload back to the pending list; arg 'front' (fetched next) or
 --            'back'; due again now (its queue latency counts from here)
+-- A done or dead job whose record names a batch is added to the batch outbox
+-- (`BATCH ID done|dead`), applied to the batch by `batch_apply.lua`.
+-- Returns {jobs lost, jobs added to the batch outbox}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local snap = ARGV[6]
 local i, lost, processed, failed, dead, parked, collapsed = 7, 0, 0, 0, 0, 0, 0
+local outboxed = 0
+local function outbox(key, id, what)
+  local batch = redis.call('HGET', key, 'batch')
+  if batch then
+    redis.call('SADD', KEYS[7], batch .. ' ' .. id .. ' ' .. what)
+    outboxed = outboxed + 1
+  end
+end
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local nfields = tonumber(ARGV[i + 5])
@@ -44,6 +55,7 @@ for _ = 1, tonumber(ARGV[5]) do
       redis.call('EXPIRE', key, done_ttl)
       if arg == 'snap' then redis.call('DEL', snap .. id) end
       processed = processed + 1
+      outbox(key, id, 'done')
     elseif action == 'retry' then
       local due = now + tonumber(arg)
       redis.call('ZADD', KEYS[3], due, next_payload)
@@ -57,6 +69,7 @@ for _ = 1, tonumber(ARGV[5]) do
       redis.call('EXPIRE', key, dead_ttl)
       if arg == 'snap' then redis.call('EXPIRE', snap .. id, dead_ttl) end
       failed, dead = failed + 1, dead + 1
+      outbox(key, id, 'dead')
       local excess = redis.call('ZCARD', KEYS[4]) - cap
       if excess > 0 then
         local popped = redis.call('ZPOPMIN', KEYS[4], excess)
@@ -95,4 +108,4 @@ if failed > 0 then redis.call('HINCRBY', KEYS[5], 'failed', failed) end
 if dead > 0 then redis.call('HINCRBY', KEYS[5], 'dead', dead) end
 if parked > 0 then redis.call('HINCRBY', KEYS[5], 'parked', parked) end
 if collapsed > 0 then redis.call('HINCRBY', KEYS[5], 'collapsed', collapsed) end
-return lost
+return {lost, outboxed}

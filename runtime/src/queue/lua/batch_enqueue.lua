@@ -1,0 +1,24 @@
+-- Enqueues jobs of one batch on one queue, now, each with its record naming
+-- its batch, in one atomic step. Refused whole (nothing written) when one of
+-- the ids already has a record.
+-- KEYS[1] pending list
+-- ARGV[1] job record key prefix, ARGV[2] queue, ARGV[3] batch id, then per job:
+-- id, class, args (JSON), payload
+-- Returns the number of jobs queued.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix, queue, batch = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV, 4 do
+  if redis.call('EXISTS', prefix .. ARGV[i]) == 1 then
+    return redis.error_reply('DUPLICATE a job with id ' .. ARGV[i] .. ' already exists')
+  end
+end
+local n = 0
+for i = 4, #ARGV, 4 do
+  redis.call('LPUSH', KEYS[1], ARGV[i + 3])
+  redis.call('HSET', prefix .. ARGV[i], 'id', ARGV[i], 'class', ARGV[i + 1], 'queue', queue,
+    'args', ARGV[i + 2], 'state', 'queued', 'attempts', 0, 'enqueued_at', now, 'due_at', now,
+    'batch', batch)
+  n = n + 1
+end
+return n
