@@ -348,6 +348,32 @@ pub fn enqueue<A: Serialize + ?Sized>(class: &str, args: &A) -> Result<String> {
     crate::__private::bindings::stoker::job::enqueue::enqueue(class, &json).map_err(Error::new)
 }
 
+/// As [`enqueue`], due `delay` after the checkpoint (or result) that commits
+/// it, by Redis time, like `stoker enqueue --in`: the child waits in its
+/// queue's scheduled set until then. At most a year; finer than a
+/// millisecond is rounded down.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let id = stoker_sdk::enqueue_in(
+///     "send-reminder",
+///     &serde_json::json!({"order": 42}),
+///     Duration::from_secs(3600),
+/// )?;
+/// # Ok::<(), stoker_sdk::Error>(())
+/// ```
+pub fn enqueue_in<A: Serialize + ?Sized>(
+    class: &str,
+    args: &A,
+    delay: std::time::Duration,
+) -> Result<String> {
+    let json = serde_json::to_string(args)
+        .map_err(|e| Error::permanent(format!("child job args cannot be encoded: {e}")))?;
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    crate::__private::bindings::stoker::job::enqueue::enqueue_in(class, &json, ms)
+        .map_err(Error::new)
+}
+
 /// How [`export_job!`](crate::export_job) calls a job function: implemented
 /// for `fn(A) -> Result<T>` and for resumable `fn(A, &mut Job<S>) -> Result<T>`.
 #[doc(hidden)]

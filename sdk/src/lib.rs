@@ -51,7 +51,7 @@ pub mod log;
 pub mod redis;
 
 pub use error::{Error, Result};
-pub use job::{DEFAULT_CHECKPOINT_EVERY, Job, StopReason, enqueue};
+pub use job::{DEFAULT_CHECKPOINT_EVERY, Job, StopReason, enqueue, enqueue_in};
 
 #[doc(hidden)]
 pub mod __private {

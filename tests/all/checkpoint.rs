@@ -864,3 +864,54 @@ fn job_follow_shows_progress_until_the_end() {
     let out = env.stoker(&["job", &dead, "--follow"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
+
+#[test]
+fn delayed_children_are_due_after_their_commit() {
+    let env = TestEnv::new();
+    env.deploy(CLASSES);
+    let _w = env.spawn_worker(&[]);
+    let id = env.enqueue(
+        "steps",
+        r#"{"items": 4, "every": 2, "spawn": "noop", "spawn_in_ms": 1500}"#,
+        &[],
+    );
+    let parent = settle(&env, &id);
+    assert_eq!(state(&parent), "done", "{parent:#}");
+    // Two commits (a checkpoint, the result), two children each, ids as for
+    // any child: each waits 1.5 s from its commit, by Redis time.
+    let ids: Vec<String> = [(1, 0), (1, 1), (2, 0), (2, 1)]
+        .iter()
+        .map(|(seq, i)| child_id(&id, *seq, *i))
+        .collect();
+    let records = env.wait_settled("default", &ids, SETTLE);
+    for (r, cid) in records.iter().zip(&ids) {
+        assert_eq!(state(r), "done", "{r:#}");
+        let f = fields(&env, cid);
+        let (enqueued, due, started) = (
+            num(&f, "enqueued_at"),
+            num(&f, "due_at"),
+            num(&f, "started_at"),
+        );
+        assert_eq!(due, enqueued + 1500, "{f:?}");
+        assert!(started >= due, "started before it was due: {f:?}");
+        assert_eq!(f["parent"], id);
+    }
+    // A delay past a year is refused to the job, which fails with it.
+    let bad = env.enqueue(
+        "steps",
+        r#"{"items": 1, "spawn": "noop", "spawn_in_ms": 40000000000}"#,
+        &[],
+    );
+    let mut r = Value::Null;
+    wait_until(SETTLE, "the attempt to fail", || {
+        r = env.record("default", &bad);
+        state(&r) == "retrying"
+    });
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most one year"),
+        "{r:#}"
+    );
+}

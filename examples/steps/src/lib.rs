@@ -1,7 +1,8 @@
 //! `steps`: a resumable job the integration tests and the benchmark drive. It
 //! counts `items` steps, checkpointing after every `every` steps (or, with
 //! `every = 0`, only when the worker asks it to stop); each step sleeps
-//! `sleep_ms` and, with `spawn`, stages one child job of that class. `pad` adds
+//! `sleep_ms` and, with `spawn`, stages one child job of that class (due
+//! `spawn_in_ms` after its commit, when given). `pad` adds
 //! that many bytes to the state (for the `retained` cap). The result says where
 //! this attempt resumed, so a test can tell how much work a crash repeated.
 //!
@@ -20,6 +21,9 @@ struct Args {
     sleep_ms: u64,
     #[serde(default)]
     spawn: Option<String>,
+    /// With `spawn`: each child is due this long after its commit.
+    #[serde(default)]
+    spawn_in_ms: u64,
     #[serde(default)]
     pad: usize,
 }
@@ -48,7 +52,13 @@ fn steps(args: Args, job: &mut Job<State>) -> Result<Report> {
             std::thread::sleep(std::time::Duration::from_millis(args.sleep_ms));
         }
         if let Some(class) = &args.spawn {
-            stoker_sdk::enqueue(class, &serde_json::json!({ "item": state.next }))?;
+            let child = serde_json::json!({ "item": state.next });
+            if args.spawn_in_ms > 0 {
+                let delay = std::time::Duration::from_millis(args.spawn_in_ms);
+                stoker_sdk::enqueue_in(class, &child, delay)?;
+            } else {
+                stoker_sdk::enqueue(class, &child)?;
+            }
         }
         state.next += 1;
         let due = args.every > 0 && state.next % args.every == 0;

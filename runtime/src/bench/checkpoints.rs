@@ -173,6 +173,7 @@ async fn commit_latency(
                 payload: p.encode(),
                 args: "null".into(),
                 batch: None,
+                delay_ms: 0,
             });
         }
         for k in 0..writes {

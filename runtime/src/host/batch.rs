@@ -35,7 +35,7 @@ impl wit::Host for JobHost {
                 "batch `{batch}` was not created by this job since its last checkpoint: jobs join a batch before the checkpoint that commits it (a committed batch is sealed)"
             )));
         }
-        let id = match stage(job, class, args, Some(&batch)).await {
+        let id = match stage(job, class, args, Some(&batch), 0).await {
             Ok(id) => id,
             Err(e) => return Ok(Err(e)),
         };

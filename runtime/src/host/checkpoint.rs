@@ -376,16 +376,36 @@ impl enqueue::Host for JobHost {
         args: String,
     ) -> wasmtime::Result<Result<String, String>> {
         let job = self.job()?;
-        Ok(stage(job, class, args, None).await)
+        Ok(stage(job, class, args, None, 0).await)
+    }
+
+    async fn enqueue_in(
+        &mut self,
+        class: String,
+        args: String,
+        delay_ms: u64,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let job = self.job()?;
+        if delay_ms > MAX_DELAY_MS {
+            return Ok(Err(format!(
+                "a child job's delay is at most one year ({MAX_DELAY_MS} ms), got {delay_ms} ms"
+            )));
+        }
+        Ok(stage(job, class, args, None, delay_ms).await)
     }
 }
 
-/// Stages child job `class` with `args` (JSON), in `batch` if given.
+/// The longest delay of a child job: a year.
+pub const MAX_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// Stages child job `class` with `args` (JSON), in `batch` if given, due
+/// `delay_ms` after its commit.
 pub(super) async fn stage(
     job: &mut JobContext,
     class: String,
     args: String,
     batch: Option<&str>,
+    delay_ms: u64,
 ) -> Result<String, String> {
     if job.children.len() >= MAX_CHILDREN {
         return Err(format!(
@@ -423,6 +443,7 @@ pub(super) async fn stage(
         args: payload.args.to_string(),
         payload: encoded,
         batch: batch.map(str::to_owned),
+        delay_ms,
     });
     Ok(id)
 }

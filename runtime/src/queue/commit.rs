@@ -44,6 +44,9 @@ pub struct Child {
     pub args: String,
     /// The batch it belongs to, if any (named in its record).
     pub batch: Option<String>,
+    /// Due this long after the commit (0: at once, to its pending list; else
+    /// to its queue's scheduled set).
+    pub delay_ms: u64,
 }
 
 /// A batch staged by a running job: written with the commit, sealed, with
@@ -140,13 +143,20 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
             }
         }
     };
-    let children: Vec<(usize, usize)> = commit
+    let children: Vec<(usize, usize, usize)> = commit
         .children
         .iter()
         .map(|c| {
+            // A delayed child goes to its scheduled set (0: none).
+            let scheduled = if c.delay_ms > 0 {
+                index_of(c.queue.scheduled(), &mut inv)
+            } else {
+                0
+            };
             (
                 index_of(c.queue.pending(), &mut inv),
                 index_of(c.queue.job(&c.id), &mut inv),
+                scheduled,
             )
         })
         .collect();
@@ -179,7 +189,7 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
         inv.arg(*field).arg(value);
     }
     inv.arg(commit.children.len());
-    for (c, (list, record)) in commit.children.iter().zip(children) {
+    for (c, (list, record, scheduled)) in commit.children.iter().zip(children) {
         inv.arg(list)
             .arg(record)
             .arg(&c.id)
@@ -187,7 +197,9 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
             .arg(&c.class)
             .arg(&c.queue.name)
             .arg(&c.args)
-            .arg(c.batch.as_deref().unwrap_or(""));
+            .arg(c.batch.as_deref().unwrap_or(""))
+            .arg(scheduled)
+            .arg(c.delay_ms);
     }
     inv.arg(commit.batches.len());
     for (b, (meta, jobs)) in commit.batches.iter().zip(batches) {

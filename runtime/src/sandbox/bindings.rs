@@ -11,6 +11,7 @@ wasmtime::component::bindgen!({
         "stoker:job/checkpoint.save": async | trappable,
         "stoker:job/checkpoint.should-yield": trappable,
         "stoker:job/enqueue.enqueue": async | trappable,
+        "stoker:job/enqueue.enqueue-in": async | trappable,
         "stoker:job/batch": async | trappable,
         "stoker:job/redis": async | trappable,
     },

@@ -23,7 +23,9 @@
 -- the payload as fetched (done), ARGV[5] done record TTL (s), ARGV[6] field
 -- count, field, value, ..., then the child count, and per child: index into
 -- KEYS of its pending list, index into KEYS of its record, id, payload, class,
--- queue, args, batch id ('' for none); then the batch count, and per batch:
+-- queue, args, batch id ('' for none), index into KEYS of its scheduled set
+-- (0: none), delay in ms (0: pending at once, else scheduled that long after
+-- this commit); then the batch count, and per batch:
 -- index into KEYS of its hash, index into KEYS of its job set, field count,
 -- field, value, ..., member count, member ids (a batch is written sealed, with
 -- every member, once); then the write count, and per write: command, index
@@ -47,7 +49,7 @@ end
 local nfields = tonumber(ARGV[6])
 local first, last = 7, 6 + nfields * 2
 local children_at = last + 1
-local batches_at = children_at + 1 + tonumber(ARGV[children_at]) * 8
+local batches_at = children_at + 1 + tonumber(ARGV[children_at]) * 10
 local writes_at = batches_at + 1
 for _ = 1, tonumber(ARGV[batches_at]) do
   local nf = tonumber(ARGV[writes_at + 2])
@@ -141,12 +143,21 @@ for _ = 1, tonumber(ARGV[children_at]) do
   local list, key, id = KEYS[tonumber(ARGV[i])], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
   -- A child whose id has a record was committed before: never twice.
   if redis.call('HSETNX', key, 'id', id) == 1 then
-    redis.call('LPUSH', list, ARGV[i + 3])
+    local delay = tonumber(ARGV[i + 9])
+    local state = 'queued'
+    if delay > 0 then
+      -- Delayed: due `delay` ms after this commit, in its scheduled set.
+      redis.call('ZADD', KEYS[tonumber(ARGV[i + 8])], now + delay, ARGV[i + 3])
+      redis.call('HSET', key, 'due_at', now + delay)
+      state = 'scheduled'
+    else
+      redis.call('LPUSH', list, ARGV[i + 3])
+    end
     redis.call('HSET', key, 'class', ARGV[i + 4], 'queue', ARGV[i + 5], 'args', ARGV[i + 6],
-      'state', 'queued', 'attempts', 0, 'enqueued_at', now, 'parent', parent)
+      'state', state, 'attempts', 0, 'enqueued_at', now, 'parent', parent)
     if ARGV[i + 7] ~= '' then redis.call('HSET', key, 'batch', ARGV[i + 7]) end
   end
-  i = i + 8
+  i = i + 10
 end
 
 local b = batches_at + 1
