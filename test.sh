@@ -25,6 +25,22 @@ if grep -E '^(warning|error)' "$log" >/dev/null; then
     exit 1
 fi
 
+# The dashboard's browser test (tests/all/dashboard.rs) drives Debian's
+# chromium with playwright-core from npm.
+apt_install() {
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$@"; \
+    else sudo apt-get update -qq && sudo apt-get install -y -qq "$@"; fi
+}
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "test: installing Node.js"
+    apt_install nodejs npm
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    echo "test: installing chromium"
+    apt_install chromium
+fi
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
 export STOKER_TEST_REDIS_URL="$STOKER_REDIS_URL"
 echo "test: cargo test"
 cargo test --release -p stoker -p stoker-tests

@@ -28,6 +28,8 @@
 //! - [`batch`]: batches of jobs, and their callbacks fired once when all have
 //!   finished.
 //! - [`inspect`]: `stoker job`, `status`, `wait`.
+//! - [`dashboard`]: the web dashboard: pages and actions over the same
+//!   records.
 //! - [`dev`]: `stoker dev`, everything on one machine for a first try.
 //! - [`bench`]: `stoker bench`, the figures quoted in the README.
 
@@ -35,6 +37,7 @@ pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod cron;
+pub mod dashboard;
 pub mod dev;
 pub mod host;
 pub mod inspect;

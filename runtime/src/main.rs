@@ -63,6 +63,24 @@ enum Command {
         /// address: `IP:PORT`, or `PORT` for 127.0.0.1 (default: not served).
         #[arg(long, value_name = "ADDR", value_parser = stoker::metrics::parse_listen)]
         http: Option<std::net::SocketAddr>,
+        /// Also serve the web dashboard on this address (`IP:PORT` or `PORT`),
+        /// as `stoker dashboard` does.
+        #[arg(long, value_name = "ADDR", value_parser = stoker::metrics::parse_listen)]
+        dashboard: Option<std::net::SocketAddr>,
+        /// The dashboard's token for actions (default: a fresh one, printed).
+        #[arg(long, env = "STOKER_DASHBOARD_TOKEN", hide_env_values = true)]
+        dashboard_token: Option<String>,
+    },
+    /// Serve the web dashboard: queues, workers, jobs, classes, limiters;
+    /// retry, delete, pause and resume.
+    Dashboard {
+        /// The address: `IP:PORT`, or `PORT` for 127.0.0.1. Off loopback,
+        /// every page needs a login.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9494", value_parser = stoker::metrics::parse_listen)]
+        http: std::net::SocketAddr,
+        /// The token actions need (default: a fresh one, printed on stderr).
+        #[arg(long, env = "STOKER_DASHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Validate and upload job modules and classes.
     Deploy {
@@ -192,6 +210,10 @@ enum Command {
         /// figure waits for it).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         heartbeat_ttl: Duration,
+        /// Instead of draining: fill a queue with 1,000,000 jobs and time the
+        /// dashboard's pages over HTTP.
+        #[arg(long, conflicts_with_all = ["metering", "checkpoints", "limiters", "host_calls", "batch"])]
+        dashboard: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -302,8 +324,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             threads: _,
             resolve,
             http,
+            dashboard,
+            dashboard_token,
         } => {
             anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
+            if let Some(addr) = dashboard {
+                let served = serve_dashboard(&url, addr, dashboard_token).await?;
+                tokio::spawn(served.serve(std::future::pending()));
+            }
             let mut pinned = std::collections::HashMap::<String, Vec<std::net::IpAddr>>::new();
             for r in &resolve {
                 let (name, ip) = r
@@ -337,6 +365,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(130))
                 }
             }
+        }
+        Command::Dashboard { http, token } => {
+            let dashboard = serve_dashboard(&url, http, token).await?;
+            dashboard.serve(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Deploy { manifest } => {
             let manifest = stoker::config::Manifest::load(&manifest)?;
@@ -525,6 +558,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limiters,
             host_calls,
             batch,
+            dashboard,
             heartbeat_ttl,
             json,
         } => {
@@ -550,6 +584,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "  overhead per batch member    {:>8.1} us",
                         f.overhead_us_per_member
                     );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if dashboard {
+                let f = stoker::bench::dashboard::run(&url).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&f)?);
+                } else {
+                    println!(
+                        "dashboard: {} pending + {} dead jobs in one queue (filled in {:.1} s), {} requests per page, a connection each",
+                        f.pending,
+                        f.dead,
+                        f.fill_secs,
+                        stoker::bench::dashboard::REQUESTS
+                    );
+                    for p in &f.pages {
+                        println!(
+                            "  {:<44} p50 {:>7.1} ms  p99 {:>7.1} ms  {:>7}",
+                            p.path,
+                            p.p50_ms,
+                            p.p99_ms,
+                            inspect::bytes(p.bytes as u64)
+                        );
+                    }
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -664,6 +722,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Binds the dashboard and says where it is (and its token, when fresh).
+async fn serve_dashboard(
+    url: &str,
+    addr: std::net::SocketAddr,
+    token: Option<String>,
+) -> anyhow::Result<stoker::dashboard::Dashboard> {
+    let (token, fresh) = stoker::dashboard::token_or_fresh(token);
+    let dashboard = stoker::dashboard::Dashboard::bind(url, addr, token.clone()).await?;
+    let addr = dashboard.local_addr()?;
+    println!("dashboard on http://{addr}/");
+    if fresh {
+        eprintln!("dashboard token (log in at http://{addr}/login to act): {token}");
+    }
+    Ok(dashboard)
 }
 
 async fn batch(action: BatchAction, mut conn: queue::Conn) -> anyhow::Result<ExitCode> {

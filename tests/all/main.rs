@@ -16,6 +16,7 @@ mod chaos;
 mod checkpoint;
 mod collapse;
 mod cron;
+mod dashboard;
 mod deploy;
 mod destinations;
 mod geo;

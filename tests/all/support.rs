@@ -233,6 +233,13 @@ impl TestEnv {
             .expect("running stoker")
     }
 
+    /// A `stoker --redis URL` command to add arguments to and spawn.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&paths().stoker);
+        cmd.arg("--redis").arg(&self.url);
+        cmd
+    }
+
     /// Runs the CLI and returns its stdout; panics with its stderr if it failed.
     pub fn stoker_ok(&self, args: &[&str]) -> String {
         let out = self.stoker(args);
@@ -570,6 +577,16 @@ impl Drop for Worker {
             }
         }
     }
+}
+
+/// The workspace's `target` directory (test artifacts go under it).
+pub fn target_dir() -> &'static Path {
+    paths().scratch.parent().expect("target/")
+}
+
+/// The workspace's root.
+pub fn workspace_dir() -> &'static Path {
+    &paths().workspace
 }
 
 /// Where the example guests are built (`target/wasm32-wasip2/guest`).

@@ -2,7 +2,8 @@
 //! here; [`checkpoints`] measures commits, yields and recovery; [`limiters`]
 //! times limiter decisions; [`host_calls`] times one host call from inside a
 //! job and the HTTP policy point against a plain client; [`metering`] decides
-//! fuel versus epochs; [`batches`] what batch membership costs Redis.
+//! fuel versus epochs; [`batches`] what batch membership costs Redis;
+//! [`dashboard`] times the dashboard's pages with a million jobs in Redis.
 //!
 //! The drain benchmark:
 //! 1. Deploy the example classes and start one worker process on queue `bench`.
@@ -29,6 +30,7 @@ use crate::queue::{self, Conn, SCRIPTS};
 
 pub mod batches;
 pub mod checkpoints;
+pub mod dashboard;
 pub mod host_calls;
 pub mod limiters;
 
