@@ -234,6 +234,13 @@ pub struct Measured {
     /// Time HTTP calls waited for destination limiters, µs.
     #[serde(default, skip_serializing_if = "is_zero64")]
     pub wait_us: u64,
+    /// Child jobs its commits enqueued.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub enq: u64,
+    /// Time the job waited in its queue before the attempt, µs (absent:
+    /// unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_us: Option<u64>,
 }
 
 fn is_zero64(n: &u64) -> bool {

@@ -877,6 +877,10 @@ fn delayed_children_are_due_after_their_commit() {
     );
     let parent = settle(&env, &id);
     assert_eq!(state(&parent), "done", "{parent:#}");
+    // The attempt's account: the children its commits enqueued, and how long
+    // it waited in its queue.
+    assert_eq!(parent["host_calls"]["enqueued"], 4, "{parent:#}");
+    assert!(parent["queue_latency_us"].as_u64().is_some(), "{parent:#}");
     // Two commits (a checkpoint, the result), two children each, ids as for
     // any child: each waits 1.5 s from its commit, by Redis time.
     let ids: Vec<String> = [(1, 0), (1, 1), (2, 0), (2, 1)]

@@ -81,6 +81,8 @@ pub struct JobContext {
     pub shutdown: watch::Receiver<bool>,
     /// Commits made by this attempt.
     pub commits: u32,
+    /// Child jobs its commits enqueued (batch members included).
+    pub enqueued: u64,
     /// Size of the last snapshot this attempt stored, bytes.
     pub snapshot_bytes: u64,
     /// The last stop reason given to the job.
@@ -127,6 +129,7 @@ impl JobContext {
             classes,
             shutdown,
             commits: 0,
+            enqueued: 0,
             snapshot_bytes: 0,
             stop: None,
             redis: RedisSession::new(redis),
@@ -195,6 +198,7 @@ impl JobContext {
         }
         self.seq = seq;
         self.commits += 1;
+        self.enqueued += self.children.len() as u64;
         {
             let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
             calls.seq = seq;

@@ -110,6 +110,11 @@ pub struct Usage {
     pub redis_ops: u64,
     /// Time its HTTP calls waited for destination limiters.
     pub limiter_wait: Duration,
+    /// Child jobs (batch members included) its commits enqueued.
+    pub enqueued: u64,
+    /// How long the job waited in its queue before this attempt (none:
+    /// unknown, a job pushed without a record).
+    pub queue_latency: Option<Duration>,
 }
 
 /// The account of one attempt.
@@ -191,10 +196,13 @@ impl Sandbox {
             http_refused: 0,
             redis_ops: 0,
             limiter_wait: Duration::ZERO,
+            enqueued: 0,
+            queue_latency: None,
         };
         (usage.http_calls, usage.http_refused, usage.limiter_wait) =
             store.data().http_hooks.counts();
         usage.redis_ops = store.data().job.ctx.as_ref().map_or(0, |j| j.redis.ops());
+        usage.enqueued = store.data().job.ctx.as_ref().map_or(0, |j| j.enqueued);
         let log = store.data().log.contents();
         let job = store.data_mut().job.ctx.take();
         let outcome = match stop {

@@ -232,8 +232,9 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         job: Some(job),
     };
     let started_ms = now_ms();
-    let report = node.sandbox.run(&module, attempt).await;
-    let mut job = report.job.expect("the attempt's context comes back");
+    let mut report = node.sandbox.run(&module, attempt).await;
+    report.usage.queue_latency = unit.waited;
+    let mut job = report.job.take().expect("the attempt's context comes back");
     if job.snapshot_bytes > 0 {
         series.snapshot(job.snapshot_bytes);
     }
@@ -555,6 +556,8 @@ fn usage_fields(
         http_refused: usage.http_refused,
         redis: usage.redis_ops,
         wait_us: usage.limiter_wait.as_micros() as u64,
+        enq: usage.enqueued,
+        queued_us: usage.queue_latency.map(|d| d.as_micros() as u64),
     };
     let mut fields = vec![("digest", digest.to_owned()), ("usage", measured.encode())];
     // Each attempt's log replaces the last one's; a first attempt with nothing
