@@ -122,14 +122,11 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
     // window's end in the scheduled set.
     if let Some((why, delay)) = quiet_window(&class) {
         tracing::debug!(?delay, "deferred: {why}");
-        wake_after(&node, &unit, delay);
-        let defer = Disposition::Defer {
-            delay,
-            next: payload.encode(),
-            parked: false,
-        };
-        series.observe(Outcome::Deferred, None);
-        return unit.settle(&payload.id.clone(), defer, vec![("deferred_by", why)]);
+        let fields = vec![("deferred_by", why)];
+        let deferred = Outcome::Deferred;
+        return defer(
+            &node, unit, &payload, delay, deferred, fields, &series, None,
+        );
     }
     // A resumed job runs on the module that wrote its snapshot.
     let snapshot = if unit.seq > 0 {
@@ -179,15 +176,8 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
             Ok(limit::Decision::Granted) => {}
             Ok(limit::Decision::Denied(wait) | limit::Decision::Reserved(wait)) => {
                 tracing::debug!(?wait, "deferred by a class limiter");
-                let delay = wait.max(MIN_DEFER);
-                wake_after(&node, &unit, delay);
-                let defer = Disposition::Defer {
-                    delay,
-                    next: payload.encode(),
-                    parked: false,
-                };
-                series.observe(Outcome::Deferred, None);
-                return unit.settle(&payload.id.clone(), defer, Vec::new());
+                let (deferred, fields) = (Outcome::Deferred, Vec::new());
+                return defer(&node, unit, &payload, wait, deferred, fields, &series, None);
             }
             Err(e) => return requeue_after(unit, &payload.id, "limiters", e, &series),
         }
@@ -260,15 +250,11 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
             tracing::debug!(delay = ?park.delay, reason = %park.reason, seq = job.seq, "parked");
             let mut fields = usage_fields(&report.usage, &module.digest, report.log, false);
             fields.push(("parked_by", park.reason));
-            let delay = park.delay.max(MIN_DEFER);
-            wake_after(&node, &unit, delay);
-            let defer = Disposition::Defer {
-                delay,
-                next: payload.encode(),
-                parked: true,
-            };
-            series.observe(Outcome::Parked, Some(&report.usage));
-            return unit.settle(&id, defer, fields);
+            let usage = Some(&report.usage);
+            let parked = Outcome::Parked;
+            return defer(
+                &node, unit, &payload, park.delay, parked, fields, &series, usage,
+            );
         }
     }
     match report.outcome {
@@ -343,14 +329,10 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
             if let Some((why, delay)) = quiet_window(&class) {
                 // Its quiet hours began while it ran: it resumes after them.
                 fields.push(("deferred_by", why));
-                wake_after(&node, &unit, delay);
-                let defer = Disposition::Defer {
-                    delay,
-                    next: payload.encode(),
-                    parked: false,
-                };
-                series.observe(Outcome::Deferred, Some(&report.usage));
-                return unit.settle(&id, defer, fields);
+                let (deferred, usage) = (Outcome::Deferred, Some(&report.usage));
+                return defer(
+                    &node, unit, &payload, delay, deferred, fields, &series, usage,
+                );
             }
             // Work stopped by a shutdown or a pause goes first (it was
             // running); a used-up slice goes to the back, behind the jobs that
@@ -427,6 +409,33 @@ async fn release_unique(node: &Node, key: &str, id: &str) {
     if let Err(e) = crate::queue::enqueue::release_unique(&mut conn, key, id).await {
         tracing::warn!(error = %e, %key, "releasing a unique key failed; its TTL will");
     }
+}
+
+/// Sends a job to the scheduled set, due in `delay` (at least [`MIN_DEFER`]),
+/// without using a retry: deferred before it started, or parked mid-run
+/// (`outcome`); `usage` is what its attempt used, if it ran.
+#[allow(clippy::too_many_arguments)]
+fn defer(
+    node: &Arc<Node>,
+    unit: Unit,
+    payload: &Payload,
+    delay: std::time::Duration,
+    outcome: Outcome,
+    fields: Vec<(&'static str, String)>,
+    series: &Series,
+    usage: Option<&Usage>,
+) {
+    let delay = delay.max(MIN_DEFER);
+    wake_after(node, &unit, delay);
+    series.observe(outcome, usage);
+    let parked = matches!(outcome, Outcome::Parked);
+    let next = payload.encode();
+    let defer = Disposition::Defer {
+        delay,
+        next,
+        parked,
+    };
+    unit.settle(&payload.id, defer, fields)
 }
 
 /// A job deferred for less than the scheduler's poll is promoted by this node
