@@ -141,20 +141,7 @@ async fn drain_once(
             None => {
                 let mut pipe = redis::pipe();
                 for p in chunk {
-                    pipe.cmd("EVALSHA")
-                        .arg(SCRIPTS.enqueue.get_hash())
-                        .arg(3)
-                        .arg(&side)
-                        .arg(q.scheduled())
-                        .arg(q.job(&p.id))
-                        .arg(p.encode())
-                        .arg(&p.id)
-                        .arg("noop")
-                        .arg(QUEUE)
-                        .arg("null")
-                        .arg(0)
-                        .arg(0)
-                        .ignore();
+                    super::pipe_enqueue(&mut pipe, q, &side, p);
                 }
                 let () = pipe.query_async(conn).await?;
             }

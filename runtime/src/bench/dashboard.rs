@@ -71,20 +71,7 @@ pub async fn run(redis_url: &str) -> anyhow::Result<DashboardFigures> {
         let mut pipe = redis::pipe();
         for _ in filled..(filled + CHUNK).min(FILL) {
             let p = Payload::new("noop", serde_json::json!({"n": filled}));
-            pipe.cmd("EVALSHA")
-                .arg(SCRIPTS.enqueue.get_hash())
-                .arg(3)
-                .arg(q.pending())
-                .arg(q.scheduled())
-                .arg(q.job(&p.id))
-                .arg(p.encode())
-                .arg(&p.id)
-                .arg("noop")
-                .arg(QUEUE)
-                .arg(p.args.to_string())
-                .arg(0)
-                .arg(0)
-                .ignore();
+            super::pipe_enqueue(&mut pipe, &q, &q.pending(), &p);
         }
         let _: () = pipe.query_async(&mut conn).await?;
         filled = (filled + CHUNK).min(FILL);

@@ -97,20 +97,7 @@ pub async fn drain(
         let mut pipe = redis::pipe();
         for _ in (chunk * 1000)..((chunk + 1) * 1000).min(jobs) {
             let p = Payload::new("noop", serde_json::Value::Null);
-            pipe.cmd("EVALSHA")
-                .arg(SCRIPTS.enqueue.get_hash())
-                .arg(3)
-                .arg(&side)
-                .arg(q.scheduled())
-                .arg(q.job(&p.id))
-                .arg(p.encode())
-                .arg(&p.id)
-                .arg("noop")
-                .arg(QUEUE)
-                .arg("null")
-                .arg(0)
-                .arg(0)
-                .ignore();
+            pipe_enqueue(&mut pipe, &q, &side, &p);
             ids.push(p.id);
         }
         // A pipeline cannot recover from NOSCRIPT: load the script first.
@@ -182,6 +169,26 @@ pub(crate) async fn wait_processed(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Adds to `pipe` the enqueue script for `p` on queue `q`, pushing onto
+/// `list` (the pending list, or a side list to be renamed into place): what
+/// `stoker enqueue` runs, many at a time (the script must be loaded).
+pub(crate) fn pipe_enqueue(pipe: &mut redis::Pipeline, q: &QueueKeys, list: &str, p: &Payload) {
+    pipe.cmd("EVALSHA")
+        .arg(SCRIPTS.enqueue.get_hash())
+        .arg(3)
+        .arg(list)
+        .arg(q.scheduled())
+        .arg(q.job(&p.id))
+        .arg(p.encode())
+        .arg(&p.id)
+        .arg(&p.class)
+        .arg(&q.name)
+        .arg(p.args.to_string())
+        .arg(0)
+        .arg(0)
+        .ignore();
 }
 
 pub(crate) async fn clear_queue(conn: &mut Conn, q: &QueueKeys) -> anyhow::Result<()> {
