@@ -48,7 +48,10 @@ if ! redis_answers; then
 fi
 
 echo "setup: building the example guests (wasm32-wasip2)"
-cargo build --profile guest --target wasm32-wasip2 \
-    -p hello -p noop -p fib -p memory-hog -p spin-forever -p flaky \
-    -p sync-products -p steps -p mileage -p kv -p fetch -p throttled-api -p geo-buckets -p calls \
-    -p order-status -p router -p nightly-report
+# Every package under examples/, so a new example cannot be left out.
+guests=()
+for manifest in examples/*/Cargo.toml; do
+    name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -1)
+    guests+=(-p "$name")
+done
+cargo build --profile guest --target wasm32-wasip2 "${guests[@]}"
