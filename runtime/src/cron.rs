@@ -16,7 +16,6 @@
 //! latest one is enqueued once when a node is back, the ones before it are
 //! skipped. A schedule new to Redis starts with its next tick.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -111,11 +110,14 @@ pub fn job_id(class: &str, tick_ms: u64) -> String {
 
 /// Enqueues the due tick of every scheduled class in `classes`; returns how
 /// many jobs this node enqueued.
-pub async fn tick_all(
+pub async fn tick_all<'a>(
     conn: &mut Conn,
-    classes: &HashMap<String, Class>,
+    classes: impl IntoIterator<Item = &'a Class>,
 ) -> redis::RedisResult<u64> {
-    let scheduled: Vec<&Class> = classes.values().filter(|c| c.schedule.is_some()).collect();
+    let scheduled: Vec<&Class> = classes
+        .into_iter()
+        .filter(|c| c.schedule.is_some())
+        .collect();
     if scheduled.is_empty() {
         return Ok(0);
     }

@@ -50,7 +50,9 @@ pub async fn run(node: Arc<Node>, mut quiet: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(jobs = n, "recovered jobs of dead workers"),
             Err(e) => tracing::warn!(error = %e, "recovering dead workers failed"),
         }
-        if let Err(e) = crate::cron::tick_all(&mut conn, &node.classes()).await {
+        if let Err(e) =
+            crate::cron::tick_all(&mut conn, node.classes().values().map(|c| &c.class)).await
+        {
             tracing::warn!(error = %e, "enqueueing scheduled jobs failed");
         }
         crate::batch::sweep(&mut conn).await;

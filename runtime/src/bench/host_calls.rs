@@ -317,7 +317,7 @@ async fn attempt(b: &Bench, op: &str, n: u64) -> anyhow::Result<Usage> {
         b.module.digest.clone(),
         b.node.clone(),
         shutdown,
-        b.redis.clone(),
+        Arc::new(b.redis.clone()),
         b.http.clone(),
     );
     let report = b

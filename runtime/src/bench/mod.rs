@@ -55,6 +55,20 @@ pub struct DrainFigures {
     pub run_p99_us: u64,
     /// Worker peak resident set, bytes.
     pub worker_peak_rss_bytes: u64,
+    /// Where Redis's time went, by command (`INFO commandstats`), most first.
+    /// A script's time (`evalsha`) includes the commands it ran.
+    pub redis_commands: Vec<CommandFigure>,
+}
+
+/// One Redis command's share of a drain.
+#[derive(Debug, serde::Serialize)]
+pub struct CommandFigure {
+    /// The command, as Redis names it (`evalsha`, `hset`, ...).
+    pub command: String,
+    /// Calls per job.
+    pub calls_per_job: f64,
+    /// Execution time per job, µs.
+    pub us_per_job: f64,
 }
 
 /// Runs the drain benchmark.
@@ -106,6 +120,7 @@ pub async fn drain(
     }
 
     let worker_cpu0 = process_cpu(pid)?;
+    let commands0 = command_stats(&mut conn).await?;
     let redis_cpu0 = redis_cpu(&mut conn).await?;
     let t0 = Instant::now();
     let _: () = conn.rename(&side, q.pending()).await?;
@@ -113,6 +128,19 @@ pub async fn drain(
     let elapsed = t0.elapsed();
     let worker_cpu = process_cpu(pid)? - worker_cpu0;
     let redis_cpu = redis_cpu(&mut conn).await? - redis_cpu0;
+    let mut redis_commands: Vec<CommandFigure> = command_stats(&mut conn)
+        .await?
+        .into_iter()
+        .filter_map(|(command, (calls, usec))| {
+            let (calls0, usec0) = commands0.get(&command).copied().unwrap_or((0, 0));
+            (calls > calls0).then(|| CommandFigure {
+                command,
+                calls_per_job: (calls - calls0) as f64 / jobs as f64,
+                us_per_job: usec.saturating_sub(usec0) as f64 / jobs as f64,
+            })
+        })
+        .collect();
+    redis_commands.sort_by(|a, b| b.us_per_job.total_cmp(&a.us_per_job));
     let peak_rss = peak_rss(pid)?;
 
     let mut runs = Vec::with_capacity(ids.len());
@@ -147,6 +175,7 @@ pub async fn drain(
         run_p50_us: pct(0.50),
         run_p99_us: pct(0.99),
         worker_peak_rss_bytes: peak_rss,
+        redis_commands,
     })
 }
 
@@ -231,6 +260,37 @@ fn peak_rss(pid: u32) -> anyhow::Result<u64> {
         .context("bad VmHWM")?
         .parse()?;
     Ok(kb * 1024)
+}
+
+/// Calls and execution time (µs) of each command Redis has run, from
+/// `INFO commandstats`.
+async fn command_stats(
+    conn: &mut Conn,
+) -> anyhow::Result<std::collections::HashMap<String, (u64, u64)>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    // cmdstat_hset:calls=60024,usec=91512,usec_per_call=1.52,...
+    let mut stats = std::collections::HashMap::new();
+    for line in info.lines() {
+        let Some((name, fields)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let (Some(calls), Some(usec)) = (field("calls"), field("usec")) {
+            stats.insert(name.to_owned(), (calls, usec));
+        }
+    }
+    Ok(stats)
 }
 
 /// CPU seconds Redis has used (user + system, all threads).

@@ -113,7 +113,7 @@ impl JobContext {
         digest: String,
         classes: Arc<dyn ClassQueues>,
         shutdown: watch::Receiver<bool>,
-        redis: RedisAccess,
+        redis: Arc<RedisAccess>,
         http: Arc<HttpAccess>,
     ) -> JobContext {
         JobContext {

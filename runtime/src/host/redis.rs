@@ -14,6 +14,7 @@
 //!   same atomic step as the checkpoint (or the result), once. The SDK stages
 //!   by default: a step repeated after a crash would repeat an immediate write.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -48,7 +49,7 @@ impl StagedWrite {
 
 /// One attempt's use of Redis.
 pub struct RedisSession {
-    access: RedisAccess,
+    access: Arc<RedisAccess>,
     ops: u64,
     reply_bytes: u64,
     tokens: f64,
@@ -60,7 +61,7 @@ pub struct RedisSession {
 
 impl RedisSession {
     /// A session under `access`.
-    pub fn new(access: RedisAccess) -> RedisSession {
+    pub fn new(access: Arc<RedisAccess>) -> RedisSession {
         RedisSession {
             tokens: access.ops_per_sec as f64,
             access,
@@ -441,7 +442,7 @@ mod tests {
             ops: 3,
             ..RedisAccess::default()
         };
-        let mut s = RedisSession::new(access);
+        let mut s = RedisSession::new(Arc::new(access));
         assert!(matches!(
             s.admit("app:inside", false).await,
             Err(RedisError::Denied(_))

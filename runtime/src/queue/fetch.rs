@@ -104,6 +104,8 @@ pub struct Unit {
     /// was put back; `None` when its record does not say (pushed by a plain
     /// `LPUSH`).
     pub waited: Option<Duration>,
+    /// Whether the job belongs to a batch (its settlement tells the batch).
+    pub batch: bool,
     settler: Option<Settler>,
 }
 
@@ -130,6 +132,7 @@ impl Unit {
                 disposition,
                 fields,
                 unique: self.unique.take(),
+                batch: self.batch,
             });
         }
     }
@@ -150,6 +153,7 @@ impl Drop for Unit {
                 },
                 fields: Vec::new(),
                 unique: None,
+                batch: self.batch,
             });
         }
     }
@@ -163,7 +167,7 @@ pub async fn fetch(
     max: usize,
     settler: &Settler,
 ) -> redis::RedisResult<Vec<Unit>> {
-    let reply: Vec<(Vec<u8>, u32, String, u64, i64)> = SCRIPTS
+    let reply: Vec<(Vec<u8>, u32, String, u64, i64, u8)> = SCRIPTS
         .fetch
         .key(queue.pending())
         .key(queue.inflight(worker))
@@ -176,7 +180,7 @@ pub async fn fetch(
         .await?;
     Ok(reply
         .into_iter()
-        .map(|(raw, attempt, id, seq, waited)| Unit {
+        .map(|(raw, attempt, id, seq, waited, batch)| Unit {
             queue: queue.clone(),
             raw,
             attempt,
@@ -184,6 +188,7 @@ pub async fn fetch(
             seq,
             unique: None,
             waited: u64::try_from(waited).ok().map(Duration::from_millis),
+            batch: batch == 1,
             settler: Some(settler.clone()),
         })
         .collect())

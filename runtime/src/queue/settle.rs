@@ -78,6 +78,8 @@ pub struct Settlement {
     pub(super) fields: Vec<(&'static str, String)>,
     /// A unique key to release once the job is done or dead.
     pub(super) unique: Option<String>,
+    /// Whether the job belongs to a batch, as its fetch found.
+    pub(super) batch: bool,
 }
 
 /// The handle processors settle through.
@@ -211,6 +213,7 @@ async fn commit(
             .arg(action)
             .arg(arg)
             .arg(next)
+            .arg(if s.batch { "b" } else { "" })
             .arg(s.fields.len());
         for (field, value) in &s.fields {
             inv.arg(*field).arg(value);

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use crate::config::{HttpAccess, RedisAccess};
 use crate::metrics::Metrics;
 use crate::queue::Conn;
 use crate::registry::{self, Class};
@@ -67,6 +68,36 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("stoker"))
 }
 
+/// A deployed class as a node holds it: read once per refresh and shared by
+/// every attempt of the class, with the access rules each attempt hands to its
+/// host capabilities shared too (nothing of it is copied per job).
+pub struct NodeClass {
+    /// The class as deployed.
+    pub class: Class,
+    /// Its Redis access rules.
+    pub redis: Arc<RedisAccess>,
+    /// Its HTTP access rules.
+    pub http: Arc<HttpAccess>,
+}
+
+impl NodeClass {
+    fn new(class: Class) -> NodeClass {
+        NodeClass {
+            redis: Arc::new(class.redis.clone()),
+            http: Arc::new(class.http.clone()),
+            class,
+        }
+    }
+}
+
+impl std::ops::Deref for NodeClass {
+    type Target = Class;
+
+    fn deref(&self) -> &Class {
+        &self.class
+    }
+}
+
 /// What every role of one node shares.
 pub struct Node {
     /// This worker's id.
@@ -77,14 +108,14 @@ pub struct Node {
     pub conn: Conn,
     /// What the node counts and measures.
     pub metrics: Metrics,
-    classes: RwLock<Arc<HashMap<String, Class>>>,
+    classes: RwLock<Arc<HashMap<String, Arc<NodeClass>>>>,
     paused: RwLock<std::collections::HashSet<String>>,
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
 }
 
 impl crate::host::checkpoint::ClassQueues for Node {
     fn queue_of<'a>(&'a self, class: &'a str) -> futures::future::BoxFuture<'a, Option<String>> {
-        Box::pin(async move { self.class(class).await.map(|c| c.queue) })
+        Box::pin(async move { self.class(class).await.map(|c| c.queue.clone()) })
     }
 
     fn is_paused(&self, queue: &str) -> bool {
@@ -120,7 +151,7 @@ impl Node {
     }
 
     /// The deployed classes, as last read.
-    pub fn classes(&self) -> Arc<HashMap<String, Class>> {
+    pub fn classes(&self) -> Arc<HashMap<String, Arc<NodeClass>>> {
         self.classes
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -129,7 +160,11 @@ impl Node {
 
     /// Re-reads the deployed classes.
     pub async fn refresh_classes(&self) -> redis::RedisResult<()> {
-        let classes = registry::classes(&mut self.conn.clone()).await?;
+        let classes = registry::classes(&mut self.conn.clone())
+            .await?
+            .into_iter()
+            .map(|(name, class)| (name, Arc::new(NodeClass::new(class))))
+            .collect();
         *self.classes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(classes);
         Ok(())
     }
@@ -164,7 +199,7 @@ impl Node {
 
     /// A deployed class. A name missing from the table read every heartbeat is
     /// looked up in Redis at once: it may have been deployed a moment ago.
-    pub async fn class(&self, name: &str) -> Option<Class> {
+    pub async fn class(&self, name: &str) -> Option<Arc<NodeClass>> {
         if let Some(c) = self
             .classes
             .read()
@@ -180,6 +215,7 @@ impl Node {
                 return None;
             }
         };
+        let class = Arc::new(NodeClass::new(class));
         let mut table = self.classes.write().unwrap_or_else(|e| e.into_inner());
         Arc::make_mut(&mut table).insert(name.to_owned(), class.clone());
         Some(class)

@@ -65,7 +65,11 @@ pub async fn process(node: Arc<Node>, unit: Unit, signals: Signals) {
         }
     };
     let span = tracing::info_span!("job", id = %payload.id, class = %payload.class, attempt = unit.attempt);
-    run(node, unit, payload, signals).instrument(span).await
+    // Boxed: the attempt's future is several KiB, and the task spawned for
+    // each job then holds (and its spawn copies) only this one's few words.
+    Box::pin(run(node, unit, payload, signals))
+        .instrument(span)
+        .await
 }
 
 async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Signals) {
@@ -204,7 +208,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         node.clone(),
         signals.quiet,
         class.redis.clone(),
-        Arc::new(class.http.clone()),
+        class.http.clone(),
     );
     // Asked to yield when the next quiet window opens.
     job.quiet_from = class.quiet.as_ref().and_then(|q| {

@@ -7,14 +7,19 @@
 -- KEYS[1] pending list, KEYS[2] this worker's in-flight list, KEYS[3] the
 -- queue's pause flag (a paused queue gives nothing)
 -- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4] queue name
--- Returns {payload, attempt, id, seq, waited, payload, ...}, seq being the job's
--- last committed checkpoint (0: none, a fresh start) and waited the ms since it
--- was enqueued, due, or put back (-1: unknown, a job without a record). For a payload this
--- script cannot read as a job, attempt is 0 and id is '' (or the id it found):
--- the worker sends it to the dead set. Nothing after a move may raise an error,
--- or the moved payloads would be stranded in the in-flight list.
+-- Returns {payload, attempt, id, seq, waited, batch, payload, ...}, seq being the
+-- job's last committed checkpoint (0: none, a fresh start), waited the ms since
+-- it was enqueued, due, or put back (-1: unknown, a job without a record), and
+-- batch 1 when the job belongs to a batch (its settlement tells the batch). For
+-- a payload this script cannot read as a job, attempt is 0 and id is '' (or the
+-- id it found): the worker sends it to the dead set. Nothing after a move may
+-- raise an error, or the moved payloads would be stranded in the in-flight list.
+-- This runs for every job: each job costs one LMOVE, one HMGET and one HSET
+-- (Redis spends more on a call from Lua than on most commands themselves), and
+-- the time is turned into a string once per call, not once per job.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_s = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 
 local function decode(payload)
   local ok, job = pcall(cjson.decode, payload)
@@ -37,25 +42,32 @@ local function start(payload)
   end
   if #id > 64 then return 0, '' end
   local key = ARGV[3] .. id
-  local known = redis.call('HMGET', key, 'seq', 'enqueued_at', 'due_at')
+  -- Every record Stoker writes has `attempts`; a job without one was pushed
+  -- by a plain LPUSH.
+  local known = redis.call('HMGET', key, 'seq', 'enqueued_at', 'due_at', 'attempts', 'batch')
   local seq = known[1]
   local ready = math.max(tonumber(known[2]) or -1, tonumber(known[3]) or -1)
   local waited = -1
   if ready >= 0 then waited = math.max(now - ready, 0) end
-  local attempt = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', ARGV[2],
-    'lease', attempt)
-  if seq then redis.call('HINCRBY', key, 'resumed', 1) end
-  if redis.call('HSETNX', key, 'id', id) == 1 then
-    -- Enqueued by a plain LPUSH: the record starts here. The args shown are
-    -- re-encoded by Redis's JSON library; the job runs with the payload's own.
+  local attempt = (tonumber(known[4]) or 0) + 1
+  local attempt_s = tostring(attempt)
+  if known[4] then
+    redis.call('HSET', key, 'attempts', attempt_s, 'state', 'running', 'started_at', now_s,
+      'worker', ARGV[2], 'lease', attempt_s)
+  else
+    -- The record starts here. The args shown are re-encoded by Redis's JSON
+    -- library; the job runs with the payload's own.
     job = job or decode(payload) or {}
     local encoded, args = pcall(cjson.encode, job.args)
     if not encoded or job.args == nil then args = 'null' end
-    redis.call('HSET', key, 'class', tostring(job.class), 'queue', ARGV[4], 'args', args,
-      'enqueued_at', now)
+    redis.call('HSET', key, 'attempts', attempt_s, 'state', 'running', 'started_at', now_s,
+      'worker', ARGV[2], 'lease', attempt_s, 'id', id, 'class', tostring(job.class),
+      'queue', ARGV[4], 'args', args, 'enqueued_at', now_s)
   end
-  return attempt, id, seq or 0, waited
+  if seq then redis.call('HINCRBY', key, 'resumed', 1) end
+  local batch = 0
+  if known[5] then batch = 1 end
+  return attempt, id, seq or 0, waited, batch
 end
 
 local out = {}
@@ -63,12 +75,13 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return out end
 for _ = 1, tonumber(ARGV[1]) do
   local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not payload then break end
-  local ok, attempt, id, seq, waited = pcall(start, payload)
-  if not ok then attempt, id, seq, waited = 0, '', 0, -1 end
+  local ok, attempt, id, seq, waited, batch = pcall(start, payload)
+  if not ok then attempt, id, seq, waited, batch = 0, '', 0, -1, 0 end
   out[#out + 1] = payload
   out[#out + 1] = attempt
   out[#out + 1] = id
   out[#out + 1] = seq or 0
   out[#out + 1] = waited or -1
+  out[#out + 1] = batch or 0
 end
 return out

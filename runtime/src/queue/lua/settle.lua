@@ -7,7 +7,8 @@
 -- KEYS[5] stats hash, KEYS[6] scheduled set, KEYS[7] batch outbox
 -- ARGV[1] job record key prefix, ARGV[2] dead set cap, ARGV[3] done record TTL (s),
 -- ARGV[4] dead record TTL (s), ARGV[5] number of jobs, ARGV[6] snapshot key prefix,
--- then per job: payload, id, action, arg, next payload, field count, field, value, ...
+-- then per job: payload, id, action, arg, next payload, batch ('b' when the
+-- job's record names a batch, as its fetch found), field count, field, value, ...
 --   done:    result recorded; record expires after the done TTL; arg 'snap':
 --            the job's snapshot is deleted
 --   retry:   next payload into the retry set, due in arg ms (a snapshot stays:
@@ -25,14 +26,18 @@
 -- A done or dead job whose record names a batch is added to the batch outbox
 -- (`BATCH ID done|dead`), applied to the batch by `batch_apply.lua`.
 -- Returns {jobs lost, jobs added to the batch outbox}.
+-- A plain done job costs one LREM, one HSET and one EXPIRE (see fetch.lua on
+-- why calls are counted), and the time is turned into a string once per call.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_s = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local snap = ARGV[6]
 local i, lost, processed, failed, dead, parked, collapsed = 7, 0, 0, 0, 0, 0, 0
 local outboxed = 0
-local function outbox(key, id, what)
+local function outbox(key, id, what, member)
+  if member ~= 'b' then return end
   local batch = redis.call('HGET', key, 'batch')
   if batch then
     redis.call('SADD', KEYS[7], batch .. ' ' .. id .. ' ' .. what)
@@ -41,9 +46,10 @@ local function outbox(key, id, what)
 end
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local nfields = tonumber(ARGV[i + 5])
+  local member = ARGV[i + 5]
+  local nfields = tonumber(ARGV[i + 6])
   -- The job's fields are ARGV[first..last], passed to HSET without copying.
-  local first, last = i + 6, i + 5 + nfields * 2
+  local first, last = i + 7, i + 6 + nfields * 2
   i = last + 1
   -- The oldest jobs sit at the tail of the in-flight list: search from there.
   if redis.call('LREM', KEYS[1], -1, payload) == 0 then
@@ -51,25 +57,25 @@ for _ = 1, tonumber(ARGV[5]) do
   else
     local key = prefix .. id
     if action == 'done' then
-      redis.call('HSET', key, 'state', 'done', 'finished_at', now, unpack(ARGV, first, last))
+      redis.call('HSET', key, 'state', 'done', 'finished_at', now_s, unpack(ARGV, first, last))
       redis.call('EXPIRE', key, done_ttl)
       if arg == 'snap' then redis.call('DEL', snap .. id) end
       processed = processed + 1
-      outbox(key, id, 'done')
+      outbox(key, id, 'done', member)
     elseif action == 'retry' then
       local due = now + tonumber(arg)
       redis.call('ZADD', KEYS[3], due, next_payload)
-      redis.call('HSET', key, 'state', 'retrying', 'finished_at', now, 'due_at', due,
+      redis.call('HSET', key, 'state', 'retrying', 'finished_at', now_s, 'due_at', due,
         'crashes', 0, unpack(ARGV, first, last))
       failed = failed + 1
     elseif action == 'dead' then
       redis.call('ZADD', KEYS[4], now, id)
-      redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'payload', next_payload,
+      redis.call('HSET', key, 'state', 'dead', 'finished_at', now_s, 'payload', next_payload,
         unpack(ARGV, first, last))
       redis.call('EXPIRE', key, dead_ttl)
       if arg == 'snap' then redis.call('EXPIRE', snap .. id, dead_ttl) end
       failed, dead = failed + 1, dead + 1
-      outbox(key, id, 'dead')
+      outbox(key, id, 'dead', member)
       local excess = redis.call('ZCARD', KEYS[4]) - cap
       if excess > 0 then
         local popped = redis.call('ZPOPMIN', KEYS[4], excess)
@@ -88,7 +94,7 @@ for _ = 1, tonumber(ARGV[5]) do
         redis.call('HINCRBY', key, 'deferred', 1)
       end
     elseif action == 'collapsed' then
-      redis.call('HSET', key, 'state', 'collapsed', 'finished_at', now, unpack(ARGV, first, last))
+      redis.call('HSET', key, 'state', 'collapsed', 'finished_at', now_s, unpack(ARGV, first, last))
       redis.call('EXPIRE', key, done_ttl)
       collapsed = collapsed + 1
     elseif action == 'requeue' then
@@ -98,7 +104,7 @@ for _ = 1, tonumber(ARGV[5]) do
         redis.call('LPUSH', KEYS[2], next_payload)
       end
       if redis.call('EXISTS', key) == 1 then
-        redis.call('HSET', key, 'state', 'queued', 'due_at', now, unpack(ARGV, first, last))
+        redis.call('HSET', key, 'state', 'queued', 'due_at', now_s, unpack(ARGV, first, last))
       end
     end
   end
