@@ -8,7 +8,8 @@
 //! 2. take actions (retry now, delete, pause, resume) as `POST`s from a
 //!    logged-in browser with its CSRF token, or from a script with the token
 //!    (see [`auth`]);
-//! 3. sample the queues' counters for the throughput graph (see [`graph`]).
+//! 3. draw the throughput graph from the per-minute rollups in Redis, and
+//!    sample the queues' counters for the live jobs/s figure (see [`graph`]).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and
 //! styles from the dashboard's own files only, no inline code, no framing),
@@ -20,7 +21,7 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | `/` | overview: totals, throughput graph, queues, workers, schedules |
+//! | GET | `/` | overview: totals, throughput graph, queues, workers with heartbeat ages, schedules |
 //! | GET | `/busy` | jobs running now, with progress |
 //! | GET | `/queues/{queue}/{set}?page=N&per=M` | `pending`, `scheduled`, `retry` or `dead`, paged |
 //! | GET | `/jobs/{id}?queue=Q` | one job |
@@ -302,10 +303,15 @@ async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
     let status = crate::inspect::status(&mut conn).await?;
     let names: Vec<String> = status.queues.iter().map(|q| q.name.clone()).collect();
     let latencies = data::latencies(&mut conn, &names).await?;
-    let rates = app.samples.rates(None);
+    let classes: Vec<String> = status
+        .classes
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    let history = graph::history(&mut conn, &classes, ctx.now_ms).await?;
     let recent: Vec<Option<f64>> = names.iter().map(|q| app.samples.recent(q)).collect();
     Ok(Html(
-        pages::overview(&ctx, &status, &latencies, &rates, &recent).into_string(),
+        pages::overview(&ctx, &status, &latencies, &history, &recent).into_string(),
     ))
 }
 

@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
 use super::data::{Busy, LimiterReading, Page, Set};
-use super::graph::{self, Rate};
+use super::graph::{self, History};
 use crate::config::{Limiter, LimiterKind};
 use crate::inspect::{Status, bytes};
 use crate::registry::Class;
@@ -99,7 +99,7 @@ pub fn overview(
     ctx: &Ctx,
     status: &Status,
     latencies: &[Option<u64>],
-    rates: &[Rate],
+    history: &History,
     recent: &[Option<f64>],
 ) -> Markup {
     let processed: u64 = status.queues.iter().map(|q| q.processed).sum();
@@ -124,14 +124,14 @@ pub fn overview(
             div { b { (busy) "/" (slots) } span { "busy slots" } }
             div { b { (dead) } span { "dead" } }
         }
-        (throughput(rates))
+        (throughput(history))
         h2 { "Queues" }
         (login_hint(ctx))
         table #queues {
             thead { tr {
                 th { "Queue" } th.n { "Pending" } th.n { "Latency" } th.n { "In flight" }
                 th.n { "Scheduled" } th.n { "Retry" } th.n { "Dead" } th.n { "Processed" }
-                th.n { "Failed" } th.n { "Jobs/s (1 min)" } th {}
+                th.n { "Failed" } th.n title="the last minute, sampled every 5 s by this dashboard" { "Jobs/s (1 min)" } th {}
             } }
             tbody {
                 @for (i, q) in status.queues.iter().enumerate() {
@@ -163,7 +163,7 @@ pub fn overview(
         }
         h2 { "Workers (" (status.workers.len()) ")" }
         table #workers {
-            thead { tr { th { "Worker" } th { "Host" } th.n { "PID" } th { "Queues" } th { "Busy" } } }
+            thead { tr { th { "Worker" } th { "Host" } th.n { "PID" } th { "Queues" } th { "Busy" } th.n { "Heartbeat" } } }
             tbody {
                 @for w in &status.workers {
                     tr {
@@ -179,9 +179,10 @@ pub fn overview(
                                     progress value=(b) max=(c.max(1)) {}
                                     " " (b) "/" (c)
                                 }
+                                td.n.beat { (w.heartbeat_age_ms.map_or("-".into(), |ms| format!("{} ago", duration(ms)))) }
                             }
                             None => {
-                                td colspan="4" { span.badge.dead { "heartbeat expired" } " its jobs will be recovered" }
+                                td colspan="5" { span.badge.dead { "heartbeat expired" } " its jobs will be recovered" }
                             }
                         }
                     }
@@ -219,28 +220,35 @@ fn queue_list(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// Jobs/s over the last ten minutes, all queues: processed and failed lines.
-fn throughput(rates: &[Rate]) -> Markup {
-    let processed: Vec<f64> = rates.iter().map(|r| r.processed).collect();
-    let failed: Vec<f64> = rates.iter().map(|r| r.failed).collect();
-    let max = processed
+/// Jobs per minute over the last hour, all classes, from the rollups in
+/// Redis: processed and failed lines. The counts are in the figure's `data-`
+/// attributes too.
+fn throughput(h: &History) -> Markup {
+    let as_f64 = |v: &[u64]| v.iter().map(|n| *n as f64).collect::<Vec<f64>>();
+    let (processed, failed) = (as_f64(&h.processed), as_f64(&h.failed));
+    let peak = h
+        .processed
         .iter()
-        .chain(&failed)
+        .chain(&h.failed)
         .copied()
-        .fold(0.0, f64::max)
-        .max(1.0);
-    let (w, h) = (600.0, 100.0);
+        .max()
+        .unwrap_or(0);
+    let max = (peak as f64).max(1.0);
+    let slots = graph::MINUTES as usize;
+    let (w, ht) = (600.0, 100.0);
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let total = |v: &[u64]| v.iter().sum::<u64>();
     html! {
-        figure.graph {
-            svg viewBox="0 0 600 100" preserveAspectRatio="none" role="img" aria-label="jobs per second, last 10 minutes" {
-                polyline.processed points=(graph::points(&processed, max, w, h)) fill="none" stroke="#2f7d32" stroke-width="2" {}
-                polyline.failed points=(graph::points(&failed, max, w, h)) fill="none" stroke="#c62828" stroke-width="2" {}
+        figure.graph #throughput data-first-minute=(h.first_minute) data-processed=(list(&h.processed)) data-failed=(list(&h.failed)) {
+            svg viewBox="0 0 600 100" preserveAspectRatio="none" role="img" aria-label={ "jobs per minute, last " (graph::MINUTES) " minutes" } {
+                polyline.processed points=(graph::points(&processed, slots, max, w, ht)) fill="none" stroke="#2f7d32" stroke-width="2" {}
+                polyline.failed points=(graph::points(&failed, slots, max, w, ht)) fill="none" stroke="#c62828" stroke-width="2" {}
             }
+            div.axis { span { (graph::MINUTES) " min ago" } span { "now" } }
             figcaption {
-                "Jobs/s, last 10 minutes (sampled every " (graph::SAMPLE_EVERY.as_secs()) " s by this dashboard; peak "
-                (format!("{max:.1}")) "): "
-                span.processed { "processed" } " and " span.failed { "failed" }
-                @if rates.is_empty() { " (no samples yet)" }
+                "Jobs per minute, last " (graph::MINUTES) " minutes (every deployed class, from the per-minute figures workers keep in Redis; the last minute is still filling): "
+                span.processed { (total(&h.processed)) " processed" } " and " span.failed { (total(&h.failed)) " failed" }
+                "; peak " (peak) "/min."
             }
         }
     }

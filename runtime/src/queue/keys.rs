@@ -33,7 +33,7 @@
 //! | `stoker:{stoker}:module:DIGEST` | string | a deployed component's bytes, by sha256 |
 //! | `stoker:{stoker}:queues` | set | queue names in use |
 //! | `stoker:{stoker}:workers` | sorted set | worker ids, scored by start time |
-//! | `stoker:{stoker}:worker:ID` | string | a worker's heartbeat (JSON), with a TTL |
+//! | `stoker:{stoker}:worker:ID` | string | a worker's heartbeat (JSON: id, pid, host, queues, concurrency, busy, `at_ms` the Redis time of the beat), with a TTL |
 //! | `stoker:{stoker}:cron` | hash | scheduled class → the last tick enqueued (ms, Redis time) |
 //! | `stoker:{stoker}:batches` | sorted set | batch ids, scored by creation time (ms, Redis time): the batches of the last 30 days ([`crate::batch::INDEXED_FOR`]), added in the step that creates each batch |
 //!
