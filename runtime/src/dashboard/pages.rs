@@ -41,6 +41,7 @@ pub fn layout(ctx: &Ctx, title: &str, body: Markup) -> Markup {
                         a.brand href="/" { "Stoker" }
                         a href="/" { "Overview" }
                         a href="/busy" { "Busy" }
+                        a href="/batches" { "Batches" }
                         a href="/classes" { "Classes" }
                         a href="/limits" { "Limits" }
                         span.grow {}
@@ -279,7 +280,7 @@ pub fn busy(ctx: &Ctx, jobs: &[Busy]) -> Markup {
     layout(ctx, "Busy jobs", body)
 }
 
-fn progress(p: Option<(u64, Option<u64>)>) -> Markup {
+pub(super) fn progress(p: Option<(u64, Option<u64>)>) -> Markup {
     html! {
         @match p {
             Some((done, Some(total))) if total > 0 => {
@@ -338,23 +339,24 @@ pub fn set_page(ctx: &Ctx, queue: &str, set: Set, page: &Page, paused: bool) -> 
                 }
             }
         }
-        (pager(&base, page))
+        (pager(&base, page.page, page.pages(), page.per))
     };
     layout(ctx, &format!("{queue} · {}", set.as_str()), body)
 }
 
-fn pager(base: &str, page: &Page) -> Markup {
-    let link = |n: usize| format!("{base}?page={n}&per={}", page.per);
+/// Links to the first, previous, next and last of `pages` pages of `per` rows.
+pub(super) fn pager(base: &str, page: usize, pages: usize, per: usize) -> Markup {
+    let link = |n: usize| format!("{base}?page={n}&per={per}");
     html! {
         nav.pager {
-            @if page.page > 1 {
+            @if page > 1 {
                 a href=(link(1)) { "« first" }
-                a rel="prev" href=(link(page.page - 1)) { "‹ previous" }
+                a rel="prev" href=(link(page - 1)) { "‹ previous" }
             }
-            span { "page " (page.page) " of " (page.pages()) }
-            @if page.page < page.pages() {
-                a rel="next" href=(link(page.page + 1)) { "next ›" }
-                a href=(link(page.pages())) { "last »" }
+            span { "page " (page) " of " (pages) }
+            @if page < pages {
+                a rel="next" href=(link(page + 1)) { "next ›" }
+                a href=(link(pages)) { "last »" }
             }
         }
     }
@@ -386,6 +388,7 @@ pub fn job(ctx: &Ctx, doc: &Value, class: Option<&Class>, dead_member: Option<&s
             tr { th { "Queue" } td { a href={ "/queues/" (queue) "/pending" } { (queue) } } }
             tr { th { "Attempts" } td { (doc["attempts"]) " (failed " (doc["retry_count"]) ", recovered " (doc["recovered"]) ")" } }
             @if let Some(p) = doc["parent"].as_str() { tr { th { "Parent" } td { a href={ "/jobs/" (p) } { (p) } } } }
+            @if let Some(b) = doc["batch"].as_str() { tr { th { "Batch" } td { a href={ "/batches/" (b) } { (b) } } } }
             @if let Some(w) = doc["worker"].as_str() { tr { th { "Worker" } td { (w) } } }
             @if let Some(d) = doc["module_digest"].as_str() { tr { th { "Module" } td { code { "sha256:" (d) } } } }
             tr { th { "Enqueued" } td { (time(&t["enqueued_at_ms"])) } }
