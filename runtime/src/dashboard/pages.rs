@@ -424,7 +424,7 @@ pub fn job(ctx: &Ctx, doc: &Value, class: Option<&Class>, dead_member: Option<&s
             @let calls = &doc["host_calls"];
             tr { th { "Host calls" } td colspan="2" {
                 @if calls.is_null() { "-" } @else {
-                    "HTTP " (calls["http"]) " (refused " (calls["http_refused"]) ", waited " (us(&calls["limiter_wait_us"])) " for limiters), Redis " (calls["redis"])
+                    "HTTP " (calls["http"]) " (refused " (calls["http_refused"]) ", waited " (us(&calls["limiter_wait_us"])) " for limiters), Redis " (calls["redis"]) ", jobs enqueued " (calls["enqueued"].as_u64().unwrap_or(0))
                 }
             } }
         }
