@@ -46,6 +46,22 @@
 //! half-way leaves an unsealed batch that never fires, and says so).
 //!
 //! A finished batch's keys expire [`FINISHED_TTL`] after its last change.
+//!
+//! # The index
+//! Every batch is added to one sorted set of batch ids scored by creation
+//! time (`stoker:{stoker}:batches`), in the same atomic step that creates it
+//! (the `MULTI` of [`create`], the commit script for a job's batches), so the
+//! dashboard pages through batches newest first without scanning keys. The
+//! index keeps a batch [`INDEXED_FOR`] after its creation: a batch's keys live
+//! at least that long (they expire [`FINISHED_TTL`] after its last change, and
+//! only once it has finished), so every batch the index lists exists. Older
+//! entries are trimmed in the step that adds a batch and by every scheduler's
+//! [`sweep`]; a batch still unfinished after that is left out of the list but
+//! still shown by id (`stoker batch status`, `/batches/ID`). The index's size
+//! is bounded by the batches created in that window, and it is smaller than
+//! the batches it lists. (On Redis Cluster, the index is on the `{stoker}`
+//! slot and a batch on its own: like a job's batches, a `stoker batch create`
+//! spans two slots.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -61,6 +77,11 @@ use crate::queue::{Conn, SCRIPTS};
 
 /// How long a finished batch's keys are kept after its last change.
 pub const FINISHED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long the batch index lists a batch after its creation: as long as
+/// its keys are kept at least.
+pub const INDEXED_FOR: Duration = FINISHED_TTL;
+/// Most characters of a batch's description.
+pub const MAX_DESCRIPTION: usize = 500;
 /// Most dead job ids listed in a callback's args.
 pub const MAX_DEAD_IDS: usize = 100;
 /// Most batches one checkpoint may stage.
@@ -194,16 +215,36 @@ pub enum CreateError {
     Redis(#[from] redis::RedisError),
 }
 
-/// Creates a batch of `jobs` with its callbacks (class and own args), and
-/// enqueues its jobs; returns the batch's id. Every class must be deployed,
-/// and none unique or collapsible (a refused or superseded job would never
-/// finish its batch): otherwise nothing is written.
+/// A batch to create: its callbacks (class and own args) and a description.
+#[derive(Clone, Debug, Default)]
+pub struct NewBatch {
+    /// Enqueued once every job is done.
+    pub on_success: Option<(String, Value)>,
+    /// Enqueued once every job is done or dead.
+    pub on_complete: Option<(String, Value)>,
+    /// Shown with the batch (the dashboard, `stoker batch status`); at most
+    /// [`MAX_DESCRIPTION`] characters.
+    pub description: Option<String>,
+}
+
+/// Creates a batch of `jobs` as `new` says, and enqueues its jobs; returns
+/// the batch's id. Every class must be deployed, and none unique or
+/// collapsible (a refused or superseded job would never finish its batch):
+/// otherwise nothing is written.
 pub async fn create(
     conn: &mut Conn,
     jobs: &[JobLine],
-    on_success: Option<(String, Value)>,
-    on_complete: Option<(String, Value)>,
+    new: NewBatch,
 ) -> Result<String, CreateError> {
+    let description = new.description.filter(|d| !d.is_empty());
+    if let Some(d) = &description {
+        if d.chars().count() > MAX_DESCRIPTION {
+            return Err(CreateError::Invalid(format!(
+                "the description has {} characters; at most {MAX_DESCRIPTION} are kept (shorten it)",
+                d.chars().count()
+            )));
+        }
+    }
     let classes = crate::registry::classes(conn).await?;
     let resolve = |class: &str, what: &str| -> Result<String, CreateError> {
         let c = classes.get(class).ok_or_else(|| {
@@ -230,7 +271,7 @@ pub async fn create(
         by_queue.entry(queue).or_default().push(p);
     }
     let mut fields: Vec<(&'static str, String)> = vec![("id", id.clone())];
-    for (event, cb) in EVENTS.into_iter().zip([on_success, on_complete]) {
+    for (event, cb) in EVENTS.into_iter().zip([new.on_success, new.on_complete]) {
         if let Some((class, args)) = cb {
             let queue = resolve(&class, &format!("on_{event}"))?;
             fields.extend(callback_fields(
@@ -240,6 +281,9 @@ pub async fn create(
             ));
         }
     }
+    if let Some(d) = description {
+        fields.push(("description", d));
+    }
     let now = crate::queue::redis_now_ms(conn).await?;
     fields.push(("created_at", now.to_string()));
     let mut pipe = redis::pipe();
@@ -247,6 +291,10 @@ pub async fn create(
     for chunk in ids.chunks(1000) {
         pipe.sadd(b.jobs(), chunk).ignore();
     }
+    pipe.zadd(keys::batches(), &id, now)
+        .ignore()
+        .zrembyscore(keys::batches(), "-inf", index_cutoff(now))
+        .ignore();
     let () = pipe.query_async(conn).await?;
     for (queue, payloads) in &by_queue {
         let q = QueueKeys::new(queue);
@@ -404,8 +452,33 @@ pub async fn apply_outbox_logged(conn: &mut Conn, q: &QueueKeys) {
     }
 }
 
-/// Applies every queue's batch outbox (a scheduler duty).
+/// The `ZREMRANGEBYSCORE` bound of index entries too old to keep at `now`.
+fn index_cutoff(now_ms: u64) -> String {
+    format!("({}", now_ms.saturating_sub(INDEXED_FOR.as_millis() as u64))
+}
+
+/// Drops the index entries older than [`INDEXED_FOR`], by Redis time, in
+/// one round trip.
+pub async fn trim_index(conn: &mut Conn) -> redis::RedisResult<u64> {
+    static TRIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            "local t = redis.call('TIME') \
+             local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+             return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))",
+        )
+    });
+    TRIM.key(keys::batches())
+        .arg(INDEXED_FOR.as_millis() as u64)
+        .invoke_async(conn)
+        .await
+}
+
+/// Applies every queue's batch outbox and trims the batch index (a
+/// scheduler duty).
 pub async fn sweep(conn: &mut Conn) {
+    if let Err(e) = trim_index(conn).await {
+        tracing::warn!(error = %e, "trimming the batch index failed");
+    }
     let queues: Vec<String> = match conn.smembers(keys::queues()).await {
         Ok(q) => q,
         Err(e) => {
@@ -423,6 +496,8 @@ pub async fn sweep(conn: &mut Conn) {
 pub struct CallbackStatus {
     /// Its class.
     pub class: String,
+    /// Its class's queue.
+    pub queue: String,
     /// Its job's id (enqueued once it fired).
     pub job_id: String,
     /// When it fired, ms since the epoch (Redis time); none while it has not.
@@ -438,6 +513,8 @@ pub struct BatchStatus {
     pub id: String,
     /// The job that created it, if a job did.
     pub parent: Option<String>,
+    /// Its description, if it was given one.
+    pub description: Option<String>,
     /// Created, ms since the epoch (Redis time).
     pub created_at_ms: Option<u64>,
     /// Whether all its jobs are in (its callbacks may fire).
@@ -458,33 +535,71 @@ pub struct BatchStatus {
 
 /// Reads batch `id`; none when it does not exist (or expired).
 pub async fn status(conn: &mut Conn, id: &str) -> redis::RedisResult<Option<BatchStatus>> {
-    if crate::job::check_id(id).is_err() {
-        return Ok(None);
+    Ok(statuses(conn, &[id.to_owned()]).await?.pop().flatten())
+}
+
+/// Reads batches `ids` in one pipelined round trip (four commands each);
+/// none for one that does not exist (or expired).
+pub async fn statuses(
+    conn: &mut Conn,
+    ids: &[String],
+) -> redis::RedisResult<Vec<Option<BatchStatus>>> {
+    let valid: Vec<bool> = ids
+        .iter()
+        .map(|id| crate::job::check_id(id).is_ok())
+        .collect();
+    let mut pipe = redis::pipe();
+    for (id, _) in ids.iter().zip(&valid).filter(|(_, ok)| **ok) {
+        let b = BatchKeys::new(id);
+        pipe.hgetall(b.meta())
+            .scard(b.jobs())
+            .scard(b.done())
+            .scard(b.dead());
     }
-    let b = BatchKeys::new(id);
-    let (meta, total, done, dead): (HashMap<String, String>, u64, u64, u64) = redis::pipe()
-        .hgetall(b.meta())
-        .scard(b.jobs())
-        .scard(b.done())
-        .scard(b.dead())
-        .query_async(conn)
-        .await?;
+    let read: Vec<(HashMap<String, String>, u64, u64, u64)> = if valid.contains(&true) {
+        pipe.query_async(conn).await?
+    } else {
+        Vec::new()
+    };
+    let mut read = read.into_iter();
+    Ok(ids
+        .iter()
+        .zip(valid)
+        .map(|(id, ok)| {
+            if !ok {
+                return None;
+            }
+            let (meta, total, done, dead) = read.next()?;
+            parse_status(id, &meta, total, done, dead)
+        })
+        .collect())
+}
+
+fn parse_status(
+    id: &str,
+    meta: &HashMap<String, String>,
+    total: u64,
+    done: u64,
+    dead: u64,
+) -> Option<BatchStatus> {
     if meta.is_empty() {
-        return Ok(None);
+        return None;
     }
     let get = |f: &str| meta.get(f).filter(|v| !v.is_empty()).cloned();
     let num = |f: &str| get(f).and_then(|v| v.parse().ok());
     let callback = |event: &str| {
         Some(CallbackStatus {
             class: get(&format!("{event}_class"))?,
+            queue: get(&format!("{event}_queue")).unwrap_or_default(),
             job_id: get(&format!("{event}_id"))?,
             fired_at_ms: num(&format!("{event}_at")),
             enqueued: get(&format!("{event}_enqueued")).is_some(),
         })
     };
-    Ok(Some(BatchStatus {
+    Some(BatchStatus {
         id: id.to_owned(),
         parent: get("parent"),
+        description: get("description"),
         created_at_ms: num("created_at"),
         sealed: get("sealed").is_some(),
         total,
@@ -493,7 +608,7 @@ pub async fn status(conn: &mut Conn, id: &str) -> redis::RedisResult<Option<Batc
         dead,
         on_success: callback("success"),
         on_complete: callback("complete"),
-    }))
+    })
 }
 
 impl BatchStatus {
@@ -512,6 +627,9 @@ impl BatchStatus {
             self.done,
             self.dead
         );
+        if let Some(d) = &self.description {
+            out += &format!("  about      {d}\n");
+        }
         if let Some(p) = &self.parent {
             out += &format!("  parent     {p}\n");
         }

@@ -314,6 +314,9 @@ pub struct WorkerStatus {
     pub id: String,
     /// Its last heartbeat (JSON), none if expired.
     pub heartbeat: Option<Value>,
+    /// How long ago (Redis time) its last heartbeat was written, ms; none if
+    /// expired (or written by a worker older than the beat's `at_ms`).
+    pub heartbeat_age_ms: Option<u64>,
 }
 
 /// `stoker status`.
@@ -373,12 +376,19 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
             parked: stats.get("parked").copied().unwrap_or(0),
         });
     }
+    let now = crate::queue::redis_now_ms(conn).await?;
     let mut workers = Vec::new();
     for id in worker_ids {
         let beat: Option<String> = conn.get(keys::heartbeat(&id)).await?;
+        let heartbeat: Option<Value> = beat.and_then(|b| serde_json::from_str(&b).ok());
+        let heartbeat_age_ms = heartbeat
+            .as_ref()
+            .and_then(|h| h["at_ms"].as_u64())
+            .map(|at| now.saturating_sub(at));
         workers.push(WorkerStatus {
             id,
-            heartbeat: beat.and_then(|b| serde_json::from_str(&b).ok()),
+            heartbeat,
+            heartbeat_age_ms,
         });
     }
     let deployed = crate::registry::classes(conn).await?;
@@ -400,7 +410,6 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
         });
     }
     let mut schedules = Vec::new();
-    let now = crate::queue::redis_now_ms(conn).await?;
     let mut names: Vec<&String> = deployed.keys().collect();
     names.sort();
     for name in names {
@@ -549,8 +558,13 @@ impl Status {
         for w in &self.workers {
             match &w.heartbeat {
                 Some(h) => out.push_str(&format!(
-                    "  {}  busy {}/{}  queues {}\n",
-                    w.id, h["busy"], h["concurrency"], h["queues"]
+                    "  {}  busy {}/{}  queues {}  heartbeat {}\n",
+                    w.id,
+                    h["busy"],
+                    h["concurrency"],
+                    h["queues"],
+                    w.heartbeat_age_ms
+                        .map_or("-".into(), |ms| format!("{:.1} s ago", ms as f64 / 1e3))
                 )),
                 None => out.push_str(&format!(
                     "  {}  heartbeat expired (will be recovered)\n",

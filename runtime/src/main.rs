@@ -241,6 +241,10 @@ enum BatchAction {
         /// Enqueued once every job is done or dead.
         #[arg(long, value_name = "CLASS[:ARGS_JSON]")]
         on_complete: Option<String>,
+        /// What the batch is, for people: shown by `stoker batch status` and
+        /// the dashboard (at most 500 characters).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
     },
     /// Show a batch: its jobs pending, done and dead, and its callbacks.
     Status {
@@ -760,6 +764,7 @@ async fn batch(action: BatchAction, mut conn: queue::Conn) -> anyhow::Result<Exi
             jobs,
             on_success,
             on_complete,
+            description,
         } => {
             let on_success = on_success
                 .map(|s| batch::parse_callback(&s))
@@ -777,7 +782,12 @@ async fn batch(action: BatchAction, mut conn: queue::Conn) -> anyhow::Result<Exi
                 batch::parse_jobs(std::io::BufReader::new(file))
             }
             .map_err(|e| anyhow::anyhow!("{jobs}: {e}"))?;
-            let id = batch::create(&mut conn, &lines, on_success, on_complete).await?;
+            let new = batch::NewBatch {
+                on_success,
+                on_complete,
+                description,
+            };
+            let id = batch::create(&mut conn, &lines, new).await?;
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }

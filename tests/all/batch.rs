@@ -267,6 +267,13 @@ fn dead_jobs_fire_on_complete_and_not_on_success() {
         "{status:#}"
     );
     assert_eq!(status["on_complete"]["enqueued"], true, "{status:#}");
+    // Indexed by its creation time, in the step that created it.
+    let score: Option<u64> = env.query(
+        redis::cmd("ZSCORE")
+            .arg(stoker::queue::keys::batches())
+            .arg(&id),
+    );
+    assert_eq!(score, status["created_at_ms"].as_u64(), "{status:#}");
     assert_eq!(jobs_of_class(&env, "album-done").len(), 1);
     let text = env.stoker_ok(&["batch", "status", &id]);
     assert!(
@@ -338,7 +345,15 @@ fn bad_batches_are_refused_with_the_line_and_nothing_enqueued() {
         "album-done:{",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("are not JSON"));
+    let file = jobs_file(&env, "described", std::slice::from_ref(&good));
+    let long = "x".repeat(501);
+    let out = env.stoker(&["batch", "create", "--jobs", &file, "--description", &long]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 500"), "{err}");
     assert!(env.pending_ids("default").is_empty(), "nothing enqueued");
+    let indexed: u64 = env.query(redis::cmd("ZCARD").arg(stoker::queue::keys::batches()));
+    assert_eq!(indexed, 0, "no batch indexed");
     let out = env.stoker(&["batch", "status", "0123456789abcdef01234567"]);
     assert!(!out.status.success());
 }
@@ -383,6 +398,17 @@ fn a_guest_batch_killed_half_way_makes_its_jobs_and_callback_once() {
         .collect();
     assert_eq!(batches.len() as u64, albums);
     assert_eq!(batches.iter().collect::<HashSet<_>>().len() as u64, albums);
+    // Each committed with its batch index entry, once, despite the kills.
+    let mut indexed: Vec<String> = env.query(
+        redis::cmd("ZRANGE")
+            .arg(stoker::queue::keys::batches())
+            .arg(0)
+            .arg(-1),
+    );
+    indexed.sort();
+    let mut want = batches.clone();
+    want.sort();
+    assert_eq!(indexed, want, "the batch index");
 
     wait_until(Duration::from_secs(120), "every callback", || {
         counter(&env, "album:callbacks") >= albums as i64

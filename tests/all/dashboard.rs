@@ -2,8 +2,11 @@
 //! Hostile job text renders escaped; actions are refused without the token,
 //! without a session's CSRF token, and from another origin; pages are paged;
 //! a worker serves the dashboard too; and, in headless Chromium, the overview
-//! loads, a dead job is retried and runs, and a `<script>` in args is inert
-//! (`tests/browser/dashboard.mjs`, screenshots in `target/dashboard-screenshots`).
+//! loads, a dead job is retried and runs, a `<script>` in args is inert, and
+//! a batch is listed and opened (`tests/browser/dashboard.mjs`, screenshots in
+//! `target/dashboard-screenshots`). Batches are listed, paged and shown with
+//! their jobs; the throughput graph is read from Redis; workers show their
+//! heartbeat's age.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -485,6 +488,30 @@ fn a_worker_serves_the_dashboard_too() {
         },
     );
     assert!(body.contains("16.0 MiB"), "{body}");
+    // The job reaches the throughput graph through the same rollups, and the
+    // worker's heartbeat shows its age (Redis time).
+    wait_until(Duration::from_secs(30), "the job on the graph", || {
+        body = get(port, "/", &[]).body;
+        body.contains("1 processed")
+    });
+    let beat = body
+        .split("class=\"n beat\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("no heartbeat age: {body}"));
+    assert!(
+        beat.ends_with(" ago") && (beat.contains("ms") || beat.contains(" s")),
+        "{beat}"
+    );
+    let status = env.status();
+    let w = &status["workers"][0];
+    assert!(w["heartbeat"]["at_ms"].as_u64().is_some(), "{status:#}");
+    assert!(
+        w["heartbeat_age_ms"].as_u64().is_some_and(|ms| ms < 10_000),
+        "{status:#}"
+    );
+    let text = env.stoker_ok(&["status"]);
+    assert!(text.contains(" s ago"), "{text}");
     assert!(get(port, "/limits", &[]).status == 200);
     let r = post(
         port,
@@ -494,6 +521,245 @@ fn a_worker_serves_the_dashboard_too() {
     );
     assert_eq!(r.status, 401);
     worker.assert_alive();
+}
+
+/// Writes `lines` as a batch's jobs file and runs `stoker batch create` with
+/// `extra`; returns the batch id.
+fn create_batch(env: &TestEnv, name: &str, lines: &[serde_json::Value], extra: &[&str]) -> String {
+    let path = env.dir().join(name);
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&path, text.join("\n") + "\n").expect("writing the jobs file");
+    let mut args = vec![
+        "batch",
+        "create",
+        "--jobs",
+        path.to_str().expect("UTF-8 path"),
+    ];
+    args.extend(extra);
+    env.stoker_ok(&args).trim().to_owned()
+}
+
+/// The ids a page links to under `prefix` (`/jobs/`, `/batches/`), in order.
+fn links(body: &str, prefix: &str) -> Vec<String> {
+    body.split(&format!("href=\"{prefix}"))
+        .skip(1)
+        .filter_map(|rest| rest.split(['?', '"']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn batches_are_listed_paged_and_shown_with_their_jobs() {
+    let env = TestEnv::new();
+    env.deploy(
+        "[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\n\
+         [classes.flaky]\nmodule = \"$GUESTS/flaky.wasm\"\nretry = 0\n",
+    );
+    let dash = Dash::start(&env);
+    // Two jobs that succeed and one that dies, with a hostile description.
+    let hostile = "<script>alert(1)</script> nightly photos";
+    let id = create_batch(
+        &env,
+        "batch.jsonl",
+        &[
+            json!({"class": "hello", "args": {"name": "Ada"}}),
+            json!({"class": "hello", "args": {"name": "Bob"}}),
+            json!({"class": "flaky", "args": {"fail": "no", "permanent": true}}),
+        ],
+        &[
+            "--description",
+            hostile,
+            "--on-success",
+            "hello",
+            "--on-complete",
+            r#"hello:{"name":"Cy"}"#,
+        ],
+    );
+    let r = get(dash.port, "/batches", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("href=\"/batches\""),
+        "the nav links the page"
+    );
+    assert!(
+        r.body.contains("<td class=\"n\">3</td><td class=\"n\">3</td><td class=\"n\">0</td><td class=\"n\">0</td>"),
+        "3 jobs, 3 pending before a worker runs: {}",
+        r.body
+    );
+
+    let _worker = env.spawn_worker(&["--concurrency", "4"]);
+    wait_until(Duration::from_secs(60), "the batch to complete", || {
+        let s: serde_json::Value =
+            serde_json::from_str(&env.stoker_ok(&["batch", "status", &id, "--json"])).unwrap();
+        s["on_complete"]["enqueued"] == true
+    });
+    let r = get(dash.port, "/batches", &[]);
+    assert_eq!(links(&r.body, "/batches/"), vec![id.clone()], "{}", r.body);
+    assert!(
+        r.body.contains("<td class=\"n\">3</td><td class=\"n\">0</td><td class=\"n\">2</td><td class=\"n\">1</td>"),
+        "3 jobs: 0 pending, 2 done, 1 dead: {}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt; nightly photos"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("<script>alert"), "{}", r.body);
+    assert_eq!(r.body.matches("<script").count(), 1, "{}", r.body);
+    // on_complete fired (with a link to its job); on_success did not (a job died).
+    assert!(
+        r.body
+            .contains(&format!("href=\"/jobs/{id}-complete?queue=default\"")),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("not fired"), "{}", r.body);
+
+    // The batch's page: its jobs, each linked to its record.
+    let r = get(dash.port, &format!("/batches/{id}"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let members_of = |body: &str| -> Vec<String> {
+        let table = body
+            .split("id=\"members\"")
+            .nth(1)
+            .expect("the members table");
+        links(table, "/jobs/")
+    };
+    let mut members: Vec<String> =
+        env.query(redis::cmd("SMEMBERS").arg(format!("stoker:{{b:{id}}}:jobs")));
+    members.sort();
+    assert_eq!(members_of(&r.body), members, "{}", r.body);
+    for m in &members {
+        assert!(
+            r.body
+                .contains(&format!("href=\"/jobs/{m}?queue=default\"")),
+            "{}",
+            r.body
+        );
+    }
+    assert!(
+        r.body.contains("3 total, 0 pending, 2 done, 1 dead"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body.matches("<script").count(), 1, "{}", r.body);
+    // Only the dead one under `dead`.
+    let dead: Vec<String> =
+        env.query(redis::cmd("SMEMBERS").arg(format!("stoker:{{b:{id}}}:dead")));
+    assert_eq!(dead.len(), 1);
+    let r = get(dash.port, &format!("/batches/{id}?show=dead"), &[]);
+    assert_eq!(members_of(&r.body), dead, "{}", r.body);
+    assert!(r.body.contains(">flaky<"), "{}", r.body);
+    assert!(!r.body.contains(">hello<"), "{}", r.body);
+    assert_eq!(
+        get(dash.port, &format!("/batches/{id}?show=nope"), &[]).status,
+        404
+    );
+    assert_eq!(
+        get(dash.port, "/batches/0123456789abcdef01234567", &[]).status,
+        404
+    );
+    assert_eq!(get(dash.port, "/batches/%3Cb%3E", &[]).status, 404);
+
+    // Paged, newest first: four more batches, two a page.
+    let mut ids = vec![id];
+    for n in 0..4 {
+        let line = json!({"class": "hello", "args": {"name": format!("p{n}")}});
+        ids.push(create_batch(&env, &format!("b{n}.jsonl"), &[line], &[]));
+    }
+    ids.reverse();
+    let indexed: u64 = env.query(redis::cmd("ZCARD").arg(stoker::queue::keys::batches()));
+    assert_eq!(indexed, 5);
+    let mut seen = Vec::new();
+    for page in 1..=3 {
+        let r = get(dash.port, &format!("/batches?page={page}&per=2"), &[]);
+        assert!(r.body.contains(&format!("page {page} of 3")), "{}", r.body);
+        seen.extend(links(&r.body, "/batches/"));
+    }
+    assert_eq!(seen, ids, "newest first, each once");
+    let r = get(dash.port, "/batches?page=9&per=2", &[]);
+    assert_eq!(r.status, 200);
+    assert!(links(&r.body, "/batches/").is_empty());
+    // A job's page links its batch.
+    let r = get(dash.port, &format!("/jobs/{}", members[0]), &[]);
+    assert!(
+        r.body.contains(&format!("href=\"/batches/{}\"", ids[4])),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn the_graph_comes_from_redis_and_is_the_same_on_every_dashboard() {
+    let env = TestEnv::new();
+    env.deploy(
+        "[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\n\
+         [classes.flaky]\nmodule = \"$GUESTS/flaky.wasm\"\n",
+    );
+    // Figures as workers leave them (the documented rollup keys), 5 and 2
+    // minutes ago, for two classes.
+    let minute = env.redis_now_ms() / 60_000;
+    let mut pipe = redis::pipe();
+    for (class, ago, done, failed) in [
+        ("hello", 5, 120, 6),
+        ("flaky", 5, 30, 4),
+        ("hello", 2, 7, 0),
+    ] {
+        pipe.hset_multiple(
+            stoker::rollup::key(class, minute - ago),
+            &[("done", done), ("failed", failed), ("ran", done + failed)],
+        )
+        .ignore();
+    }
+    env.query_pipe::<()>(&pipe);
+    let graph = |port: u16| -> (u64, Vec<u64>, Vec<u64>) {
+        let body = get(port, "/", &[]).body;
+        let attr = |name: &str| -> String {
+            body.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+                .to_owned()
+        };
+        let list = |name: &str| -> Vec<u64> {
+            attr(name)
+                .split(',')
+                .map(|n| n.parse().expect("a count"))
+                .collect()
+        };
+        (
+            attr("data-first-minute").parse().expect("a minute"),
+            list("data-processed"),
+            list("data-failed"),
+        )
+    };
+    let one = Dash::start(&env);
+    let (first, processed, failed) = graph(one.port);
+    assert_eq!(processed.len(), 60);
+    let at = |ago: u64| (minute - ago - first) as usize;
+    assert_eq!(processed[at(5)], 150, "{processed:?}");
+    assert_eq!(failed[at(5)], 10, "{failed:?}");
+    assert_eq!(processed[at(2)], 7, "{processed:?}");
+    assert_eq!(processed.iter().sum::<u64>(), 157);
+    // Another dashboard process, started later, draws the same history.
+    let two = Dash::start(&env);
+    let (first2, processed2, failed2) = graph(two.port);
+    let shift = (first2 - first) as usize;
+    assert_eq!(processed2[..60 - shift], processed[shift..]);
+    assert_eq!(failed2[..60 - shift], failed[shift..]);
+    drop(one);
+    // And it survives a restart.
+    let three = Dash::start(&env);
+    assert_eq!(graph(three.port).1.iter().sum::<u64>(), 157);
+    let body = get(three.port, "/", &[]).body;
+    assert!(body.contains("157 processed"), "{body}");
 }
 
 /// The browser test. Needs Node.js, `npm ci` in `tests/browser` and Debian's
@@ -532,6 +798,18 @@ fn dashboard_in_a_browser() {
         "[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\n\
          [classes.later]\nmodule = \"$GUESTS/hello.wasm\"\n",
     );
+    let batch = create_batch(
+        &env,
+        "batch.jsonl",
+        &[
+            json!({"class": "hello", "args": {"name": "Ann"}}),
+            json!({"class": "hello", "args": {"name": "Ben"}}),
+        ],
+        &[
+            "--description",
+            "<img src=x onerror=\"window.__stokerXss=2\"> weekly export",
+        ],
+    );
     let dash = Dash::start(&env);
     let shots = target_dir().join("dashboard-screenshots");
     // Only this run's screenshots (a failed run leaves failure.png).
@@ -542,6 +820,7 @@ fn dashboard_in_a_browser() {
         .env("DASHBOARD_TOKEN", TOKEN)
         .env("DEAD_ID", &dead)
         .env("XSS_ID", &hostile)
+        .env("BATCH_ID", &batch)
         .env("SCREENSHOTS", &shots)
         .env("CHROMIUM", &chromium)
         .output()
@@ -555,4 +834,5 @@ fn dashboard_in_a_browser() {
     assert!(stdout.contains("ok - the retried job ran"), "{stdout}");
     assert_eq!(env.record("default", &dead)["state"], "done");
     assert!(shots.join("4-retried-job.png").exists());
+    assert!(shots.join("9-batch.png").exists());
 }

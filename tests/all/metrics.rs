@@ -319,3 +319,30 @@ retry = 1
     assert!(worker.wait_exit(SETTLE).success());
     assert!(get(port, "/healthz").is_err(), "still served after exit");
 }
+
+#[test]
+fn json_logs_carry_the_job_id_class_and_attempt() {
+    let env = TestEnv::new();
+    env.deploy("[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\n");
+    let worker = env.spawn_worker(&["--log-format", "json"]);
+    let id = env.enqueue("hello", r#"{"name":"Ada"}"#, &[]);
+    env.wait_settled("default", std::slice::from_ref(&id), SETTLE);
+    let mut line = None;
+    wait_until(Duration::from_secs(10), "the job's log line", || {
+        line = worker
+            .log()
+            .lines()
+            .find(|l| l.contains("greeting Ada"))
+            .map(str::to_owned);
+        line.is_some()
+    });
+    let line: serde_json::Value = serde_json::from_str(&line.unwrap()).expect("a JSON line");
+    assert_eq!(line["fields"]["message"], "greeting Ada", "{line:#}");
+    assert_eq!(line["span"]["id"], id.as_str(), "{line:#}");
+    assert_eq!(line["span"]["class"], "hello", "{line:#}");
+    assert_eq!(line["span"]["attempt"], 1, "{line:#}");
+    // Every line is JSON.
+    for l in worker.log().lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+}

@@ -5,6 +5,7 @@
 //   DASHBOARD_TOKEN  the token
 //   DEAD_ID        a dead job whose retry succeeds (its class is deployed now)
 //   XSS_ID         a job whose args hold <script>alert(1)</script>
+//   BATCH_ID       a batch of two jobs whose description holds an <img onerror>
 //   SCREENSHOTS    where to save screenshots
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 // Exits non-zero on the first failed check; prints one line per check.
@@ -21,6 +22,7 @@ const base = env('DASHBOARD_URL');
 const token = env('DASHBOARD_TOKEN');
 const deadId = env('DEAD_ID');
 const xssId = env('XSS_ID');
+const batchId = env('BATCH_ID');
 const shots = env('SCREENSHOTS');
 mkdirSync(shots, { recursive: true });
 
@@ -124,6 +126,19 @@ try {
   await page.screenshot({ path: join(shots, '7-paused.png'), fullPage: true });
   await Promise.all([page.waitForURL(`${base}/`), page.click('table#queues button:has-text("Resume")')]);
   check((await page.locator('table#queues .badge.paused').count()) === 0, 'the queue is resumed');
+
+  // 8. Batches: the list (from the nav), then the batch with its jobs.
+  await Promise.all([page.waitForURL(`${base}/batches`), page.click('header nav a:has-text("Batches")')]);
+  check(await page.locator(`table#batches a[href="/batches/${batchId}"]`).isVisible(),
+    'the batches page lists the batch');
+  check(await page.getByText('<img src=x onerror="window.__stokerXss=2"> weekly export').first().isVisible(),
+    'its hostile description is shown as text');
+  await page.screenshot({ path: join(shots, '8-batches.png'), fullPage: true });
+  await Promise.all([page.waitForURL(/\/batches\/.+/), page.click(`a[href="/batches/${batchId}"]`)]);
+  check((await page.locator('table#members tbody tr').count()) === 2, 'the batch page lists its 2 jobs');
+  check((await page.evaluate(() => window.__stokerXss)) === undefined,
+    'no handler from the description ran');
+  await page.screenshot({ path: join(shots, '9-batch.png'), fullPage: true });
 
   check(dialogs.length === 0, `no dialog fired (${dialogs.join(', ')})`);
   check(cspViolations.length === 0, `no CSP violation (${cspViolations.join('; ')})`);

@@ -3,12 +3,14 @@
 //!
 //! 1. Fill queue `bench-dashboard` with [`FILL`] pending jobs (records and
 //!    payloads, as `stoker enqueue` writes them, pipelined) and [`DEAD`] dead
-//!    ones (the dead set's cap), each with a record.
+//!    ones (the dead set's cap), each with a record; and [`BATCHES`] batches
+//!    (a hash each, in the batch index).
 //! 2. Start a dashboard in this process on 127.0.0.1 (a free port).
 //! 3. Time [`REQUESTS`] requests of each page over HTTP (a fresh connection
 //!    each, the whole body read): the overview, a dead-set page deep in the
-//!    set, and a pending page half-way through the million.
-//! 4. Delete the queue's keys.
+//!    set, a pending page half-way through the million, and a batches page
+//!    half-way through the index.
+//! 4. Delete the queue's keys and the batches.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::clear_queue;
 use crate::job::Payload;
-use crate::queue::keys::QueueKeys;
+use crate::queue::keys::{BatchKeys, QueueKeys};
 use crate::queue::settle::DEAD_CAP;
 use crate::queue::{self, SCRIPTS};
 
@@ -27,6 +29,8 @@ pub const QUEUE: &str = "bench-dashboard";
 pub const FILL: u64 = 1_000_000;
 /// Dead jobs put in it.
 pub const DEAD: u64 = DEAD_CAP;
+/// Batches put in the batch index.
+pub const BATCHES: u64 = 100_000;
 /// Timed requests per page.
 pub const REQUESTS: usize = 50;
 /// Jobs per pipelined round trip while filling.
@@ -100,6 +104,29 @@ pub async fn run(redis_url: &str) -> anyhow::Result<DashboardFigures> {
     }
     let _: () = pipe.query_async(&mut conn).await?;
     redis::AsyncCommands::sadd::<_, _, ()>(&mut conn, crate::queue::keys::queues(), QUEUE).await?;
+    let batches: Vec<String> = (0..BATCHES).map(|_| crate::job::new_id()).collect();
+    for (c, chunk) in batches.chunks(CHUNK as usize).enumerate() {
+        let mut pipe = redis::pipe();
+        for (i, id) in chunk.iter().enumerate() {
+            let at = now - BATCHES + (c * CHUNK as usize + i) as u64;
+            let b = BatchKeys::new(id);
+            pipe.hset_multiple(
+                b.meta(),
+                &[
+                    ("id", id.clone()),
+                    ("created_at", at.to_string()),
+                    ("sealed", at.to_string()),
+                    ("description", format!("benchmark batch {id}")),
+                ],
+            )
+            .ignore()
+            .sadd(b.jobs(), id)
+            .ignore()
+            .zadd(crate::queue::keys::batches(), id, at)
+            .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+    }
     let fill_secs = t0.elapsed().as_secs_f64();
 
     let dashboard = crate::dashboard::Dashboard::bind(
@@ -116,10 +143,12 @@ pub async fn run(redis_url: &str) -> anyhow::Result<DashboardFigures> {
 
     let dead_page = DEAD as usize / crate::dashboard::data::PER_PAGE / 2;
     let pending_page = FILL as usize / crate::dashboard::data::PER_PAGE / 2;
+    let batches_page = BATCHES as usize / crate::dashboard::data::PER_PAGE / 2;
     let paths = [
         "/".to_owned(),
         format!("/queues/{QUEUE}/dead?page={dead_page}"),
         format!("/queues/{QUEUE}/pending?page={pending_page}"),
+        format!("/batches?page={batches_page}"),
     ];
     let mut pages = Vec::new();
     for path in paths {
@@ -144,6 +173,15 @@ pub async fn run(redis_url: &str) -> anyhow::Result<DashboardFigures> {
     let _ = stop.send(());
     let _ = server.await;
     clear_queue(&mut conn, &q).await?;
+    for chunk in batches.chunks(CHUNK as usize) {
+        let mut pipe = redis::pipe();
+        pipe.zrem(crate::queue::keys::batches(), chunk).ignore();
+        for id in chunk {
+            let b = BatchKeys::new(id);
+            pipe.unlink(&[b.meta(), b.jobs()]).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+    }
     Ok(DashboardFigures {
         pending: FILL,
         dead: DEAD,

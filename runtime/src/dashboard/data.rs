@@ -540,31 +540,24 @@ pub async fn known_queue(conn: &mut Conn, queue: &str) -> redis::RedisResult<boo
     conn.sismember(keys::queues(), queue).await
 }
 
-/// Per-queue counters for the throughput graph: `processed` and `failed` of
-/// each queue, in one round trip.
-pub async fn counters(
+/// Each queue's `processed` counter, for the live jobs/s figure, in one
+/// round trip.
+pub async fn processed(
     conn: &mut Conn,
     queues: &[String],
-) -> redis::RedisResult<HashMap<String, (u64, u64)>> {
+) -> redis::RedisResult<HashMap<String, u64>> {
+    if queues.is_empty() {
+        return Ok(HashMap::new());
+    }
     let mut pipe = redis::pipe();
     for q in queues {
-        pipe.cmd("HMGET")
-            .arg(QueueKeys::new(q).stats())
-            .arg(&["processed", "failed"]);
+        pipe.hget(QueueKeys::new(q).stats(), "processed");
     }
-    let values: Vec<(Option<u64>, Option<u64>)> = if queues.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(conn).await?
-    };
+    let values: Vec<Option<u64>> = pipe.query_async(conn).await?;
     Ok(queues
         .iter()
         .cloned()
-        .zip(
-            values
-                .into_iter()
-                .map(|(p, f)| (p.unwrap_or(0), f.unwrap_or(0))),
-        )
+        .zip(values.into_iter().map(|p| p.unwrap_or(0)))
         .collect())
 }
 

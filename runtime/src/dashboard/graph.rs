@@ -1,11 +1,17 @@
-//! The throughput graph: the dashboard samples every queue's `processed` and
-//! `failed` counters (the stats hash, one round trip) every [`SAMPLE_EVERY`],
-//! keeps the last [`SAMPLES`] samples in memory, and draws jobs/s between
-//! samples as an SVG polyline on the overview.
+//! The overview's throughput: a graph of history, and a live figure.
 //!
-//! The samples belong to this dashboard process: a dashboard started a moment
-//! ago draws a short graph. (Per-class figures over rolling windows, shared
-//! by every node, are kept in Redis by the metrics aggregation.)
+//! 1. The graph: jobs done and failed per minute over the last [`MINUTES`]
+//!    minutes, all classes, read from the per-class per-minute rollups every
+//!    worker adds to Redis ([`crate::rollup`], `stoker:{c:CLASS}:m:MINUTE`).
+//!    Every dashboard process draws the same history, and a restarted one
+//!    loses none. A read is one pipelined round trip of classes × [`MINUTES`]
+//!    `HMGET`s of two fields; the minutes are those of Redis time, and the
+//!    last one is still filling (workers add their figures at each heartbeat).
+//! 2. The live figure: jobs/s of each queue over the last minute. The
+//!    dashboard samples every queue's `processed` counter (the stats hash,
+//!    one round trip) every [`SAMPLE_EVERY`] and keeps the last [`SAMPLES`]
+//!    in memory, so it belongs to this process: one started a moment ago
+//!    shows `-` until its second sample.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -15,31 +21,67 @@ use redis::AsyncCommands;
 
 use crate::queue::{Conn, keys};
 
-/// How often the counters are sampled.
+/// Minutes of history the graph draws (the current one included).
+pub const MINUTES: u64 = 60;
+/// How often the live figure's counters are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
-/// Samples kept: ten minutes' worth.
-pub const SAMPLES: usize = 120;
+/// Samples kept: one minute's intervals.
+pub const SAMPLES: usize = 13;
 
-/// One reading of every queue's counters.
+/// Jobs per minute, oldest minute first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// The first minute drawn (minutes since the epoch, Redis time).
+    pub first_minute: u64,
+    /// Jobs done in each minute.
+    pub processed: Vec<u64>,
+    /// Failed attempts (retried or dead) in each minute.
+    pub failed: Vec<u64>,
+}
+
+/// Reads the last [`MINUTES`] minutes up to `now_ms` (Redis time) of
+/// `classes` from the rollups, summed over the classes.
+pub async fn history(
+    conn: &mut Conn,
+    classes: &[String],
+    now_ms: u64,
+) -> redis::RedisResult<History> {
+    let last = now_ms / 60_000;
+    let first = last.saturating_sub(MINUTES - 1);
+    let n = (last - first + 1) as usize;
+    let mut h = History {
+        first_minute: first,
+        processed: vec![0; n],
+        failed: vec![0; n],
+    };
+    if classes.is_empty() {
+        return Ok(h);
+    }
+    let mut pipe = redis::pipe();
+    for class in classes {
+        for m in first..=last {
+            pipe.cmd("HMGET")
+                .arg(crate::rollup::key(class, m))
+                .arg(&["done", "failed"]);
+        }
+    }
+    let read: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(conn).await?;
+    for (i, (done, failed)) in read.into_iter().enumerate() {
+        h.processed[i % n] += done.unwrap_or(0);
+        h.failed[i % n] += failed.unwrap_or(0);
+    }
+    Ok(h)
+}
+
+/// One reading of every queue's `processed` counter.
 #[derive(Clone, Debug)]
 struct Sample {
     at: Instant,
-    /// queue → (processed, failed).
-    counts: HashMap<String, (u64, u64)>,
+    /// queue → processed.
+    counts: HashMap<String, u64>,
 }
 
-/// Jobs per second over one interval between samples.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Rate {
-    /// Seconds before now that the interval ended.
-    pub ago_s: f64,
-    /// Jobs done per second.
-    pub processed: f64,
-    /// Failed attempts per second.
-    pub failed: f64,
-}
-
-/// The samples taken so far.
+/// The live figure's samples.
 #[derive(Default)]
 pub struct Samples {
     samples: Mutex<VecDeque<Sample>>,
@@ -47,11 +89,11 @@ pub struct Samples {
 
 impl Samples {
     /// Adds a reading taken now.
-    pub fn push(&self, counts: HashMap<String, (u64, u64)>) {
+    pub fn push(&self, counts: HashMap<String, u64>) {
         self.push_at(Instant::now(), counts);
     }
 
-    fn push_at(&self, at: Instant, counts: HashMap<String, (u64, u64)>) {
+    fn push_at(&self, at: Instant, counts: HashMap<String, u64>) {
         let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if s.len() == SAMPLES {
             s.pop_front();
@@ -59,42 +101,23 @@ impl Samples {
         s.push_back(Sample { at, counts });
     }
 
-    /// Jobs/s of `queue` (every queue when `None`) between consecutive
-    /// samples, oldest first. A counter that went down (Redis flushed) counts
-    /// as zero for that interval.
-    pub fn rates(&self, queue: Option<&str>) -> Vec<Rate> {
-        let s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let total = |sample: &Sample| -> (u64, u64) {
-            sample
-                .counts
-                .iter()
-                .filter(|(q, _)| queue.is_none_or(|want| want == q.as_str()))
-                .fold((0, 0), |(p, f), (_, (dp, df))| (p + dp, f + df))
-        };
-        s.iter()
-            .zip(s.iter().skip(1))
-            .map(|(a, b)| {
-                let dt = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
-                let ((pa, fa), (pb, fb)) = (total(a), total(b));
-                Rate {
-                    ago_s: now.duration_since(b.at).as_secs_f64(),
-                    processed: pb.saturating_sub(pa) as f64 / dt,
-                    failed: fb.saturating_sub(fa) as f64 / dt,
-                }
-            })
-            .collect()
-    }
-
-    /// Jobs/s of `queue` over the last minute of samples (or as much as
-    /// there is), `None` before two samples.
+    /// Jobs/s of `queue` between the oldest and the newest sample (up to a
+    /// minute), `None` before two samples. A counter that went down (Redis
+    /// flushed) counts from the sample after.
     pub fn recent(&self, queue: &str) -> Option<f64> {
-        let rates = self.rates(Some(queue));
-        let last: Vec<&Rate> = rates.iter().rev().take(12).collect();
-        if last.is_empty() {
+        let s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let count = |sample: &Sample| sample.counts.get(queue).copied().unwrap_or(0);
+        let (first, last) = (s.front()?, s.back()?);
+        let dt = last.at.duration_since(first.at).as_secs_f64();
+        if s.len() < 2 || dt <= 0.0 {
             return None;
         }
-        Some(last.iter().map(|r| r.processed).sum::<f64>() / last.len() as f64)
+        let done: u64 = s
+            .iter()
+            .zip(s.iter().skip(1))
+            .map(|(a, b)| count(b).saturating_sub(count(a)))
+            .sum();
+        Some(done as f64 / dt)
     }
 }
 
@@ -106,7 +129,7 @@ pub async fn sample(mut conn: Conn, samples: std::sync::Arc<Samples>) {
         tick.tick().await;
         let queues: redis::RedisResult<Vec<String>> = conn.smembers(keys::queues()).await;
         let read = match queues {
-            Ok(q) => super::data::counters(&mut conn, &q).await,
+            Ok(q) => super::data::processed(&mut conn, &q).await,
             Err(e) => Err(e),
         };
         match read {
@@ -116,13 +139,13 @@ pub async fn sample(mut conn: Conn, samples: std::sync::Arc<Samples>) {
     }
 }
 
-/// The points of a polyline drawing `values` (oldest first) in a `w`×`h` box,
-/// scaled to `max`.
-pub fn points(values: &[f64], max: f64, w: f64, h: f64) -> String {
+/// The points of a polyline drawing `values` (oldest first, one per slot of
+/// `slots`, the last at the right edge) in a `w`×`h` box, scaled to `max`.
+pub fn points(values: &[f64], slots: usize, max: f64, w: f64, h: f64) -> String {
     if values.is_empty() {
         return String::new();
     }
-    let step = w / (SAMPLES - 1) as f64;
+    let step = w / slots.saturating_sub(1).max(1) as f64;
     let x0 = w - step * (values.len() - 1) as f64;
     values
         .iter()
@@ -140,26 +163,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates_are_per_second_between_samples() {
+    fn the_live_figure_is_per_second_over_the_samples() {
         let s = Samples::default();
         let t0 = Instant::now();
-        let c =
-            |p: u64, f: u64| HashMap::from([("a".to_owned(), (p, f)), ("b".to_owned(), (1, 0))]);
-        s.push_at(t0, c(0, 0));
-        s.push_at(t0 + Duration::from_secs(5), c(50, 5));
-        s.push_at(t0 + Duration::from_secs(10), c(40, 5));
-        let r = s.rates(Some("a"));
-        assert_eq!(r.len(), 2);
-        assert!((r[0].processed - 10.0).abs() < 1e-6, "{r:?}");
-        assert!((r[0].failed - 1.0).abs() < 1e-6, "{r:?}");
-        // A counter that went down counts as nothing.
-        assert_eq!(r[1].processed, 0.0);
-        assert_eq!(s.rates(None).len(), 2);
-        assert!(s.recent("a").is_some());
-        assert_eq!(points(&[], 1.0, 100.0, 10.0), "");
+        let c = |p: u64| HashMap::from([("a".to_owned(), p), ("b".to_owned(), 1)]);
+        assert_eq!(s.recent("a"), None);
+        s.push_at(t0, c(0));
+        assert_eq!(s.recent("a"), None);
+        s.push_at(t0 + Duration::from_secs(5), c(50));
+        let r = s.recent("a").unwrap();
+        assert!((r - 10.0).abs() < 1e-6, "{r}");
+        // A counter that went down counts from there.
+        s.push_at(t0 + Duration::from_secs(10), c(10));
+        let r = s.recent("a").unwrap();
+        assert!((r - 5.0).abs() < 1e-6, "{r}");
+        assert_eq!(s.recent("b"), Some(0.0));
+        for i in 0..20 {
+            s.push_at(t0 + Duration::from_secs(15 + i), c(10));
+        }
+        assert_eq!(s.samples.lock().unwrap().len(), SAMPLES);
+        assert_eq!(s.recent("a"), Some(0.0));
+    }
+
+    #[test]
+    fn points_fill_from_the_right() {
+        assert_eq!(points(&[], 60, 1.0, 100.0, 10.0), "");
         assert_eq!(
-            points(&[0.0, 1.0], 1.0, 119.0, 10.0),
+            points(&[0.0, 1.0], 120, 1.0, 119.0, 10.0),
             "118.0,10.0 119.0,0.0"
         );
+        assert_eq!(points(&[2.0], 1, 1.0, 10.0, 10.0), "10.0,0.0");
     }
 }

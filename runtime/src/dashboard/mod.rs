@@ -2,13 +2,14 @@
 //!
 //! Duties:
 //! 1. serve server-rendered pages (overview, busy jobs, a queue's pending,
-//!    scheduled, retry and dead jobs, one job, classes, limiters and
+//!    scheduled, retry and dead jobs, one job, batches, classes, limiters and
 //!    breakers), each read with a bounded number of round trips (see
-//!    [`data`]), so pages stay fast with millions of jobs;
+//!    [`data`], [`batches`]), so pages stay fast with millions of jobs;
 //! 2. take actions (retry now, delete, pause, resume) as `POST`s from a
 //!    logged-in browser with its CSRF token, or from a script with the token
 //!    (see [`auth`]);
-//! 3. sample the queues' counters for the throughput graph (see [`graph`]).
+//! 3. draw the throughput graph from the per-minute rollups in Redis, and
+//!    sample the queues' counters for the live jobs/s figure (see [`graph`]).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and
 //! styles from the dashboard's own files only, no inline code, no framing),
@@ -20,10 +21,12 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | `/` | overview: totals, throughput graph, queues, workers, schedules |
+//! | GET | `/` | overview: totals, throughput graph, queues, workers with heartbeat ages, schedules |
 //! | GET | `/busy` | jobs running now, with progress |
 //! | GET | `/queues/{queue}/{set}?page=N&per=M` | `pending`, `scheduled`, `retry` or `dead`, paged |
 //! | GET | `/jobs/{id}?queue=Q` | one job |
+//! | GET | `/batches?page=N&per=M` | batches of the last 30 days, newest first, paged |
+//! | GET | `/batches/{id}?show=S&cursor=C` | one batch and its members (`all`, `done` or `dead`), paged by cursor |
 //! | GET | `/classes` | deployed classes: observed figures of the last hour against their quotas |
 //! | GET | `/limits` | limiters and circuit breakers |
 //! | GET, POST | `/login` | the token for a session |
@@ -32,6 +35,7 @@
 //! | POST | `/queues/{queue}/{set}/retry`, `/delete` | form field `member`: the job (its payload, or its id in `dead`) |
 
 pub mod auth;
+pub mod batches;
 pub mod data;
 pub mod graph;
 pub mod pages;
@@ -150,6 +154,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/classes", get(classes))
         .route("/limits", get(limits))
         .route("/jobs/{id}", get(job))
+        .route("/batches", get(batch_list))
+        .route("/batches/{id}", get(batch))
         .route("/queues/{queue}/{set}", get(set_page))
         .route("/queues/{queue}/pause", post(pause))
         .route("/queues/{queue}/resume", post(resume))
@@ -302,10 +308,15 @@ async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
     let status = crate::inspect::status(&mut conn).await?;
     let names: Vec<String> = status.queues.iter().map(|q| q.name.clone()).collect();
     let latencies = data::latencies(&mut conn, &names).await?;
-    let rates = app.samples.rates(None);
+    let classes: Vec<String> = status
+        .classes
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    let history = graph::history(&mut conn, &classes, ctx.now_ms).await?;
     let recent: Vec<Option<f64>> = names.iter().map(|q| app.samples.recent(q)).collect();
     Ok(Html(
-        pages::overview(&ctx, &status, &latencies, &rates, &recent).into_string(),
+        pages::overview(&ctx, &status, &latencies, &history, &recent).into_string(),
     ))
 }
 
@@ -398,6 +409,63 @@ async fn job(
     let member = dead.then_some(id.as_str());
     Ok(Html(
         pages::job(&ctx, &doc, class.as_ref(), member).into_string(),
+    ))
+}
+
+async fn batch_list(
+    State(app): State<Arc<App>>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Page {
+    let ctx = ctx(&app, &headers, uri_of(uri.path(), uri.query())).await?;
+    let list = batches::list(
+        &mut app.conn.clone(),
+        q.page.unwrap_or(1),
+        q.per.unwrap_or(data::PER_PAGE),
+    )
+    .await?;
+    Ok(Html(batches::list_page(&ctx, &list).into_string()))
+}
+
+#[derive(Deserialize)]
+struct MembersQuery {
+    show: Option<String>,
+    cursor: Option<u64>,
+    per: Option<usize>,
+}
+
+async fn batch(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<MembersQuery>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Page {
+    let show = q.show.as_deref().unwrap_or("all");
+    let show = batches::Show::parse(show).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no list `{show}` of a batch's jobs: all, done or dead"
+        ))
+    })?;
+    let mut conn = app.conn.clone();
+    let status = crate::batch::status(&mut conn, &id).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no batch `{id}` (a finished batch is kept 30 days)"
+        ))
+    })?;
+    let ctx = ctx(&app, &headers, uri_of(uri.path(), uri.query())).await?;
+    let cursor = q.cursor.unwrap_or(0);
+    let members = batches::members(
+        &mut conn,
+        &crate::queue::keys::BatchKeys::new(&status.id),
+        show,
+        cursor,
+        q.per.unwrap_or(data::PER_PAGE),
+    )
+    .await?;
+    Ok(Html(
+        batches::batch_page(&ctx, &status, show, cursor, &members).into_string(),
     ))
 }
 

@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
 use super::data::{Busy, LimiterReading, Page, Set};
-use super::graph::{self, Rate};
+use super::graph::{self, History};
 use crate::config::{Limiter, LimiterKind};
 use crate::inspect::{Status, bytes};
 use crate::registry::Class;
@@ -41,6 +41,7 @@ pub fn layout(ctx: &Ctx, title: &str, body: Markup) -> Markup {
                         a.brand href="/" { "Stoker" }
                         a href="/" { "Overview" }
                         a href="/busy" { "Busy" }
+                        a href="/batches" { "Batches" }
                         a href="/classes" { "Classes" }
                         a href="/limits" { "Limits" }
                         span.grow {}
@@ -99,7 +100,7 @@ pub fn overview(
     ctx: &Ctx,
     status: &Status,
     latencies: &[Option<u64>],
-    rates: &[Rate],
+    history: &History,
     recent: &[Option<f64>],
 ) -> Markup {
     let processed: u64 = status.queues.iter().map(|q| q.processed).sum();
@@ -124,14 +125,14 @@ pub fn overview(
             div { b { (busy) "/" (slots) } span { "busy slots" } }
             div { b { (dead) } span { "dead" } }
         }
-        (throughput(rates))
+        (throughput(history))
         h2 { "Queues" }
         (login_hint(ctx))
         table #queues {
             thead { tr {
                 th { "Queue" } th.n { "Pending" } th.n { "Latency" } th.n { "In flight" }
                 th.n { "Scheduled" } th.n { "Retry" } th.n { "Dead" } th.n { "Processed" }
-                th.n { "Failed" } th.n { "Jobs/s (1 min)" } th {}
+                th.n { "Failed" } th.n title="the last minute, sampled every 5 s by this dashboard" { "Jobs/s (1 min)" } th {}
             } }
             tbody {
                 @for (i, q) in status.queues.iter().enumerate() {
@@ -163,7 +164,7 @@ pub fn overview(
         }
         h2 { "Workers (" (status.workers.len()) ")" }
         table #workers {
-            thead { tr { th { "Worker" } th { "Host" } th.n { "PID" } th { "Queues" } th { "Busy" } } }
+            thead { tr { th { "Worker" } th { "Host" } th.n { "PID" } th { "Queues" } th { "Busy" } th.n { "Heartbeat" } } }
             tbody {
                 @for w in &status.workers {
                     tr {
@@ -179,9 +180,10 @@ pub fn overview(
                                     progress value=(b) max=(c.max(1)) {}
                                     " " (b) "/" (c)
                                 }
+                                td.n.beat { (w.heartbeat_age_ms.map_or("-".into(), |ms| format!("{} ago", duration(ms)))) }
                             }
                             None => {
-                                td colspan="4" { span.badge.dead { "heartbeat expired" } " its jobs will be recovered" }
+                                td colspan="5" { span.badge.dead { "heartbeat expired" } " its jobs will be recovered" }
                             }
                         }
                     }
@@ -219,28 +221,35 @@ fn queue_list(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// Jobs/s over the last ten minutes, all queues: processed and failed lines.
-fn throughput(rates: &[Rate]) -> Markup {
-    let processed: Vec<f64> = rates.iter().map(|r| r.processed).collect();
-    let failed: Vec<f64> = rates.iter().map(|r| r.failed).collect();
-    let max = processed
+/// Jobs per minute over the last hour, all classes, from the rollups in
+/// Redis: processed and failed lines. The counts are in the figure's `data-`
+/// attributes too.
+fn throughput(h: &History) -> Markup {
+    let as_f64 = |v: &[u64]| v.iter().map(|n| *n as f64).collect::<Vec<f64>>();
+    let (processed, failed) = (as_f64(&h.processed), as_f64(&h.failed));
+    let peak = h
+        .processed
         .iter()
-        .chain(&failed)
+        .chain(&h.failed)
         .copied()
-        .fold(0.0, f64::max)
-        .max(1.0);
-    let (w, h) = (600.0, 100.0);
+        .max()
+        .unwrap_or(0);
+    let max = (peak as f64).max(1.0);
+    let slots = graph::MINUTES as usize;
+    let (w, ht) = (600.0, 100.0);
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let total = |v: &[u64]| v.iter().sum::<u64>();
     html! {
-        figure.graph {
-            svg viewBox="0 0 600 100" preserveAspectRatio="none" role="img" aria-label="jobs per second, last 10 minutes" {
-                polyline.processed points=(graph::points(&processed, max, w, h)) fill="none" stroke="#2f7d32" stroke-width="2" {}
-                polyline.failed points=(graph::points(&failed, max, w, h)) fill="none" stroke="#c62828" stroke-width="2" {}
+        figure.graph #throughput data-first-minute=(h.first_minute) data-processed=(list(&h.processed)) data-failed=(list(&h.failed)) {
+            svg viewBox="0 0 600 100" preserveAspectRatio="none" role="img" aria-label={ "jobs per minute, last " (graph::MINUTES) " minutes" } {
+                polyline.processed points=(graph::points(&processed, slots, max, w, ht)) fill="none" stroke="#2f7d32" stroke-width="2" {}
+                polyline.failed points=(graph::points(&failed, slots, max, w, ht)) fill="none" stroke="#c62828" stroke-width="2" {}
             }
+            div.axis { span { (graph::MINUTES) " min ago" } span { "now" } }
             figcaption {
-                "Jobs/s, last 10 minutes (sampled every " (graph::SAMPLE_EVERY.as_secs()) " s by this dashboard; peak "
-                (format!("{max:.1}")) "): "
-                span.processed { "processed" } " and " span.failed { "failed" }
-                @if rates.is_empty() { " (no samples yet)" }
+                "Jobs per minute, last " (graph::MINUTES) " minutes (every deployed class, from the per-minute figures workers keep in Redis; the last minute is still filling): "
+                span.processed { (total(&h.processed)) " processed" } " and " span.failed { (total(&h.failed)) " failed" }
+                "; peak " (peak) "/min."
             }
         }
     }
@@ -271,7 +280,7 @@ pub fn busy(ctx: &Ctx, jobs: &[Busy]) -> Markup {
     layout(ctx, "Busy jobs", body)
 }
 
-fn progress(p: Option<(u64, Option<u64>)>) -> Markup {
+pub(super) fn progress(p: Option<(u64, Option<u64>)>) -> Markup {
     html! {
         @match p {
             Some((done, Some(total))) if total > 0 => {
@@ -330,23 +339,24 @@ pub fn set_page(ctx: &Ctx, queue: &str, set: Set, page: &Page, paused: bool) -> 
                 }
             }
         }
-        (pager(&base, page))
+        (pager(&base, page.page, page.pages(), page.per))
     };
     layout(ctx, &format!("{queue} · {}", set.as_str()), body)
 }
 
-fn pager(base: &str, page: &Page) -> Markup {
-    let link = |n: usize| format!("{base}?page={n}&per={}", page.per);
+/// Links to the first, previous, next and last of `pages` pages of `per` rows.
+pub(super) fn pager(base: &str, page: usize, pages: usize, per: usize) -> Markup {
+    let link = |n: usize| format!("{base}?page={n}&per={per}");
     html! {
         nav.pager {
-            @if page.page > 1 {
+            @if page > 1 {
                 a href=(link(1)) { "« first" }
-                a rel="prev" href=(link(page.page - 1)) { "‹ previous" }
+                a rel="prev" href=(link(page - 1)) { "‹ previous" }
             }
-            span { "page " (page.page) " of " (page.pages()) }
-            @if page.page < page.pages() {
-                a rel="next" href=(link(page.page + 1)) { "next ›" }
-                a href=(link(page.pages())) { "last »" }
+            span { "page " (page) " of " (pages) }
+            @if page < pages {
+                a rel="next" href=(link(page + 1)) { "next ›" }
+                a href=(link(pages)) { "last »" }
             }
         }
     }
@@ -378,6 +388,7 @@ pub fn job(ctx: &Ctx, doc: &Value, class: Option<&Class>, dead_member: Option<&s
             tr { th { "Queue" } td { a href={ "/queues/" (queue) "/pending" } { (queue) } } }
             tr { th { "Attempts" } td { (doc["attempts"]) " (failed " (doc["retry_count"]) ", recovered " (doc["recovered"]) ")" } }
             @if let Some(p) = doc["parent"].as_str() { tr { th { "Parent" } td { a href={ "/jobs/" (p) } { (p) } } } }
+            @if let Some(b) = doc["batch"].as_str() { tr { th { "Batch" } td { a href={ "/batches/" (b) } { (b) } } } }
             @if let Some(w) = doc["worker"].as_str() { tr { th { "Worker" } td { (w) } } }
             @if let Some(d) = doc["module_digest"].as_str() { tr { th { "Module" } td { code { "sha256:" (d) } } } }
             tr { th { "Enqueued" } td { (time(&t["enqueued_at_ms"])) } }
@@ -413,7 +424,7 @@ pub fn job(ctx: &Ctx, doc: &Value, class: Option<&Class>, dead_member: Option<&s
             @let calls = &doc["host_calls"];
             tr { th { "Host calls" } td colspan="2" {
                 @if calls.is_null() { "-" } @else {
-                    "HTTP " (calls["http"]) " (refused " (calls["http_refused"]) ", waited " (us(&calls["limiter_wait_us"])) " for limiters), Redis " (calls["redis"])
+                    "HTTP " (calls["http"]) " (refused " (calls["http_refused"]) ", waited " (us(&calls["limiter_wait_us"])) " for limiters), Redis " (calls["redis"]) ", jobs enqueued " (calls["enqueued"].as_u64().unwrap_or(0))
                 }
             } }
         }

@@ -170,6 +170,12 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
             )
         })
         .collect();
+    // The batch index, when there are batches to add to it.
+    let index = if commit.batches.is_empty() {
+        0
+    } else {
+        index_of(super::keys::batches(), &mut inv)
+    };
     let writes: Vec<usize> = commit
         .writes
         .iter()
@@ -201,7 +207,9 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
             .arg(scheduled)
             .arg(c.delay_ms);
     }
-    inv.arg(commit.batches.len());
+    inv.arg(commit.batches.len())
+        .arg(index)
+        .arg(crate::batch::INDEXED_FOR.as_millis() as u64);
     for (b, (meta, jobs)) in commit.batches.iter().zip(batches) {
         inv.arg(meta).arg(jobs).arg(b.fields.len());
         for (field, value) in &b.fields {

@@ -20,7 +20,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `stoker:{b:BATCH}:batch` | hash | the batch: `total`, `created_at`, `parent`, `sealed`, and per callback (`success`, `complete`) its class, queue, args, job id, when it fired and its payload |
+//! | `stoker:{b:BATCH}:batch` | hash | the batch: `total`, `created_at`, `parent`, `sealed`, `description` (when given), and per callback (`success`, `complete`) its class, queue, args, job id, when it fired and its payload |
 //! | `stoker:{b:BATCH}:jobs` | set | the ids of the batch's jobs |
 //! | `stoker:{b:BATCH}:done` | set | the ids of its jobs that are done |
 //! | `stoker:{b:BATCH}:dead` | set | the ids of its jobs that are dead (and not done since) |
@@ -33,8 +33,9 @@
 //! | `stoker:{stoker}:module:DIGEST` | string | a deployed component's bytes, by sha256 |
 //! | `stoker:{stoker}:queues` | set | queue names in use |
 //! | `stoker:{stoker}:workers` | sorted set | worker ids, scored by start time |
-//! | `stoker:{stoker}:worker:ID` | string | a worker's heartbeat (JSON), with a TTL |
+//! | `stoker:{stoker}:worker:ID` | string | a worker's heartbeat (JSON: id, pid, host, queues, concurrency, busy, `at_ms` the Redis time of the beat), with a TTL |
 //! | `stoker:{stoker}:cron` | hash | scheduled class → the last tick enqueued (ms, Redis time) |
+//! | `stoker:{stoker}:batches` | sorted set | batch ids, scored by creation time (ms, Redis time): the batches of the last 30 days ([`crate::batch::INDEXED_FOR`]), added in the step that creates each batch |
 //!
 //! Limiters and breakers: `stoker:{limiter:NAME}` (and `…:WINDOW` for window
 //! limiters), `stoker:{breaker:ORIGIN}`. Per-class figures by minute:
@@ -184,6 +185,11 @@ pub fn queues() -> String {
 /// The worker registry.
 pub fn workers() -> String {
     global("workers")
+}
+
+/// The index of batches by creation time.
+pub fn batches() -> String {
+    global("batches")
 }
 
 /// A worker's heartbeat key.

@@ -230,6 +230,9 @@ async fn beat(
     queues: &[String],
     busy: usize,
 ) -> redis::RedisResult<()> {
+    let now = queue::redis_now_ms(conn).await?;
+    // `at_ms` (Redis time) lets readers show the beat's age without trusting
+    // their own clock.
     let info = serde_json::json!({
         "id": id,
         "pid": std::process::id(),
@@ -237,8 +240,8 @@ async fn beat(
         "queues": queues,
         "concurrency": config.concurrency,
         "busy": busy,
+        "at_ms": now,
     });
-    let now = queue::redis_now_ms(conn).await?;
     redis::pipe()
         .cmd("SET")
         .arg(keys::heartbeat(id))
