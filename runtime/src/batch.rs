@@ -49,19 +49,21 @@
 //!
 //! # The index
 //! Every batch is added to one sorted set of batch ids scored by creation
-//! time (`stoker:{stoker}:batches`), in the same atomic step that creates it
-//! (the `MULTI` of [`create`], the commit script for a job's batches), so the
-//! dashboard pages through batches newest first without scanning keys. The
+//! time (`stoker:{stoker}:batches`): by [`create`] just before the `MULTI`
+//! that writes the batch (so a CLI batch stays on one slot per step, as
+//! Redis Cluster requires), and in the commit script for a job's batches, so
+//! the dashboard pages through batches newest first without scanning keys. The
 //! index keeps a batch [`INDEXED_FOR`] after its creation: a batch's keys live
 //! at least that long (they expire [`FINISHED_TTL`] after its last change, and
-//! only once it has finished), so every batch the index lists exists. Older
+//! only once it has finished), so a batch the index lists exists unless its
+//! create failed half-way. Older
 //! entries are trimmed in the step that adds a batch and by every scheduler's
 //! [`sweep`]; a batch still unfinished after that is left out of the list but
 //! still shown by id (`stoker batch status`, `/batches/ID`). The index's size
 //! is bounded by the batches created in that window, and it is smaller than
 //! the batches it lists. (On Redis Cluster, the index is on the `{stoker}`
-//! slot and a batch on its own: like a job's batches, a `stoker batch create`
-//! spans two slots.)
+//! slot and a batch on its own; a job's commit that creates batches spans
+//! slots, as it did before the index.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -286,15 +288,22 @@ pub async fn create(
     }
     let now = crate::queue::redis_now_ms(conn).await?;
     fields.push(("created_at", now.to_string()));
+    // Indexed first, on its own slot: the batch's keys are written in one
+    // MULTI on the batch's slot, so this runs on Redis Cluster too. A create
+    // that fails after this leaves an index entry that lists an absent batch
+    // (shown as gone), never a batch missing from the index.
+    let () = redis::pipe()
+        .zadd(keys::batches(), &id, now)
+        .ignore()
+        .zrembyscore(keys::batches(), "-inf", index_cutoff(now))
+        .ignore()
+        .query_async(conn)
+        .await?;
     let mut pipe = redis::pipe();
     pipe.atomic().hset_multiple(b.meta(), &fields).ignore();
     for chunk in ids.chunks(1000) {
         pipe.sadd(b.jobs(), chunk).ignore();
     }
-    pipe.zadd(keys::batches(), &id, now)
-        .ignore()
-        .zrembyscore(keys::batches(), "-inf", index_cutoff(now))
-        .ignore();
     let () = pipe.query_async(conn).await?;
     for (queue, payloads) in &by_queue {
         let q = QueueKeys::new(queue);

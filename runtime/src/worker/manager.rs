@@ -3,13 +3,16 @@
 //! Duties:
 //! 1. wait for a free slot, then fetch as many jobs as there are free slots
 //!    (one script call), trying the queues in this fetch's order;
-//! 2. start a processor for each job, holding its slot until it settles;
+//! 2. start a processor for each job, holding its slot until it settles: its
+//!    first slice runs in the fetch loop, and only a job still running after
+//!    it becomes a task of its own;
 //! 3. when idle, poll again after a short, growing pause (1 ms to 100 ms);
 //! 4. on quiet, stop fetching; on stop, wait for the slots to drain.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{Semaphore, watch};
 
 use super::Node;
@@ -92,10 +95,29 @@ impl Manager {
                     quiet: self.quiet.clone(),
                     cancel: self.cancel.clone(),
                 };
-                tokio::spawn(async move {
-                    processor::process(node, unit, signals).await;
-                    drop(slot);
-                });
+                // A processor that panics takes only its own job down: the
+                // unit it drops goes back to its queue, and the panic is
+                // logged here, not carried into the manager.
+                let mut job = Box::pin(
+                    std::panic::AssertUnwindSafe(async move {
+                        processor::process(node, unit, signals).await;
+                        drop(slot);
+                    })
+                    .catch_unwind()
+                    .map(|ran| {
+                        if ran.is_err() {
+                            tracing::error!("a processor panicked; its job was put back");
+                        }
+                    }),
+                );
+                // The first slice runs here: a job that finishes within it
+                // (most do) costs no task, and no other worker thread is
+                // woken to steal it. One still running is spawned and goes
+                // on as its own task (futures re-register their wakers at
+                // each poll, so it is woken there, not here).
+                if futures::poll!(job.as_mut()).is_pending() {
+                    tokio::spawn(job);
+                }
             }
         }
         tracing::info!("quiet: no longer fetching");
