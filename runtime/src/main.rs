@@ -13,12 +13,6 @@ use stoker::job::Payload;
 use stoker::queue::{self, enqueue::When};
 use stoker::worker::{WorkerConfig, launcher::Launcher};
 
-/// mimalloc rather than the system allocator: every job allocates its task,
-/// store and instance state and frees them a few microseconds later, and the
-/// drain benchmark spent about a tenth of the worker's CPU in glibc's malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Stoker: background jobs as sandboxed WebAssembly, on Redis.
 #[derive(Parser)]
 #[command(version, about)]
