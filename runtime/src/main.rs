@@ -54,6 +54,12 @@ enum Command {
         /// Threads running jobs (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// The longest pause between looks at the queues while they are
+        /// empty. A job enqueued through Stoker into an empty queue wakes the
+        /// worker at once; this bounds the wait for one pushed with a plain
+        /// `LPUSH`.
+        #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+        idle_poll: Duration,
         /// Resolve `NAME` to `IP` for jobs' HTTP calls, like curl's `--resolve`
         /// (split-horizon names, tests); repeat for more. The SSRF guard still
         /// applies to the address.
@@ -326,12 +332,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache_dir,
             max_memory,
             threads: _,
+            idle_poll,
             resolve,
             http,
             dashboard,
             dashboard_token,
         } => {
             anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
+            anyhow::ensure!(
+                idle_poll >= Duration::from_millis(1),
+                "--idle-poll must be at least 1ms"
+            );
             if let Some(addr) = dashboard {
                 let served = serve_dashboard(&url, addr, dashboard_token).await?;
                 tokio::spawn(served.serve(std::future::pending()));
@@ -356,6 +367,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cache_dir: cache_dir.or_else(stoker::worker::default_cache_dir),
                 max_memory_bytes: max_memory,
                 http,
+                idle_poll,
             };
             let launcher = Launcher::start(&url, config).await?;
             shutdown_signal().await;

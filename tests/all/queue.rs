@@ -271,3 +271,28 @@ fn jobs_of_a_class_deployed_just_now_run() {
         |id| json!({ "message": format!("Hello, {id}!") }),
     );
 }
+
+/// A job enqueued into an empty queue wakes an idle worker at once (the
+/// enqueue script publishes on the queue's wake channel): with the worker's
+/// idle poll at 30 s, a job enqueued after it has idled for 5 s (its polls
+/// then 4 s apart) starts within a second, twice in a row.
+#[test]
+fn an_idle_worker_is_woken_by_a_job_in_an_empty_queue() {
+    let env = TestEnv::new();
+    env.deploy("[classes.hello]\nmodule = \"$GUESTS/hello.wasm\"\n");
+    let mut worker = env.spawn_worker(&["--idle-poll", "30s"]);
+    for round in 0..2 {
+        // Not a wait on a condition: the worker must have been idle this long.
+        std::thread::sleep(Duration::from_secs(5));
+        let id = env.enqueue("hello", &format!(r#"{{"name":"r{round}"}}"#), &[]);
+        env.wait_settled("default", std::slice::from_ref(&id), SETTLE);
+        let job = env.job_json(&id);
+        assert_eq!(job["state"], "done", "{job:#}");
+        let waited = job["queue_latency_us"].as_u64().expect("queue latency");
+        assert!(
+            waited < 1_000_000,
+            "round {round}: the job waited {waited} us in its queue; a wake-up should start it at once\n{job:#}"
+        );
+    }
+    worker.assert_alive();
+}

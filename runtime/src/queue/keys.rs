@@ -16,6 +16,10 @@
 //! | `stoker:{q:QUEUE}:unique:HASH` | string | the id of the job holding a unique key, with the class's TTL |
 //! | `stoker:{q:QUEUE}:batch_outbox` | set | `BATCH JOB done\|dead`: batch members settled in this queue, not yet applied to their batch (see [`crate::batch`]) |
 //!
+//! And one pub/sub channel per queue, `stoker:{q:QUEUE}:wake`: Stoker's
+//! scripts publish an empty message on it when a push makes the queue's
+//! pending list non-empty (see [`super::wake`]).
+//!
 //! Per batch, all under the hash tag `{b:BATCH}` (see [`crate::batch`]):
 //!
 //! | key | type | holds |
@@ -86,6 +90,12 @@ impl QueueKeys {
     /// The counters.
     pub fn stats(&self) -> String {
         format!("{}stats", self.base)
+    }
+
+    /// The pub/sub channel on which a job landing in the empty pending list
+    /// is announced.
+    pub fn wake(&self) -> String {
+        format!("{}wake", self.base)
     }
 
     /// The pause flag.

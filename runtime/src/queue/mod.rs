@@ -18,6 +18,7 @@ pub mod enqueue;
 pub mod fetch;
 pub mod keys;
 pub mod settle;
+pub mod wake;
 
 use std::sync::LazyLock;
 

@@ -2,7 +2,8 @@
 //!
 //! Duties:
 //! 1. start: connect, build the sandbox, register the worker with a first
-//!    heartbeat, then start the settler, the scheduler and the manager;
+//!    heartbeat, then start the settler, the scheduler, the wake-up listener
+//!    ([`crate::queue::wake`]) and the manager;
 //! 2. keep the heartbeat (a key with a TTL, refreshed every TTL/5) and the
 //!    class table fresh, and add the node's per-class figures to Redis
 //!    ([`crate::rollup`]) at each beat; serve `/metrics` when asked to
@@ -36,6 +37,7 @@ pub struct Launcher {
     stopped: watch::Sender<bool>,
     manager: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    waker: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     settler: JoinHandle<()>,
     http: Option<JoinHandle<()>>,
@@ -104,12 +106,22 @@ impl Launcher {
             stopped_rx,
         ));
         let scheduler = tokio::spawn(crate::scheduler::run(node.clone(), quiet_rx.clone()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let channels = order.queues().map(|q| q.wake()).collect();
+        let waker = tokio::spawn(crate::queue::wake::listen(
+            redis_url.to_owned(),
+            channels,
+            wake.clone(),
+            quiet_rx.clone(),
+        ));
         let manager = tokio::spawn(
             Manager {
                 node: node.clone(),
                 order,
                 slots: slots.clone(),
                 settler,
+                wake,
+                idle_poll: config.idle_poll,
                 quiet: quiet_rx,
                 cancel: cancel_rx,
             }
@@ -125,6 +137,7 @@ impl Launcher {
             stopped: stopped_tx,
             manager,
             scheduler,
+            waker,
             heartbeat,
             settler: settler_task,
             http,
@@ -175,6 +188,7 @@ impl Launcher {
             .await
             .is_ok();
         let _ = self.scheduler.await;
+        let _ = self.waker.await;
         self.stopped.send_replace(true);
         let _ = self.heartbeat.await;
         if let Some(http) = self.http {

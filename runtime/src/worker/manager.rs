@@ -6,14 +6,16 @@
 //! 2. start a processor for each job, holding its slot until it settles: its
 //!    first slice runs in the fetch loop, and only a job still running after
 //!    it becomes a task of its own;
-//! 3. when idle, poll again after a short, growing pause (1 ms to 100 ms);
+//! 3. when idle, poll again after a short, growing pause (1 ms up to the
+//!    node's `idle_poll`, 100 ms by default), or at once when a wake-up says a
+//!    job landed in an empty queue ([`crate::queue::wake`]);
 //! 4. on quiet, stop fetching; on stop, wait for the slots to drain.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::Node;
 use super::processor;
@@ -23,7 +25,6 @@ use crate::queue::settle::Settler;
 /// Most jobs taken in one fetch.
 pub const MAX_BATCH: usize = 64;
 const IDLE_MIN: Duration = Duration::from_millis(1);
-const IDLE_MAX: Duration = Duration::from_millis(100);
 
 /// The fetch loop of one node.
 pub struct Manager {
@@ -31,6 +32,10 @@ pub struct Manager {
     pub(super) order: QueueOrder,
     pub(super) slots: Arc<Semaphore>,
     pub(super) settler: Settler,
+    /// Notified when a job lands in one of the node's empty queues.
+    pub(super) wake: Arc<Notify>,
+    /// The longest pause between fetches while the queues are empty.
+    pub(super) idle_poll: Duration,
     /// `true` once the node is quiet (stop fetching).
     pub(super) quiet: watch::Receiver<bool>,
     /// `true` when running attempts must stop now.
@@ -66,17 +71,17 @@ impl Manager {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(queue = %queue.name, error = %e, "fetch failed");
-                        idle = IDLE_MAX;
+                        idle = self.idle_poll;
                     }
                 }
             }
             if got.is_empty() {
                 drop(first);
                 tokio::select! {
-                    _ = tokio::time::sleep(idle) => {}
+                    _ = tokio::time::sleep(idle) => idle = (idle * 2).min(self.idle_poll),
+                    _ = self.wake.notified() => idle = IDLE_MIN,
                     _ = self.quiet.wait_for(|q| *q) => break,
                 }
-                idle = (idle * 2).min(IDLE_MAX);
                 continue;
             }
             idle = IDLE_MIN;

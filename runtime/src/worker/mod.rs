@@ -44,6 +44,12 @@ pub struct WorkerConfig {
     /// Where to serve `/metrics` (none: not served; the metrics are kept
     /// all the same).
     pub http: Option<std::net::SocketAddr>,
+    /// The longest pause between looks at the queues while they are empty.
+    /// A job that lands in an empty queue through Stoker is announced and
+    /// fetched at once ([`crate::queue::wake`]); this bounds the wait for
+    /// one pushed by a plain `LPUSH`, or whose announcement was lost. Each
+    /// idle look is one script call per queue.
+    pub idle_poll: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +62,7 @@ impl Default for WorkerConfig {
             cache_dir: default_cache_dir(),
             max_memory_bytes: 1 << 30,
             http: None,
+            idle_poll: Duration::from_millis(100),
         }
     }
 }

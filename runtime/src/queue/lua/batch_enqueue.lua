@@ -7,6 +7,12 @@
 -- Returns the number of jobs queued.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Tells the workers idle on a queue that its pending list `list` just got
+-- its first job (`len` is the list's length after the push): they fetch at
+-- once instead of at their next poll (see queue::wake).
+local function wake(list, len)
+  if len == 1 then redis.call('PUBLISH', (string.gsub(list, ':pending$', ':wake')), '') end
+end
 local prefix, queue, batch = ARGV[1], ARGV[2], ARGV[3]
 for i = 4, #ARGV, 4 do
   if redis.call('EXISTS', prefix .. ARGV[i]) == 1 then
@@ -15,7 +21,7 @@ for i = 4, #ARGV, 4 do
 end
 local n = 0
 for i = 4, #ARGV, 4 do
-  redis.call('LPUSH', KEYS[1], ARGV[i + 3])
+  wake(KEYS[1], redis.call('LPUSH', KEYS[1], ARGV[i + 3]))
   redis.call('HSET', prefix .. ARGV[i], 'id', ARGV[i], 'class', ARGV[i + 1], 'queue', queue,
     'args', ARGV[i + 2], 'state', 'queued', 'attempts', 0, 'enqueued_at', now, 'due_at', now,
     'batch', batch)

@@ -37,6 +37,12 @@
 -- Returns 'ok', 'applied' (this sequence was already committed),
 -- 'lease_lost' (the job was recovered from this attempt; nothing written) or
 -- 'bad_write:REASON' (a staged write cannot apply; nothing written).
+-- Tells the workers idle on a queue that its pending list `list` just got
+-- its first job (`len` is the list's length after the push): they fetch at
+-- once instead of at their next poll (see queue::wake).
+local function wake(list, len)
+  if len == 1 then redis.call('PUBLISH', (string.gsub(list, ':pending$', ':wake')), '') end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rec = KEYS[1]
@@ -153,7 +159,7 @@ for _ = 1, tonumber(ARGV[children_at]) do
       redis.call('HSET', key, 'due_at', now + delay)
       state = 'scheduled'
     else
-      redis.call('LPUSH', list, ARGV[i + 3])
+      wake(list, redis.call('LPUSH', list, ARGV[i + 3]))
     end
     redis.call('HSET', key, 'class', ARGV[i + 4], 'queue', ARGV[i + 5], 'args', ARGV[i + 6],
       'state', state, 'attempts', 0, 'enqueued_at', now, 'parent', parent)

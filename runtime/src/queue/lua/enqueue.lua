@@ -8,6 +8,12 @@
 -- (latest wins: the key's pending holder is marked superseded by this job)
 -- Returns {state, due_ms}, or {'duplicate', holder id} when a unique key is
 -- held. Refuses an id that already has a record.
+-- Tells the workers idle on a queue that its pending list `list` just got
+-- its first job (`len` is the list's length after the push): they fetch at
+-- once instead of at their next poll (see queue::wake).
+local function wake(list, len)
+  if len == 1 then redis.call('PUBLISH', (string.gsub(list, ':pending$', ':wake')), '') end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[3]) == 1 then
@@ -37,7 +43,7 @@ if due > now then
   state = 'scheduled'
   redis.call('ZADD', KEYS[2], due, ARGV[1])
 else
-  redis.call('LPUSH', KEYS[1], ARGV[1])
+  wake(KEYS[1], redis.call('LPUSH', KEYS[1], ARGV[1]))
 end
 redis.call('HSET', KEYS[3], 'id', ARGV[2], 'class', ARGV[3], 'queue', ARGV[4], 'args', ARGV[5],
   'state', state, 'attempts', 0, 'enqueued_at', now, 'due_at', due)
