@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::job::{Measured, State};
+use crate::job::{FailedAttempt, Measured, State};
 use crate::queue::Conn;
 use crate::queue::keys::{self, QueueKeys};
 
@@ -40,6 +40,13 @@ impl JobRecord {
     /// What the last attempt used, when one ran.
     pub fn measured(&self) -> Option<Measured> {
         self.get("usage").and_then(Measured::decode)
+    }
+
+    /// The earlier failed attempts kept on the record, oldest first.
+    pub fn failures(&self) -> Vec<FailedAttempt> {
+        self.get("failures")
+            .map(FailedAttempt::decode_all)
+            .unwrap_or_default()
     }
 
     fn get(&self, f: &str) -> Option<&str> {
@@ -98,13 +105,7 @@ impl JobRecord {
             "fuel_used": m.map(|m| m.fuel),
             "cpu_time_us": m.map(|m| m.cpu_us),
             "peak_memory_bytes": m.map(|m| m.peak),
-            "host_calls": m.map(|m| json!({
-                "http": m.http,
-                "http_refused": m.http_refused,
-                "redis": m.redis,
-                "enqueued": m.enq,
-                "limiter_wait_us": m.wait_us,
-            })),
+            "host_calls": m.map(|m| host_calls_json(&m)),
             "queue_latency_us": m.and_then(|m| m.queued_us),
             "log": self.get("log"),
             "collapsed_by": self.get("collapsed_by"),
@@ -112,6 +113,7 @@ impl JobRecord {
             "parked_by": self.get("parked_by"),
             "deferred": self.num("deferred"),
             "deferred_by": self.get("deferred_by"),
+            "failures": self.failures().iter().map(failure_json).collect::<Vec<_>>(),
         })
     }
 
@@ -235,6 +237,13 @@ impl JobRecord {
                 out.push_str(&format!("  {l}\n"));
             }
         }
+        let failures = self.failures();
+        if !failures.is_empty() {
+            out.push_str("failed attempts:\n");
+            for f in &failures {
+                out.push_str(&format!("  {}\n", failure_line(f)));
+            }
+        }
         if let Some(log) = self.get("log") {
             out.push_str("log:\n");
             for l in log.lines() {
@@ -243,6 +252,67 @@ impl JobRecord {
         }
         out
     }
+}
+
+fn host_calls_json(m: &Measured) -> Value {
+    json!({
+        "http": m.http,
+        "http_refused": m.http_refused,
+        "redis": m.redis,
+        "enqueued": m.enq,
+        "limiter_wait_us": m.wait_us,
+    })
+}
+
+/// A failed attempt in the `stoker job --json` document; its measurements
+/// have the names the document gives the last attempt's.
+fn failure_json(f: &FailedAttempt) -> Value {
+    let usage = f.measured.map(|m| {
+        json!({
+            "fuel_used": m.fuel,
+            "cpu_time_us": m.cpu_us,
+            "peak_memory_bytes": m.peak,
+            "run_time_us": m.run_us,
+            "host_calls": host_calls_json(&m),
+            "queue_latency_us": m.queued_us,
+        })
+    });
+    json!({
+        "attempt": f.attempt,
+        "at_ms": f.at_ms,
+        "kind": f.kind,
+        "message": f.message,
+        "backtrace": Some(&f.backtrace).filter(|b| !b.is_empty()),
+        "usage": usage,
+    })
+}
+
+/// A failed attempt in one line: number, time (UTC), kind, the message's
+/// first line (shortened), and what it used.
+fn failure_line(f: &FailedAttempt) -> String {
+    // The record is not trusted: a time past what RFC 3339 can write (the
+    // year 9999) would make the formatter fail.
+    let at = if f.at_ms < 253_402_300_800_000 {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(f.at_ms);
+        humantime::format_rfc3339_seconds(t).to_string()
+    } else {
+        "-".to_owned()
+    };
+    let first = f.message.lines().next().unwrap_or("");
+    let mut message = crate::job::truncate(first, 100).to_owned();
+    if message.len() < f.message.len() {
+        message.push('…');
+    }
+    let mut line = format!("#{} {at} {}: {message}", f.attempt, f.kind);
+    if let Some(m) = f.measured {
+        line.push_str(&format!(
+            " (cpu {:.2} ms, peak memory {}, run time {:.2} ms)",
+            m.cpu_us as f64 / 1e3,
+            bytes(m.peak),
+            m.run_us as f64 / 1e3
+        ));
+    }
+    line
 }
 
 /// Human-readable bytes.
@@ -748,5 +818,47 @@ mod tests {
         );
         assert!(line.contains(" 25.0%  250/1000"), "{line}");
         assert_eq!(f.line("j2", None), "j2  unknown    attempt 0");
+    }
+
+    #[test]
+    fn failed_attempts_are_shown_oldest_first() {
+        let usage = r#"{\"fuel\":7,\"cpu_us\":1500,\"peak\":65536,\"run_us\":2000}"#;
+        let failures = format!(
+            r#"[{{"attempt":1,"at_ms":0,"kind":"job_error","message":"first\nsecond","backtrace":"","usage":"{usage}"}},
+                {{"attempt":2,"at_ms":1000,"kind":"trap","message":"boom","backtrace":"at f"}}]"#
+        );
+        let mut r = JobRecord {
+            queue: "default".into(),
+            fields: HashMap::from([
+                ("state".to_owned(), "done".to_owned()),
+                ("failures".to_owned(), failures),
+            ]),
+        };
+        let doc = r.to_json();
+        let f = &doc["failures"];
+        assert_eq!((&f[0]["attempt"], &f[1]["attempt"]), (&json!(1), &json!(2)));
+        assert_eq!(f[0]["usage"]["fuel_used"], 7, "{doc}");
+        assert_eq!(f[0]["usage"]["host_calls"]["http"], 0, "{doc}");
+        assert_eq!(
+            (&f[0]["backtrace"], &f[1]["backtrace"]),
+            (&Value::Null, &json!("at f"))
+        );
+        assert_eq!(f[1]["usage"], Value::Null);
+        let text = r.render();
+        assert!(
+            text.contains(
+                "failed attempts:\n  #1 1970-01-01T00:00:00Z job_error: first… (cpu 1.50 ms, \
+                 peak memory 64.0 KiB, run time 2.00 ms)\n  #2 1970-01-01T00:00:01Z trap: boom\n"
+            ),
+            "{text}"
+        );
+        r.fields.insert(
+            "failures".into(),
+            r#"[{"attempt":3,"at_ms":1e300,"kind":"trap"}]"#.into(),
+        );
+        assert!(r.render().contains("  #3 - trap: \n"), "{}", r.render());
+        r.fields.insert("failures".into(), "not json".into());
+        assert_eq!(r.to_json()["failures"], json!([]));
+        assert!(!r.render().contains("failed attempts"));
     }
 }

@@ -259,6 +259,63 @@ impl Measured {
     }
 }
 
+/// One failed attempt, as kept in a record's `failures` field: a JSON array,
+/// newest last, to which settling appends an entry for every attempt that
+/// goes to a retry or the dead set (`queue/lua/settle.lua`; how many are kept
+/// and how long their texts may be: [`crate::queue::settle::FAILURES_KEPT`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FailedAttempt {
+    /// The attempt's number (the record's `attempts` then; 0 for a payload
+    /// that was not a job).
+    pub attempt: u64,
+    /// When it was settled, ms since the epoch (Redis time).
+    pub at_ms: u64,
+    /// Its error kind (see [`ErrorKind`]).
+    pub kind: String,
+    /// Its error message.
+    pub message: String,
+    /// Its guest backtrace (empty: none).
+    pub backtrace: String,
+    /// What it used (the `usage` the worker recorded), if readable.
+    pub measured: Option<Measured>,
+}
+
+impl FailedAttempt {
+    /// Reads a `failures` field. The record is not trusted: a value that is
+    /// not a JSON array reads as no failures, and an entry that is not an
+    /// object is skipped.
+    pub fn decode_all(text: &str) -> Vec<FailedAttempt> {
+        use serde_json::Value;
+        let Ok(Value::Array(entries)) = serde_json::from_str(text) else {
+            return Vec::new();
+        };
+        let read = |e: &Value| {
+            let e = e.as_object()?;
+            // Redis's JSON library writes whole numbers as integers up to
+            // 14 digits, and in exponent notation past that.
+            let num = |f: &str| {
+                let v = e.get(f);
+                v.and_then(Value::as_u64)
+                    .or_else(|| v.and_then(Value::as_f64).map(|n| n.max(0.0) as u64))
+                    .unwrap_or(0)
+            };
+            let text = |f: &str| e.get(f).and_then(Value::as_str).unwrap_or("").to_owned();
+            Some(FailedAttempt {
+                attempt: num("attempt"),
+                at_ms: num("at_ms"),
+                kind: text("kind"),
+                message: text("message"),
+                backtrace: text("backtrace"),
+                measured: e
+                    .get("usage")
+                    .and_then(Value::as_str)
+                    .and_then(Measured::decode),
+            })
+        };
+        entries.iter().filter_map(read).collect()
+    }
+}
+
 /// Shortens text for messages, on a character boundary.
 pub fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -289,6 +346,23 @@ mod tests {
     fn every_error_kind_is_listed_at_its_index() {
         for (i, kind) in ErrorKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, i, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn failures_are_read_whatever_the_record_holds() {
+        let text = r#"[{"attempt":1,"at_ms":1767225600123,"kind":"job_error","message":"no",
+            "backtrace":"","usage":"{\"fuel\":7,\"cpu_us\":2,\"peak\":65536,\"run_us\":3}"},
+            "junk",{"attempt":2,"at_ms":1.7672256001e+12,"kind":"trap","usage":"?"}]"#;
+        let failures = FailedAttempt::decode_all(text);
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert_eq!(failures[0].attempt, 1);
+        assert_eq!(failures[0].at_ms, 1_767_225_600_123);
+        assert_eq!(failures[0].measured.map(|m| m.fuel), Some(7));
+        assert_eq!(failures[1].at_ms, 1_767_225_600_100);
+        assert_eq!((&failures[1].message[..], failures[1].measured), ("", None));
+        for garbage in ["", "not json", "{\"a\":1}", "[1,2]", "null"] {
+            assert!(FailedAttempt::decode_all(garbage).is_empty(), "{garbage}");
         }
     }
 

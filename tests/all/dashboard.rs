@@ -6,7 +6,7 @@
 //! a batch is listed and opened (`tests/browser/dashboard.mjs`, screenshots in
 //! `target/dashboard-screenshots`). Batches are listed, paged and shown with
 //! their jobs; the throughput graph is read from Redis; workers show their
-//! heartbeat's age.
+//! heartbeat's age; a job's page lists its failed attempts, escaped.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -232,6 +232,46 @@ fn hostile_job_text_renders_escaped() {
     assert_eq!(get(dash.port, "/jobs/nope", &[]).status, 404);
     assert_eq!(get(dash.port, "/queues/nope/dead", &[]).status, 404);
     assert_eq!(get(dash.port, "/queues/default/nope", &[]).status, 404);
+}
+
+#[test]
+fn a_jobs_failed_attempts_are_listed_escaped() {
+    let env = TestEnv::new();
+    env.deploy("[classes.flaky]\nmodule = \"$GUESTS/flaky.wasm\"\nretry = 0\n");
+    let hostile = "<script>alert(5)</script>";
+    let id = env.enqueue("flaky", &json!({ "panic": hostile }).to_string(), &[]);
+    let _worker = env.spawn_worker(&[]);
+    wait_until(Duration::from_secs(60), "the job to die", || {
+        crate::support::state(&env.record("default", &id)) == "dead"
+    });
+    let dash = Dash::start(&env);
+    let r = get(dash.port, &format!("/jobs/{id}"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let table = r
+        .body
+        .split("<h2>Failed attempts</h2>")
+        .nth(1)
+        .and_then(|rest| rest.split("</table>").next())
+        .unwrap_or_else(|| panic!("no failed attempts: {}", r.body));
+    // One row: attempt 1, a trap, the message escaped, the backtrace folded
+    // away, and what the attempt used.
+    assert_eq!(table.matches("<tr>").count(), 2, "{table}");
+    assert!(table.contains("<td class=\"n\">1</td>"), "{table}");
+    assert!(table.contains("<b>trap</b>"), "{table}");
+    assert!(
+        table.contains("&lt;script&gt;alert(5)&lt;/script&gt;"),
+        "{table}"
+    );
+    assert!(
+        table.contains("<details><summary>Guest backtrace</summary><pre>"),
+        "{table}"
+    );
+    assert!(
+        table.contains(" ms</td>") && table.contains("iB</td>"),
+        "{table}"
+    );
+    assert!(!r.body.contains("<script>alert"), "{}", r.body);
+    assert_eq!(r.body.matches("<script").count(), 1, "{}", r.body);
 }
 
 #[test]

@@ -4,12 +4,16 @@
 //! their error kind while other jobs keep flowing and the worker stays up; a
 //! failed job is retried with Sidekiq's backoff (checked against Redis time,
 //! without waiting for it) and ends dead when its retries are spent; `stoker
-//! job --json` and `stoker wait` report all of it.
+//! job --json` and `stoker wait` report all of it. Each failed attempt stays on
+//! the record (`failures`, the last 10), through a later success, and a
+//! `failures` value the runtime cannot read never stops a job settling.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use stoker::queue::keys::QueueKeys;
 
 use crate::support::{TestEnv, payload, state, wait_until};
 
@@ -281,4 +285,220 @@ fn wait_exits_zero_with_the_result_and_non_zero_when_dead() {
         stderr.contains("dead") && stderr.contains("cpu_limit"),
         "{stderr}"
     );
+}
+
+/// Once job `id` waits for retry `n`, makes the retry due now instead of
+/// after its backoff.
+fn retry_now(env: &TestEnv, id: &str, n: u64) {
+    wait_until(SETTLE, &format!("{id} to wait for retry {n}"), || {
+        let r = env.record("default", id);
+        state(&r) == "retrying" && r["retry_count"] == n
+    });
+    let retry_set: Vec<String> = env.query(
+        redis::cmd("ZRANGE")
+            .arg("stoker:{q:default}:retry")
+            .arg(0)
+            .arg(-1),
+    );
+    let payload = retry_set
+        .iter()
+        .find(|p| p.contains(&format!("\"id\":\"{id}\"")))
+        .unwrap_or_else(|| panic!("{id} is not in the retry set: {retry_set:?}"));
+    env.query::<()>(
+        redis::cmd("ZADD")
+            .arg("stoker:{q:default}:retry")
+            .arg("XX")
+            .arg(0)
+            .arg(payload),
+    );
+}
+
+#[test]
+fn failed_attempts_stay_on_the_record_after_success() {
+    let env = TestEnv::new();
+    env.deploy("[classes.flaky]\nmodule = \"$GUESTS/flaky.wasm\"\nretry = 3\n");
+    let id = env.enqueue("flaky", r#"{"fail":"not yet","times":2}"#, &[]);
+    let _worker = env.spawn_worker(&[]);
+    for n in 1..=2 {
+        retry_now(&env, &id, n);
+    }
+    env.wait_settled("default", &[id.clone()], SETTLE);
+
+    let doc = env.job_json(&id);
+    assert_eq!(
+        (&doc["state"], &doc["attempts"]),
+        (&json!("done"), &json!(3)),
+        "{doc}"
+    );
+    assert_eq!(doc["error"], Value::Null, "{doc}");
+    let failures = doc["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 2, "{doc:#}");
+    let mut last_at = doc["timings"]["enqueued_at_ms"].as_u64().expect("enqueued");
+    for (i, f) in failures.iter().enumerate() {
+        assert_eq!(f["attempt"], i + 1, "{f}");
+        assert_eq!(f["kind"], "job_error", "{f}");
+        assert_eq!(f["message"], format!("not yet ({} of 2)", i + 1), "{f}");
+        assert_eq!(f["backtrace"], Value::Null, "{f}");
+        for n in [
+            "fuel_used",
+            "cpu_time_us",
+            "peak_memory_bytes",
+            "run_time_us",
+        ] {
+            assert!(f["usage"][n].as_u64().is_some_and(|n| n > 0), "{n}: {f}");
+        }
+        let at = f["at_ms"].as_u64().expect("at_ms");
+        assert!(at >= last_at, "{doc:#}");
+        last_at = at;
+    }
+    assert!(
+        doc["timings"]["finished_at_ms"].as_u64() >= Some(last_at),
+        "{doc:#}"
+    );
+
+    let text = env.stoker_ok(&["job", &id]);
+    let listed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "failed attempts:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  #"))
+        .collect();
+    assert_eq!(listed.len(), 2, "{text}");
+    assert!(listed[0].starts_with("  #1 "), "{text}");
+    assert!(
+        listed[1].contains(" job_error: not yet (2 of 2) (cpu "),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dead_job_keeps_every_failed_attempt() {
+    let env = TestEnv::new();
+    env.deploy(
+        "[classes.flaky]\nmodule = \"$GUESTS/flaky.wasm\"\nretry = 2\n\n\
+         [classes.flaky-once]\nmodule = \"$GUESTS/flaky.wasm\"\nretry = 0\n",
+    );
+    let failing = env.enqueue("flaky", r#"{"fail":"no luck"}"#, &[]);
+    let panicking = env.enqueue("flaky-once", r#"{"panic":"boom"}"#, &[]);
+    let _worker = env.spawn_worker(&[]);
+    for n in 1..=2 {
+        retry_now(&env, &failing, n);
+    }
+    let ids = [failing.clone(), panicking.clone()];
+    let records = env.wait_settled("default", &ids, SETTLE);
+    let r = &records[0];
+    assert_eq!(state(r), "dead", "{r}");
+    let f = r["failures"].as_array().expect("failures");
+    let attempts: Vec<&Value> = f.iter().map(|f| &f["attempt"]).collect();
+    assert_eq!(attempts, [&json!(1), &json!(2), &json!(3)], "{r:#}");
+    assert!(
+        f.iter()
+            .all(|f| f["message"] == "no luck" && f["kind"] == "job_error"),
+        "{r:#}"
+    );
+    // The last failure is the record's error too.
+    assert_eq!(r["error"]["message"], "no luck", "{r}");
+
+    let r = &records[1];
+    assert_eq!(state(r), "dead", "{r}");
+    let [f] = r["failures"].as_array().expect("failures").as_slice() else {
+        panic!("one failure: {r:#}")
+    };
+    assert_eq!(
+        (&f["attempt"], &f["kind"]),
+        (&json!(1), &json!("trap")),
+        "{f}"
+    );
+    assert!(
+        f["message"].as_str().is_some_and(|m| m.contains("boom")),
+        "{f}"
+    );
+    assert_eq!(f["backtrace"], r["error"]["backtrace"], "{r:#}");
+    assert!(
+        f["backtrace"].as_str().is_some_and(|b| !b.is_empty()),
+        "{f}"
+    );
+}
+
+#[test]
+fn failures_are_capped_cut_and_restarted_when_unreadable() {
+    let env = TestEnv::new();
+    env.deploy("[classes.flaky]\nmodule = \"$GUESTS/flaky.wasm\"\nretry = 1\n");
+    // Enqueued before any worker runs, so their records can be seeded first.
+    let full = env.enqueue("flaky", r#"{"fail":"again","permanent":true}"#, &[]);
+    let garbage = env.enqueue("flaky", r#"{"fail":"again"}"#, &[]);
+    let object = env.enqueue("flaky", r#"{"fail":"again"}"#, &[]);
+    let long = "é".repeat(1500);
+    let long_id = env.enqueue(
+        "flaky",
+        &json!({"fail": long, "permanent": true}).to_string(),
+        &[],
+    );
+    let old: Vec<Value> = (1..=10)
+        .map(|n| json!({"attempt": n, "at_ms": n, "kind": "job_error", "message": format!("old {n}"), "backtrace": "", "usage": ""}))
+        .collect();
+    let q = QueueKeys::new("default");
+    for (id, seeded) in [
+        (&full, Value::Array(old).to_string()),
+        (&garbage, "not json [".to_owned()),
+        (&object, r#"{"attempt":1}"#.to_owned()),
+    ] {
+        env.query::<()>(
+            redis::cmd("HSET")
+                .arg(q.job(id))
+                .arg("failures")
+                .arg(seeded),
+        );
+    }
+    let _worker = env.spawn_worker(&[]);
+    wait_until(SETTLE, "every job to fail once", || {
+        env.records(
+            "default",
+            &[
+                full.clone(),
+                garbage.clone(),
+                object.clone(),
+                long_id.clone(),
+            ],
+        )
+        .iter()
+        .all(|r| matches!(state(r), "dead" | "retrying"))
+    });
+
+    // At most ten: the oldest went.
+    let r = env.record("default", &full);
+    assert_eq!(state(&r), "dead", "{r}");
+    let messages: Vec<&str> = r["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|f| f["message"].as_str().unwrap_or(""))
+        .collect();
+    let mut expected: Vec<String> = (2..=10).map(|n| format!("old {n}")).collect();
+    expected.push("again".into());
+    assert_eq!(messages, expected, "{r:#}");
+    assert_eq!(r["failures"][9]["attempt"], 1, "{r:#}");
+
+    // An unreadable history starts afresh; the job settles as ever.
+    for id in [&garbage, &object] {
+        let r = env.record("default", id);
+        assert_eq!(state(&r), "retrying", "{r}");
+        let f = r["failures"].as_array().expect("failures");
+        assert_eq!(f.len(), 1, "{r:#}");
+        assert_eq!(
+            (&f[0]["attempt"], &f[0]["message"]),
+            (&json!(1), &json!("again")),
+            "{r:#}"
+        );
+    }
+    let in_retry: u64 = env.query(redis::cmd("ZCARD").arg(q.retry()));
+    assert_eq!(in_retry, 2);
+
+    // A long message is cut on a character, to 1 KiB; the record's error keeps it whole.
+    let r = env.record("default", &long_id);
+    assert_eq!(r["error"]["message"], long.as_str(), "{r}");
+    let cut = r["failures"][0]["message"].as_str().expect("a message");
+    assert!(cut.len() <= 1024 && cut.len() > 1000, "{} bytes", cut.len());
+    let kept = cut.strip_suffix('…').expect("ends in …");
+    assert!(kept.chars().all(|c| c == 'é'), "{cut}");
 }

@@ -412,6 +412,7 @@ pub fn job(ctx: &Ctx, doc: &Value, class: Option<&Class>, dead_member: Option<&s
                 pre #backtrace { (bt) }
             }
         }
+        (failures(ctx, &doc["failures"]))
         h2 { "Measured (last attempt)" }
         table.fields #measured {
             tr { th {} th { "used" } th { "class limit" } }
@@ -448,6 +449,43 @@ pub fn job(ctx: &Ctx, doc: &Value, class: Option<&Class>, dead_member: Option<&s
         }
     };
     layout(ctx, &format!("Job {id}"), body)
+}
+
+/// The failed attempts kept on a job's record, oldest first, each with what
+/// it used and its guest backtrace folded away.
+fn failures(ctx: &Ctx, value: &Value) -> Markup {
+    let Some(list) = value.as_array().filter(|l| !l.is_empty()) else {
+        return html! {};
+    };
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    html! {
+        h2 { "Failed attempts" }
+        table #failures {
+            thead { tr {
+                th.n { "Attempt" } th { "When" } th { "Kind" } th { "Message" }
+                th.n { "CPU time" } th.n { "Peak memory" } th.n { "Run time" }
+            } }
+            tbody {
+                @for f in list {
+                    @let usage = &f["usage"];
+                    tr {
+                        td.n { (f["attempt"]) }
+                        td.n { (f["at_ms"].as_u64().map_or("-".into(), |ms| ago(ctx.now_ms, ms))) }
+                        td { b { (text(&f["kind"])) } }
+                        td {
+                            (text(&f["message"]))
+                            @if let Some(bt) = f["backtrace"].as_str() {
+                                details { summary { "Guest backtrace" } pre { (bt) } }
+                            }
+                        }
+                        td.n { (us(&usage["cpu_time_us"])) }
+                        td.n { (usage["peak_memory_bytes"].as_u64().map_or("-".into(), bytes)) }
+                        td.n { (us(&usage["run_time_us"])) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn pretty(v: &Value) -> String {
@@ -681,6 +719,10 @@ mod tests {
             "log": "</pre><img src=x onerror=alert(1)>",
             "error": {"kind": "job_error", "message": "<b>bold</b>", "backtrace": "<i>"},
             "timings": {}, "checkpoint": null, "host_calls": null,
+            "failures": [{
+                "attempt": 1, "at_ms": 0, "kind": "<u>trap", "message": "<script>alert(2)</script>",
+                "backtrace": "</pre><svg onload=alert(3)>", "usage": {"cpu_time_us": 1500},
+            }],
         });
         let page = job(&ctx, &doc, None, Some("j1\"<")).into_string();
         assert!(!page.contains("<script>alert"), "{page}");
@@ -690,6 +732,11 @@ mod tests {
         );
         assert!(!page.contains("<img src=x"), "{page}");
         assert!(!page.contains("<b>bold"), "{page}");
+        assert!(page.contains("Failed attempts"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(2)"), "{page}");
+        assert!(page.contains("<details><summary>Guest backtrace"), "{page}");
+        assert!(page.contains("<td class=\"n\">1.50 ms</td>"), "{page}");
+        assert!(!page.contains("<svg") && !page.contains("<u>"), "{page}");
         assert!(!page.contains("t\"><script>"), "{page}");
         assert!(!page.contains("j1\"<"), "{page}");
         // The page's only script is the dashboard's own file.

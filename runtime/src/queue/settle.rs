@@ -21,6 +21,18 @@ pub const DONE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEAD_TTL: Duration = Duration::from_secs(180 * 24 * 3600);
 /// Most dead jobs kept per queue; the oldest are dropped first.
 pub const DEAD_CAP: u64 = 10_000;
+/// Most failed attempts kept in a job's record (`failures`, newest last):
+/// each retried or dead attempt appends one, and the oldest is dropped past
+/// this. With [`FAILURE_MESSAGE_MAX`] and [`FAILURE_BACKTRACE_MAX`] it bounds
+/// the history at about 55 KiB a record (the dead set keeps up to
+/// [`DEAD_CAP`] records); the last failure is also in the record whole.
+pub const FAILURES_KEPT: u32 = 10;
+/// Longest error message kept in a failed attempt's entry, bytes (cut on a
+/// character, ending in `…`).
+pub const FAILURE_MESSAGE_MAX: u32 = 1024;
+/// Longest guest backtrace kept in a failed attempt's entry, bytes (cut the
+/// same way).
+pub const FAILURE_BACKTRACE_MAX: u32 = 4096;
 /// Most outcomes committed in one script call.
 const BATCH: usize = 256;
 
@@ -32,7 +44,8 @@ pub enum Disposition {
         /// Whether the job has a snapshot.
         snapshot: bool,
     },
-    /// Failed, to be retried after `delay` with payload `next`.
+    /// Failed, to be retried after `delay` with payload `next`. Like
+    /// [`Disposition::Dead`], the attempt joins the record's `failures`.
     Retry {
         /// Backoff before the next attempt.
         delay: Duration,
@@ -181,7 +194,10 @@ async fn commit(
         .arg(DONE_TTL.as_secs())
         .arg(DEAD_TTL.as_secs())
         .arg(group.len())
-        .arg(q.snapshot_prefix());
+        .arg(q.snapshot_prefix())
+        .arg(FAILURES_KEPT)
+        .arg(FAILURE_MESSAGE_MAX)
+        .arg(FAILURE_BACKTRACE_MAX);
     let snap = |has: bool| if has { "snap" } else { "" }.to_owned();
     for s in group {
         let (action, arg, next): (&str, String, &[u8]) = match &s.disposition {

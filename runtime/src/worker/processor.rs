@@ -517,7 +517,7 @@ fn requeue_after(unit: Unit, id: &str, what: &str, e: redis::RedisError, series:
 }
 
 /// Settles a failed attempt (`usage`: none when nothing ran) into a retry or
-/// the dead set.
+/// the dead set; the settle script also keeps it in the record's `failures`.
 fn fail(
     unit: Unit,
     mut payload: Payload,

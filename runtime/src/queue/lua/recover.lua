@@ -2,7 +2,9 @@
 -- pending list (they are fetched next, oldest first), clearing its lease so a
 -- late commit from the lost attempt is refused. A job recovered ARGV[2] times
 -- in a row without reaching a checkpoint (or a retry) is taking its workers
--- down with it: it goes to the dead set as `poison` instead.
+-- down with it: it goes to the dead set as `poison` instead. A crash is no
+-- failed attempt: it counts in `recovered` and `crashes`, never in the
+-- record's `failures` (settle.lua), and a poison job's error is the record's own.
 -- KEYS[1] the dead worker's in-flight list, KEYS[2] pending list, KEYS[3] dead set,
 -- KEYS[4] batch outbox (a poison job of a batch is added: `BATCH ID dead`)
 -- ARGV[1] job record key prefix, ARGV[2] recoveries that make a job poison,

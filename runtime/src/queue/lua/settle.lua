@@ -7,8 +7,10 @@
 -- KEYS[5] stats hash, KEYS[6] scheduled set, KEYS[7] batch outbox
 -- ARGV[1] job record key prefix, ARGV[2] dead set cap, ARGV[3] done record TTL (s),
 -- ARGV[4] dead record TTL (s), ARGV[5] number of jobs, ARGV[6] snapshot key prefix,
--- then per job: payload, id, action, arg, next payload, batch ('b' when the
--- job's record names a batch, as its fetch found), field count, field, value, ...
+-- ARGV[7] failed attempts kept per record, ARGV[8] and ARGV[9] the longest
+-- message and backtrace (bytes) kept in each, then per job: payload, id,
+-- action, arg, next payload, batch ('b' when the job's record names a batch, as
+-- its fetch found), field count, field, value, ...
 --   done:    result recorded; record expires after the done TTL; arg 'snap':
 --            the job's snapshot is deleted
 --   retry:   next payload into the retry set, due in arg ms (a snapshot stays:
@@ -23,6 +25,15 @@
 --            the record expires after the done TTL
 --   requeue: next payload back to the pending list; arg 'front' (fetched next) or
 --            'back'; due again now (its queue latency counts from here)
+-- A retry or dead job (a failed attempt) also gets an entry appended to its
+-- record's `failures`: a JSON array, newest last, of at most ARGV[7] entries
+-- {attempt, at_ms, kind, message, backtrace, usage}, read from the job's
+-- `error_kind`, `error_message`, `backtrace` and `usage` fields (`usage` as the
+-- worker wrote it; message and backtrace cut on a character, ending in '…').
+-- Nothing else adds to it: a done job keeps the failures before it, and a
+-- crash is no failed attempt (recover.lua counts it in `crashes`). A
+-- `failures` this script cannot read is started afresh, never an error: one
+-- would fail the whole batch of settlements.
 -- A done or dead job whose record names a batch is added to the batch outbox
 -- (`BATCH ID done|dead`), applied to the batch by `batch_apply.lua`.
 -- Returns {jobs lost, jobs added to the batch outbox}.
@@ -40,7 +51,8 @@ local now_s = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local snap = ARGV[6]
-local i, lost, processed, failed, dead, parked, collapsed = 7, 0, 0, 0, 0, 0, 0
+local history, message_max, backtrace_max = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local i, lost, processed, failed, dead, parked, collapsed = 10, 0, 0, 0, 0, 0, 0
 local outboxed = 0
 local function outbox(key, id, what, member)
   if member ~= 'b' then return end
@@ -49,6 +61,40 @@ local function outbox(key, id, what, member)
     redis.call('SADD', KEYS[7], batch .. ' ' .. id .. ' ' .. what)
     outboxed = outboxed + 1
   end
+end
+-- `s` cut to at most `max` bytes, on the start of a UTF-8 character.
+local function cut(s, max)
+  if #s <= max then return s end
+  max = math.max(max - 3, 0) -- room for the '…'
+  while max > 0 do
+    local b = string.byte(s, max + 1)
+    if b < 0x80 or b >= 0xC0 then break end
+    max = max - 1
+  end
+  return string.sub(s, 1, max) .. '…'
+end
+-- The record's `failures` with this attempt's entry appended (the job's
+-- fields are ARGV[first..last]).
+local function failures(key, first, last)
+  local f = {}
+  for k = first, last - 1, 2 do f[ARGV[k]] = ARGV[k + 1] end
+  local known = redis.call('HMGET', key, 'attempts', 'failures')
+  local list = {}
+  if known[2] then
+    local ok, old = pcall(cjson.decode, known[2])
+    if ok and type(old) == 'table' then
+      for k = math.max(1, #old - history + 2), #old do
+        if type(old[k]) == 'table' then list[#list + 1] = old[k] end
+      end
+    end
+  end
+  local entry = {attempt = tonumber(known[1]) or 0, at_ms = now, kind = f.error_kind or '',
+    message = cut(f.error_message or '', message_max),
+    backtrace = cut(f.backtrace or '', backtrace_max), usage = f.usage or ''}
+  list[#list + 1] = entry
+  local ok, text = pcall(cjson.encode, list)
+  if ok then return text end
+  return cjson.encode({entry})
 end
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -72,12 +118,12 @@ for _ = 1, tonumber(ARGV[5]) do
       local due = now + tonumber(arg)
       redis.call('ZADD', KEYS[3], due, next_payload)
       redis.call('HSET', key, 'state', 'retrying', 'finished_at', now_s, 'due_at', due,
-        'crashes', 0, unpack(ARGV, first, last))
+        'crashes', 0, 'failures', failures(key, first, last), unpack(ARGV, first, last))
       failed = failed + 1
     elseif action == 'dead' then
       redis.call('ZADD', KEYS[4], now, id)
       redis.call('HSET', key, 'state', 'dead', 'finished_at', now_s, 'payload', next_payload,
-        unpack(ARGV, first, last))
+        'failures', failures(key, first, last), unpack(ARGV, first, last))
       redis.call('EXPIRE', key, dead_ttl)
       if arg == 'snap' then redis.call('EXPIRE', snap .. id, dead_ttl) end
       failed, dead = failed + 1, dead + 1
