@@ -236,13 +236,7 @@ fn failed_job_retries_with_backoff_then_dies() {
             "wait on a retrying job: {wait:?}"
         );
 
-        env.query::<()>(
-            redis::cmd("ZADD")
-                .arg("stoker:{q:default}:retry")
-                .arg("XX")
-                .arg(0)
-                .arg(payload),
-        );
+        due_now(&env, payload);
     }
     wait_until(SETTLE, "the job to die", || {
         state(&env.record("default", &id)) == "dead"
@@ -304,6 +298,11 @@ fn retry_now(env: &TestEnv, id: &str, n: u64) {
         .iter()
         .find(|p| p.contains(&format!("\"id\":\"{id}\"")))
         .unwrap_or_else(|| panic!("{id} is not in the retry set: {retry_set:?}"));
+    due_now(env, payload);
+}
+
+/// Makes `payload`, waiting in the retry set, due now.
+fn due_now(env: &TestEnv, payload: &str) {
     env.query::<()>(
         redis::cmd("ZADD")
             .arg("stoker:{q:default}:retry")
