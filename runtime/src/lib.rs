@@ -12,8 +12,8 @@
 //! - [`registry`]: deploy; modules validated and stored by sha256, classes
 //!   pointing at digests.
 //! - [`job`]: the JSON job format, states and error kinds.
-//! - [`queue`]: the Redis key layout, enqueue, reliable fetch, commits,
-//!   settling.
+//! - [`queue`]: the Redis key layout, enqueue, wake-ups of idle workers,
+//!   reliable fetch, commits, settling.
 //! - [`snapshot`]: the stored form of a job's checkpointed state.
 //! - [`scheduler`]: due jobs promoted, dead workers' jobs recovered, and
 //!   [`cron`]: scheduled classes' jobs enqueued once per tick.

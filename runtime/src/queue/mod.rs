@@ -1,4 +1,5 @@
-//! Queues in Redis: the key layout, enqueue, reliable fetch, and settling.
+//! Queues in Redis: the key layout, enqueue, wake-ups, reliable fetch, and
+//! settling.
 //!
 //! # Delivery guarantee
 //! At least once. A fetch moves a job atomically from its queue's pending list
