@@ -102,7 +102,9 @@ impl Manager {
                 };
                 // A processor that panics takes only its own job down: the
                 // unit it drops goes back to its queue, and the panic is
-                // logged here, not carried into the manager.
+                // logged here, not carried into the manager. Boxed: the
+                // attempt's future is several KiB, and a spawn then moves a
+                // pointer.
                 let mut job = Box::pin(
                     std::panic::AssertUnwindSafe(async move {
                         processor::process(node, unit, signals).await;

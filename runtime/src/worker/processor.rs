@@ -65,11 +65,7 @@ pub async fn process(node: Arc<Node>, unit: Unit, signals: Signals) {
         }
     };
     let span = tracing::info_span!("job", id = %payload.id, class = %payload.class, attempt = unit.attempt);
-    // Boxed: the attempt's future is several KiB, and the task spawned for
-    // each job then holds (and its spawn copies) only this one's few words.
-    Box::pin(run(node, unit, payload, signals))
-        .instrument(span)
-        .await
+    run(node, unit, payload, signals).instrument(span).await
 }
 
 async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Signals) {
