@@ -57,8 +57,8 @@
 //! at least that long (they expire [`FINISHED_TTL`] after its last change, and
 //! only once it has finished), so a batch the index lists exists unless its
 //! create failed half-way. Older
-//! entries are trimmed in the step that adds a batch and by every scheduler's
-//! [`sweep`]; a batch still unfinished after that is left out of the list but
+//! entries are trimmed by every scheduler's [`sweep`] (each node, every
+//! round); a batch still unfinished after that is left out of the list but
 //! still shown by id (`stoker batch status`, `/batches/ID`). The index's size
 //! is bounded by the batches created in that window, and it is smaller than
 //! the batches it lists. (On Redis Cluster, the index is on the `{stoker}`
@@ -292,13 +292,7 @@ pub async fn create(
     // MULTI on the batch's slot, so this runs on Redis Cluster too. A create
     // that fails after this leaves an index entry that lists an absent batch
     // (shown as gone), never a batch missing from the index.
-    let () = redis::pipe()
-        .zadd(keys::batches(), &id, now)
-        .ignore()
-        .zrembyscore(keys::batches(), "-inf", index_cutoff(now))
-        .ignore()
-        .query_async(conn)
-        .await?;
+    let () = conn.zadd(keys::batches(), &id, now).await?;
     let mut pipe = redis::pipe();
     pipe.atomic().hset_multiple(b.meta(), &fields).ignore();
     for chunk in ids.chunks(1000) {
@@ -459,11 +453,6 @@ pub async fn apply_outbox_logged(conn: &mut Conn, q: &QueueKeys) {
     if let Err(e) = apply_outbox(conn, q).await {
         tracing::warn!(queue = %q.name, error = %e, "applying the batch outbox failed; the scheduler will retry");
     }
-}
-
-/// The `ZREMRANGEBYSCORE` bound of index entries too old to keep at `now`.
-fn index_cutoff(now_ms: u64) -> String {
-    format!("({}", now_ms.saturating_sub(INDEXED_FOR.as_millis() as u64))
 }
 
 /// Drops the index entries older than [`INDEXED_FOR`], by Redis time, in

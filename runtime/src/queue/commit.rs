@@ -207,9 +207,7 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
             .arg(scheduled)
             .arg(c.delay_ms);
     }
-    inv.arg(commit.batches.len())
-        .arg(index)
-        .arg(crate::batch::INDEXED_FOR.as_millis() as u64);
+    inv.arg(commit.batches.len()).arg(index);
     for (b, (meta, jobs)) in commit.batches.iter().zip(batches) {
         inv.arg(meta).arg(jobs).arg(b.fields.len());
         for (field, value) in &b.fields {

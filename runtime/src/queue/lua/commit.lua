@@ -26,7 +26,7 @@
 -- queue, args, batch id ('' for none), index into KEYS of its scheduled set
 -- (0: none), delay in ms (0: pending at once, else scheduled that long after
 -- this commit); then the batch count, the index into KEYS of the batch index
--- (0: no batches), how long the index keeps a batch (ms), and per batch:
+-- (0: no batches; the scheduler trims it), and per batch:
 -- index into KEYS of its hash, index into KEYS of its job set, field count,
 -- field, value, ..., member count, member ids (a batch is written sealed, with
 -- every member, once, and added to the batch index by its creation time);
@@ -58,7 +58,7 @@ local nfields = tonumber(ARGV[6])
 local first, last = 7, 6 + nfields * 2
 local children_at = last + 1
 local batches_at = children_at + 1 + tonumber(ARGV[children_at]) * 10
-local writes_at = batches_at + 3
+local writes_at = batches_at + 2
 for _ = 1, tonumber(ARGV[batches_at]) do
   local nf = tonumber(ARGV[writes_at + 2])
   writes_at = writes_at + 4 + nf * 2 + tonumber(ARGV[writes_at + 3 + nf * 2])
@@ -168,7 +168,7 @@ for _ = 1, tonumber(ARGV[children_at]) do
   i = i + 10
 end
 
-local b = batches_at + 3
+local b = batches_at + 2
 local index = tonumber(ARGV[batches_at + 1])
 for _ = 1, tonumber(ARGV[batches_at]) do
   local meta, jobs, nf = KEYS[tonumber(ARGV[b])], KEYS[tonumber(ARGV[b + 1])], tonumber(ARGV[b + 2])
@@ -184,9 +184,6 @@ for _ = 1, tonumber(ARGV[batches_at]) do
     redis.call('ZADD', KEYS[index], now, redis.call('HGET', meta, 'id'))
   end
   b = last_member + 1
-end
-if index > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[index], '-inf', '(' .. (now - tonumber(ARGV[batches_at + 2])))
 end
 
 w = writes_at + 1
