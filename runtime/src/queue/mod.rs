@@ -25,6 +25,14 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// A script that pushes onto a pending list, after the wake-up functions
+/// (`lua/wake.lua`) it calls.
+macro_rules! with_wake {
+    ($path:literal) => {
+        concat!(include_str!("lua/wake.lua"), include_str!($path))
+    };
+}
+
 /// The Lua scripts, each touching the keys of one queue only. `redis-rs` runs
 /// them by SHA and reloads them after `NOSCRIPT` (a restarted Redis).
 pub(crate) struct Scripts {
@@ -42,17 +50,18 @@ pub(crate) struct Scripts {
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: Script::new(include_str!("lua/enqueue.lua")),
+    enqueue: Script::new(with_wake!("lua/enqueue.lua")),
     fetch: Script::new(include_str!("lua/fetch.lua")),
-    settle: Script::new(include_str!("lua/settle.lua")),
-    commit: Script::new(include_str!("lua/commit.lua")),
+    settle: Script::new(with_wake!("lua/settle.lua")),
+    // The shebang stays first, ahead of the wake-up functions.
+    commit: Script::new(concat!("#!lua\n", with_wake!("lua/commit.lua"))),
     limit: Script::new(include_str!("lua/limit.lua")),
     breaker: Script::new(include_str!("lua/breaker.lua")),
     claim: Script::new(include_str!("lua/claim.lua")),
-    promote: Script::new(include_str!("lua/promote.lua")),
-    recover: Script::new(include_str!("lua/recover.lua")),
+    promote: Script::new(with_wake!("lua/promote.lua")),
+    recover: Script::new(with_wake!("lua/recover.lua")),
     batch_apply: Script::new(include_str!("lua/batch_apply.lua")),
-    batch_enqueue: Script::new(include_str!("lua/batch_enqueue.lua")),
+    batch_enqueue: Script::new(with_wake!("lua/batch_enqueue.lua")),
 });
 
 /// A Redis connection: multiplexed (concurrent requests are pipelined) and

@@ -7,12 +7,6 @@
 -- Returns the number of jobs queued.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- Tells the workers idle on a queue that its pending list `list` just got
--- its first job (`len` is the list's length after the push): they fetch at
--- once instead of at their next poll (see queue::wake).
-local function wake(list, len)
-  if len == 1 then redis.call('PUBLISH', (string.gsub(list, ':pending$', ':wake')), '') end
-end
 local prefix, queue, batch = ARGV[1], ARGV[2], ARGV[3]
 for i = 4, #ARGV, 4 do
   if redis.call('EXISTS', prefix .. ARGV[i]) == 1 then

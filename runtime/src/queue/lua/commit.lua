@@ -1,4 +1,3 @@
-#!lua
 -- Commits a checkpoint, or a job's completion, with its child jobs and staged
 -- Redis writes, in one atomic step. Idempotent: a commit retried after its
 -- reply was lost finds its sequence already recorded and changes nothing.
@@ -9,8 +8,9 @@
 -- Redis's own integer rules, and the commit is refused whole if one would
 -- fail. The simulation errs on the side of refusing: a counter within 2^52 of
 -- the 64-bit limit is refused, a set emptied by SREM still counts as a set.
--- The shebang makes Redis refuse the whole script up front when it is out of
--- memory, instead of failing at the first write.
+-- The shebang (`#!lua`, put first when queue/mod.rs loads this file) makes
+-- Redis refuse the whole script up front when it is out of memory, instead of
+-- failing at the first write.
 --
 -- KEYS[1] job record, KEYS[2] snapshot, KEYS[3] the worker's in-flight list,
 -- KEYS[4] stats hash, KEYS[5] the queue's batch outbox, then the pending lists
@@ -37,12 +37,6 @@
 -- Returns 'ok', 'applied' (this sequence was already committed),
 -- 'lease_lost' (the job was recovered from this attempt; nothing written) or
 -- 'bad_write:REASON' (a staged write cannot apply; nothing written).
--- Tells the workers idle on a queue that its pending list `list` just got
--- its first job (`len` is the list's length after the push): they fetch at
--- once instead of at their next poll (see queue::wake).
-local function wake(list, len)
-  if len == 1 then redis.call('PUBLISH', (string.gsub(list, ':pending$', ':wake')), '') end
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rec = KEYS[1]

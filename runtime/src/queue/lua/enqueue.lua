@@ -8,12 +8,6 @@
 -- (latest wins: the key's pending holder is marked superseded by this job)
 -- Returns {state, due_ms}, or {'duplicate', holder id} when a unique key is
 -- held. Refuses an id that already has a record.
--- Tells the workers idle on a queue that its pending list `list` just got
--- its first job (`len` is the list's length after the push): they fetch at
--- once instead of at their next poll (see queue::wake).
-local function wake(list, len)
-  if len == 1 then redis.call('PUBLISH', (string.gsub(list, ':pending$', ':wake')), '') end
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[3]) == 1 then

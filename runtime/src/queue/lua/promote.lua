@@ -3,12 +3,6 @@
 -- KEYS[1] scheduled or retry set, KEYS[2] pending list
 -- ARGV[1] max jobs, ARGV[2] job record key prefix
 -- Returns the number of jobs moved.
--- Tells the workers idle on a queue that its pending list `list` just got
--- its first job (`len` is the list's length after the push): they fetch at
--- once instead of at their next poll (see queue::wake).
-local function wake(list, len)
-  if len == 1 then redis.call('PUBLISH', (string.gsub(list, ':pending$', ':wake')), '') end
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))

@@ -44,9 +44,6 @@ while true do
     end
   end
 end
--- The workers idle on the queue fetch the recovered jobs at once (see
--- queue::wake).
-if n > poisoned then
-  redis.call('PUBLISH', (string.gsub(KEYS[2], ':pending$', ':wake')), '')
-end
+-- The workers idle on the queue fetch the recovered jobs at once.
+if n > poisoned then announce(KEYS[2]) end
 return {n, poisoned}

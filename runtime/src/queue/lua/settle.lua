@@ -39,12 +39,6 @@
 -- Returns {jobs lost, jobs added to the batch outbox}.
 -- A plain done job costs one LREM, one HSET and one EXPIRE (see fetch.lua on
 -- why calls are counted), and the time is turned into a string once per call.
--- Tells the workers idle on a queue that its pending list `list` just got
--- its first job (`len` is the list's length after the push): they fetch at
--- once instead of at their next poll (see queue::wake).
-local function wake(list, len)
-  if len == 1 then redis.call('PUBLISH', (string.gsub(list, ':pending$', ':wake')), '') end
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_s = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
