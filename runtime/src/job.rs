@@ -15,9 +15,25 @@
 //! | `args` | no | any JSON value, passed to the job (default `null`) |
 //! | `retry_count` | no | failed attempts so far (set by the runtime on retries) |
 //! | `digest` | no | module digest the job is pinned to (set by the runtime) |
+//! | `token` | no | which of the runtime's own pushes of the job this copy is (set by the runtime when it re-queues a job: the attempt that re-queued it) |
 //!
 //! Unknown fields are kept as they are. A payload that is not JSON, lacks `id` or
 //! `class`, or has an invalid id goes to the dead set with kind `bad_payload`.
+//!
+//! # One id, one job
+//! An id names one job of its queue, for as long as the job's record lasts
+//! (done: 24 h, dead: 180 days). A payload whose id already has a record is
+//! run only if it is the copy the runtime itself queued: the record is
+//! `queued` and the payload's `token` is the record's (both absent for a
+//! job that has not run yet). Any other copy (the id of a job that is done,
+//! dead or collapsed, or one that is queued elsewhere, scheduled, retrying or
+//! running; a stale copy of an earlier attempt) is a duplicate: the fetch
+//! leaves the job's record untouched and the payload goes to the dead set,
+//! kind `duplicate_id`, under an id of its own, `dup-RANDOM-ID` (ID cut to
+//! 47 characters; its record's `duplicate_of` names the job), keeping the
+//! payload as pushed. Two copies of a job that has not run yet (no token)
+//! are told apart by order: the first fetched runs, the other is the
+//! duplicate. Ids are per queue: the same id in two queues names two jobs.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +44,13 @@ pub struct Payload {
     pub id: String,
     /// Job class.
     pub class: String,
+    /// Which of the runtime's pushes of the job this copy is: the attempt
+    /// after which it was re-queued (0, left out: the first push). A copy
+    /// whose token is not its record's is a duplicate (see the module docs).
+    /// Written right after `class`, so the fetch reads it without decoding
+    /// the payload.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token: u32,
     /// Arguments for the job, any JSON.
     #[serde(default)]
     pub args: serde_json::Value,
@@ -55,6 +78,7 @@ impl Payload {
             args,
             retry_count: 0,
             digest: None,
+            token: 0,
             extra: Default::default(),
         }
     }
@@ -175,11 +199,17 @@ pub enum ErrorKind {
     /// The job was running on workers that died, again and again, without
     /// reaching a checkpoint.
     Poison,
+    /// The payload's id names another job (done, dead, or live elsewhere):
+    /// it was not run, and that job's record was left as it was.
+    DuplicateId,
+    /// The job yielded again and again without committing a checkpoint
+    /// (see [`crate::worker::stall`]).
+    NoProgress,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::CpuLimit,
         ErrorKind::MemoryLimit,
         ErrorKind::Deadline,
@@ -191,6 +221,8 @@ impl ErrorKind {
         ErrorKind::SnapshotLimit,
         ErrorKind::BadSnapshot,
         ErrorKind::Poison,
+        ErrorKind::DuplicateId,
+        ErrorKind::NoProgress,
     ];
 
     /// The stable name.
@@ -207,6 +239,8 @@ impl ErrorKind {
             ErrorKind::SnapshotLimit => "snapshot_limit",
             ErrorKind::BadSnapshot => "bad_snapshot",
             ErrorKind::Poison => "poison",
+            ErrorKind::DuplicateId => "duplicate_id",
+            ErrorKind::NoProgress => "no_progress",
         }
     }
 }

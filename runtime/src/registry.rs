@@ -51,6 +51,14 @@ pub struct Class {
     /// Where `retry` comes from.
     #[serde(default = "default_policy")]
     pub retry_policy: crate::config::RetryPolicy,
+    /// Attempts in a row that may yield without committing a checkpoint
+    /// before the job is dead, `no_progress` (see [`crate::worker::stall`]).
+    #[serde(default = "default_max_stalls")]
+    pub max_stalls: u32,
+}
+
+fn default_max_stalls() -> u32 {
+    crate::worker::stall::DEFAULT_MAX_STALLS
 }
 
 fn default_policy() -> crate::config::RetryPolicy {
@@ -128,6 +136,9 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
             continue;
         }
         let refused = |e: String| DeployError::Refused(vec![format!("class `{name}`: {e}")]);
+        if spec.max_stalls == Some(0) {
+            return Err(refused("`max_stalls` must be at least 1".into()));
+        }
         let (retry_policy, retry) = spec.retry_policy();
         let mut http = manifest.http_access(spec).map_err(refused)?;
         // A class that calls APIs is not retried as a whole: its requests are,
@@ -140,6 +151,9 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
             limits,
             retry,
             retry_policy,
+            max_stalls: spec
+                .max_stalls
+                .unwrap_or(crate::worker::stall::DEFAULT_MAX_STALLS),
             profile: spec.profile,
             quiet: spec.quiet().map_err(refused)?,
             redis: match &spec.redis {

@@ -300,6 +300,7 @@ mod tests {
             profile,
             quiet: None,
             retry_policy: crate::config::RetryPolicy::Explicit,
+            max_stalls: crate::worker::stall::DEFAULT_MAX_STALLS,
         }
     }
 

@@ -4,7 +4,10 @@
 //! 1. promote jobs whose time has come (Redis time) from each queue's scheduled
 //!    and retry sets to its pending list, every [`POLL`] with jitter;
 //! 2. recover: a worker whose heartbeat key has expired is dead; move every job
-//!    in its in-flight lists back to the front of their queues and forget it;
+//!    in its in-flight lists back to the front of their queues and forget it.
+//!    Not while Redis itself may have been away: a node declares nobody dead
+//!    until Redis has answered it without a break, and been up, for a full
+//!    heartbeat TTL ([`crate::worker::health`]);
 //! 3. enqueue the due tick of each cron or recurring class ([`crate::cron`]);
 //! 4. apply each queue's batch outbox to its batches, firing their callbacks
 //!    ([`crate::batch`]): what a settler did not apply itself (it crashed, or
@@ -23,6 +26,7 @@ use crate::queue::keys::{self, QueueKeys};
 use crate::queue::settle::DEAD_TTL;
 use crate::queue::{Conn, SCRIPTS};
 use crate::worker::Node;
+use crate::worker::health::{self, Health};
 
 /// Average pause between two promotion rounds.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -37,15 +41,16 @@ pub const POISON_AFTER: u32 = 3;
 ///
 /// Dead workers are looked for on every round (every [`POLL`] with jitter), so
 /// a killed worker's jobs are back in their queues at most about 0.75 s after
-/// its heartbeat key expires: within `--heartbeat-ttl` + 1 s of the kill. A
-/// round costs one `ZRANGE` and one pipelined `EXISTS` per registered worker.
+/// its heartbeat key expires: within `--heartbeat-ttl` + 1 s of the kill (of
+/// Redis's return plus a TTL, when Redis was away). A round costs an `INFO
+/// server`, one `ZRANGE` and one pipelined `EXISTS` per registered worker.
 pub async fn run(node: Arc<Node>, mut quiet: watch::Receiver<bool>) {
     let mut conn = node.conn.clone();
     loop {
         if let Err(e) = promote_all(&mut conn).await {
             tracing::warn!(error = %e, "promoting due jobs failed");
         }
-        match recover_dead_workers(&mut conn, &node.id).await {
+        match recover_dead_workers(&mut conn, &node.id, &node.health).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "recovered jobs of dead workers"),
             Err(e) => tracing::warn!(error = %e, "recovering dead workers failed"),
@@ -105,17 +110,56 @@ pub async fn promote_scheduled(conn: &mut Conn, q: &QueueKeys) -> redis::RedisRe
 
 /// Recovers the in-flight jobs of every worker (other than `me`) whose heartbeat
 /// expired; returns how many jobs went back to their queues.
-pub async fn recover_dead_workers(conn: &mut Conn, me: &str) -> redis::RedisResult<u64> {
-    let workers: Vec<String> = conn.zrange(keys::workers(), 0, -1).await?;
+///
+/// Not while Redis itself may have been away (see [`crate::worker::health`]):
+/// a worker is declared dead only when `health` says Redis has answered this
+/// node without a break for a full heartbeat TTL, Redis has been up that long
+/// (`INFO server`: `uptime_in_seconds`, and the same `run_id` as before), and
+/// the look at the heartbeats itself was answered promptly. The look costs
+/// one `ZRANGE` and one pipeline of an `EXISTS` per registered worker and the
+/// `INFO server`.
+pub async fn recover_dead_workers(
+    conn: &mut Conn,
+    me: &str,
+    health: &Health,
+) -> redis::RedisResult<u64> {
+    let sent = std::time::Instant::now();
+    // A user whose ACL refuses INFO: the uptime is not known, and the other
+    // rules alone hold recovery back.
+    let info: String = match redis::cmd("INFO").arg("server").query_async(conn).await {
+        Ok(info) => info,
+        Err(e) if health::unreachable(&e) => return Err(noted(health, e)),
+        Err(_) => String::new(),
+    };
+    let workers: Vec<String> = match conn.zrange(keys::workers(), 0, -1).await {
+        Ok(w) => w,
+        Err(e) => return Err(noted(health, e)),
+    };
     let others: Vec<String> = workers.into_iter().filter(|w| w != me).collect();
-    if others.is_empty() {
-        return Ok(0);
-    }
     let mut pipe = redis::pipe();
     for w in &others {
         pipe.exists(keys::heartbeat(w));
     }
-    let alive: Vec<bool> = pipe.query_async(conn).await?;
+    let alive: Vec<bool> = match pipe.query_async(conn).await {
+        Ok(alive) => alive,
+        Err(e) => return Err(noted(health, e)),
+    };
+    let prompt = health.answered(sent);
+    let up_long_enough = match server_info(&info) {
+        Some((run_id, uptime)) => health.server(&run_id, uptime),
+        None => true,
+    };
+    if others.is_empty() {
+        return Ok(0);
+    }
+    if !(prompt && up_long_enough && health.may_recover()) {
+        if alive.iter().any(|a| !a) {
+            tracing::info!(
+                "heartbeats missing, but Redis was away or restarted less than a heartbeat TTL ago: waiting before declaring any worker dead"
+            );
+        }
+        return Ok(0);
+    }
     let mut recovered = 0;
     for (worker, alive) in others.iter().zip(alive) {
         if alive {
@@ -145,6 +189,7 @@ pub async fn recover_worker(conn: &mut Conn, worker: &str) -> redis::RedisResult
             .arg(POISON_AFTER)
             .arg(DEAD_TTL.as_secs())
             .arg(q.snapshot_prefix())
+            .arg(worker)
             .invoke_async(conn)
             .await?;
         if moved > 0 {
@@ -153,4 +198,48 @@ pub async fn recover_worker(conn: &mut Conn, worker: &str) -> redis::RedisResult
         n += moved;
     }
     Ok(n)
+}
+
+/// Notes a failed look at the workers in `health`; returns the error.
+fn noted(h: &Health, e: redis::RedisError) -> redis::RedisError {
+    if health::unreachable(&e) {
+        h.failed();
+    }
+    e
+}
+
+/// `run_id` and `uptime_in_seconds` from an `INFO server` reply; none when
+/// it has neither (INFO refused: not known).
+fn server_info(info: &str) -> Option<(String, Duration)> {
+    let mut run_id = None;
+    let mut uptime = None;
+    for line in info.lines() {
+        if let Some(v) = line.strip_prefix("run_id:") {
+            run_id = Some(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("uptime_in_seconds:") {
+            uptime = Some(v.trim().parse().unwrap_or(0));
+        }
+    }
+    if run_id.is_none() && uptime.is_none() {
+        return None;
+    }
+    Some((
+        run_id.unwrap_or_default(),
+        Duration::from_secs(uptime.unwrap_or(0)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_info_reads_run_id_and_uptime() {
+        let info = "# Server\r\nredis_version:7.2.4\r\nrun_id:abc123\r\nuptime_in_seconds:42\r\n";
+        assert_eq!(
+            server_info(info),
+            Some(("abc123".to_owned(), Duration::from_secs(42)))
+        );
+        assert_eq!(server_info(""), None);
+    }
 }

@@ -2,6 +2,13 @@
 //! `sync-products` run. Every job completes; the mileage total equals the sum of
 //! the users' distances (no user counted twice, none missed); each user got
 //! exactly one child; the sync's checksum equals an uninterrupted run's.
+//!
+//! And Redis outages longer than the heartbeat TTL, on a `redis-server` the
+//! test starts itself: paused (SIGSTOP) or killed and restarted from its
+//! append-only file, with jobs in flight. No live worker's job is recovered
+//! (none counts a crash, none goes `poison`, none runs twice), nothing is
+//! lost, and a worker killed during the outage is still recovered once Redis
+//! is back and a TTL has passed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -9,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::support::{TestEnv, Worker, state, wait_until};
+use crate::support::{TestEnv, Worker, num, state, wait_until};
 
 const MANIFEST: &str = r#"
 [classes.mileage]
@@ -185,4 +192,233 @@ fn wait_children_done(env: &TestEnv, parent: &str, expected: usize) -> Vec<Value
     });
     assert_eq!(children.len(), expected, "no child committed twice");
     children
+}
+
+/// A `redis-server` of one test, on a free port, with an append-only file
+/// (every write synced) in its own directory: it can be paused, killed and
+/// started again with its data.
+struct OwnRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(dir: &std::path::Path) -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = dir.join("redis");
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = OwnRedis {
+            port,
+            dir,
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        wait_until(Duration::from_secs(20), "redis-server to answer", || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
+    }
+
+    /// kill -9 (start it again with [`OwnRedis::spawn`]: same port, same
+    /// data).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal(libc::SIGCONT);
+        }
+        self.kill();
+    }
+}
+
+/// Jobs that take about two seconds each, asleep (little CPU).
+const NAPS: &str = r#"
+[classes.nap]
+module = "$GUESTS/steps.wasm"
+timeout = "60s"
+"#;
+
+/// Pushes `count` nap jobs; returns their ids.
+fn push_naps(env: &TestEnv, count: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..count).map(|i| format!("nap-{i}")).collect();
+    let payloads: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            crate::support::payload(id, "nap", serde_json::json!({"items": 20, "sleep_ms": 100}))
+        })
+        .collect();
+    env.lpush("stoker:{q:default}:pending", &payloads);
+    ids
+}
+
+/// The ids in worker `pid`'s in-flight list.
+fn in_flight_of(env: &TestEnv, pid: u32) -> Vec<String> {
+    let lists: Vec<String> = env.query(redis::cmd("KEYS").arg("stoker:{q:default}:inflight:*"));
+    let mut ids = Vec::new();
+    for list in lists.iter().filter(|l| l.contains(&format!("-{pid}-"))) {
+        let items: Vec<String> = env.query(redis::cmd("LRANGE").arg(list).arg(0).arg(-1));
+        for p in items {
+            let v: Value = serde_json::from_str(&p).unwrap_or_default();
+            ids.extend(v["id"].as_str().map(str::to_owned));
+        }
+    }
+    ids
+}
+
+/// Gives every running job (but those of worker `spare`) two crashes
+/// already: one more makes it poison.
+fn two_crashes_each(env: &TestEnv, ids: &[String], spare: Option<u32>) {
+    for id in ids {
+        let f = env.fields("default", id);
+        let on_spare = spare.is_some_and(|pid| {
+            f.get("worker")
+                .is_some_and(|w| w.contains(&format!("-{pid}-")))
+        });
+        if f.get("state").map(String::as_str) == Some("running") && !on_spare {
+            let _: i64 = env.query(
+                redis::cmd("HSET")
+                    .arg(format!("stoker:{{q:default}}:job:{id}"))
+                    .arg("crashes")
+                    .arg(2),
+            );
+        }
+    }
+}
+
+/// Every job done with its result, none recovered but `killed`'s (each
+/// once), none poison.
+fn assert_done_and_not_recovered(env: &TestEnv, ids: &[String], killed: &HashSet<String>) {
+    let records = env.wait_settled("default", ids, Duration::from_secs(180));
+    for (id, r) in ids.iter().zip(&records) {
+        assert_eq!(state(r), "done", "job {id}: {r:#}");
+        assert_eq!(r["result"]["items"], 20, "job {id}: {r:#}");
+        let f = env.fields("default", id);
+        if killed.contains(id) {
+            assert_eq!(
+                num(&f, "recovered"),
+                1,
+                "job {id} of the killed worker: {f:?}"
+            );
+            assert_eq!(
+                num(&f, "attempts"),
+                2,
+                "job {id} of the killed worker: {f:?}"
+            );
+        } else {
+            assert_eq!(
+                num(&f, "recovered"),
+                0,
+                "job {id} of a live worker was recovered: {f:?}"
+            );
+            assert_eq!(num(&f, "attempts"), 1, "job {id} ran twice: {f:?}");
+        }
+    }
+    env.assert_all_done(
+        "default",
+        ids,
+        |_| serde_json::json!({"items": 20, "resumed_at": null}),
+    );
+}
+
+#[test]
+fn a_redis_paused_longer_than_the_heartbeat_ttl_takes_no_live_workers_jobs() {
+    let scratch = TestEnv::new();
+    let redis = OwnRedis::start(scratch.dir());
+    let env = TestEnv::on(&redis.url());
+    env.deploy(NAPS);
+    let ids = push_naps(&env, 24);
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|_| env.spawn_worker(&["--concurrency", "4"]))
+        .collect();
+    wait_until(Duration::from_secs(60), "eight jobs in flight", || {
+        env.in_flight("default").len() >= 8
+    });
+    two_crashes_each(&env, &ids, None);
+    // Longer than the 2 s TTL: every heartbeat key expires meanwhile.
+    redis.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(5));
+    redis.signal(libc::SIGCONT);
+    assert_done_and_not_recovered(&env, &ids, &HashSet::new());
+    for w in &mut workers {
+        w.assert_alive();
+    }
+}
+
+#[test]
+fn a_redis_restart_after_the_heartbeat_ttl_takes_only_a_dead_workers_jobs() {
+    let scratch = TestEnv::new();
+    let mut redis = OwnRedis::start(scratch.dir());
+    let env = TestEnv::on(&redis.url());
+    env.deploy(NAPS);
+    let ids = push_naps(&env, 24);
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|_| env.spawn_worker(&["--concurrency", "3"]))
+        .collect();
+    let victim = workers[2].pid();
+    wait_until(
+        Duration::from_secs(60),
+        "the victim busy and nine jobs in flight",
+        || in_flight_of(&env, victim).len() == 3 && env.in_flight("default").len() >= 9,
+    );
+    // Two crashes each for the live workers' jobs: one false recovery makes
+    // them poison.
+    two_crashes_each(&env, &ids, Some(victim));
+    redis.kill();
+    workers[2].kill9();
+    std::thread::sleep(Duration::from_secs(5));
+    redis.spawn();
+    env.reconnect();
+    // The victim's jobs, as Redis kept them: recovered a TTL after Redis is
+    // back, and run again.
+    let killed: HashSet<String> = in_flight_of(&env, victim).into_iter().collect();
+    assert_eq!(killed.len(), 3, "{killed:?}");
+    assert_done_and_not_recovered(&env, &ids, &killed);
+    for w in workers.iter_mut().take(2) {
+        w.assert_alive();
+    }
 }

@@ -296,3 +296,225 @@ fn an_idle_worker_is_woken_by_a_job_in_an_empty_queue() {
     }
     worker.assert_alive();
 }
+
+/// The hostile guest of the queue tests: done at once with its args as the
+/// result, or (`{"mode": "yield"}`) yielding at once on every attempt.
+const HOSTILE: &str = r#"
+[classes.hq]
+module = "$GUESTS/hostile_queue.wasm"
+max_stalls = 6
+
+[classes.flaky]
+module = "$GUESTS/flaky.wasm"
+retry = 3
+"#;
+
+/// The dead set's members.
+fn dead_ids(env: &TestEnv) -> Vec<String> {
+    env.query(
+        redis::cmd("ZRANGE")
+            .arg("stoker:{q:default}:dead")
+            .arg(0)
+            .arg(-1),
+    )
+}
+
+/// The dead entries that are duplicates of job `of`, as (id, record fields).
+fn duplicates_of(
+    env: &TestEnv,
+    of: &str,
+) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    dead_ids(env)
+        .into_iter()
+        .map(|id| {
+            let f = env.fields("default", &id);
+            (id, f)
+        })
+        .filter(|(_, f)| f.get("duplicate_of").map(String::as_str) == Some(of))
+        .collect()
+}
+
+/// A record as it must stay: everything but what only a running worker
+/// changes.
+fn frozen(env: &TestEnv, id: &str) -> std::collections::HashMap<String, String> {
+    env.fields("default", id)
+}
+
+#[test]
+fn a_raw_push_reusing_a_done_jobs_id_is_dead_as_duplicate_and_the_record_stays() {
+    let env = TestEnv::new();
+    env.deploy(HOSTILE);
+    env.lpush(
+        "stoker:{q:default}:pending",
+        &[payload("once", "hq", json!({ "v": 1 }))],
+    );
+    let mut worker = env.spawn_worker(&[]);
+    let done = env.wait_settled("default", &["once".to_owned()], SETTLE);
+    assert_eq!(done[0]["result"], json!({ "v": 1 }), "{:#}", done[0]);
+    let before = frozen(&env, "once");
+
+    // The same id again: as a job, byte for byte, and as something that is
+    // not a job at all.
+    let again = [
+        payload("once", "hq", json!({ "v": 2 })),
+        payload("once", "hq", json!({ "v": 1 })),
+        r#"{"id":"once"}"#.to_owned(),
+    ];
+    env.lpush("stoker:{q:default}:pending", &again);
+    wait_until(SETTLE, "three duplicates in the dead set", || {
+        duplicates_of(&env, "once").len() == 3
+    });
+    assert_eq!(
+        frozen(&env, "once"),
+        before,
+        "the done job's record changed"
+    );
+    let shown = env.job_json("once");
+    assert_eq!(
+        (&shown["state"], &shown["result"], &shown["attempts"]),
+        (&json!("done"), &json!({ "v": 1 }), &json!(1)),
+        "{shown:#}"
+    );
+    let mut kept = Vec::new();
+    for (id, f) in duplicates_of(&env, "once") {
+        assert!(id.starts_with("dup-") && id.ends_with("-once"), "{id}");
+        assert!(id.len() <= 64, "{id}");
+        assert_eq!(f["state"], "dead", "{f:?}");
+        assert_eq!(f["error_kind"], "duplicate_id", "{f:?}");
+        let message = &f["error_message"];
+        assert!(
+            message.starts_with("duplicate id: job `once` of this queue is done"),
+            "{message}"
+        );
+        assert!(message.contains("fresh id"), "{message}");
+        kept.push(f["payload"].clone());
+        // `stoker job` finds the entry under its own id.
+        let doc = env.job_json(&id);
+        assert_eq!(doc["error"]["kind"], "duplicate_id", "{doc:#}");
+    }
+    kept.sort();
+    let mut pushed = again.to_vec();
+    pushed.sort();
+    assert_eq!(kept, pushed, "the dead entries keep the payloads as pushed");
+    assert_eq!(env.in_flight("default"), Vec::<String>::new());
+    assert_eq!(env.pending_ids("default"), Vec::<String>::new());
+    worker.assert_alive();
+}
+
+#[test]
+fn copies_of_live_jobs_are_dead_as_duplicates_and_the_jobs_run_once() {
+    let env = TestEnv::new();
+    env.deploy(HOSTILE);
+    // Scheduled for later, and waiting for a retry.
+    let later = env.enqueue("hq", r#"{"v":"later"}"#, &["--in", "1h"]);
+    let retrying = env.enqueue("flaky", r#"{"fail":"not yet","times":1}"#, &[]);
+    // Pushed twice, raw, before any worker runs: the first one fetched runs.
+    let twice = payload("twice", "hq", json!({ "v": "first" }));
+    env.lpush(
+        "stoker:{q:default}:pending",
+        &[twice, payload("twice", "hq", json!({ "v": "second" }))],
+    );
+    let mut worker = env.spawn_worker(&[]);
+    wait_until(SETTLE, "the flaky job waiting for its retry", || {
+        state(&env.record("default", &retrying)) == "retrying"
+    });
+    let twice_done = env.wait_settled("default", &["twice".to_owned()], SETTLE);
+    assert_eq!(twice_done[0]["result"], json!({ "v": "first" }));
+    wait_until(SETTLE, "the second `twice` dead as a duplicate", || {
+        duplicates_of(&env, "twice").len() == 1
+    });
+
+    let (later_before, retrying_before) = (frozen(&env, &later), frozen(&env, &retrying));
+    env.lpush(
+        "stoker:{q:default}:pending",
+        &[
+            payload(&later, "hq", json!({ "v": "impostor" })),
+            payload(&retrying, "flaky", json!({})),
+        ],
+    );
+    wait_until(SETTLE, "both copies dead as duplicates", || {
+        duplicates_of(&env, &later).len() == 1 && duplicates_of(&env, &retrying).len() == 1
+    });
+    assert_eq!(frozen(&env, &later), later_before);
+    assert_eq!(frozen(&env, &retrying), retrying_before);
+    let (_, f) = &duplicates_of(&env, &later)[0];
+    assert!(f["error_message"].contains("is scheduled"), "{f:?}");
+    let (_, f) = &duplicates_of(&env, &retrying)[0];
+    assert!(f["error_message"].contains("waiting for a retry"), "{f:?}");
+
+    // The runtime's own retry still runs: due now, it succeeds.
+    let in_retry: Vec<String> = env.query(
+        redis::cmd("ZRANGE")
+            .arg("stoker:{q:default}:retry")
+            .arg(0)
+            .arg(-1),
+    );
+    assert_eq!(in_retry.len(), 1, "{in_retry:?}");
+    assert!(in_retry[0].contains(r#""token":1"#), "{}", in_retry[0]);
+    env.query::<()>(
+        redis::cmd("ZADD")
+            .arg("stoker:{q:default}:retry")
+            .arg("XX")
+            .arg(0)
+            .arg(&in_retry[0]),
+    );
+    let r = env
+        .wait_settled("default", &[retrying.clone()], SETTLE)
+        .remove(0);
+    assert_eq!((state(&r), &r["attempts"]), ("done", &json!(2)), "{r:#}");
+    // A stale copy of that retry, pushed after it ran, is a duplicate too.
+    env.lpush("stoker:{q:default}:pending", &[in_retry[0].clone()]);
+    wait_until(SETTLE, "the stale retry dead as a duplicate", || {
+        duplicates_of(&env, &retrying).len() == 2
+    });
+    assert_eq!(state(&env.record("default", &retrying)), "done");
+    env.assert_no_job_lost("default", &[later, retrying, "twice".to_owned()]);
+    worker.assert_alive();
+}
+
+#[test]
+fn a_job_that_yields_without_progress_backs_off_and_ends_no_progress() {
+    let env = TestEnv::new();
+    env.deploy(HOSTILE);
+    let id = env.enqueue("hq", r#"{"mode":"yield"}"#, &[]);
+    let _worker = env.spawn_worker(&[]);
+    let r = env.wait_settled("default", &[id.clone()], SETTLE).remove(0);
+    assert_eq!(state(&r), "dead", "{r:#}");
+    assert_eq!(r["error"]["kind"], "no_progress", "{r:#}");
+    // `max_stalls = 6`: six attempts, each yielding at once.
+    assert_eq!(r["attempts"], 6, "{r:#}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "no progress: the job yielded 6 times in a row without committing a checkpoint"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("`max_stalls` of class `hq`"), "{message}");
+    // Backed off between attempts: 10 + 20 + 40 + 80 + 160 ms at least.
+    let t = &r["timings"];
+    let (enqueued, finished) = (
+        t["enqueued_at_ms"].as_u64().unwrap_or(0),
+        t["finished_at_ms"].as_u64().unwrap_or(0),
+    );
+    assert!(finished >= enqueued + 310, "{r:#}");
+    assert_eq!(r["deferred"], 5, "{r:#}");
+}
+
+#[test]
+fn a_job_that_never_progresses_is_not_rerun_thousands_of_times_a_second() {
+    let env = TestEnv::new();
+    env.deploy("[classes.hq]\nmodule = \"$GUESTS/hostile_queue.wasm\"\n");
+    let id = env.enqueue("hq", r#"{"mode":"yield"}"#, &[]);
+    let mut worker = env.spawn_worker(&[]);
+    wait_until(SETTLE, "the job to run", || {
+        crate::support::num(&env.fields("default", &id), "attempts") >= 1
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let f = env.fields("default", &id);
+    let attempts = crate::support::num(&f, "attempts");
+    // 10 ms doubling: about 9 attempts in 3 s (without a backoff, thousands).
+    assert!((2..=14).contains(&attempts), "{attempts} attempts: {f:?}");
+    assert_eq!(f["state"], "scheduled", "{f:?}");
+    worker.assert_alive();
+}

@@ -169,6 +169,26 @@ impl DbLease {
         }
     }
 
+    /// The whole of a Redis server a test started itself (database 0).
+    fn own(url: &str) -> DbLease {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let locks = paths().scratch.join("locks");
+        fs::create_dir_all(&locks).expect("creating the lock dir");
+        let name = format!(
+            "own-{}-{}.lock",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let lease = DbLease {
+            url: url.to_owned(),
+            _lock: File::create(locks.join(name)).expect("lock file"),
+        };
+        lease
+            .flush()
+            .unwrap_or_else(|e| panic!("no Redis at {url}: {e}"));
+        lease
+    }
+
     fn flush(&self) -> redis::RedisResult<()> {
         let mut conn = redis::Client::open(self.url.as_str())?.get_connection()?;
         redis::cmd("FLUSHDB").query(&mut conn)
@@ -194,7 +214,17 @@ pub struct TestEnv {
 impl TestEnv {
     /// Takes a database (waiting for one if all are in use) and a temp dir.
     pub fn new() -> TestEnv {
-        let db = Arc::new(DbLease::take());
+        TestEnv::with(DbLease::take())
+    }
+
+    /// A world on the Redis server at `url`, which the test started itself
+    /// (to stop, pause or restart it).
+    pub fn on(url: &str) -> TestEnv {
+        TestEnv::with(DbLease::own(url))
+    }
+
+    fn with(db: DbLease) -> TestEnv {
+        let db = Arc::new(db);
         let conn = redis::Client::open(db.url.as_str())
             .and_then(|c| c.get_connection())
             .expect("connecting to the test database");
@@ -216,6 +246,14 @@ impl TestEnv {
             workers: Cell::new(0),
             db,
         }
+    }
+
+    /// Connects the test's own connection again (after its Redis restarted).
+    pub fn reconnect(&self) {
+        let conn = redis::Client::open(self.url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("connecting to the test database");
+        *self.conn.borrow_mut() = conn;
     }
 
     /// This test's temp dir.

@@ -12,6 +12,7 @@
 //! log = "64KiB"         # job log (host log + stdout + stderr) kept; default 64 KiB
 //! retained = "10MiB"    # largest checkpointed state; default 10 MiB
 //! max_slice = "5m"      # optional: ask a checkpointing job to yield after this long
+//! max_stalls = 100      # yields in a row without a checkpoint before the job is dead; default 100
 //!
 //! [classes.hello.redis]  # optional: Redis access for the job (none by default)
 //! read = ["catalog"]     # key prefixes the job may read
@@ -38,6 +39,7 @@
 //! | `redis.ops_per_sec` | Redis operations per second of one attempt | count | 1,000 | the operation waits for its turn |
 //! | `redis.reply` | bytes of Redis replies one attempt reads | bytes | 16 MiB | `quota` error to the job |
 //! | `max_slice` | wall-clock time of one attempt of a checkpointing job | duration | none | asked to yield at its next yield point; re-queued at the back without using a retry |
+//! | `max_stalls` | attempts in a row that yield of the job's own accord without committing a checkpoint (yields the host asked for count too, against 10 times this) | count | 100 | each such yield backs off first (10 ms doubling, up to 60 s); past the bound the job is dead, kind `no_progress` (see [`crate::worker::stall`]) |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -158,6 +160,10 @@ pub struct ClassSpec {
     /// retry count when `retry` is not given).
     #[serde(default)]
     pub idempotent: Option<bool>,
+    /// Yields in a row without a checkpoint before a job is dead
+    /// (`no_progress`); default [`crate::worker::stall::DEFAULT_MAX_STALLS`].
+    #[serde(default)]
+    pub max_stalls: Option<u32>,
 }
 
 /// What one attempt of a class may use, in job terms; `sandbox` converts them.

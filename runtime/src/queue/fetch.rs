@@ -106,6 +106,13 @@ pub struct Unit {
     pub waited: Option<Duration>,
     /// Whether the job belongs to a batch (its settlement tells the batch).
     pub batch: bool,
+    /// A payload whose id names another job (see [`crate::job`], "One id,
+    /// one job"): that job's id and state. Its record was not touched, and
+    /// `id` is empty so that nothing settles it under that id.
+    pub duplicate_of: Option<(String, String)>,
+    /// Attempts in a row that yielded without committing a checkpoint, as
+    /// the record says (see [`crate::worker::stall`]).
+    pub stalls: u32,
     settler: Option<Settler>,
 }
 
@@ -167,7 +174,8 @@ pub async fn fetch(
     max: usize,
     settler: &Settler,
 ) -> redis::RedisResult<Vec<Unit>> {
-    let reply: Vec<(Vec<u8>, u32, String, u64, i64, u8)> = SCRIPTS
+    type Row = (Vec<u8>, u32, String, u64, i64, u8, String, u32);
+    let reply: Vec<Row> = SCRIPTS
         .fetch
         .key(queue.pending())
         .key(queue.inflight(worker))
@@ -180,17 +188,28 @@ pub async fn fetch(
         .await?;
     Ok(reply
         .into_iter()
-        .map(|(raw, attempt, id, seq, waited, batch)| Unit {
-            queue: queue.clone(),
-            raw,
-            attempt,
-            id,
-            seq,
-            unique: None,
-            waited: u64::try_from(waited).ok().map(Duration::from_millis),
-            batch: batch == 1,
-            settler: Some(settler.clone()),
-        })
+        .map(
+            |(raw, attempt, id, seq, waited, batch, duplicate, stalls)| {
+                let (id, duplicate_of) = if duplicate.is_empty() {
+                    (id, None)
+                } else {
+                    (String::new(), Some((id, duplicate)))
+                };
+                Unit {
+                    queue: queue.clone(),
+                    raw,
+                    attempt,
+                    id,
+                    seq,
+                    unique: None,
+                    waited: u64::try_from(waited).ok().map(Duration::from_millis),
+                    batch: batch == 1,
+                    duplicate_of,
+                    stalls,
+                    settler: Some(settler.clone()),
+                }
+            },
+        )
         .collect())
 }
 

@@ -33,6 +33,14 @@ macro_rules! with_wake {
     };
 }
 
+/// A script that takes payloads off a list, after the function (`lua/ident.lua`)
+/// that reads a payload's id and token.
+macro_rules! with_ident {
+    ($path:literal) => {
+        concat!(include_str!("lua/ident.lua"), include_str!($path))
+    };
+}
+
 /// The Lua scripts, each touching the keys of one queue only. `redis-rs` runs
 /// them by SHA and reloads them after `NOSCRIPT` (a restarted Redis).
 pub(crate) struct Scripts {
@@ -51,7 +59,7 @@ pub(crate) struct Scripts {
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(with_wake!("lua/enqueue.lua")),
-    fetch: Script::new(include_str!("lua/fetch.lua")),
+    fetch: Script::new(with_ident!("lua/fetch.lua")),
     settle: Script::new(with_wake!("lua/settle.lua")),
     // The shebang stays first, ahead of the wake-up functions.
     commit: Script::new(concat!("#!lua\n", with_wake!("lua/commit.lua"))),
@@ -59,7 +67,10 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     breaker: Script::new(include_str!("lua/breaker.lua")),
     claim: Script::new(include_str!("lua/claim.lua")),
     promote: Script::new(with_wake!("lua/promote.lua")),
-    recover: Script::new(with_wake!("lua/recover.lua")),
+    recover: Script::new(concat!(
+        include_str!("lua/ident.lua"),
+        with_wake!("lua/recover.lua")
+    )),
     batch_apply: Script::new(include_str!("lua/batch_apply.lua")),
     batch_enqueue: Script::new(with_wake!("lua/batch_enqueue.lua")),
 });

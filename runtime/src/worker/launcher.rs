@@ -4,7 +4,9 @@
 //! 1. start: connect, build the sandbox, register the worker with a first
 //!    heartbeat, then start the settler, the scheduler, the wake-up listener
 //!    ([`crate::queue::wake`]) and the manager;
-//! 2. keep the heartbeat (a key with a TTL, refreshed every TTL/5) and the
+//! 2. keep the heartbeat (a key with a TTL, refreshed every TTL/5, and at
+//!    once when the manager needs one to fetch after an outage; see
+//!    [`super::health`]) and the
 //!    class table fresh, and add the node's per-class figures to Redis
 //!    ([`crate::rollup`]) at each beat; serve `/metrics` when asked to
 //!    (`--http`);
@@ -66,7 +68,12 @@ impl Launcher {
             cache_dir: config.cache_dir.clone(),
         })?;
         let id = worker_id();
-        let node = Arc::new(Node::new(id.clone(), sandbox, conn.clone()));
+        let node = Arc::new(Node::new(
+            id.clone(),
+            sandbox,
+            conn.clone(),
+            config.heartbeat_ttl,
+        ));
         node.refresh_classes().await?;
         let names: Vec<String> = order.queues().map(|q| q.name.clone()).collect();
         let _: () = conn.sadd(keys::queues(), &names).await?;
@@ -81,7 +88,9 @@ impl Launcher {
             ),
             None => None,
         };
+        let ticket = node.health.beat_ticket();
         beat(&mut conn, &node.id, &config, &names, 0).await?;
+        node.health.beat_written(ticket);
         let (quiet_tx, quiet_rx) = watch::channel(false);
         let (cancel_tx, cancel_rx) = watch::channel(false);
         // The heartbeat outlives quiet: running jobs still belong to this worker
@@ -219,11 +228,21 @@ async fn heartbeat_loop(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            // The manager needs a beat to fetch again (after an outage).
+            _ = node.health.beat_now.notified() => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
         let busy = config.concurrency as usize - slots.available_permits();
-        if let Err(e) = beat(&mut conn, &node.id, &config, &queues, busy).await {
-            tracing::warn!(error = %e, "heartbeat failed");
+        let ticket = node.health.beat_ticket();
+        match beat(&mut conn, &node.id, &config, &queues, busy).await {
+            Ok(()) => node.health.beat_written(ticket),
+            Err(e) => {
+                if super::health::unreachable(&e) {
+                    node.health.failed();
+                }
+                tracing::warn!(error = %e, "heartbeat failed; not fetching until one is written");
+                continue;
+            }
         }
         if let Err(e) = node.refresh_classes().await {
             tracing::warn!(error = %e, "reading classes failed");

@@ -9,7 +9,9 @@
 //! 3. when idle, poll again after a short, growing pause (1 ms up to the
 //!    node's `idle_poll`, 100 ms by default), or at once when a wake-up says a
 //!    job landed in an empty queue ([`crate::queue::wake`]);
-//! 4. on quiet, stop fetching; on stop, wait for the slots to drain.
+//! 4. on quiet, stop fetching; on stop, wait for the slots to drain;
+//! 5. fetch only while the node's heartbeat is known to be written: after an
+//!    outage, have it beat first ([`super::health`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,9 @@ use crate::queue::settle::Settler;
 /// Most jobs taken in one fetch.
 pub const MAX_BATCH: usize = 64;
 const IDLE_MIN: Duration = Duration::from_millis(1);
+/// The longest wait for a heartbeat before the manager asks again, while it
+/// may not fetch (see [`super::health`]).
+const HEALTH_POLL: Duration = Duration::from_millis(100);
 
 /// The fetch loop of one node.
 pub struct Manager {
@@ -51,18 +56,38 @@ impl Manager {
                 permit = self.slots.clone().acquire_owned() => permit.expect("slots are never closed"),
                 _ = self.quiet.wait_for(|q| *q) => break,
             };
+            if !self.node.health.may_fetch() {
+                // No heartbeat known to be written since the last outage (or
+                // for too long): beat first, then fetch.
+                drop(first);
+                self.node.health.beat_now.notify_one();
+                tokio::select! {
+                    _ = tokio::time::sleep(self.idle_poll.max(HEALTH_POLL)) => {}
+                    _ = self.node.health.beaten.notified() => {}
+                    _ = self.quiet.wait_for(|q| *q) => break,
+                }
+                continue;
+            }
             let want = 1 + self.slots.available_permits().min(MAX_BATCH - 1);
             let mut got = Vec::new();
             for queue in self.order.next_order() {
-                match fetch::fetch(
+                let sent = std::time::Instant::now();
+                let fetched = fetch::fetch(
                     &mut self.node.conn.clone(),
                     &queue,
                     &self.node.id,
                     want,
                     &self.settler,
                 )
-                .await
-                {
+                .await;
+                match &fetched {
+                    Ok(_) => {
+                        self.node.health.answered(sent);
+                    }
+                    Err(e) if super::health::unreachable(e) => self.node.health.failed(),
+                    Err(_) => {}
+                }
+                match fetched {
                     Ok(units) if !units.is_empty() => {
                         self.node.saw_unpaused(&queue.name);
                         got = units;

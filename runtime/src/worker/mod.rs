@@ -6,10 +6,14 @@
 //! - [`manager`]: fetches work into free slots.
 //! - [`processor`]: runs one unit of work in the sandbox and settles it.
 //! - [`crate::scheduler`]: promotes due jobs, recovers dead workers' jobs.
+//! - [`health`]: how the node sees Redis (an outage is not worker deaths);
+//!   [`stall`]: jobs that yield without making progress.
 
+pub mod health;
 pub mod launcher;
 pub mod manager;
 pub mod processor;
+pub mod stall;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,7 +39,9 @@ pub struct WorkerConfig {
     /// interrupted and re-queued.
     pub shutdown_timeout: Duration,
     /// How long a heartbeat stays valid; a worker silent for longer is dead and
-    /// its in-flight jobs are recovered by any node.
+    /// its in-flight jobs are recovered by any node (not while Redis itself
+    /// was away: see [`health`]). Every node should use the same TTL: after
+    /// an outage a node waits its own TTL before declaring anyone dead.
     pub heartbeat_ttl: Duration,
     /// Where compiled modules are cached.
     pub cache_dir: Option<PathBuf>,
@@ -115,6 +121,8 @@ pub struct Node {
     pub conn: Conn,
     /// What the node counts and measures.
     pub metrics: Metrics,
+    /// How the node sees Redis: whether it may fetch, and recover others.
+    pub health: health::Health,
     classes: RwLock<Arc<HashMap<String, Arc<NodeClass>>>>,
     paused: RwLock<std::collections::HashSet<String>>,
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
@@ -145,12 +153,18 @@ pub enum ModuleError {
 }
 
 impl Node {
-    pub(crate) fn new(id: String, sandbox: Arc<Sandbox>, conn: Conn) -> Node {
+    pub(crate) fn new(
+        id: String,
+        sandbox: Arc<Sandbox>,
+        conn: Conn,
+        heartbeat_ttl: Duration,
+    ) -> Node {
         Node {
             id,
             sandbox,
             conn,
             metrics: Metrics::new(),
+            health: health::Health::new(heartbeat_ttl),
             classes: RwLock::new(Arc::new(HashMap::new())),
             paused: RwLock::new(Default::default()),
             modules: Mutex::new(HashMap::new()),

@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::{ModuleError, Node};
+use super::{ModuleError, Node, stall};
 use crate::host::checkpoint::{BadWrite, CommitFailed, JobContext, LeaseLost};
 use crate::job::{ErrorKind, Payload};
 use crate::limit;
@@ -38,7 +38,10 @@ pub struct Signals {
 }
 
 /// Runs `unit` to its settlement.
-pub async fn process(node: Arc<Node>, unit: Unit, signals: Signals) {
+pub async fn process(node: Arc<Node>, mut unit: Unit, signals: Signals) {
+    if let Some((id, state)) = unit.duplicate_of.take() {
+        return duplicate(&node, unit, &id, &state);
+    }
     let payload = match Payload::decode(&unit.raw) {
         Ok(p) => p,
         Err(reason) => {
@@ -66,6 +69,52 @@ pub async fn process(node: Arc<Node>, unit: Unit, signals: Signals) {
     };
     let span = tracing::info_span!("job", id = %payload.id, class = %payload.class, attempt = unit.attempt);
     run(node, unit, payload, signals).instrument(span).await
+}
+
+/// A payload whose id names another job (see [`crate::job`], "One id, one
+/// job"): to the dead set under an id of its own, `duplicate_id`, the payload
+/// kept as pushed; the job it names is not touched.
+fn duplicate(node: &Node, unit: Unit, of: &str, state: &str) {
+    let id = duplicate_id(of);
+    let what = match state {
+        "running" => "running on a worker",
+        "queued" => "queued (this copy is not the one Stoker queued)",
+        "scheduled" => "scheduled",
+        "retrying" => "waiting for a retry",
+        "done" => "done",
+        "dead" => "dead",
+        "collapsed" => "collapsed",
+        _ => "recorded",
+    };
+    tracing::warn!(queue = %unit.queue.name, job = %of, dead_as = %id, state, "duplicate id: not run");
+    let message = format!(
+        "duplicate id: job `{of}` of this queue is {what}, so this payload with its id was not run and that job's record was left as it was; push it again with a fresh id to run it as a new job"
+    );
+    let failure = Failure::permanent(ErrorKind::DuplicateId, message);
+    let mut fields = failure_fields(&failure);
+    fields.push(("id", id.clone()));
+    fields.push(("duplicate_of", of.to_owned()));
+    fields.push(("queue", unit.queue.name.clone()));
+    if let Ok(p) = serde_json::from_slice::<serde_json::Value>(&unit.raw) {
+        if let Some(class) = p.get("class").and_then(|c| c.as_str()) {
+            fields.push(("class", crate::job::truncate(class, 64).to_owned()));
+        }
+    }
+    let payload = String::from_utf8_lossy(&unit.raw).into_owned();
+    let dead = Disposition::Dead {
+        payload,
+        snapshot: false,
+    };
+    let series = node.metrics.series(&unit.queue.name, None);
+    series.observe(Outcome::Dead(ErrorKind::DuplicateId), None);
+    unit.settle(&id, dead, fields);
+}
+
+/// The id a duplicate of job `of` is kept under in the dead set:
+/// `dup-RANDOM-ID`, 64 characters at most (ID cut to 47).
+pub fn duplicate_id(of: &str) -> String {
+    let r: [u8; 6] = rand::random();
+    format!("dup-{}-{}", hex::encode(r), crate::job::truncate(of, 47))
 }
 
 async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Signals) {
@@ -125,7 +174,14 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         let fields = vec![("deferred_by", why)];
         let deferred = Outcome::Deferred;
         return defer(
-            &node, unit, &payload, delay, deferred, fields, &series, None,
+            &node,
+            unit,
+            &mut payload,
+            delay,
+            deferred,
+            fields,
+            &series,
+            None,
         );
     }
     // A resumed job runs on the module that wrote its snapshot.
@@ -177,7 +233,16 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
             Ok(limit::Decision::Denied(wait) | limit::Decision::Reserved(wait)) => {
                 tracing::debug!(?wait, "deferred by a class limiter");
                 let (deferred, fields) = (Outcome::Deferred, Vec::new());
-                return defer(&node, unit, &payload, wait, deferred, fields, &series, None);
+                return defer(
+                    &node,
+                    unit,
+                    &mut payload,
+                    wait,
+                    deferred,
+                    fields,
+                    &series,
+                    None,
+                );
             }
             Err(e) => return requeue_after(unit, &payload.id, "limiters", e, &series),
         }
@@ -248,12 +313,28 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         };
         if stopped_by_it {
             tracing::debug!(delay = ?park.delay, reason = %park.reason, seq = job.seq, "parked");
+            // A park is a stop the host asked for.
+            let verdict = judge_stall(&class, &unit, &job, true);
+            if let stall::Verdict::Dead { message, .. } = verdict {
+                unit.seq = job.seq;
+                let failure = Failure::permanent(ErrorKind::NoProgress, message);
+                let (usage, log) = (Some(report.usage), report.log);
+                return fail(unit, payload, failure, class.retry, usage, log, &series);
+            }
             let mut fields = usage_fields(&report.usage, &module.digest, report.log, false);
+            stall_fields(&verdict, &unit, &job, &mut fields);
             fields.push(("parked_by", park.reason));
             let usage = Some(&report.usage);
             let parked = Outcome::Parked;
             return defer(
-                &node, unit, &payload, park.delay, parked, fields, &series, usage,
+                &node,
+                unit,
+                &mut payload,
+                park.delay,
+                parked,
+                fields,
+                &series,
+                usage,
             );
         }
     }
@@ -325,13 +406,50 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 );
             }
             tracing::debug!(seq = job.seq, stop = ?job.stop, "yielded");
+            let quiet = quiet_window(&class);
+            let host_asked = job.stop.is_some() || quiet.is_some();
+            let verdict = judge_stall(&class, &unit, &job, host_asked);
+            if let stall::Verdict::Dead { message, .. } = verdict {
+                unit.seq = job.seq;
+                let failure = Failure::permanent(ErrorKind::NoProgress, message);
+                let (usage, log) = (Some(report.usage), report.log);
+                return fail(unit, payload, failure, class.retry, usage, log, &series);
+            }
             let mut fields = usage_fields(&report.usage, &module.digest, report.log, false);
-            if let Some((why, delay)) = quiet_window(&class) {
+            stall_fields(&verdict, &unit, &job, &mut fields);
+            if let Some((why, delay)) = quiet {
                 // Its quiet hours began while it ran: it resumes after them.
                 fields.push(("deferred_by", why));
                 let (deferred, usage) = (Outcome::Deferred, Some(&report.usage));
                 return defer(
-                    &node, unit, &payload, delay, deferred, fields, &series, usage,
+                    &node,
+                    unit,
+                    &mut payload,
+                    delay,
+                    deferred,
+                    fields,
+                    &series,
+                    usage,
+                );
+            }
+            if let stall::Verdict::Backoff { stalls, delay } = verdict {
+                // It yielded of its own accord without a checkpoint: it waits
+                // before its next attempt.
+                tracing::debug!(stalls, ?delay, "no progress; backing off");
+                fields.push((
+                    "deferred_by",
+                    format!("no progress: {stalls} yields in a row without a checkpoint"),
+                ));
+                let (deferred, usage) = (Outcome::Deferred, Some(&report.usage));
+                return defer(
+                    &node,
+                    unit,
+                    &mut payload,
+                    delay,
+                    deferred,
+                    fields,
+                    &series,
+                    usage,
                 );
             }
             // Work stopped by a shutdown or a pause goes first (it was
@@ -341,6 +459,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 job.stop,
                 Some(StopReason::Shutdown | StopReason::QueuePaused)
             );
+            stamp(&mut payload, &unit, &mut fields);
             let next = Some(payload.encode());
             series.observe(Outcome::Requeued, Some(&report.usage));
             unit.settle(&id, Disposition::Requeue { front, next }, fields);
@@ -418,10 +537,10 @@ async fn release_unique(node: &Node, key: &str, id: &str) {
 fn defer(
     node: &Arc<Node>,
     unit: Unit,
-    payload: &Payload,
+    payload: &mut Payload,
     delay: std::time::Duration,
     outcome: Outcome,
-    fields: Vec<(&'static str, String)>,
+    mut fields: Vec<(&'static str, String)>,
     series: &Series,
     usage: Option<&Usage>,
 ) {
@@ -429,6 +548,7 @@ fn defer(
     wake_after(node, &unit, delay);
     series.observe(outcome, usage);
     let parked = matches!(outcome, Outcome::Parked);
+    stamp(payload, &unit, &mut fields);
     let next = payload.encode();
     let defer = Disposition::Defer {
         delay,
@@ -525,12 +645,17 @@ fn fail(
 ) {
     let decision = retry::decide(&failure, payload.retry_count, max_retries);
     let seq = unit.seq;
+    // Both the retry and the dead job's kept payload (a manual retry queues
+    // it) are the runtime's own copies.
+    let mut stamped = Vec::new();
+    stamp(&mut payload, &unit, &mut stamped);
     tracing::warn!(kind = failure.kind.as_str(), message = %failure.message, ?decision, "attempt failed");
     let digest = payload.digest.clone().unwrap_or_default();
     let mut fields = usage_fields(&usage.unwrap_or_default(), &digest, log, false);
     fields.extend(failure_fields(&failure));
     payload.retry_count += 1;
     fields.push(("retry_count", payload.retry_count.to_string()));
+    fields.extend(stamped);
     let id = payload.id.clone();
     let (disposition, outcome) = match decision {
         Decision::RetryIn(delay) => {
@@ -583,4 +708,53 @@ fn failure_fields(failure: &Failure) -> Vec<(&'static str, String)> {
         ("error_message", failure.message.clone()),
         ("backtrace", failure.backtrace.clone().unwrap_or_default()),
     ]
+}
+
+/// Marks `payload` as the runtime's own copy of the job, queued after this
+/// attempt: its token and its record's (`fields`) are this attempt's number
+/// (see [`crate::job`], "One id, one job").
+fn stamp(payload: &mut Payload, unit: &Unit, fields: &mut Vec<(&'static str, String)>) {
+    if unit.attempt == 0 {
+        return;
+    }
+    payload.token = unit.attempt;
+    fields.push(("token", unit.attempt.to_string()));
+}
+
+/// Judges an attempt that yielded or was parked (see [`stall`]).
+fn judge_stall(
+    class: &crate::registry::Class,
+    unit: &Unit,
+    job: &JobContext,
+    host_asked: bool,
+) -> stall::Verdict {
+    let progressed = job.seq > unit.seq;
+    stall::judge(
+        &class.name,
+        progressed,
+        host_asked,
+        unit.stalls,
+        class.max_stalls,
+    )
+}
+
+/// The record fields of a stall verdict: the count, and the checkpoint it
+/// was counted at (a later checkpoint voids it; see `fetch.lua`). Nothing
+/// for a job that neither stalled now nor before.
+fn stall_fields(
+    verdict: &stall::Verdict,
+    unit: &Unit,
+    job: &JobContext,
+    fields: &mut Vec<(&'static str, String)>,
+) {
+    let stalls = match verdict {
+        stall::Verdict::Go { stalls }
+        | stall::Verdict::Backoff { stalls, .. }
+        | stall::Verdict::Dead { stalls, .. } => *stalls,
+    };
+    if stalls == 0 && unit.stalls == 0 {
+        return;
+    }
+    fields.push(("stalls", stalls.to_string()));
+    fields.push(("stalled_seq", job.seq.to_string()));
 }

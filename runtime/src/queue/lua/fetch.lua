@@ -7,12 +7,22 @@
 -- KEYS[1] pending list, KEYS[2] this worker's in-flight list, KEYS[3] the
 -- queue's pause flag (a paused queue gives nothing)
 -- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4] queue name
--- Returns {payload, attempt, id, seq, waited, batch, payload, ...}, seq being the
+-- Returns {payload, attempt, id, seq, waited, batch, duplicate, stalls,
+-- payload, ...}, seq being the
 -- job's last committed checkpoint (0: none, a fresh start), waited the ms since
--- it was enqueued, due, or put back (-1: unknown, a job without a record), and
--- batch 1 when the job belongs to a batch (its settlement tells the batch). For
+-- it was enqueued, due, or put back (-1: unknown, a job without a record),
+-- batch 1 when the job belongs to a batch (its settlement tells the batch),
+-- and stalls the attempts in a row that yielded without a checkpoint (the
+-- record's `stalls`, if its `stalled_seq` is still the job's `seq`). For
 -- a payload this script cannot read as a job, attempt is 0 and id is '' (or the
--- id it found): the worker sends it to the dead set. Nothing after a move may
+-- id it found): the worker sends it to the dead set.
+-- One id, one job (job.rs): a payload whose id has a record runs only if it is
+-- the copy Stoker queued (the record is `queued` and the tokens agree). Any
+-- other is a duplicate: attempt 0, id the id it names, duplicate that job's
+-- state; its record is not touched, and the worker sends the payload to the
+-- dead set under an id of its own. A copy that runs sets the record running, so
+-- a second copy of it, in this call or a later one, is a duplicate.
+-- Nothing after a move may
 -- raise an error, or the moved payloads would be stranded in the in-flight list.
 -- This runs for every job: each job costs one LMOVE, one HMGET and one HSET
 -- (Redis spends more on a call from Lua than on most commands themselves), and
@@ -28,23 +38,24 @@ local function decode(payload)
 end
 
 local function start(payload)
-  -- Payloads written by Stoker start with the id and the class: read the id
-  -- without decoding the whole payload. Anything else is decoded.
-  local id = string.match(payload, '^{"id":"([%w_%-]+)","class":"')
-  local job
-  if not id then
-    job = decode(payload)
-    if not job or type(job.id) ~= 'string' or not string.match(job.id, '^[%w_%-]+$') then
-      return 0, ''
-    end
-    id = job.id
-    if type(job.class) ~= 'string' then return 0, id end
-  end
-  if #id > 64 then return 0, '' end
+  local id, token, job = ident(payload)
+  if not id then return 0, '' end
   local key = ARGV[3] .. id
-  -- Every record Stoker writes has `attempts`; a job without one was pushed
-  -- by a plain LPUSH.
-  local known = redis.call('HMGET', key, 'seq', 'enqueued_at', 'due_at', 'attempts', 'batch')
+  if job and type(job.class) ~= 'string' then
+    -- Not a job: dead under its own id, unless that id is another job's.
+    local state = redis.call('HGET', key, 'state')
+    if state then return 0, id, 0, -1, 0, state end
+    return 0, id
+  end
+  -- Every record Stoker writes has `attempts` and `state`; a job without them
+  -- was pushed by a plain LPUSH and has not been fetched yet.
+  local known = redis.call('HMGET', key, 'seq', 'enqueued_at', 'due_at', 'attempts', 'batch',
+    'state', 'token', 'stalls', 'stalled_seq')
+  if known[4] or known[6] then
+    if known[6] ~= 'queued' or (known[7] or '0') ~= token then
+      return 0, id, 0, -1, 0, known[6] or 'unknown'
+    end
+  end
   local seq = known[1]
   local ready = math.max(tonumber(known[2]) or -1, tonumber(known[3]) or -1)
   local waited = -1
@@ -63,11 +74,15 @@ local function start(payload)
     redis.call('HSET', key, 'attempts', attempt_s, 'state', 'running', 'started_at', now_s,
       'worker', ARGV[2], 'lease', attempt_s, 'id', id, 'class', tostring(job.class),
       'queue', ARGV[4], 'args', args, 'enqueued_at', now_s)
+    if token ~= '0' then redis.call('HSET', key, 'token', token) end
   end
   if seq then redis.call('HINCRBY', key, 'resumed', 1) end
   local batch = 0
   if known[5] then batch = 1 end
-  return attempt, id, seq or 0, waited, batch
+  -- Stalls count only while no checkpoint came since the last of them.
+  local stalls = 0
+  if known[8] and (known[9] or '0') == (seq or '0') then stalls = tonumber(known[8]) or 0 end
+  return attempt, id, seq or 0, waited, batch, '', stalls
 end
 
 local out = {}
@@ -75,13 +90,15 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return out end
 for _ = 1, tonumber(ARGV[1]) do
   local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not payload then break end
-  local ok, attempt, id, seq, waited, batch = pcall(start, payload)
-  if not ok then attempt, id, seq, waited, batch = 0, '', 0, -1, 0 end
+  local ok, attempt, id, seq, waited, batch, duplicate, stalls = pcall(start, payload)
+  if not ok then attempt, id, seq, waited, batch, duplicate, stalls = 0, '', 0, -1, 0, '', 0 end
   out[#out + 1] = payload
   out[#out + 1] = attempt
   out[#out + 1] = id
   out[#out + 1] = seq or 0
   out[#out + 1] = waited or -1
   out[#out + 1] = batch or 0
+  out[#out + 1] = duplicate or ''
+  out[#out + 1] = stalls or 0
 end
 return out

@@ -8,7 +8,8 @@
 -- KEYS[1] the dead worker's in-flight list, KEYS[2] pending list, KEYS[3] dead set,
 -- KEYS[4] batch outbox (a poison job of a batch is added: `BATCH ID dead`)
 -- ARGV[1] job record key prefix, ARGV[2] recoveries that make a job poison,
--- ARGV[3] dead record TTL (s), ARGV[4] snapshot key prefix
+-- ARGV[3] dead record TTL (s), ARGV[4] snapshot key prefix, ARGV[5] the dead
+-- worker's id
 -- Returns {jobs recovered, jobs found poison}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -18,13 +19,13 @@ while true do
   local payload = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not payload then break end
   n = n + 1
-  local id = string.match(payload, '^{"id":"([%w_%-]+)","class":"')
-  if not id then
-    local ok, job = pcall(cjson.decode, payload)
-    if ok and type(job) == 'table' and type(job.id) == 'string' then id = job.id end
-  end
+  local id, token = ident(payload)
   local key = id and (ARGV[1] .. id)
-  if key and redis.call('EXISTS', key) == 1 then
+  local held = key and redis.call('HMGET', key, 'state', 'worker', 'token')
+  -- Only the job's own copy, running on this worker, is the job: a duplicate
+  -- the worker had taken (fetch.lua) goes back as it is, its record untouched,
+  -- and is found a duplicate again.
+  if held and held[1] == 'running' and held[2] == ARGV[5] and (held[3] or '0') == token then
     redis.call('HINCRBY', key, 'recovered', 1)
     local crashes = redis.call('HINCRBY', key, 'crashes', 1)
     if crashes >= poison_after then

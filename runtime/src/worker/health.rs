@@ -1,0 +1,251 @@
+//! Redis as one node sees it: whether its heartbeat is known to be written,
+//! and how long Redis has answered without a break.
+//!
+//! A Redis outage (a restart, a pause, a network cut) longer than the
+//! heartbeat TTL lets every heartbeat key expire, although every worker is
+//! alive. Two rules keep that from looking like worker deaths:
+//!
+//! 1. **Beat before fetching.** A node fetches only while its last heartbeat
+//!    was written less than [`FETCH_WITHIN`] of the TTL ago, and only by a beat
+//!    sent after the last outage it saw; after an outage it beats at once,
+//!    then fetches. So a job enters a worker's in-flight list only while that
+//!    worker's heartbeat key is fresh, and a node whose heartbeat cannot be
+//!    written takes no more work.
+//! 2. **Recover only on a steady Redis.** A node declares other workers dead
+//!    only once Redis has answered it without a break for a full TTL (its
+//!    own), and Redis itself has been up that long (`INFO server`'s
+//!    `uptime_in_seconds` and `run_id`, see [`crate::scheduler`]). In that
+//!    window every live worker has beaten again.
+//!
+//! An outage is any of: a request that failed for want of Redis (refused,
+//! dropped, timed out, loading), a reply that took longer than half the TTL
+//! (a paused Redis answers late, not never), two replies further apart than
+//! half the TTL (this node was itself paused), or a new `run_id`.
+//!
+//! A single worker cut off from a Redis that the others still reach is dead
+//! to them once its heartbeat expires, as it should be: the others saw no
+//! outage, and its late commits are refused by its lost leases.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// The share of the heartbeat TTL within which the last written heartbeat
+/// must be for the node to fetch: 3/5, three beat intervals (a beat is
+/// written every TTL/5), leaving 2/5 of the TTL for the next beat to land.
+pub const FETCH_WITHIN: (u32, u32) = (3, 5);
+
+/// What a heartbeat sent at some moment proves once it is answered.
+#[derive(Clone, Copy, Debug)]
+pub struct BeatTicket {
+    sent: Instant,
+    outages: u64,
+}
+
+/// One node's view of Redis (see the module docs).
+pub struct Health {
+    ttl: Duration,
+    inner: Mutex<Inner>,
+    /// Notified when the node needs a heartbeat now (to fetch again).
+    pub beat_now: Notify,
+    /// Notified after each heartbeat written.
+    pub beaten: Notify,
+}
+
+struct Inner {
+    /// Redis has answered without a break since then; none while it does
+    /// not answer.
+    steady_since: Option<Instant>,
+    /// When the last answer came.
+    last_answer: Instant,
+    /// Outages seen so far.
+    outages: u64,
+    /// The last heartbeat written: when it was sent, and the outages seen
+    /// then.
+    beat: Option<BeatTicket>,
+    /// Redis's `run_id`, as last read.
+    run_id: Option<String>,
+}
+
+impl Health {
+    /// A node whose heartbeat TTL is `ttl`, starting now: it recovers nobody
+    /// in its first TTL.
+    pub fn new(ttl: Duration) -> Health {
+        let now = Instant::now();
+        Health {
+            ttl,
+            inner: Mutex::new(Inner {
+                steady_since: Some(now),
+                last_answer: now,
+                outages: 0,
+                beat: None,
+                run_id: None,
+            }),
+            beat_now: Notify::new(),
+            beaten: Notify::new(),
+        }
+    }
+
+    /// The heartbeat TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn gap(&self) -> Duration {
+        self.ttl / 2
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Redis answered a request sent at `sent`. Returns `false` when the
+    /// answer shows an outage (it came late, or long after the last one).
+    pub fn answered(&self, sent: Instant) -> bool {
+        let now = Instant::now();
+        let mut h = self.lock();
+        let late =
+            now.duration_since(sent) > self.gap() || now.duration_since(h.last_answer) > self.gap();
+        h.last_answer = now;
+        if late {
+            h.outages += 1;
+            h.steady_since = Some(now);
+            return false;
+        }
+        if h.steady_since.is_none() {
+            h.steady_since = Some(now);
+        }
+        true
+    }
+
+    /// A request failed for want of Redis.
+    pub fn failed(&self) {
+        let mut h = self.lock();
+        if h.steady_since.is_some() {
+            h.outages += 1;
+        }
+        h.steady_since = None;
+    }
+
+    /// Redis's `run_id` and uptime, as just read: a new `run_id` is a
+    /// restart (an outage). Returns whether Redis has been up a full TTL.
+    pub fn server(&self, run_id: &str, uptime: Duration) -> bool {
+        let mut h = self.lock();
+        match &h.run_id {
+            Some(known) if known == run_id => {}
+            Some(_) => {
+                h.outages += 1;
+                h.steady_since = Some(Instant::now());
+                h.run_id = Some(run_id.to_owned());
+            }
+            None => h.run_id = Some(run_id.to_owned()),
+        }
+        uptime >= self.ttl
+    }
+
+    /// Taken just before a heartbeat is sent.
+    pub fn beat_ticket(&self) -> BeatTicket {
+        BeatTicket {
+            sent: Instant::now(),
+            outages: self.lock().outages,
+        }
+    }
+
+    /// The heartbeat of `ticket` was written.
+    pub fn beat_written(&self, ticket: BeatTicket) {
+        if self.answered(ticket.sent) {
+            let mut h = self.lock();
+            if h.outages == ticket.outages {
+                h.beat = Some(ticket);
+            }
+        }
+        self.beaten.notify_waiters();
+    }
+
+    /// Whether the node may fetch: its heartbeat was written recently, by a
+    /// beat sent after the last outage it saw.
+    pub fn may_fetch(&self) -> bool {
+        let h = self.lock();
+        let (num, den) = FETCH_WITHIN;
+        h.beat
+            .is_some_and(|b| b.outages == h.outages && b.sent.elapsed() < self.ttl * num / den)
+    }
+
+    /// Whether the node may declare other workers dead: Redis has answered
+    /// it without a break for a full TTL.
+    pub fn may_recover(&self) -> bool {
+        self.lock()
+            .steady_since
+            .is_some_and(|s| s.elapsed() >= self.ttl)
+    }
+}
+
+/// Whether `e` says Redis could not be reached (or could not serve yet), as
+/// opposed to an answer.
+pub fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(e.code(), Some("LOADING" | "MASTERDOWN" | "BUSY"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_fetches_only_after_a_beat_sent_since_the_last_outage() {
+        let h = Health::new(Duration::from_secs(10));
+        assert!(!h.may_fetch(), "no beat yet");
+        let before = h.beat_ticket();
+        h.beat_written(before);
+        assert!(h.may_fetch());
+        let stale = h.beat_ticket();
+        h.failed();
+        assert!(!h.may_fetch(), "an outage closes fetching");
+        h.beat_written(stale);
+        assert!(
+            !h.may_fetch(),
+            "a beat sent before the outage proves nothing"
+        );
+        let after = h.beat_ticket();
+        h.beat_written(after);
+        assert!(h.may_fetch());
+    }
+
+    #[test]
+    fn recovery_waits_a_ttl_of_steady_answers() {
+        // Answers 300 ms apart: within half the 1 s TTL.
+        let h = Health::new(Duration::from_secs(1));
+        assert!(!h.may_recover(), "not in the node's first TTL");
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(h.answered(Instant::now()));
+        }
+        assert!(h.may_recover());
+        h.failed();
+        assert!(!h.may_recover());
+        assert!(h.answered(Instant::now()));
+        assert!(!h.may_recover(), "a TTL after Redis is back");
+        // A late answer (a paused Redis) is an outage too.
+        let h = Health::new(Duration::from_secs(1));
+        assert!(!h.answered(Instant::now() - Duration::from_millis(600)));
+        assert_eq!(h.lock().outages, 1);
+    }
+
+    #[test]
+    fn a_new_run_id_is_a_restart() {
+        let h = Health::new(Duration::from_secs(1));
+        h.lock().steady_since = Some(Instant::now() - Duration::from_secs(2));
+        assert!(h.server("a", Duration::from_secs(60)));
+        assert!(h.may_recover());
+        assert!(
+            !h.server("b", Duration::from_millis(10)),
+            "up less than a TTL"
+        );
+        assert!(!h.may_recover(), "a restart holds recovery for a TTL");
+        assert_eq!(h.lock().outages, 1);
+    }
+}
