@@ -9,7 +9,7 @@
 //! | `stoker:{q:QUEUE}:scheduled` | sorted set | payloads due later, scored by due time (ms, Redis time) |
 //! | `stoker:{q:QUEUE}:retry` | sorted set | payloads of failed jobs waiting for their next attempt |
 //! | `stoker:{q:QUEUE}:dead` | sorted set | ids of dead jobs, scored by time of death; capped |
-//! | `stoker:{q:QUEUE}:job:ID` | hash | the job's record: state, attempts, lease, checkpoint sequence, result, error, measurements; `token` (which copy of the job is its own, see [`crate::job`]), `stalls`/`stalled_seq` (see [`crate::worker::stall`]), `duplicate_of` (a dead duplicate's: the job whose id it reused) |
+//! | `stoker:{q:QUEUE}:job:ID` | hash | the job's record: state, attempts, lease, checkpoint sequence, result, error, measurements; `token` (which copy of the job is its own, see [`crate::job`]), `stalls` (`COUNT:SEQ`, see [`crate::worker::stall`]), `duplicate_of` (a dead duplicate's: the job whose id it reused) |
 //! | `stoker:{q:QUEUE}:snap:ID` | string | the job's last committed snapshot (see [`crate::snapshot`]) |
 //! | `stoker:{q:QUEUE}:stats` | hash | counters: `processed`, `failed`, `dead` |
 //! | `stoker:{q:QUEUE}:paused` | string | present while the queue is paused: nothing is fetched from it |

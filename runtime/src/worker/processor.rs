@@ -738,8 +738,9 @@ fn judge_stall(
     )
 }
 
-/// The record fields of a stall verdict: the count, and the checkpoint it
-/// was counted at (a later checkpoint voids it; see `fetch.lua`). Nothing
+/// The record field of a stall verdict, `stalls`: COUNT:SEQ, the count and
+/// the checkpoint it was counted at (a later checkpoint voids it; see
+/// `fetch.lua`). Nothing
 /// for a job that neither stalled now nor before.
 fn stall_fields(
     verdict: &stall::Verdict,
@@ -755,6 +756,5 @@ fn stall_fields(
     if stalls == 0 && unit.stalls == 0 {
         return;
     }
-    fields.push(("stalls", stalls.to_string()));
-    fields.push(("stalled_seq", job.seq.to_string()));
+    fields.push(("stalls", format!("{stalls}:{}", job.seq)));
 }

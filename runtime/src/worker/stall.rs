@@ -4,7 +4,9 @@
 //! when its job's committed checkpoint sequence (`seq` in the record) is
 //! higher when it ends than when it was fetched. An attempt that yields (or is
 //! parked by a destination's limiter or breaker) without one is a **stall**;
-//! the record's `stalls` counts them in a row, and the next attempt that makes
+//! the record's `stalls` counts them in a row (`COUNT:SEQ`, with the checkpoint
+//! sequence they were counted at: a checkpoint committed since, by an attempt
+//! that then crashed or failed, voids them), and the next attempt that makes
 //! progress resets it to 0. An attempt that finishes or fails is judged by
 //! its own rules (done, retries), not here.
 //!

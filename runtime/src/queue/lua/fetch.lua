@@ -13,7 +13,7 @@
 -- it was enqueued, due, or put back (-1: unknown, a job without a record),
 -- batch 1 when the job belongs to a batch (its settlement tells the batch),
 -- and stalls the attempts in a row that yielded without a checkpoint (the
--- record's `stalls`, if its `stalled_seq` is still the job's `seq`). For
+-- record's `stalls`, COUNT:SEQ, if SEQ is still the job's `seq`). For
 -- a payload this script cannot read as a job, attempt is 0 and id is '' (or the
 -- id it found): the worker sends it to the dead set.
 -- One id, one job (job.rs): a payload whose id has a record runs only if it is
@@ -50,7 +50,7 @@ local function start(payload)
   -- Every record Stoker writes has `attempts` and `state`; a job without them
   -- was pushed by a plain LPUSH and has not been fetched yet.
   local known = redis.call('HMGET', key, 'seq', 'enqueued_at', 'due_at', 'attempts', 'batch',
-    'state', 'token', 'stalls', 'stalled_seq')
+    'state', 'token', 'stalls')
   if known[4] or known[6] then
     if known[6] ~= 'queued' or (known[7] or '0') ~= token then
       return 0, id, 0, -1, 0, known[6] or 'unknown'
@@ -79,9 +79,13 @@ local function start(payload)
   if seq then redis.call('HINCRBY', key, 'resumed', 1) end
   local batch = 0
   if known[5] then batch = 1 end
-  -- Stalls count only while no checkpoint came since the last of them.
+  -- `stalls` is COUNT:SEQ, the checkpoint they were counted at: they count
+  -- only while no checkpoint came since.
   local stalls = 0
-  if known[8] and (known[9] or '0') == (seq or '0') then stalls = tonumber(known[8]) or 0 end
+  if known[8] then
+    local n, at = string.match(known[8], '^(%d+):(%d+)$')
+    if n and at == (seq or '0') then stalls = tonumber(n) end
+  end
   return attempt, id, seq or 0, waited, batch, '', stalls
 end
 

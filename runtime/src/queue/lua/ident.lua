@@ -8,7 +8,8 @@ local function ident(payload)
   local id, at = string.match(payload, '^{"id":"([%w_%-]+)","class":"[^"]*"()')
   if id then
     local token = '0'
-    if string.sub(payload, at, at + 8) == ',"token":' then
+    -- 116: the `t` of `,"token":` (a payload without one goes on with `,"args"`).
+    if string.byte(payload, at + 2) == 116 and string.sub(payload, at, at + 8) == ',"token":' then
       token = string.match(payload, '^%d+', at + 9) or '0'
     end
     if #id > 64 then return nil, '0', nil end
