@@ -377,6 +377,19 @@ mod tests {
     }
 
     #[test]
+    fn the_token_follows_the_class_and_is_left_out_when_zero() {
+        // fetch.lua reads the id and the token from the payload's start.
+        let mut p = Payload::decode(br#"{"id":"a","class":"c","args":[1]}"#).unwrap();
+        assert_eq!(p.encode(), r#"{"id":"a","class":"c","args":[1]}"#);
+        p.token = 7;
+        p.retry_count = 1;
+        assert_eq!(
+            p.encode(),
+            r#"{"id":"a","class":"c","token":7,"args":[1],"retry_count":1}"#
+        );
+    }
+
+    #[test]
     fn every_error_kind_is_listed_at_its_index() {
         for (i, kind) in ErrorKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, i, "{kind:?}");
