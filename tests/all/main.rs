@@ -20,6 +20,7 @@ mod dashboard;
 mod deploy;
 mod destinations;
 mod geo;
+mod hostile;
 pub(crate) mod http;
 mod metrics;
 mod queue;
