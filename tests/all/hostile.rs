@@ -204,7 +204,7 @@ const CASES: &[Case] = &[
     // `memory_limit` (today the pool stops it silently at 20,000).
     pending(
         case("table_within", "h-table-within", "null", Done("50000")),
-        "bounds",
+        "deploy",
     ),
     pending(
         case(
@@ -213,7 +213,7 @@ const CASES: &[Case] = &[
             "null",
             Dead("memory_limit", "table"),
         ),
-        "bounds",
+        "deploy",
     ),
     // A module whose memory does not fit the worker's pool: `memory_limit`,
     // not `module_missing` retried.
@@ -258,7 +258,7 @@ const CASES: &[Case] = &[
             r#"{"mode":"children_rounds","n":10000,"rounds":21,"class":"sink"}"#,
             Dead("job_error", "child"),
         ),
-        "queue",
+        "commit",
     ),
     // Checkpoints: one over `retained`; thousands of tiny ones.
     case(
@@ -337,7 +337,7 @@ const CASES: &[Case] = &[
             r#"{"mode":"exit","code":0}"#,
             Dead("job_error", "exit"),
         ),
-        "bounds",
+        "deploy",
     ),
     pending(
         case(
@@ -346,17 +346,14 @@ const CASES: &[Case] = &[
             r#"{"mode":"exit","code":1}"#,
             Dead("job_error", "exit"),
         ),
-        "bounds",
+        "deploy",
     ),
     // Yielding at once, forever, without a checkpoint.
-    pending(
-        case(
-            "yield",
-            "h-main",
-            r#"{"mode":"yield"}"#,
-            Dead("no_progress", "progress"),
-        ),
-        "queue",
+    case(
+        "yield",
+        "h-main",
+        r#"{"mode":"yield"}"#,
+        Dead("no_progress", "progress"),
     ),
 ];
 
