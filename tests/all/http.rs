@@ -601,7 +601,7 @@ fn userinfo_is_refused_and_the_host_header_is_the_checked_origin() {
         );
         assert_eq!(seen["stage"], "response", "{authority}: {seen:#}");
         assert_eq!(
-            seen["code"], "HttpRequestUriInvalid",
+            seen["code"], "ErrorCode::HttpRequestUriInvalid",
             "{authority}: {seen:#}"
         );
     }
@@ -762,7 +762,10 @@ fn a_request_body_over_the_cap_fails_with_its_code_and_a_log_line() {
             .extend(extra.as_object().unwrap().clone());
         let seen = raw(&env, args);
         assert_eq!(seen["stage"], "response", "{seen:#}");
-        assert_eq!(seen["code"], "HttpRequestBodySize(Some(65536))", "{seen:#}");
+        assert_eq!(
+            seen["code"], "ErrorCode::HttpRequestBodySize(Some(65536))",
+            "{seen:#}"
+        );
     }
     assert!(server.hits("/length").is_empty(), "nothing was sent");
 
