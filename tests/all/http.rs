@@ -769,6 +769,18 @@ fn a_request_body_over_the_cap_fails_with_its_code_and_a_log_line() {
     }
     assert!(server.hits("/length").is_empty(), "nothing was sent");
 
+    // A refused request with a body: the job learns why, not that the
+    // body's stream closed.
+    let other = format!(
+        "http://127.0.0.1:{}/length",
+        server.addr.port().wrapping_add(1)
+    );
+    let (_, r) = run(
+        &env,
+        serde_json::json!({"url": other, "method": "POST", "body": "x".repeat(50_000)}),
+    );
+    assert!(error(&r).contains("request denied"), "{r:#}");
+
     // Within the cap, the body goes whole.
     let (_, r) = run(
         &env,
@@ -779,14 +791,25 @@ fn a_request_body_over_the_cap_fails_with_its_code_and_a_log_line() {
 }
 
 #[test]
-fn response_header_caps_end_the_call_with_their_code() {
+fn header_caps_end_the_call_with_their_codes() {
     let server = Server::start();
     let env = TestEnv::new();
-    env.deploy(&classes(
+    env.deploy(&hostile(
         &format!("\"http://{}\"", server.addr),
         "retries = 0",
     ));
     let mut worker = env.spawn_worker(&[]);
+    let many: Vec<(String, String)> = (0..120).map(|i| (format!("x-{i}"), "v".into())).collect();
+    let big = vec![("x-big".to_owned(), "b".repeat(70 << 10))];
+    for headers in [many, big] {
+        let seen = raw(
+            &env,
+            serde_json::json!({"authority": server.addr.to_string(), "path": "/ok", "headers": headers}),
+        );
+        let code = seen["code"].as_str().unwrap_or_default();
+        assert!(code.contains("HttpRequestHeaderSectionSize"), "{seen:#}");
+    }
+    assert!(server.hits("/ok").is_empty(), "nothing was sent");
     for path in ["/wide", "/tall"] {
         let (_, r) = run(&env, serde_json::json!({ "url": server.url(path) }));
         assert_eq!(state(&r), "dead", "{path}: {r:#}");
