@@ -32,12 +32,13 @@ use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
-};
+use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 use wasip2::io::streams::StreamError;
 
 use crate::{Error, Result};
+
+mod codes;
+use codes::{error, stream_error, wait};
 
 /// A request being built.
 ///
@@ -246,20 +247,21 @@ impl Request {
                 .write()
                 .map_err(|_| Error::new("http: the request body is unavailable"))?;
             for chunk in self.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| Error::new(format!("http: sending the body: {e:?}")))?;
+                if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                    drop(stream);
+                    drop(out);
+                    // The host stopped reading the body: its answer says why.
+                    return Err(match wait(&pending) {
+                        Ok(Err(code)) => error(code),
+                        _ => stream_error("sending the body", e),
+                    });
+                }
             }
         }
         OutgoingBody::finish(out, None).map_err(error)?;
-        let response = loop {
-            if let Some(r) = pending.get() {
-                break r
-                    .map_err(|_| Error::new("http: the response was already taken"))?
-                    .map_err(error)?;
-            }
-            pending.subscribe().block();
-        };
+        let response = wait(&pending)
+            .map_err(|_| Error::new("http: the response was already taken"))?
+            .map_err(error)?;
         let status = response.status();
         let headers = response.headers().entries().into_iter().collect::<Vec<_>>();
         let incoming = response
@@ -273,12 +275,7 @@ impl Request {
             match stream.blocking_read(64 << 10) {
                 Ok(chunk) => body.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(Error::new(format!(
-                        "http: reading the response: {}",
-                        e.to_debug_string()
-                    )));
-                }
+                Err(e) => return Err(stream_error("reading the response", e)),
             }
         }
         drop(stream);
@@ -304,19 +301,4 @@ fn split_url(url: &str) -> Result<(Scheme, &str, &str)> {
         return Err(bad());
     }
     Ok((scheme, authority, if path.is_empty() { "/" } else { path }))
-}
-
-fn error(e: ErrorCode) -> Error {
-    match e {
-        ErrorCode::InternalError(Some(m)) if m.starts_with("stoker-parked: ") => {
-            Error::parked(format!("http: parked: {}", &m["stoker-parked: ".len()..]))
-        }
-        ErrorCode::HttpRequestDenied => Error::permanent(
-            "http: request denied: the origin is not in the class's http.allow list (see the job's log)",
-        ),
-        ErrorCode::DestinationIpProhibited => Error::permanent(
-            "http: destination prohibited: the host resolves to an address jobs may not reach (see the job's log)",
-        ),
-        other => Error::new(format!("http: {other:?}")),
-    }
 }

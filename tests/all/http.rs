@@ -46,7 +46,10 @@ pub(crate) struct Seen {
 /// (2 MiB), `/slow` (answers after 3 s), `/redirect` (302 to the metadata
 /// address), `/hold` (answers after 300 ms) and `/orders/*` (after 150 ms),
 /// both counting the requests answered at once; `/down` (503 while
-/// [`Server::set_down`], else 200).
+/// [`Server::set_down`], else 200); `/host` (the `Host` header it got),
+/// `/length` (the request body's length), `/wide` (150 headers), `/tall` (a
+/// 100 KiB header), `/trickle` (10 bytes of a promised 100,000, then 8 s of
+/// silence).
 pub(crate) struct Server {
     pub addr: SocketAddr,
     seen: Arc<Seen>,
@@ -119,6 +122,7 @@ fn answer(stream: TcpStream, seen: &Seen) -> std::io::Result<()> {
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
     let key = headers.get("idempotency-key").cloned().unwrap_or_default();
+    let host = headers.get("host").cloned().unwrap_or_default();
     let n = {
         let mut seen = seen.hits.lock().unwrap();
         seen.push(Hit {
@@ -155,6 +159,29 @@ fn answer(stream: TcpStream, seen: &Seen) -> std::io::Result<()> {
             "location: http://169.254.169.254/latest/meta-data/\r\n".to_owned(),
             Vec::new(),
         ),
+        "/host" => ("200 OK", String::new(), host.clone().into_bytes()),
+        "/length" => ("200 OK", String::new(), body.len().to_string().into_bytes()),
+        "/wide" => (
+            "200 OK",
+            (0..150).map(|i| format!("x-wide-{i}: {i}\r\n")).collect(),
+            b"wide".to_vec(),
+        ),
+        "/tall" => (
+            "200 OK",
+            format!("x-tall: {}\r\n", "t".repeat(100 << 10)),
+            b"tall".to_vec(),
+        ),
+        "/trickle" => {
+            // A head promising 100,000 bytes, 10 of them, then silence.
+            let mut out = stream;
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n0123456789"
+            )?;
+            out.flush()?;
+            std::thread::sleep(Duration::from_secs(8));
+            return Ok(());
+        }
         _ => ("404 Not Found", String::new(), Vec::new()),
     };
     let mut out = stream;
@@ -502,5 +529,419 @@ fn ssrf_tricks_are_refused_before_any_connection() {
         assert!(error(&r).contains("request denied"), "{url}: {r:#}");
     }
     assert!(server.hits("/ok").is_empty(), "nothing reached the server");
+    worker.assert_alive();
+}
+
+// ---------------------------------------------------------------------------
+// Hostile requests: authority tricks, embedded IPv4, caps, and host errors
+// that must stay short whatever the worker's environment.
+
+/// A class for the raw `wasi:http` guest, allowed to call `allow`.
+fn hostile(allow: &str, extra: &str) -> String {
+    format!(
+        r#"
+[classes.fetch]
+module = "$GUESTS/fetch.wasm"
+retry = 0
+timeout = "20s"
+
+[classes.fetch.http]
+allow = [{allow}]
+{extra}
+
+[classes.hostile-http]
+module = "$GUESTS/hostile_http.wasm"
+retry = 0
+timeout = "20s"
+
+[classes.hostile-http.http]
+allow = [{allow}]
+{extra}
+"#
+    )
+}
+
+/// Runs the raw guest with `args`; its result says what it saw.
+fn raw(env: &TestEnv, args: Value) -> Value {
+    let id = env.enqueue("hostile-http", &args.to_string(), &[]);
+    let r = env.wait_settled("default", std::slice::from_ref(&id), SETTLE);
+    assert_eq!(state(&r[0]), "done", "{:#}", r[0]);
+    r[0]["result"].clone()
+}
+
+fn log(r: &Value) -> &str {
+    r["log"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn userinfo_is_refused_and_the_host_header_is_the_checked_origin() {
+    let allowed = Server::start();
+    let trap = Server::start();
+    let env = TestEnv::new();
+    env.deploy(&hostile(&format!("\"http://{}\"", allowed.addr), ""));
+    let mut worker = env.spawn_worker(&[]);
+
+    // The issue's example: the allowlist sees the host after `@`.
+    let tricky = format!("{}@{}", trap.addr, allowed.addr);
+    let (_, r) = run(
+        &env,
+        serde_json::json!({ "url": format!("http://{tricky}/host") }),
+    );
+    assert_eq!(state(&r), "dead", "{r:#}");
+    assert!(error(&r).contains("HTTP-request-URI-invalid"), "{r:#}");
+    assert!(log(&r).contains("userinfo"), "{r:#}");
+    assert!(
+        !log(&r).contains(&trap.addr.to_string()),
+        "userinfo masked: {r:#}"
+    );
+    for authority in [tricky.clone(), format!("user@{}", allowed.addr)] {
+        let seen = raw(
+            &env,
+            serde_json::json!({ "authority": authority, "path": "/host" }),
+        );
+        assert_eq!(seen["stage"], "response", "{authority}: {seen:#}");
+        assert_eq!(
+            seen["code"], "ErrorCode::HttpRequestUriInvalid",
+            "{authority}: {seen:#}"
+        );
+    }
+    assert!(allowed.hits("/host").is_empty() && trap.hits("/host").is_empty());
+
+    // The Host header is the checked origin's, whatever the guest tried.
+    let (_, r) = run(&env, serde_json::json!({ "url": allowed.url("/host") }));
+    assert_eq!(r["result"]["body"], allowed.addr.to_string(), "{r:#}");
+    let seen = raw(
+        &env,
+        serde_json::json!({
+            "authority": format!("{}.:{}", allowed.addr.ip(), allowed.addr.port()),
+            "path": "/host",
+            "headers": [["host", "169.254.169.254"], ["Host", "evil.example"]],
+        }),
+    );
+    assert_eq!(seen["stage"], "done", "{seen:#}");
+    assert_eq!(seen["body"], allowed.addr.to_string(), "{seen:#}");
+    let hits = allowed.hits("/host");
+    assert_eq!(hits.len(), 2);
+    assert!(
+        hits.iter()
+            .all(|h| h.headers["host"] == allowed.addr.to_string())
+    );
+    worker.assert_alive();
+}
+
+#[test]
+fn authority_confusions_are_refused_with_the_reason_logged() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    let port = server.addr.port();
+    env.deploy(&hostile(&format!("\"http://{}\"", server.addr), ""));
+    let mut worker = env.spawn_worker(&[]);
+    for (scheme, authority) in [
+        ("http", format!("127.0.0.1:0{port}")),
+        ("http", format!("127.0.0.%31:{port}")),
+        ("http", format!("127.0.0.1:{}", u32::from(port) + 65536)),
+        ("http", format!("[::ffff:127.0.0.1]:{port}")),
+        ("http", format!("[fe80::1%25lo]:{port}")),
+        ("http", format!("127.0.0.1:{port}:{port}")),
+        ("http", format!(":{port}")),
+        ("http", "127.0.0.1:".to_owned()),
+        ("ftp", server.addr.to_string()),
+        ("HTTPS", server.addr.to_string()),
+    ] {
+        let seen = raw(
+            &env,
+            serde_json::json!({"scheme": scheme, "authority": authority, "path": "/ok"}),
+        );
+        // Refused by wasmtime's own parser (`authority`, `handle`) or by the
+        // policy point (an error code for the response).
+        let code = seen["code"].as_str().unwrap_or_default();
+        assert!(
+            seen["stage"] == "authority"
+                || code.contains("HttpRequestUriInvalid")
+                || code.contains("HttpRequestDenied")
+                || code.contains("HttpProtocolError"),
+            "{scheme}://{authority}: {seen:#}"
+        );
+    }
+    assert!(server.hits("/ok").is_empty(), "nothing reached the server");
+    // Upper case and a trailing dot name the same origin: allowed.
+    let seen = raw(
+        &env,
+        serde_json::json!({"scheme": "HTTP", "authority": format!("127.0.0.1.:{port}"), "path": "/ok"}),
+    );
+    assert_eq!(seen["status"], 200, "{seen:#}");
+    worker.assert_alive();
+}
+
+#[test]
+fn names_resolving_to_embedded_ipv4_are_refused() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    let port = server.addr.port();
+    let names = [
+        ("translated.test", "::ffff:0:7f00:1", "IPv4-translated"),
+        ("mapped.test", "::ffff:127.0.0.1", "IPv4-mapped"),
+        ("compatible.test", "::127.0.0.1", "IPv4-compatible"),
+        ("nat64.test", "64:ff9b::7f00:1", "NAT64 well-known prefix"),
+        (
+            "nat64-local.test",
+            "64:ff9b:1::7f00:1",
+            "NAT64 local-use prefix",
+        ),
+        (
+            "metadata64.test",
+            "64:ff9b::a9fe:a9fe",
+            "reaching 169.254.169.254",
+        ),
+        ("sixtofour.test", "2002:7f00:1::1", "6to4"),
+        ("teredo.test", "2001:0:7f00:1:0:0:80ff:fffe", "Teredo"),
+        ("metadata.test", "fd00:ec2::254", "unique-local"),
+    ];
+    let allow = names
+        .iter()
+        .map(|(n, _, _)| format!("\"http://{n}:{port}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    env.deploy(&classes(&allow, ""));
+    let mut args = Vec::new();
+    for (name, ip, _) in &names {
+        args.push("--resolve".to_owned());
+        args.push(format!("{name}:{ip}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut worker = env.spawn_worker(&args);
+    for (name, _, why) in names {
+        let (_, r) = run(
+            &env,
+            serde_json::json!({ "url": format!("http://{name}:{port}/ok") }),
+        );
+        assert_eq!(state(&r), "dead", "{name}: {r:#}");
+        assert!(
+            error(&r).contains("destination prohibited"),
+            "{name}: {r:#}"
+        );
+        assert!(log(&r).contains(why), "{name}: {r:#}");
+    }
+    assert!(server.hits("/ok").is_empty(), "nothing reached the server");
+    worker.assert_alive();
+}
+
+#[test]
+fn a_request_body_over_the_cap_fails_with_its_code_and_a_log_line() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    env.deploy(&hostile(
+        &format!("\"http://{}\"", server.addr),
+        "max_request = \"64KiB\"",
+    ));
+    let mut worker = env.spawn_worker(&[]);
+    let url = server.url("/length");
+
+    let (_, r) = run(
+        &env,
+        serde_json::json!({"url": url, "method": "POST", "body": "x".repeat(70_000)}),
+    );
+    assert_eq!(state(&r), "dead", "{r:#}");
+    assert!(
+        error(&r).starts_with("http: HTTP-request-body-size: the request body exceeded 64 KiB"),
+        "{r:#}"
+    );
+    assert!(log(&r).contains("HTTP-request-body-size"), "{r:#}");
+
+    // A raw guest gets the code from the response, its writes all succeed.
+    let authority = server.addr.to_string();
+    for extra in [
+        serde_json::json!({}),
+        serde_json::json!({"content_length": 200_000}),
+    ] {
+        let mut args = serde_json::json!({
+            "authority": authority, "path": "/length", "method": "POST", "body_bytes": 200_000,
+        });
+        args.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let seen = raw(&env, args);
+        assert_eq!(seen["stage"], "response", "{seen:#}");
+        assert_eq!(
+            seen["code"], "ErrorCode::HttpRequestBodySize(Some(65536))",
+            "{seen:#}"
+        );
+    }
+    assert!(server.hits("/length").is_empty(), "nothing was sent");
+
+    // A refused request with a body: the job learns why, not that the
+    // body's stream closed.
+    let other = format!(
+        "http://127.0.0.1:{}/length",
+        server.addr.port().wrapping_add(1)
+    );
+    let (_, r) = run(
+        &env,
+        serde_json::json!({"url": other, "method": "POST", "body": "x".repeat(50_000)}),
+    );
+    assert!(error(&r).contains("request denied"), "{r:#}");
+
+    // Within the cap, the body goes whole.
+    let (_, r) = run(
+        &env,
+        serde_json::json!({"url": url, "method": "POST", "body": "x".repeat(60_000)}),
+    );
+    assert_eq!(r["result"]["body"], "60000", "{r:#}");
+    worker.assert_alive();
+}
+
+#[test]
+fn header_caps_end_the_call_with_their_codes() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    env.deploy(&hostile(
+        &format!("\"http://{}\"", server.addr),
+        "retries = 0",
+    ));
+    let mut worker = env.spawn_worker(&[]);
+    let many: Vec<(String, String)> = (0..120).map(|i| (format!("x-{i}"), "v".into())).collect();
+    let big = vec![("x-big".to_owned(), "b".repeat(70 << 10))];
+    for headers in [many, big] {
+        let seen = raw(
+            &env,
+            serde_json::json!({"authority": server.addr.to_string(), "path": "/ok", "headers": headers}),
+        );
+        let code = seen["code"].as_str().unwrap_or_default();
+        assert!(code.contains("HttpRequestHeaderSectionSize"), "{seen:#}");
+    }
+    assert!(server.hits("/ok").is_empty(), "nothing was sent");
+    for path in ["/wide", "/tall"] {
+        let (_, r) = run(&env, serde_json::json!({ "url": server.url(path) }));
+        assert_eq!(state(&r), "dead", "{path}: {r:#}");
+        assert!(
+            error(&r).contains("HTTP-response-header-section-size"),
+            "{path}: {r:#}"
+        );
+        assert!(
+            log(&r).contains("HTTP-response-header-section-size"),
+            "{path}: {r:#}"
+        );
+    }
+    worker.assert_alive();
+}
+
+/// A `stoker worker` started with extra environment variables, killed when
+/// dropped (declare it after its [`TestEnv`]).
+struct EnvWorker(std::process::Child, std::path::PathBuf);
+
+impl EnvWorker {
+    fn start(env: &TestEnv, vars: &[(&str, &str)]) -> EnvWorker {
+        let log = env.dir().join("env-worker.log");
+        let mut cmd = env.command();
+        cmd.arg("worker")
+            .arg("--cache-dir")
+            .arg(crate::support::target_dir().join("stoker-tests/cache"))
+            .args(["--heartbeat-ttl", "2s"])
+            .env_remove("RUST_LIB_BACKTRACE")
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("worker log"));
+        EnvWorker(cmd.spawn().expect("starting a worker"), log)
+    }
+
+    fn assert_alive(&mut self) {
+        if let Some(status) = self.0.try_wait().expect("try_wait") {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            panic!("the worker exited ({status}); its log:\n{log}");
+        }
+    }
+}
+
+impl Drop for EnvWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Text a guest or a record shows: short, one problem, no host internals.
+fn assert_short(what: &str, text: &str) {
+    assert!(text.len() < 400, "{what}: {} bytes: {text}", text.len());
+    for leak in [".rs:", "backtrace", "Caused by", "/rustc/", ".cargo"] {
+        assert!(!text.contains(leak), "{what} shows `{leak}`: {text}");
+    }
+}
+
+#[test]
+fn with_rust_backtrace_set_http_errors_stay_short() {
+    let server = Server::start();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // Answers a TLS client hello with plain HTTP.
+    let not_tls = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls = not_tls.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in not_tls.incoming().flatten() {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let env = TestEnv::new();
+    let allow = format!(
+        "\"http://{}\", \"https://{tls}\", \"http://{closed}\"",
+        server.addr
+    );
+    env.deploy(&hostile(
+        &allow,
+        "max_response = \"1MiB\"\nmax_request = \"64KiB\"\ntimeout = \"1500ms\"\nretries = 0",
+    ));
+    let mut worker = EnvWorker::start(&env, &[("RUST_BACKTRACE", "full")]);
+
+    // What the record shows, through the SDK.
+    for (url, method, body, words) in [
+        (
+            server.url("/big"),
+            "GET",
+            0,
+            "HTTP-response-body-size: the response exceeded 1 MiB",
+        ),
+        (server.url("/trickle"), "GET", 0, "HTTP-response-timeout"),
+        (server.url("/ok"), "POST", 70_000, "HTTP-request-body-size"),
+        (
+            server.url("/wide"),
+            "GET",
+            0,
+            "HTTP-response-header-section-size",
+        ),
+        (format!("https://{tls}/ok"), "GET", 0, "TLS-protocol-error"),
+        (
+            format!("http://{closed}/ok"),
+            "GET",
+            0,
+            "connection-refused",
+        ),
+    ] {
+        let (_, r) = run(
+            &env,
+            serde_json::json!({"url": url, "method": method, "body": "x".repeat(body)}),
+        );
+        assert_eq!(state(&r), "dead", "{url}: {r:#}");
+        assert!(error(&r).contains(words), "{url}: {r:#}");
+        assert_short(&url, &error(&r));
+        let record = r.to_string();
+        assert!(!record.contains(".rs:"), "{url}: {record}");
+        for line in log(&r).lines() {
+            assert_short(&url, line);
+        }
+    }
+
+    // What a raw guest sees: the io error's text itself.
+    let authority = server.addr.to_string();
+    for path in ["/big", "/trickle"] {
+        let seen = raw(
+            &env,
+            serde_json::json!({"authority": authority, "path": path}),
+        );
+        assert_eq!(seen["stage"], "read", "{path}: {seen:#}");
+        let debug = seen["debug"].as_str().unwrap_or_default();
+        assert_short(path, debug);
+    }
     worker.assert_alive();
 }

@@ -230,57 +230,34 @@ pub struct HttpSpec {
 pub struct Origin {
     /// `http` or `https`.
     pub scheme: String,
-    /// A DNS name (lowercase) or an IP literal (IPv6 without brackets).
+    /// A DNS name (lowercase, no trailing dot) or a canonical IP literal
+    /// (IPv6 without brackets).
     pub host: String,
     /// The port, explicit or the scheme's.
     pub port: u16,
 }
 
 impl Origin {
-    /// Parses `scheme://host[:port]` (a trailing `/` is allowed, a path is not).
+    /// Parses `scheme://host[:port]` (a trailing `/` is allowed, a path is
+    /// not), normalised by the same check as a job's requests
+    /// ([`check_origin`](crate::host::origin::check_origin)), so an entry
+    /// matches exactly the requests that name it.
     pub fn parse(text: &str) -> Result<Origin, String> {
-        let bad = |why: &str| format!("`http.allow`: `{text}` {why}");
+        use crate::host::origin::{Refusal, check_origin};
+        let quoted = crate::host::http_wire::bounded(text, 120);
+        let bad = |why: &str| format!("`http.allow`: `{quoted}` {why}");
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| bad("is not scheme://host[:port]"))?;
-        let scheme = scheme.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return Err(bad("must use http or https")),
-        };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.is_empty()
-            || rest.contains(['/', '?', '#', '@', '*'])
-            || rest.contains(char::is_whitespace)
-        {
-            return Err(bad(
-                "must name a host and port only (no path, user or wildcard)",
-            ));
-        }
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| bad("has an unclosed `[`"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(bad("has text after the IPv6 address")),
-            };
-            host.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| bad("has an invalid IPv6 address"))?;
-            (host.to_owned(), port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
-                None => (rest.to_ascii_lowercase(), None),
+        check_origin(scheme, rest).map_err(|e| match e {
+            Refusal::Scheme => bad("must use http or https"),
+            Refusal::Userinfo | Refusal::Character('/' | '?' | '#' | '*' | '@') => {
+                bad("must name a host and port only (no path, user or wildcard)")
             }
-        };
-        let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| bad("has an invalid port"))?,
-            None => default_port,
-        };
-        Ok(Origin { scheme, host, port })
+            Refusal::Port(_) => bad(&format!("has an invalid port: {e}")),
+            e => bad(&format!("is not a plain origin: {e}")),
+        })
     }
 }
 
@@ -512,9 +489,24 @@ mod tests {
             "https://*.x.com",
             "http://u@x",
             "http://x:99999",
+            "http://x:080",
+            "http://x:",
+            "http://ex%61mple.com",
+            "http://[fe80::1%25eth0]",
+            "http://a\\b",
+            "http://",
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
+        // Spelled as requests are normalised, so they compare equal.
+        assert_eq!(
+            Origin::parse("HTTP://Example.COM.:8080/").unwrap(),
+            Origin::parse("http://example.com:8080").unwrap()
+        );
+        let o = Origin::parse("http://[::FFFF:7F00:1]:81").unwrap();
+        assert_eq!(o.host, "::ffff:127.0.0.1");
+        let e = Origin::parse("http://user:pw@api.example.com").unwrap_err();
+        assert!(e.contains("no path, user or wildcard"), "{e}");
     }
 
     #[test]

@@ -2,19 +2,32 @@
 //! policy point on the host. Every request a job makes passes through
 //! [`HttpHooks::send_request`]:
 //!
-//! 1. **Allowlist**: the request's origin (`scheme://host:port`) must be one the
-//!    class names in `http.allow`; otherwise `HTTP-request-denied`.
-//! 2. **SSRF guard**: a name is resolved here, and every address it resolves to
-//!    that is loopback, private, link-local (cloud metadata 169.254.169.254),
-//!    unique-local (fd00:ec2::254), unspecified, multicast, or an IPv4 address
-//!    embedded in IPv6 (mapped, compatible, NAT64, 6to4, Teredo) is refused
-//!    ([`forbidden`]); the connection goes to an address that passed, never to a
-//!    second lookup (no DNS rebinding). An IP literal the allowlist names
-//!    exactly is trusted as named. Refused: `destination-IP-prohibited`.
+//! 1. **Origin**: the request's scheme and authority are checked and
+//!    normalised by [`check_uri`](super::origin::check_uri) (userinfo,
+//!    percent-encoding, zones, odd ports and characters are refused:
+//!    `HTTP-request-URI-invalid`); the result must be an origin the class
+//!    names in `http.allow`, otherwise `HTTP-request-denied`. The `Host`
+//!    header is always the checked origin's, whatever the job set.
+//! 2. **SSRF guard**: a name is resolved here, and every address it resolves
+//!    to is judged by the special-purpose address table of
+//!    [`egress`](super::egress) (loopback, private, link-local with the cloud
+//!    metadata address, unique-local, documentation, reserved, multicast,
+//!    and the IPv6 forms that embed IPv4, decoded or refused); the connection
+//!    goes to an address that passed, never to a second lookup (no DNS
+//!    rebinding). Refused: `destination-IP-prohibited`. The one way to reach
+//!    such an address is explicit: the operator names that exact IP literal
+//!    in `http.allow` (as the tests do for their 127.0.0.1 servers), and a
+//!    request to that literal is trusted as named. A name (DNS, or pinned by
+//!    `stoker worker --resolve`) is always checked, even one that resolves to
+//!    an allowed literal's address.
 //! 3. **Limits**: connect, first-byte and whole-request timeouts, all bounded by
-//!    the attempt's deadline; request and response body caps; no proxy from the
-//!    environment; redirects are returned to the job, never followed here (a
-//!    follow is a new request through this same policy).
+//!    the attempt's deadline; request and response body caps
+//!    (`HTTP-request-body-size`, `HTTP-response-body-size`); request and
+//!    response header caps ([`MAX_REQUEST_HEADERS`],
+//!    [`MAX_REQUEST_HEAD_BYTES`], [`MAX_RESPONSE_HEADERS`],
+//!    [`MAX_RESPONSE_HEAD_BYTES`]); no proxy from the environment; redirects
+//!    are returned to the job, never followed here (a follow is a new request
+//!    through this same policy).
 //! 4. **Retries**: an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS), or
 //!    one the job marks with the header `stoker-retry: 1`, or any request of a
 //!    class whose retry policy is "calls APIs" (see `config::RetryPolicy`), is
@@ -39,23 +52,27 @@
 //!    and resumes from its last checkpoint. A concurrent slot is held until
 //!    the response body is read or dropped.
 //!
-//! Each refusal is written to the job's log with its reason.
+//! Each refusal and failure is written to the job's log with its reason, in
+//! one bounded line (see [`http_wire`](super::http_wire)); what reaches the
+//! guest is a `wasi:http` error code, never host text that depends on the
+//! host's environment.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{HeaderMap, Method, Request, Response, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use tokio::net::TcpStream;
-use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::egress;
+use super::http_wire::{self, Note, Timeouts, bounded};
+pub use super::http_wire::{MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
 use super::log::JobLog;
+use super::origin::check_uri;
 use crate::config::{Destination, HttpAccess, Limiter, LimiterKind, Origin};
 use crate::limit::{self, Decision, breaker};
 use crate::queue::Conn;
@@ -66,6 +83,14 @@ pub const RETRY_HEADER: &str = "stoker-retry";
 /// How a parking refusal starts its `internal-error` message (the SDK looks
 /// for it).
 pub const PARKED: &str = "stoker-parked: ";
+
+/// Most headers a request may carry; more: `HTTP-request-header-section-size`.
+pub const MAX_REQUEST_HEADERS: usize = 100;
+/// Largest request header section (names, values, `: ` and CRLF), bytes;
+/// more: `HTTP-request-header-section-size`.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 << 10;
+/// Longest `METHOD URL` quoted in a log line, bytes.
+const LOGGED_REQUEST: usize = 240;
 
 /// Why and for how long an attempt's job is parked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +139,17 @@ pub struct HttpHooks {
     conn: Option<Conn>,
 }
 
+/// Errors wasmtime builds from the host's carry no host backtrace, whatever
+/// `RUST_BACKTRACE` says: a response body's error becomes the guest's
+/// `wasi:io/error`, whose `to-debug-string` is that error's `{:?}`, and a
+/// trap's text goes to the job's record. What a guest or a record sees must
+/// not depend on the host's environment. Process-wide, set before the first
+/// attempt's guest runs.
+fn no_host_backtraces() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(wasmtime::error::disable_backtrace);
+}
+
 impl HttpHooks {
     /// The hooks of attempt `attempt` of job `job_id` under `access`, which
     /// must end by `deadline`; `conn` reaches the destinations' limiters and
@@ -127,6 +163,7 @@ impl HttpHooks {
         log: JobLog,
         conn: Option<Conn>,
     ) -> HttpHooks {
+        no_host_backtraces();
         HttpHooks {
             access,
             job_id,
@@ -146,10 +183,14 @@ impl HttpHooks {
     }
 
     fn refuse(&self, what: &str, why: &str) {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
-        self.log
-            .append(format!("warn: http: refused {what}: {why}\n").as_bytes());
+        refused(&self.calls, &self.log, what, why);
     }
+}
+
+/// Counts a refusal and logs `warn: http: refused WHAT: WHY`.
+fn refused(calls: &Mutex<CallCounter>, log: &JobLog, what: &str, why: &str) {
+    calls.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
+    log.append(format!("warn: http: refused {what}: {why}\n").as_bytes());
 }
 
 /// Names resolved by the operator (`stoker worker --resolve NAME:IP`), not by
@@ -163,62 +204,6 @@ pub fn pin_names(names: std::collections::HashMap<String, Vec<IpAddr>>) {
     let _ = PINNED.set(names);
 }
 
-/// Why `ip` may not be called (when the allowlist does not name it exactly).
-pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            if a.is_loopback() {
-                Some("loopback")
-            } else if a.is_private() {
-                Some("private")
-            } else if a.is_link_local() {
-                Some("link-local (cloud metadata lives here)")
-            } else if a.is_unspecified() || o[0] == 0 {
-                Some("unspecified / this network")
-            } else if a.is_broadcast() || a.is_multicast() {
-                Some("broadcast or multicast")
-            } else if o[0] == 100 && (64..128).contains(&o[1]) {
-                Some("shared address space (carrier-grade NAT)")
-            } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
-                Some("IETF protocol assignments")
-            } else if o[0] == 198 && (18..20).contains(&o[1]) {
-                Some("benchmarking")
-            } else if o[0] >= 240 {
-                Some("reserved")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(a) => {
-            let s = a.segments();
-            if a.is_loopback() {
-                Some("loopback")
-            } else if a.is_unspecified() {
-                Some("unspecified")
-            } else if a.is_multicast() {
-                Some("multicast")
-            } else if s[0] & 0xfe00 == 0xfc00 {
-                Some("unique local (cloud metadata fd00:ec2::254 lives here)")
-            } else if s[0] & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if a.to_ipv4_mapped().is_some() || s[..6] == [0; 6] {
-                Some("IPv4 embedded in IPv6 (mapped or compatible)")
-            } else if s[0] == 0x64 && s[1] == 0xff9b {
-                Some("IPv4 embedded in IPv6 (NAT64)")
-            } else if s[0] == 0x2002 {
-                Some("IPv4 embedded in IPv6 (6to4)")
-            } else if s[0] == 0x2001 && s[1] == 0 {
-                Some("IPv4 embedded in IPv6 (Teredo)")
-            } else if s[0] == 0x2001 && s[1] == 0xdb8 {
-                Some("documentation")
-            } else {
-                None
-            }
-        }
-    }
-}
-
 fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -226,15 +211,37 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
+/// `METHOD scheme://authority/path` for the log: bounded, userinfo masked.
+fn describe(method: &Method, uri: &http::Uri) -> String {
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("[userinfo]@{host}"),
+        None => authority.to_owned(),
+    };
+    let target = uri.path_and_query().map_or("", |p| p.as_str());
+    let scheme = uri.scheme_str().unwrap_or("https");
+    bounded(
+        &format!("{method} {scheme}://{authority}{target}"),
+        LOGGED_REQUEST,
+    )
+}
+
+/// How many headers `h` holds and their size on the wire, bytes.
+fn head_size(h: &HeaderMap) -> (usize, usize) {
+    let bytes = h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    (h.len(), bytes)
+}
+
 /// A request the policy let through: where it goes and how.
 struct Plan {
     origin: Origin,
-    literal: bool,
+    /// The allowlist names this IP literal: connect to it as named.
+    literal: Option<IpAddr>,
     retries: u32,
     idempotency_key: String,
     access: Arc<HttpAccess>,
     deadline: Instant,
-    log: JobLog,
+    note: Note,
     calls: Arc<Mutex<CallCounter>>,
     /// The origin's limiters and breaker, with the connection to ask them.
     gate: Option<(Destination, Conn)>,
@@ -243,6 +250,17 @@ struct Plan {
 }
 
 impl WasiHttpHooks for HttpHooks {
+    /// The `Host` header is set in [`send`], from the checked origin.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    /// Every scheme reaches [`HttpHooks::plan`], which refuses all but
+    /// `http` and `https` with a line in the job's log.
+    fn is_supported_scheme(&mut self, _scheme: &http::uri::Scheme) -> bool {
+        true
+    }
+
     fn send_request(
         &mut self,
         request: Request<WasiBody>,
@@ -271,23 +289,17 @@ impl WasiHttpHooks for HttpHooks {
 }
 
 impl HttpHooks {
-    /// The allowlist, decided before anything leaves the host.
+    /// The origin check, the allowlist and the header caps, decided before
+    /// anything leaves the host.
     fn plan(&mut self, request: &Request<WasiBody>) -> Result<Plan, Error> {
-        let uri = request.uri();
-        let what = format!("{} {uri}", request.method());
-        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let Some(host) = uri.host() else {
-            self.refuse(&what, "no host");
-            return Err(Error::HttpRequestUriInvalid);
+        let what = describe(request.method(), request.uri());
+        let origin = match check_uri(request.uri()) {
+            Ok(o) => o,
+            Err(why) => {
+                self.refuse(&what, &format!("HTTP-request-URI-invalid: {why}"));
+                return Err(Error::HttpRequestUriInvalid);
+            }
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        let origin = Origin { scheme, host, port };
         if !self.access.allow.contains(&origin) {
             let why = if self.access.allow.is_empty() {
                 "the class allows no HTTP (add `[classes.NAME.http] allow = [...]`)".to_owned()
@@ -296,6 +308,20 @@ impl HttpHooks {
             };
             self.refuse(&what, &why);
             return Err(Error::HttpRequestDenied);
+        }
+        let (count, bytes) = head_size(request.headers());
+        if count > MAX_REQUEST_HEADERS || bytes > MAX_REQUEST_HEAD_BYTES {
+            self.refuse(
+                &what,
+                &format!(
+                    "HTTP-request-header-section-size: {count} headers of {bytes} bytes \
+                     (at most {MAX_REQUEST_HEADERS} headers, {} in all)",
+                    http_wire::size(MAX_REQUEST_HEAD_BYTES as u64)
+                ),
+            );
+            return Err(Error::HttpRequestHeaderSectionSize(Some(
+                bytes.min(u32::MAX as usize) as u32,
+            )));
         }
         if let Some(park) = parked(&self.calls) {
             // The job is on its way out: it does not get to call again.
@@ -320,13 +346,16 @@ impl HttpHooks {
             _ => None,
         };
         Ok(Plan {
-            literal: origin.host.parse::<IpAddr>().is_ok(),
+            literal: origin.ip_literal(),
             origin,
             retries,
             idempotency_key: key,
             access: self.access.clone(),
             deadline: self.deadline,
-            log: self.log.clone(),
+            note: Note {
+                log: self.log.clone(),
+                what,
+            },
             calls: self.calls.clone(),
             gate,
             holder: format!("{}:{}:{made}", self.job_id, self.attempt),
@@ -337,11 +366,10 @@ impl HttpHooks {
 fn parked_error(park: &Park) -> Error {
     Error::InternalError(Some(format!(
         "{PARKED}{} (due again in {} ms)",
-        park.reason,
+        bounded(&park.reason, 200),
         park.delay.as_millis()
     )))
 }
-
 /// Concurrent-limiter slots a call holds, given back when dropped (with the
 /// response body, or with the call when it fails).
 struct Held {
@@ -368,23 +396,28 @@ impl Drop for Held {
 
 /// Passes the destination's breaker and limiters, waiting for each limiter up
 /// to its `wait_timeout`; `Err` parks the job.
-async fn pass(plan: &Plan, what: &str) -> Result<Option<Held>, Error> {
+async fn pass(plan: &Plan) -> Result<Option<Held>, Error> {
+    let what = &plan.note.what;
     let Some((dest, conn)) = &plan.gate else {
         return Ok(None);
     };
     let mut conn = conn.clone();
     let unavailable = |e: redis::RedisError| {
-        plan.log.append(
-            format!("warn: http: {what}: the limiters cannot be asked (Redis: {e})\n").as_bytes(),
-        );
-        Error::InternalError(Some(format!("stoker: limiters unavailable: {e}")))
+        plan.note.warn(&format!(
+            "the limiters cannot be asked (Redis: {})",
+            bounded(&e.to_string(), 160)
+        ));
+        Error::InternalError(Some(
+            "stoker: the destination's limiters cannot be asked (Redis is unavailable; see the job's log)"
+                .into(),
+        ))
     };
     let park = |delay: Duration, reason: String| {
         let park = Park {
             delay: delay.max(Duration::from_millis(1)),
             reason,
         };
-        plan.log.append(
+        plan.note.log.append(
             format!(
                 "info: http: {what}: parked for {} ms: {}\n",
                 park.delay.as_millis(),
@@ -453,13 +486,12 @@ async fn pass(plan: &Plan, what: &str) -> Result<Option<Held>, Error> {
     Ok(Some(held))
 }
 
-/// Resolves, connects to a checked address, sends, retries.
+/// Resolves, reads the body, connects to a checked address, sends, retries.
 async fn send(
     plan: Plan,
     request: Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<Response<WasiBody>, Error> {
-    let what = format!("{} {}", request.method(), request.uri());
     let started = Instant::now();
     let deadline = plan
         .deadline
@@ -467,35 +499,61 @@ async fn send(
     let addr = match resolve(&plan).await {
         Ok(a) => a,
         Err((e, why)) => {
-            plan.calls.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
-            plan.log
-                .append(format!("warn: http: refused {what}: {why}\n").as_bytes());
+            refused(&plan.calls, &plan.note.log, &plan.note.what, &why);
             return Err(e);
         }
     };
     let (parts, body) = request.into_parts();
-    let body = collect(body, plan.access.max_request_bytes).await?;
-    let held = pass(&plan, &what).await?;
-    let connect = options
-        .and_then(|o| o.connect_timeout)
-        .unwrap_or(Duration::MAX)
-        .min(Duration::from_millis(plan.access.connect_ms));
-    let first_byte = options
-        .and_then(|o| o.first_byte_timeout)
-        .unwrap_or(Duration::MAX)
-        .min(Duration::from_millis(plan.access.first_byte_ms));
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let max = plan.access.max_request_bytes;
+    let body = match http_wire::collect(body, declared, max, deadline, &plan.note).await {
+        Ok(b) => b,
+        Err(e) => {
+            if matches!(e, Error::HttpRequestBodySize(_)) {
+                plan.calls.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
+            }
+            return Err(e);
+        }
+    };
+    let held = pass(&plan).await?;
+    let timeouts = Timeouts {
+        connect: options
+            .and_then(|o| o.connect_timeout)
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_millis(plan.access.connect_ms)),
+        first_byte: options
+            .and_then(|o| o.first_byte_timeout)
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_millis(plan.access.first_byte_ms)),
+        deadline,
+    };
+    let target = match parts.uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") => "/".to_owned(),
+        Some(p) if p.starts_with('/') => p.to_owned(),
+        Some(p) => format!("/{p}"),
+    };
+    // The checked origin, whatever the job's URI or headers said.
+    let host = http::HeaderValue::from_str(&plan.origin.host_header())
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
 
     let mut pause = Duration::from_millis(100);
     let mut attempt = 0;
     loop {
         let mut req = Request::builder()
             .method(parts.method.clone())
-            .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+            .uri(target.as_str())
             .version(http::Version::HTTP_11);
         for (name, value) in &parts.headers {
-            if name.as_str() != RETRY_HEADER {
+            if !(name == header::HOST || name == header::CONTENT_LENGTH || name == RETRY_HEADER) {
                 req = req.header(name, value);
             }
+        }
+        req = req.header(header::HOST, host.clone());
+        if !body.is_empty() || declared.is_some() {
+            req = req.header(header::CONTENT_LENGTH, body.len());
         }
         if !parts.headers.contains_key("idempotency-key") {
             req = req.header("idempotency-key", &plan.idempotency_key);
@@ -503,7 +561,15 @@ async fn send(
         let req = req
             .body(Full::new(body.clone()))
             .map_err(|_| Error::HttpRequestUriInvalid)?;
-        let outcome = once(&plan, addr, req, connect, first_byte, deadline).await;
+        let outcome = http_wire::once(
+            &plan.origin,
+            addr,
+            req,
+            &timeouts,
+            plan.access.max_response_bytes,
+            &plan.note,
+        )
+        .await;
         let retryable = match &outcome {
             Ok(r) => matches!(r.status().as_u16(), 502..=504),
             Err(e) => matches!(
@@ -516,7 +582,7 @@ async fn send(
             ),
         };
         if !retryable || attempt >= plan.retries || Instant::now() + pause >= deadline {
-            report(&plan, &what, healthy(&outcome)).await;
+            report(&plan, healthy(&outcome)).await;
             // The concurrent slots go back when the body is read or dropped.
             return outcome.map(|r| match held {
                 Some(held) => r.map(|body| Holding { body, _held: held }.boxed_unsync()),
@@ -524,10 +590,10 @@ async fn send(
             });
         }
         attempt += 1;
-        plan.log.append(
+        plan.note.log.append(
             format!(
-                "info: http: retrying {what} ({attempt}/{}) in {pause:?}\n",
-                plan.retries
+                "info: http: retrying {} ({attempt}/{}) in {pause:?}\n",
+                plan.note.what, plan.retries
             )
             .as_bytes(),
         );
@@ -549,15 +615,19 @@ fn healthy(outcome: &Result<Response<WasiBody>, Error>) -> bool {
                 | Error::ConnectionTerminated
                 | Error::ConnectionReadTimeout
                 | Error::ConnectionWriteTimeout
+                | Error::DestinationUnavailable
                 | Error::HttpResponseIncomplete
                 | Error::HttpResponseTimeout
                 | Error::Tls(_)
+                | Error::TlsProtocolError
+                | Error::TlsCertificateError
+                | Error::TlsAlertReceived { .. }
         ),
     }
 }
 
 /// Tells the destination's breaker how the call went.
-async fn report(plan: &Plan, what: &str, ok: bool) {
+async fn report(plan: &Plan, ok: bool) {
     let Some((dest, conn)) = &plan.gate else {
         return;
     };
@@ -565,15 +635,10 @@ async fn report(plan: &Plan, what: &str, ok: bool) {
         return;
     };
     match breaker::report(&mut conn.clone(), &dest.origin, b, ok).await {
-        Ok(true) => {
-            plan.log.append(
-                format!(
-                    "warn: http: {what}: {} consecutive failures opened the circuit breaker of {} for {} ms\n",
-                    b.failures, dest.origin, b.cool_down_ms
-                )
-                .as_bytes(),
-            );
-        }
+        Ok(true) => plan.note.warn(&format!(
+            "{} consecutive failures opened the circuit breaker of {} for {} ms",
+            b.failures, dest.origin, b.cool_down_ms
+        )),
         Ok(false) => {}
         Err(e) => {
             tracing::warn!(origin = %dest.origin, error = %e, "cannot record a call in its breaker")
@@ -588,13 +653,13 @@ struct Holding {
 }
 
 impl Body for Holding {
-    type Data = Bytes;
+    type Data = bytes::Bytes;
     type Error = Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -604,11 +669,11 @@ impl Body for Holding {
 }
 
 /// The address to connect to: the literal the allowlist names, or the first
-/// resolved address that passes the SSRF guard.
+/// resolved address the [`egress`] table allows.
 async fn resolve(plan: &Plan) -> Result<SocketAddr, (Error, String)> {
     let port = plan.origin.port;
-    if plan.literal {
-        let ip: IpAddr = plan.origin.host.parse().expect("checked literal");
+    if let Some(ip) = plan.literal {
+        // Named exactly in the class's allowlist by the operator: trusted.
         return Ok(SocketAddr::new(ip, port));
     }
     let budget = plan.deadline.saturating_duration_since(Instant::now());
@@ -625,199 +690,52 @@ async fn resolve(plan: &Plan) -> Result<SocketAddr, (Error, String)> {
         }
     };
     let addrs: Vec<SocketAddr> = match tokio::time::timeout(budget, lookup).await {
-        Err(_) => return Err((Error::DnsTimeout, "name lookup timed out".into())),
+        Err(_) => {
+            return Err((
+                Error::DnsTimeout,
+                "DNS-timeout: the name lookup timed out".into(),
+            ));
+        }
         Ok(Err(e)) => {
             return Err((
                 Error::DnsError {
-                    rcode: Some(e.to_string()),
+                    rcode: None,
                     info_code: None,
                 },
-                format!("cannot resolve {}: {e}", plan.origin.host),
+                format!(
+                    "DNS-error: cannot resolve {}: {}",
+                    plan.origin.host,
+                    bounded(&e.to_string(), 160)
+                ),
             ));
         }
         Ok(Ok(a)) => a,
     };
     let mut reasons = Vec::new();
     for a in &addrs {
-        match forbidden(a.ip()) {
-            None => return Ok(*a),
-            Some(why) => reasons.push(format!("{} is {why}", a.ip())),
+        match egress::check(a.ip()) {
+            Ok(()) => return Ok(*a),
+            Err(why) => reasons.push(why.to_string()),
         }
     }
     if addrs.is_empty() {
-        return Err((Error::DestinationNotFound, "no address".into()));
+        return Err((
+            Error::DestinationNotFound,
+            format!("destination-not-found: {} has no address", plan.origin.host),
+        ));
     }
+    let shown = reasons.len().min(4);
+    let more = match reasons.len() - shown {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
     Err((
         Error::DestinationIpProhibited,
         format!(
-            "{} resolves only to addresses jobs may not reach ({}); name the IP literal in http.allow to allow it",
+            "{} resolves only to addresses jobs may not reach ({}{more}); name the IP \
+             literal in http.allow to allow it",
             plan.origin.host,
-            reasons.join(", ")
+            reasons[..shown].join("; ")
         ),
     ))
-}
-
-async fn collect(mut body: WasiBody, max: u64) -> Result<Bytes, Error> {
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if out.len() as u64 + data.len() as u64 > max {
-                return Err(Error::HttpRequestBodySize(Some(max)));
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out.into())
-}
-
-static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Arc::new(config)
-});
-
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
-
-/// One try: connect, TLS, send, the response head.
-async fn once(
-    plan: &Plan,
-    addr: SocketAddr,
-    req: Request<Full<Bytes>>,
-    connect: Duration,
-    first_byte: Duration,
-    deadline: Instant,
-) -> Result<Response<WasiBody>, Error> {
-    let left = || deadline.saturating_duration_since(Instant::now());
-    let tcp = tokio::time::timeout(connect.min(left()), TcpStream::connect(addr))
-        .await
-        .map_err(|_| Error::ConnectionTimeout)?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
-            _ => Error::Connect(e),
-        })?;
-    let stream: Box<dyn Stream> = if plan.origin.scheme == "https" {
-        let name = rustls::pki_types::ServerName::try_from(plan.origin.host.clone())
-            .map_err(|_| Error::TlsProtocolError)?;
-        let tls = tokio_rustls::TlsConnector::from(TLS.clone());
-        let s = tokio::time::timeout(connect.min(left()), tls.connect(name, tcp))
-            .await
-            .map_err(|_| Error::ConnectionTimeout)?
-            .map_err(Error::Tls)?;
-        Box::new(s)
-    } else {
-        Box::new(tcp)
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(Error::from)?;
-    // The connection runs until the response body is read or dropped.
-    tokio::spawn(conn);
-    let mut req = req;
-    if !req.headers().contains_key(http::header::HOST) {
-        let host = match plan.origin.host.contains(':') {
-            true => format!("[{}]:{}", plan.origin.host, plan.origin.port),
-            false => format!("{}:{}", plan.origin.host, plan.origin.port),
-        };
-        if let Ok(v) = http::HeaderValue::from_str(&host) {
-            req.headers_mut().insert(http::header::HOST, v);
-        }
-    }
-    let response = tokio::time::timeout(first_byte.min(left()), sender.send_request(req))
-        .await
-        .map_err(|_| Error::HttpResponseTimeout)?
-        .map_err(Error::from)?;
-    let max = plan.access.max_response_bytes;
-    Ok(response.map(|incoming| {
-        Capped {
-            inner: incoming,
-            left: max,
-            max,
-            deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-                deadline,
-            ))),
-        }
-        .boxed_unsync()
-    }))
-}
-
-/// A response body held to the size cap and the request's deadline.
-struct Capped {
-    inner: hyper::body::Incoming,
-    left: u64,
-    max: u64,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl Body for Capped {
-    type Data = Bytes;
-    type Error = Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(Error::HttpResponseTimeout)));
-        }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let n = data.len() as u64;
-                    if n > self.left {
-                        let max = self.max;
-                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(max)))));
-                    }
-                    self.left -= n;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_ssrf_guard_refuses_internal_and_embedded_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "::",
-            "fd00:ec2::254",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:8.8.8.8",
-            "64:ff9b::a00:1",
-            "2002:a00:1::",
-        ] {
-            assert!(forbidden(ip.parse().unwrap()).is_some(), "{ip}");
-        }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert!(forbidden(ip.parse().unwrap()).is_none(), "{ip}");
-        }
-    }
 }

@@ -9,7 +9,9 @@
 //! - [`batch`]: the `stoker:job/batch` interface: batches of child jobs with
 //!   callbacks, staged like child jobs.
 //! - [`http`]: `wasi:http/outgoing-handler`, through one policy point:
-//!   allowlist, SSRF guard, timeouts, size caps, retries, idempotency keys.
+//!   allowlist, SSRF guard, timeouts, size caps, retries, idempotency keys;
+//!   [`origin`] checks a request's authority, [`egress`] holds the table of
+//!   addresses no call may reach, [`http_wire`] connects and reads.
 //! - [`log`]: the `stoker:job/log` interface, into the job's capped log.
 //! - [`redis`]: the `stoker:job/redis` interface: typed operations under the
 //!   class's key-prefix ACL and quotas; writes immediate or staged.
@@ -17,7 +19,10 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod egress;
 pub mod http;
+pub mod http_wire;
 pub mod log;
+pub mod origin;
 pub mod redis;
 pub mod stdio;
