@@ -116,7 +116,11 @@ fuzz_target!(|data: &[u8]| {
             members.extend((0..b.more % 3000).map(|m| format!("x{m}")));
             StagedBatch {
                 keys: BatchKeys::new(&format!("batch{}", b.id)),
-                fields: b.fields.into_iter().map(|(f, v)| (pick(BATCH_FIELDS, f), v)).collect(),
+                fields: b
+                    .fields
+                    .into_iter()
+                    .map(|(f, v)| (pick(BATCH_FIELDS, f), v))
+                    .collect(),
                 members,
             }
         })
@@ -181,17 +185,26 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
     }
     // ARGV, 1-based as in Lua.
     let arg = |i: usize| -> &[u8] {
-        assert!(i >= 1 && i <= argv.len(), "ARGV[{i}] read past the end ({})", argv.len());
+        assert!(
+            i >= 1 && i <= argv.len(),
+            "ARGV[{i}] read past the end ({})",
+            argv.len()
+        );
         &argv[i - 1]
     };
     let text = |i: usize| String::from_utf8(arg(i).to_vec()).expect("a textual argument");
     let num = |i: usize| -> usize {
         let t = text(i);
-        t.parse().unwrap_or_else(|_| panic!("ARGV[{i}] = {t:?} is not a count"))
+        t.parse()
+            .unwrap_or_else(|_| panic!("ARGV[{i}] = {t:?} is not a count"))
     };
     let key_at = |i: usize| -> &str {
         let k = num(i);
-        assert!(k >= 1 && k <= keys.len(), "ARGV[{i}] indexes KEYS[{k}] of {}", keys.len());
+        assert!(
+            k >= 1 && k <= keys.len(),
+            "ARGV[{i}] indexes KEYS[{k}] of {}",
+            keys.len()
+        );
         &keys[k - 1]
     };
     let (mode, body) = match c.kind {
@@ -202,7 +215,10 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
     assert_eq!(text(2), c.lease.to_string());
     assert_eq!(text(3), c.seq.to_string());
     assert_eq!(arg(4), body);
-    assert_eq!(text(5), stoker::queue::settle::DONE_TTL.as_secs().to_string());
+    assert_eq!(
+        text(5),
+        stoker::queue::settle::DONE_TTL.as_secs().to_string()
+    );
 
     // The offsets the script computes before it reads anything.
     let nfields = num(6);
@@ -221,7 +237,10 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
         assert_eq!(text(first + 2 * n), *f);
         assert_eq!(text(first + 2 * n + 1), *v);
     }
-    assert!(2 + 6 + (last + 1 - first) <= LUA_MAX_ARGS, "record HSET over Lua's stack");
+    assert!(
+        2 + 6 + (last + 1 - first) <= LUA_MAX_ARGS,
+        "record HSET over Lua's stack"
+    );
 
     // Children: 10 arguments each.
     assert_eq!(num(children_at), c.children.len());
@@ -262,7 +281,10 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
             assert_eq!(text(b + 3 + 2 * n), *f);
             assert_eq!(text(b + 4 + 2 * n), *v);
         }
-        assert!(2 + 8 + nf * 2 <= LUA_MAX_ARGS, "batch HSET over Lua's stack");
+        assert!(
+            2 + 8 + nf * 2 <= LUA_MAX_ARGS,
+            "batch HSET over Lua's stack"
+        );
         let first_member = b + 4 + nf * 2;
         let last_member = b + 3 + nf * 2 + num(b + 3 + nf * 2);
         assert_eq!(last_member + 1 - first_member, batch.members.len());
@@ -284,8 +306,16 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
         for (n, a) in write.args.iter().enumerate() {
             assert_eq!(arg(w + 3 + n), &a[..]);
         }
-        assert!(2 + nargs <= LUA_MAX_ARGS, "{} with {nargs} arguments over Lua's stack", write.cmd);
+        assert!(
+            2 + nargs <= LUA_MAX_ARGS,
+            "{} with {nargs} arguments over Lua's stack",
+            write.cmd
+        );
         w += 3 + nargs;
     }
-    assert_eq!(w, argv.len() + 1, "arguments left over after the last write");
+    assert_eq!(
+        w,
+        argv.len() + 1,
+        "arguments left over after the last write"
+    );
 }

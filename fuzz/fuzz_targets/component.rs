@@ -56,12 +56,18 @@ fuzz_target!(|data: &[u8]| {
     let env = env();
     let wasm = match generated {
         Generated::Core(wasm) => {
-            let e = env.sandbox.validate(&wasm).expect_err("a core module is refused");
+            let e = env
+                .sandbox
+                .validate(&wasm)
+                .expect_err("a core module is refused");
             assert!(e.contains("not a component"), "{e}");
             return;
         }
         Generated::Other(wasm) => {
-            let e = env.sandbox.validate(&wasm).expect_err("a component of another world is refused");
+            let e = env
+                .sandbox
+                .validate(&wasm)
+                .expect_err("a component of another world is refused");
             assert!(!e.is_empty());
             return;
         }
@@ -86,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let (_cancel, cancel) = tokio::sync::watch::channel(false);
     let snapshot = u.arbitrary::<Option<&[u8]>>().unwrap_or(None);
-    let args = if u.arbitrary().unwrap_or(false) { "null" } else { "{\"n\":1}" };
+    let args = if u.arbitrary().unwrap_or(false) {
+        "null"
+    } else {
+        "{\"n\":1}"
+    };
     let report = env.rt.block_on(env.sandbox.run(
         &module,
         Attempt {
@@ -101,8 +111,16 @@ fuzz_target!(|data: &[u8]| {
         RunOutcome::Done(_) | RunOutcome::Yielded => {}
         RunOutcome::Failed(f) => {
             assert!(ErrorKind::ALL.contains(&f.kind));
-            assert!(!f.message.trim().is_empty(), "a failure says why ({:?})", f.kind);
-            assert!(f.message.len() <= MAX_MESSAGE, "a {}-byte message", f.message.len());
+            assert!(
+                !f.message.trim().is_empty(),
+                "a failure says why ({:?})",
+                f.kind
+            );
+            assert!(
+                f.message.len() <= MAX_MESSAGE,
+                "a {}-byte message",
+                f.message.len()
+            );
         }
         other => panic!("an attempt nothing cancelled ended {other:?}"),
     }

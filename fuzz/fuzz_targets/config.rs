@@ -14,9 +14,15 @@ use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use stoker::config::{MAX_MEMORY, Manifest};
 
-const UNITS: &[&str] = &["ms", "s", "m", "h", "d", "us", "ns", "w", "y", " s", "", "min"];
-const SIZE_UNITS: &[&str] = &["", "B", "KiB", "MiB", "GiB", "KB", "kB", "MB", "GB", " MiB", "TiB"];
-const NAMES: &[&str] = &["a", "b", "hello", "x.y", "a-b_c", "", "a b", "stoker", "q:1"];
+const UNITS: &[&str] = &[
+    "ms", "s", "m", "h", "d", "us", "ns", "w", "y", " s", "", "min",
+];
+const SIZE_UNITS: &[&str] = &[
+    "", "B", "KiB", "MiB", "GiB", "KB", "kB", "MB", "GB", " MiB", "TiB",
+];
+const NAMES: &[&str] = &[
+    "a", "b", "hello", "x.y", "a-b_c", "", "a b", "stoker", "q:1",
+];
 const ORIGINS: &[&str] = &[
     "https://api.example.com",
     "http://10.0.0.1:8080",
@@ -28,7 +34,13 @@ const ORIGINS: &[&str] = &[
     "https://host:99999",
     "http://169.254.169.254",
 ];
-const ZONES: &[&str] = &["UTC", "Europe/Paris", "America/New_York", "Nowhere/City", ""];
+const ZONES: &[&str] = &[
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Nowhere/City",
+    "",
+];
 const PROFILES: &[&str] = &["realtime", "standard", "bulk", "turbo"];
 const KINDS: &[&str] = &["concurrent", "rate", "window", "leaky"];
 
@@ -78,11 +90,19 @@ fn strings(u: &mut Unstructured<'_>, from: &[&str]) -> Result<String> {
 fn window(u: &mut Unstructured<'_>) -> Result<String> {
     let h = |u: &mut Unstructured<'_>| u.int_in_range(0..=25u32);
     let m = |u: &mut Unstructured<'_>| u.int_in_range(0..=61u32);
-    Ok(format!("{:02}:{:02}-{:02}:{:02}", h(u)?, m(u)?, h(u)?, m(u)?))
+    Ok(format!(
+        "{:02}:{:02}-{:02}:{:02}",
+        h(u)?,
+        m(u)?,
+        h(u)?,
+        m(u)?
+    ))
 }
 
 fn cron(u: &mut Unstructured<'_>) -> Result<String> {
-    const FIELDS: &[&str] = &["*", "*/5", "0", "1-5", "59", "60", "MON", "1,2", "*/0", "L", "?"];
+    const FIELDS: &[&str] = &[
+        "*", "*/5", "0", "1-5", "59", "60", "MON", "1,2", "*/0", "L", "?",
+    ];
     let n = u.int_in_range(4..=7)?;
     let mut f = Vec::new();
     for _ in 0..n {
@@ -205,18 +225,25 @@ fn check(text: &str) {
         Ok(m) => {
             for (name, class) in &m.classes {
                 let limits = class.limits().expect("an accepted class has limits");
-                assert!(limits.cpu_ms >= 1 && limits.timeout_ms >= 1, "{name}: {limits:?}");
+                assert!(
+                    limits.cpu_ms >= 1 && limits.timeout_ms >= 1,
+                    "{name}: {limits:?}"
+                );
                 assert!((64 << 10..=MAX_MEMORY).contains(&limits.memory_bytes));
                 assert!(limits.retained_bytes >= 1);
                 class.schedule().expect("an accepted class has a schedule");
                 class.quiet().expect("an accepted class has quiet hours");
                 let _ = class.retry_policy();
-                m.http_access(class).expect("an accepted class has HTTP access");
+                m.http_access(class)
+                    .expect("an accepted class has HTTP access");
             }
         }
         Err(e) => {
             assert!(!e.trim().is_empty(), "a refusal says why");
-            assert!(e.contains("line "), "a refusal names its line: {e}\n--- input:\n{text}");
+            assert!(
+                e.contains("line "),
+                "a refusal names its line: {e}\n--- input:\n{text}"
+            );
         }
     }
 }

@@ -97,16 +97,24 @@ static mut GAPS: Gaps = Gaps {
 fn gaps() -> &'static Gaps {
     PROBE.call_once(|| {
         let allow = vec![Origin::parse("http://127.0.0.1:18081").unwrap()];
-        let uri: http::Uri = "http://169.254.169.254:18080@127.0.0.1:18081/".parse().unwrap();
+        let uri: http::Uri = "http://169.254.169.254:18080@127.0.0.1:18081/"
+            .parse()
+            .unwrap();
         let userinfo = decide(&allow, &uri, "GET", false);
         let translated = forbidden("::ffff:0:7f00:1".parse().unwrap()).is_none();
         let allow80 = vec![Origin::parse("http://127.0.0.1").unwrap()];
         let odd: http::Uri = "http://127.0.0.1:___/".parse().unwrap();
         let port = decide(&allow80, &odd, "GET", false);
         for (gap, what) in [
-            (port, "a port that is not a number is read as the scheme's default"),
+            (
+                port,
+                "a port that is not a number is read as the scheme's default",
+            ),
             (userinfo, "userinfo in an authority is let through"),
-            (translated, "IPv4-translated addresses (::ffff:0:0/96) are not refused"),
+            (
+                translated,
+                "IPv4-translated addresses (::ffff:0:0/96) are not refused",
+            ),
         ] {
             if gap {
                 eprintln!("NOTICE: known gap of this runtime, not checked: {what}");
@@ -284,7 +292,10 @@ fn check_ip(ip: Ip) {
             }
             let v6 = embed(a, how, extra);
             if forbidden(IpAddr::V4(a)).is_some() {
-                assert!(forbidden(IpAddr::V6(v6)).is_some(), "{a} is refused but not as {v6}");
+                assert!(
+                    forbidden(IpAddr::V6(v6)).is_some(),
+                    "{a} is refused but not as {v6}"
+                );
             }
         }
     }
@@ -312,11 +323,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(uri) = uri_text(input.uri).parse::<http::Uri>() else {
         return;
     };
-    let allowed = decide(&allow, &uri, pick(METHODS, input.method), input.retry_header);
+    let allowed = decide(
+        &allow,
+        &uri,
+        pick(METHODS, input.method),
+        input.retry_header,
+    );
     let expected = match origin_of(&uri) {
-        Some((origin, userinfo)) => {
-            allow.contains(&origin) && (!userinfo || gaps.userinfo)
-        }
+        Some((origin, userinfo)) => allow.contains(&origin) && (!userinfo || gaps.userinfo),
         None => false,
     };
     assert_eq!(allowed, expected, "{uri} under {allow:?}");

@@ -31,7 +31,10 @@ enum Input<'a> {
 fn raw(bytes: &[u8], cap: u64) {
     match snapshot::decode(bytes, cap) {
         Ok(s) => {
-            assert!(s.state.len() as u64 <= cap, "a state over the cap was accepted");
+            assert!(
+                s.state.len() as u64 <= cap,
+                "a state over the cap was accepted"
+            );
             assert_eq!(s.digest.len(), 64);
             let again = snapshot::decode(&snapshot::encode(s.seq, &s.digest, &s.state), cap)
                 .expect("a decoded snapshot re-encodes readably");
@@ -68,10 +71,16 @@ fuzz_target!(|data: &[u8]| {
             state.extend_from_slice(tail);
             let mut bytes = snapshot::encode(seq, &digest, &state);
             if state.len() >= COMPRESS_ABOVE && state.iter().all(|&b| b == state[0]) {
-                assert!(bytes.len() < state.len(), "a compressible state was not compressed");
+                assert!(
+                    bytes.len() < state.len(),
+                    "a compressible state was not compressed"
+                );
             }
             let s = snapshot::decode(&bytes, state.len() as u64).expect("a fresh snapshot decodes");
-            assert_eq!((s.seq, &s.digest[..], &s.state[..]), (seq, &digest[..], &state[..]));
+            assert_eq!(
+                (s.seq, &s.digest[..], &s.state[..]),
+                (seq, &digest[..], &state[..])
+            );
             if !state.is_empty() {
                 assert!(snapshot::decode(&bytes, state.len() as u64 - 1).is_err());
             }

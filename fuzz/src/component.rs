@@ -15,7 +15,8 @@ use wit_parser::Resolve;
 pub const JOB_WIT: &str = include_str!("../../sdk/wit/job.wit");
 
 /// A world that is not the job's: a component of it must be refused.
-const OTHER_WIT: &str = "package fuzz:other;\nworld other {\n  export run: func(args: string) -> string;\n}\n";
+const OTHER_WIT: &str =
+    "package fuzz:other;\nworld other {\n  export run: func(args: string) -> string;\n}\n";
 
 /// Host functions of the job world a generated module may import, with their
 /// lowered core signatures (canonical ABI: a return pointer is the last
@@ -73,7 +74,9 @@ fn exports_module(min_pages: u64, max_pages: Option<u64>, post_return: bool, job
         sigs.push(("cabi_post_run", vec![I32], vec![]));
     }
     for (i, (name, params, results)) in sigs.iter().enumerate() {
-        types.ty().function(params.iter().copied(), results.iter().copied());
+        types
+            .ty()
+            .function(params.iter().copied(), results.iter().copied());
         funcs.function(i as u32);
         let mut f = Function::new([]);
         f.instruction(&Instruction::Unreachable);
@@ -113,7 +116,9 @@ fn imports_module(pick: u8) -> Option<Vec<u8>> {
     let mut types = TypeSection::new();
     let mut imports = ImportSection::new();
     for (i, (module, name, params, results)) in chosen.iter().enumerate() {
-        types.ty().function(params.iter().copied(), results.iter().copied());
+        types
+            .ty()
+            .function(params.iter().copied(), results.iter().copied());
         imports.import(module, name, EntityType::Function(i as u32));
     }
     let mut m = Module::new();
