@@ -244,20 +244,26 @@ impl Manifest {
     /// Parses and checks manifest text.
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        // Every refusal names a line: the key at fault, else its table.
+        let at = |table: &str, name: &str, e: String| match line_of(text, table, name, &e) {
+            Some(line) => format!("line {line}: {e}"),
+            None => e,
+        };
         for (name, class) in &manifest.classes {
-            check_name("class", name)?;
+            check_name("class", name).map_err(|e| at("classes", name, e))?;
             manifest
                 .check_class(class)
-                .map_err(|e| match line_of(text, name, &e) {
+                .map_err(|e| match line_of(text, "classes", name, &e) {
                     Some(line) => format!("line {line}: class `{name}`: {e}"),
                     None => format!("class `{name}`: {e}"),
                 })?;
         }
         for (name, spec) in &manifest.limiters {
-            spec.limiter(name)?;
+            spec.limiter(name).map_err(|e| at("limiters", name, e))?;
         }
         for (origin, spec) in &manifest.destinations {
-            spec.destination(origin, &manifest.limiters)?;
+            spec.destination(origin, &manifest.limiters)
+                .map_err(|e| at("destinations", origin, e))?;
         }
         Ok(manifest)
     }
@@ -434,12 +440,12 @@ impl ClassSpec {
     }
 }
 
-/// The line of `stoker.toml` a class's problem is on: the key the message
-/// starts with (`` `quiet`: ... `` or `` `unique.ttl` must ... ``), else the
-/// class's table.
-fn line_of(text: &str, class: &str, message: &str) -> Option<usize> {
+/// The line of `stoker.toml` a problem of `[TABLE.NAME]` (a class, limiter
+/// or destination) is on: the key the message starts with (`` `quiet`: ... ``
+/// or `` `unique.ttl` must ... ``), else the table's.
+fn line_of(text: &str, table: &str, name: &str, message: &str) -> Option<usize> {
     let root = toml::de::DeTable::parse(text).ok()?;
-    let table = root.get_ref().get("classes")?.get_ref().get(class)?;
+    let table = root.get_ref().get(table)?.get_ref().get(name)?;
     let key = message
         .strip_prefix('`')
         .and_then(|m| m.split_once('`'))
@@ -575,6 +581,35 @@ mod tests {
         let err = Manifest::parse(&text.replace("quiet", "redis = { read = [\"stoker\"] }\n#"))
             .unwrap_err();
         assert!(err.starts_with("line 6: class `b`: `redis.read`"), "{err}");
+    }
+
+    #[test]
+    fn every_refusal_names_its_line() {
+        // Found by fuzzing (`fuzz/fuzz_targets/config.rs`): refusals of a
+        // class name, a limiter or a destination named no line.
+        let class = "[classes.a]\nmodule = \"a.wasm\"\n\n";
+        for (text, line) in [
+            (
+                format!("{class}[classes.\"a b\"]\nmodule = \"b.wasm\"\n"),
+                4,
+            ),
+            (
+                format!("{class}[limiters.l]\nkind = \"rate\"\nlimit = 0\n"),
+                4,
+            ),
+            (
+                format!("{class}[limiters.l]\nkind = \"rate\"\nlimit = 1\n"),
+                4,
+            ),
+            (format!("{class}[destinations.\"api.example.com\"]\n"), 4),
+            (
+                format!("{class}[destinations.\"https://a.com\"]\nlimiters = [\"x\"]\n"),
+                4,
+            ),
+        ] {
+            let err = Manifest::parse(&text).unwrap_err();
+            assert!(err.starts_with(&format!("line {line}: ")), "{err}\n{text}");
+        }
     }
 
     #[test]

@@ -1,0 +1,4 @@
+//! Helpers shared by the fuzz targets.
+
+pub mod component;
+pub mod envelope;
