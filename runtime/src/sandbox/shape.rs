@@ -9,11 +9,12 @@
 //! linear in the module's size and allocates little, so it is safe on any
 //! input (it is what the deploy-validation fuzz target drives).
 //!
-//! Every limit below is far above what the SDK's guests use. Measured on the
-//! shipped examples (`cargo test -p stoker --lib -- shape::tests::examples
-//! --ignored --nocapture`): at most 6 core modules, 5 core instances, 1 memory
-//! of 17 pages, 2 tables of 600 elements, 900 functions, 60 locals in a function,
-//! a 20 KiB function body, 120 KiB of code and 30 nested blocks.
+//! Every limit below is meant to be far above what the SDK's guests use (a
+//! Rust wasip2 job is one main module plus a few wit-component shims, one
+//! memory of about 1 MiB, a table or two, a few hundred functions, ~100 KiB of
+//! code); the shipped examples all deploy under them. The per-example figures
+//! are printed by `cargo test -p stoker --lib -- shape::tests::examples
+//! --ignored --nocapture`.
 
 use std::fmt;
 
@@ -441,8 +442,9 @@ fn check_memory(
             mib(shape.initial_memory_bytes)
         )
     };
-    // The tighter of the two caps is the one to name.
-    if caps.class_memory_bytes <= caps.pool_memory_bytes {
+    // The tighter of the two caps is the one to name (the pool when they
+    // are equal: a class cap above the pool is clamped to it).
+    if caps.class_memory_bytes < caps.pool_memory_bytes {
         return Err(too_big(format!(
             "{what}; the class allows {} (`memory`); raise `memory` in stoker.toml or shrink \
              the module's initial memory",
