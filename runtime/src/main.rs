@@ -93,6 +93,10 @@ enum Command {
         /// The manifest.
         #[arg(default_value = "stoker.toml")]
         manifest: PathBuf,
+        /// The workers' `--max-memory` (their pool's memory slot): each module
+        /// is checked against it and its class's `memory`.
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        max_memory: u64,
     },
     /// Enqueue a job; prints its id.
     Enqueue {
@@ -274,6 +278,14 @@ enum QueueAction {
 const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 
 fn main() -> ExitCode {
+    // A bounded compile child (see `stoker::sandbox::compile`): no CLI, no
+    // runtime, just the compile.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(stoker::sandbox::compile::CHILD_ARG))
+    {
+        return stoker::sandbox::compile::child_main();
+    }
+    stoker::sandbox::compile::isolate_compiles();
     let cli = Cli::parse();
     init_tracing(&cli.log_format, matches!(cli.command, Command::Dev { .. }));
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -387,10 +399,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dashboard.serve(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deploy { manifest } => {
+        Command::Deploy {
+            manifest,
+            max_memory,
+        } => {
             let manifest = stoker::config::Manifest::load(&manifest)?;
             let mut conn = connect().await?;
-            for d in stoker::registry::deploy(&mut conn, &manifest).await? {
+            for d in stoker::registry::deploy_for(&mut conn, &manifest, max_memory).await? {
+                for w in &d.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}  sha256:{}  {}  queue {}{}",
                     d.class.name,

@@ -2,6 +2,7 @@
 //! class at its module's digest. Workers read classes and modules from here.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{HttpAccess, Limiter, Limits, Manifest, RedisAccess};
 use crate::queue::{Conn, keys};
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::sandbox::shape::mib;
+use crate::sandbox::{DEFAULT_POOL_MEMORY, MAX_MODULE_BYTES, Sandbox, SandboxConfig};
 
 /// A deployed job class, as stored in Redis (JSON in `stoker:{stoker}:classes`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +76,9 @@ pub struct Deployed {
     pub module_bytes: usize,
     /// Whether the module was new to Redis.
     pub new_module: bool,
+    /// What the deploy accepted but the operator should know (a class cap
+    /// above the workers' pool, clamped at run time).
+    pub warnings: Vec<String>,
 }
 
 /// A refused deploy: every problem found, each naming its class.
@@ -88,29 +93,40 @@ pub enum DeployError {
 }
 
 /// Validates every class of `manifest` and, only if all are valid, stores their
-/// modules and classes.
+/// modules and classes; modules are checked against workers with the default
+/// pool ([`DEFAULT_POOL_MEMORY`], the workers' default `--max-memory`).
 pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed>, DeployError> {
+    deploy_for(conn, manifest, DEFAULT_POOL_MEMORY).await
+}
+
+/// [`deploy`] for workers whose pool holds `pool_memory_bytes` per memory
+/// (their `--max-memory`; `stoker deploy --max-memory`). Each module is checked
+/// against its own class's caps and that pool (see [`SandboxConfig`]): its
+/// shape before anything is compiled, then a bounded compile. A class whose
+/// `memory` is above the pool is deployed with a warning: its jobs get the
+/// pool's size on such workers.
+pub async fn deploy_for(
+    conn: &mut Conn,
+    manifest: &Manifest,
+    pool_memory_bytes: u64,
+) -> Result<Vec<Deployed>, DeployError> {
     if manifest.classes.is_empty() {
         return Err(DeployError::Refused(vec![
             "the manifest declares no `[classes.NAME]`".into(),
         ]));
     }
-    let max_memory = manifest
-        .classes
-        .values()
-        .filter_map(|c| c.limits().ok())
-        .map(|l| l.memory_bytes)
-        .max()
-        .unwrap_or(crate::config::DEFAULT_MEMORY);
     let sandbox = Sandbox::new(&SandboxConfig {
         concurrency: 1,
-        max_memory_bytes: max_memory,
+        max_memory_bytes: pool_memory_bytes,
         cache_dir: None,
     })
     .map_err(|e| DeployError::Refused(vec![e.to_string()]))?;
 
     let mut problems = Vec::new();
     let mut ready = Vec::new();
+    // Compile-and-link verdicts by digest: a module is compiled once however
+    // many classes use it.
+    let mut compiled: HashMap<String, Result<(), String>> = HashMap::new();
     for (name, spec) in &manifest.classes {
         let path = manifest.module_path(spec);
         let limits = match spec.limits() {
@@ -120,20 +136,34 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
                 continue;
             }
         };
-        let wasm = match std::fs::read(&path) {
+        let wasm = match read_module(&path) {
             Ok(w) => w,
             Err(e) => {
-                problems.push(format!(
-                    "class `{name}`: cannot read module {}: {e} (build it first, e.g. \
-                     `cargo build --profile guest --target wasm32-wasip2`)",
-                    path.display()
-                ));
+                problems.push(format!("class `{name}`: {e}"));
                 continue;
             }
         };
-        if let Err(e) = validate(&sandbox, &wasm) {
+        if let Err(e) = sandbox.check_shape(&wasm, limits.memory_bytes) {
             problems.push(format!("class `{name}`: module {}: {e}", path.display()));
             continue;
+        }
+        let verdict = compiled
+            .entry(digest(&wasm))
+            .or_insert_with(|| validate(&sandbox, &wasm));
+        if let Err(e) = verdict {
+            problems.push(format!("class `{name}`: module {}: {e}", path.display()));
+            continue;
+        }
+        let mut warnings = Vec::new();
+        if limits.memory_bytes > pool_memory_bytes {
+            warnings.push(format!(
+                "class `{name}`: `memory` is {} but the workers' pool holds {} per job \
+                 (`--max-memory`); its jobs get at most {} on such workers (start the workers, \
+                 and deploy, with a larger `--max-memory` to give them more)",
+                mib(limits.memory_bytes),
+                mib(pool_memory_bytes),
+                mib(pool_memory_bytes),
+            ));
         }
         let refused = |e: String| DeployError::Refused(vec![format!("class `{name}`: {e}")]);
         if spec.max_stalls == Some(0) {
@@ -186,14 +216,14 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
                 .transpose()
                 .map_err(|e| DeployError::Refused(vec![format!("class `{name}`: {e}")]))?,
         };
-        ready.push((class, wasm));
+        ready.push((class, wasm, warnings));
     }
     if !problems.is_empty() {
         return Err(DeployError::Refused(problems));
     }
 
     let mut deployed = Vec::new();
-    for (class, wasm) in ready {
+    for (class, wasm, warnings) in ready {
         let new_module: bool = redis::cmd("SET")
             .arg(keys::module(&class.digest))
             .arg(&wasm)
@@ -208,15 +238,55 @@ pub async fn deploy(conn: &mut Conn, manifest: &Manifest) -> Result<Vec<Deployed
             class,
             module_bytes: wasm.len(),
             new_module,
+            warnings,
         });
     }
     Ok(deployed)
 }
 
-/// Checks one module the way deploy does (compiling it with the node's engine
-/// configuration), off the async executor.
+/// Compiles (bounded) and links one module the way deploy does, off the async
+/// executor.
 fn validate(sandbox: &Sandbox, wasm: &[u8]) -> Result<(), String> {
-    tokio::task::block_in_place(|| sandbox.validate(wasm))
+    tokio::task::block_in_place(|| sandbox.validate_compiles(wasm)).map_err(|e| e.message)
+}
+
+/// Reads a module file for deploy: a regular file of at most
+/// [`MAX_MODULE_BYTES`]; never more than one byte past the limit is read, and
+/// a device, FIFO or directory is refused without reading (or blocking on) it.
+pub fn read_module(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let cannot = |e: std::io::Error| {
+        format!(
+            "cannot read module {shown}: {e} (build it first, e.g. \
+             `cargo build --profile guest --target wasm32-wasip2`)"
+        )
+    };
+    // Non-blocking, so opening a FIFO does not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "module {shown} is not a regular file (a device, FIFO, socket or directory); \
+             `module` must name a built .wasm file"
+        ));
+    }
+    let mut wasm = Vec::with_capacity(meta.len().min(MAX_MODULE_BYTES as u64 + 1) as usize);
+    file.take(MAX_MODULE_BYTES as u64 + 1)
+        .read_to_end(&mut wasm)
+        .map_err(cannot)?;
+    if wasm.len() > MAX_MODULE_BYTES {
+        return Err(format!(
+            "module {shown}: the module is {} bytes; the limit is {MAX_MODULE_BYTES} bytes",
+            meta.len().max(wasm.len() as u64)
+        ));
+    }
+    Ok(wasm)
 }
 
 /// sha256 of a module, hex.

@@ -212,3 +212,193 @@ fn assert_nothing_stored(env: &TestEnv) {
     let stored: Vec<String> = env.query(redis::cmd("KEYS").arg("stoker:*"));
     assert!(stored.is_empty(), "a refused deploy stored {stored:?}");
 }
+
+/// Hostile modules for deploy, built with `wasm-encoder`: components of one
+/// core module, instantiated once.
+pub(crate) mod hostile {
+    use wasm_encoder_254::{
+        CodeSection, Component, Function, FunctionSection, InstanceSection, MemorySection,
+        MemoryType, Module, ModuleArg, ModuleSection, TypeSection, ValType,
+    };
+
+    fn component(module: &Module) -> Vec<u8> {
+        let mut c = Component::new();
+        c.section(&ModuleSection(module));
+        let mut instances = InstanceSection::new();
+        instances.instantiate(0, Vec::<(&str, ModuleArg)>::new());
+        c.section(&instances);
+        c.finish()
+    }
+
+    /// A component whose memory starts at `pages` wasm pages (64 KiB each).
+    pub fn initial_memory(pages: u64) -> Vec<u8> {
+        let mut m = Module::new();
+        let mut memories = MemorySection::new();
+        memories.memory(MemoryType {
+            minimum: pages,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        m.section(&memories);
+        component(&m)
+    }
+
+    /// A compile bomb: `functions` functions of `locals` i32 locals, each
+    /// body setting every local (about 7 bytes a local).
+    pub fn locals(functions: u32, locals: u32) -> Vec<u8> {
+        let mut m = Module::new();
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        m.section(&types);
+        let mut funcs = FunctionSection::new();
+        for _ in 0..functions {
+            funcs.function(0);
+        }
+        m.section(&funcs);
+        let mut code = CodeSection::new();
+        for _ in 0..functions {
+            let mut f = Function::new([(locals, ValType::I32)]);
+            for l in 0..locals {
+                f.instructions().i32_const(l as i32).local_set(l);
+            }
+            f.instructions().end();
+            code.function(&f);
+        }
+        m.section(&code);
+        component(&m)
+    }
+}
+
+/// `stoker deploy EXTRA... MANIFEST` on `toml` (`$GUESTS`, `$DIR` as in
+/// [`TestEnv::try_deploy`]); how long it took.
+fn deploy_with(
+    env: &TestEnv,
+    toml: &str,
+    extra: &[&str],
+) -> (std::process::Output, std::time::Duration) {
+    let text = toml
+        .replace(
+            "$GUESTS",
+            &crate::support::guests_dir().display().to_string(),
+        )
+        .replace("$DIR", &env.dir().display().to_string());
+    let manifest = env.dir().join("stoker.toml");
+    fs::write(&manifest, text).expect("writing the manifest");
+    let mut args = vec!["deploy"];
+    args.extend(extra);
+    args.push(manifest.to_str().expect("UTF-8 path"));
+    let started = std::time::Instant::now();
+    let out = env.stoker(&args);
+    (out, started.elapsed())
+}
+
+#[test]
+fn each_module_is_checked_against_its_own_class_and_the_pool() {
+    let env = TestEnv::new();
+    fs::write(env.dir().join("big.wasm"), hostile::initial_memory(65536)).unwrap();
+    // A 4 GiB class beside does not make room for the 64 MiB one.
+    let toml = "[classes.roomy]\nmodule = \"$GUESTS/hello.wasm\"\nmemory = \"4GiB\"\n\n\
+                [classes.small]\nmodule = \"$DIR/big.wasm\"\nmemory = \"64MiB\"\n";
+    for extra in [&[][..], &["--max-memory", "4GiB"][..]] {
+        let (out, _) = deploy_with(&env, toml, extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}: deploy succeeded");
+        for needle in [
+            "class `small`",
+            "big.wasm",
+            "its memory 0 starts at 4096 MiB",
+            "the class allows 64 MiB (`memory`)",
+        ] {
+            assert!(
+                stderr.contains(needle),
+                "{extra:?}: no `{needle}` in: {stderr}"
+            );
+        }
+        assert!(!stderr.contains("class `roomy`"), "{stderr}");
+        assert_nothing_stored(&env);
+    }
+    // In a class of its own cap, it does not fit the workers' pool either.
+    let toml = "[classes.huge]\nmodule = \"$DIR/big.wasm\"\nmemory = \"4GiB\"\n";
+    let (out, _) = deploy_with(&env, toml, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for needle in [
+        "its memory 0 starts at 4096 MiB",
+        "pool holds 1024 MiB",
+        "--max-memory",
+    ] {
+        assert!(stderr.contains(needle), "no `{needle}` in: {stderr}");
+    }
+    assert_nothing_stored(&env);
+    // A class cap above the pool is deployed with a warning (clamped at run time).
+    let (out, _) = deploy_with(
+        &env,
+        "[classes.roomy]\nmodule = \"$GUESTS/hello.wasm\"\nmemory = \"4GiB\"\n",
+        &["--max-memory", "256MiB"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: class `roomy`: `memory` is 4096 MiB")
+            && stderr.contains("256 MiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn module_files_are_read_with_a_bound() {
+    let env = TestEnv::new();
+    // A sparse 1 GiB file: only 32 MiB + 1 byte of it may be read.
+    let sparse = env.dir().join("sparse.wasm");
+    fs::File::create(&sparse)
+        .and_then(|f| f.set_len(1 << 30))
+        .expect("a sparse file");
+    let fifo = env.dir().join("fifo.wasm");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let cases = [
+        ("/dev/zero", vec!["/dev/zero", "not a regular file"]),
+        ("$DIR/fifo.wasm", vec!["fifo.wasm", "not a regular file"]),
+        ("$DIR", vec!["not a regular file"]),
+        (
+            "$DIR/sparse.wasm",
+            vec!["1073741824 bytes", "the limit is 33554432 bytes"],
+        ),
+    ];
+    for (module, expected) in cases {
+        let toml = format!("[classes.broken]\nmodule = \"{module}\"\n");
+        let (out, took) = deploy_with(&env, &toml, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{module}: deploy succeeded");
+        assert!(stderr.contains("class `broken`"), "{module}: {stderr}");
+        for needle in expected {
+            assert!(
+                stderr.contains(needle),
+                "{module}: no `{needle}` in: {stderr}"
+            );
+        }
+        assert!(took.as_secs() < 10, "{module}: deploy took {took:?}");
+        assert_nothing_stored(&env);
+    }
+}
+
+#[test]
+fn compile_bombs_are_refused_quickly_with_the_reason() {
+    let env = TestEnv::new();
+    fs::write(env.dir().join("locals.wasm"), hostile::locals(4, 50_000)).unwrap();
+    let (out, took) = deploy_with(&env, "[classes.bomb]\nmodule = \"$DIR/locals.wasm\"\n", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "deploy succeeded");
+    for needle in [
+        "class `bomb`",
+        "function 0 declares 50000 locals",
+        "the limit is 5000 locals per function",
+    ] {
+        assert!(stderr.contains(needle), "no `{needle}` in: {stderr}");
+    }
+    assert!(took.as_secs() < 5, "deploy took {took:?}");
+    assert_nothing_stored(&env);
+}

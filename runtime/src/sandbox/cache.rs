@@ -35,12 +35,12 @@ impl ArtifactCache {
     }
 
     /// The compiled component for `digest`: loaded from the cache when this node
-    /// wrote a valid artifact, compiled (and cached) otherwise.
+    /// wrote a valid artifact, compiled with `compile` (and cached) otherwise.
     pub fn component(
         &self,
         engine: &Engine,
         digest: &str,
-        wasm: &[u8],
+        compile: impl FnOnce() -> wasmtime::Result<Component>,
     ) -> wasmtime::Result<Component> {
         let path = self.dir.join(format!("{digest}-{}.cwasm", self.engine_key));
         if let Some(bytes) = self.trusted_artifact(&path) {
@@ -54,7 +54,7 @@ impl ArtifactCache {
                 }
             }
         }
-        let component = Component::new(engine, wasm)?;
+        let component = compile()?;
         if let Err(e) = self.store(&path, &component.serialize()?) {
             tracing::warn!(%digest, error = %e, "could not cache compiled artifact");
         }

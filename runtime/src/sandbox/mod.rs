@@ -20,13 +20,19 @@
 pub(crate) mod bindings;
 mod cache;
 pub mod calibrate;
+pub mod compile;
 mod engine;
 mod limits;
 mod run;
+pub mod shape;
 mod state;
 
-pub use engine::{JobModule, Sandbox, SandboxConfig};
+pub use engine::{
+    DEFAULT_POOL_MEMORY, JobModule, MAX_MODULE_BYTES, ModuleRefused, Sandbox, SandboxConfig,
+};
+pub use limits::MAX_TABLE_ELEMENTS;
 pub use run::{Attempt, Failure, RunOutcome, RunReport, Usage};
+pub use shape::{Caps, Shape, ShapeError, check_component};
 
 /// Fuel between two yields to the host (about 0.3-1 ms of guest execution):
 /// bounds how late a CPU-time, deadline or shutdown check can come.

@@ -14,6 +14,7 @@ use super::YIELD_INTERVAL;
 use super::bindings::stoker::job::types::{ErrorKind as GuestErrorKind, Outcome};
 use super::engine::{JobModule, Sandbox};
 use super::limits::{MemoryLimitExceeded, TableLimitExceeded};
+use super::shape::mib;
 use super::state::JobState;
 use crate::config::Limits;
 use crate::host::checkpoint::{
@@ -148,6 +149,14 @@ impl Sandbox {
             memory_bytes: attempt.limits.memory_bytes.min(self.max_memory_bytes),
             ..*attempt.limits
         };
+        if let Some(failure) = misfit(module, limits, attempt.limits.memory_bytes) {
+            return RunReport {
+                outcome: RunOutcome::Failed(failure),
+                usage: Usage::default(),
+                log: String::new(),
+                job: attempt.job,
+            };
+        }
         let cpu_nanos = Arc::new(AtomicU64::new(0));
         let mut store = Store::new(
             &self.engine,
@@ -259,11 +268,82 @@ impl Sandbox {
     }
 }
 
+/// A permanent `memory_limit` when `module` cannot even be instantiated under
+/// `limits` (the attempt's caps, clamped to the pool; `class_memory` is the
+/// class's own cap): its memories start larger than the cap, e.g. after the
+/// class's `memory` was lowered below what the module was deployed with.
+fn misfit(module: &JobModule, limits: &Limits, class_memory: u64) -> Option<Failure> {
+    let needs = module.shape.initial_memory_bytes;
+    if needs <= limits.memory_bytes {
+        return None;
+    }
+    let allowed = if class_memory <= limits.memory_bytes {
+        format!(
+            "its class allows {} (`memory`); raise `memory` in stoker.toml and deploy again",
+            mib(limits.memory_bytes)
+        )
+    } else {
+        format!(
+            "this worker's pool holds {} (`--max-memory`); run the class on workers with a \
+             larger `--max-memory`",
+            mib(limits.memory_bytes)
+        )
+    };
+    Some(Failure::permanent(
+        ErrorKind::MemoryLimit,
+        format!(
+            "memory limit: the job's module starts with {} of linear memory, so it cannot \
+             start; {allowed}",
+            mib(needs)
+        ),
+    ))
+}
+
+/// What a host error says without its wasm backtrace (which travels in its own
+/// field): each cause once, outermost first.
+fn reason(err: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.starts_with("error while executing at wasm backtrace") {
+            continue;
+        }
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
 /// Turns a trap or host error into a failure with a stable kind.
 fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
     let backtrace = err.downcast_ref::<WasmBacktrace>().map(|b| b.to_string());
     let (kind, message) = if let Some(e) = err.downcast_ref::<MemoryLimitExceeded>() {
         (ErrorKind::MemoryLimit, e.to_string())
+    } else if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        // `exit` ends the guest without a result: a job error, not a trap.
+        // WASI 0.2 carries only success or failure (any failure is status 1).
+        let (message, retryable) = match exit.0 {
+            0 => (
+                "the job called exit(0) without returning a result; return the result from \
+                 `run` instead of exiting"
+                    .to_owned(),
+                false,
+            ),
+            n => (
+                format!(
+                    "the job called exit with status {n} without returning a result; return an \
+                     error from `run` instead of exiting"
+                ),
+                true,
+            ),
+        };
+        return Failure {
+            kind: ErrorKind::JobError,
+            message,
+            backtrace,
+            retryable,
+        };
     } else if let Some(e) = err.downcast_ref::<BadWrite>() {
         (ErrorKind::JobError, e.to_string())
     } else if let Some(e) = err.downcast_ref::<CommitFailed>() {
@@ -297,7 +377,7 @@ fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
             },
             None => (
                 ErrorKind::Trap,
-                format!("the job failed in the host: {err:#}"),
+                format!("the job failed in the host: {}", reason(&err)),
             ),
         }
     };
@@ -358,6 +438,79 @@ pub fn thread_cpu_time() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `(module (table 1 funcref) (func (export "grow") (param i32) (result i32)
+    /// (table.grow 0 (ref.null func) (local.get 0))))`
+    fn table_grower() -> Vec<u8> {
+        use wasm_encoder::{
+            CodeSection, ExportKind, ExportSection, Function, FunctionSection, HeapType, Module,
+            RefType, TableSection, TableType, TypeSection, ValType,
+        };
+        let mut m = Module::new();
+        let mut types = TypeSection::new();
+        types.ty().function([ValType::I32], [ValType::I32]);
+        m.section(&types);
+        let mut funcs = FunctionSection::new();
+        funcs.function(0);
+        m.section(&funcs);
+        let mut tables = TableSection::new();
+        tables.table(TableType {
+            element_type: RefType::FUNCREF,
+            table64: false,
+            minimum: 1,
+            maximum: None,
+            shared: false,
+        });
+        m.section(&tables);
+        let mut exports = ExportSection::new();
+        exports.export("grow", ExportKind::Func, 0);
+        m.section(&exports);
+        let mut code = CodeSection::new();
+        let mut f = Function::new([]);
+        f.instructions()
+            .ref_null(HeapType::FUNC)
+            .local_get(0)
+            .table_grow(0)
+            .end();
+        code.function(&f);
+        m.section(&code);
+        m.finish()
+    }
+
+    #[tokio::test]
+    async fn tables_grow_to_the_documented_limit_then_stop_with_memory_limit() {
+        use super::super::engine::{SandboxConfig, wasmtime_config};
+        use super::super::limits::{MAX_TABLE_ELEMENTS, StoreLimits};
+        let config = SandboxConfig {
+            concurrency: 1,
+            max_memory_bytes: 64 << 20,
+            cache_dir: None,
+        };
+        let engine = wasmtime::Engine::new(&wasmtime_config(&config)).unwrap();
+        let module = wasmtime::Module::new(&engine, table_grower()).unwrap();
+        let mut store = Store::new(&engine, StoreLimits::new(64 << 20));
+        store.limiter(|l| l);
+        store.set_fuel(u64::MAX).unwrap();
+        let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+            .await
+            .unwrap();
+        let grow = instance
+            .get_typed_func::<i32, i32>(&mut store, "grow")
+            .unwrap();
+        // Up to the limit: every element is granted (the old size comes back).
+        let to_limit = MAX_TABLE_ELEMENTS as i32 - 1;
+        assert_eq!(grow.call_async(&mut store, to_limit).await.unwrap(), 1);
+        // One past it: a `memory_limit` that names the limit, not a silent -1.
+        let err = grow.call_async(&mut store, 1).await.unwrap_err();
+        let limits = Limits::default();
+        let failure = classify(err, &limits, "");
+        assert_eq!(failure.kind, ErrorKind::MemoryLimit, "{}", failure.message);
+        assert!(
+            failure.message.contains("100001") && failure.message.contains("100000"),
+            "{}",
+            failure.message
+        );
+    }
 
     #[test]
     fn panic_message_is_found_in_stderr() {

@@ -26,7 +26,7 @@ use crate::config::{HttpAccess, RedisAccess};
 use crate::metrics::Metrics;
 use crate::queue::Conn;
 use crate::registry::{self, Class};
-use crate::sandbox::{JobModule, Sandbox};
+use crate::sandbox::{JobModule, ModuleRefused, Sandbox};
 
 /// How a worker node runs.
 #[derive(Clone, Debug)]
@@ -126,7 +126,15 @@ pub struct Node {
     classes: RwLock<Arc<HashMap<String, Arc<NodeClass>>>>,
     paused: RwLock<std::collections::HashSet<String>>,
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
+    /// Modules this node refused, by digest, and when: jobs of a broken module
+    /// fail at once for [`REFUSED_FOR`] instead of recompiling it each.
+    refused: Mutex<HashMap<String, (std::time::Instant, ModuleRefused)>>,
 }
+
+/// How long a node remembers that it refused a module (its digest names the
+/// same bytes forever; the bound only lets a transient compile failure, such
+/// as a compile stopped on a loaded machine, heal).
+pub const REFUSED_FOR: Duration = Duration::from_secs(60);
 
 impl crate::host::checkpoint::ClassQueues for Node {
     fn queue_of<'a>(&'a self, class: &'a str) -> futures::future::BoxFuture<'a, Option<String>> {
@@ -146,8 +154,12 @@ impl crate::host::checkpoint::ClassQueues for Node {
 pub enum ModuleError {
     /// Not in Redis.
     Missing(String),
-    /// In Redis, but not runnable here.
+    /// In Redis, but not a runnable job (malformed, not a job, refused by the
+    /// compile bounds).
     Invalid(String),
+    /// In Redis and valid, but it needs more memory or tables than this node's
+    /// pool gives (`memory_limit`).
+    TooBig(String),
     /// Redis failed; worth retrying.
     Redis(redis::RedisError),
 }
@@ -168,6 +180,7 @@ impl Node {
             classes: RwLock::new(Arc::new(HashMap::new())),
             paused: RwLock::new(Default::default()),
             modules: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
@@ -245,6 +258,17 @@ impl Node {
     /// The prepared module for `digest`: compiled once per node (or loaded from
     /// the artifact cache), concurrent requests waiting for the same load.
     pub async fn module(&self, digest: &str) -> Result<Arc<JobModule>, ModuleError> {
+        let refusal = |r: ModuleRefused| match r.too_big_to_run {
+            true => ModuleError::TooBig(r.message),
+            false => ModuleError::Invalid(r.message),
+        };
+        {
+            let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            refused.retain(|_, (at, _)| at.elapsed() < REFUSED_FOR);
+            if let Some((_, r)) = refused.get(digest) {
+                return Err(refusal(r.clone()));
+            }
+        }
         let cell = self
             .modules
             .lock()
@@ -260,12 +284,20 @@ impl Node {
                     ModuleError::Missing(format!("module sha256:{digest} is not stored in Redis"))
                 })?;
             let sandbox = self.sandbox.clone();
-            let digest = digest.to_owned();
-            let module = tokio::task::spawn_blocking(move || sandbox.prepare(&digest, &wasm))
+            let owned = digest.to_owned();
+            let prepared = tokio::task::spawn_blocking(move || sandbox.prepare(&owned, &wasm))
                 .await
-                .map_err(|e| ModuleError::Invalid(format!("compiling panicked: {e}")))?
-                .map_err(ModuleError::Invalid)?;
-            Ok(Arc::new(module))
+                .map_err(|e| ModuleError::Invalid(format!("compiling panicked: {e}")))?;
+            match prepared {
+                Ok(module) => Ok(Arc::new(module)),
+                Err(r) => {
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(digest.to_owned(), (std::time::Instant::now(), r.clone()));
+                    Err(refusal(r))
+                }
+            }
         })
         .await
         .cloned()

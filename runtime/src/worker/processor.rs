@@ -216,6 +216,12 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
             let retry = class.retry;
             return fail(unit, payload, failure, retry, None, String::new(), &series);
         }
+        Err(ModuleError::TooBig(m)) => {
+            // No attempt of it can start on this node: not retried.
+            let failure = Failure::permanent(ErrorKind::MemoryLimit, m);
+            let retry = class.retry;
+            return fail(unit, payload, failure, retry, None, String::new(), &series);
+        }
     };
     payload.digest = Some(digest);
 
