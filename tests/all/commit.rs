@@ -720,8 +720,8 @@ fn a_refused_commit_applies_nothing_even_when_retried() {
                 &id,
             )
             .await
-            .unwrap()
-        })
+            .unwrap();
+        });
     };
     let attempts = |env: &TestEnv| num(&fields(env, &id), "attempts");
     let before = attempts(&env);

@@ -601,10 +601,9 @@ mod tests {
         let m = Manifest::parse("[classes.a]\nmodule = \"a.wasm\"\n").unwrap();
         let l = m.classes["a"].limits().unwrap();
         assert_eq!((l.max_children, l.max_depth), (100_000, 32));
-        let m = Manifest::parse(
-            "[classes.a]\nmodule = \"a.wasm\"\nmax_children = 5\nmax_depth = 0\n",
-        )
-        .unwrap();
+        let m =
+            Manifest::parse("[classes.a]\nmodule = \"a.wasm\"\nmax_children = 5\nmax_depth = 0\n")
+                .unwrap();
         let l = m.classes["a"].limits().unwrap();
         assert_eq!((l.max_children, l.max_depth), (5, 0));
         // A deployment recorded before the keys existed reads with the defaults.

@@ -320,6 +320,7 @@ mod tests {
             .iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        let ttl = DONE_TTL.as_secs().to_string();
         assert_eq!(
             &text[..8],
             [
@@ -327,7 +328,7 @@ mod tests {
                 "2",
                 "7",
                 "snap",
-                &DONE_TTL.as_secs().to_string(),
+                ttl.as_str(),
                 "1",
                 "progress",
                 "1/2"
