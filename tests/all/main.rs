@@ -15,6 +15,7 @@ mod batch;
 mod chaos;
 mod checkpoint;
 mod collapse;
+mod commit;
 mod cron;
 mod dashboard;
 pub(crate) mod deploy;

@@ -174,6 +174,7 @@ async fn commit_latency(
                 args: "null".into(),
                 batch: None,
                 delay_ms: 0,
+                depth: 1,
             });
         }
         for k in 0..writes {

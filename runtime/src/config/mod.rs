@@ -13,6 +13,8 @@
 //! retained = "10MiB"    # largest checkpointed state; default 10 MiB
 //! max_slice = "5m"      # optional: ask a checkpointing job to yield after this long
 //! max_stalls = 100      # yields in a row without a checkpoint before the job is dead; default 100
+//! max_children = 100_000 # child jobs one job may enqueue in all; default 100,000
+//! max_depth = 32        # depth of a job tree below its root; default 32
 //!
 //! [classes.hello.redis]  # optional: Redis access for the job (none by default)
 //! read = ["catalog"]     # key prefixes the job may read
@@ -38,6 +40,8 @@
 //! | `redis.ops` | Redis operations of one attempt (reads, writes, staged writes) | count | 10,000 | `quota` error to the job |
 //! | `redis.ops_per_sec` | Redis operations per second of one attempt | count | 1,000 | the operation waits for its turn |
 //! | `redis.reply` | bytes of Redis replies one attempt reads | bytes | 16 MiB | `quota` error to the job |
+//! | `max_children` | child jobs one job enqueues in all (every checkpoint, its completion, every attempt; batch members included), counted on its record | count | 100,000 | `enqueue` returns an error to the job naming the limit |
+//! | `max_depth` | depth of a job in its tree: a job enqueued from outside is at 0, a child at its parent's + 1 (a batch callback likewise); a job at `max_depth` enqueues no children | count | 32 | `enqueue` returns an error to the job naming the limit |
 //! | `max_slice` | wall-clock time of one attempt of a checkpointing job | duration | none | asked to yield at its next yield point; re-queued at the back without using a retry |
 //! | `max_stalls` | attempts in a row that yield of the job's own accord without committing a checkpoint (yields the host asked for count too, against 10 times this) | count | 100 | each such yield backs off first (10 ms doubling, up to 60 s); past the bound the job is dead, kind `no_progress` (see [`crate::worker::stall`]) |
 
@@ -67,6 +71,16 @@ pub const DEFAULT_LOG: u64 = 64 << 10;
 pub const MAX_MEMORY: u64 = 4 << 30;
 /// Default cap on checkpointed state: the guideline's "retained <= 10 MB".
 pub const DEFAULT_RETAINED: u64 = 10 << 20;
+/// Default bound on the child jobs one job enqueues in all: ten times what
+/// one commit may carry (10,000), so a fan-out job has room for ten full
+/// checkpoints, while a job that enqueues in a loop stops after seconds of
+/// Redis work instead of filling it.
+pub const DEFAULT_MAX_CHILDREN: u64 = 100_000;
+/// Default bound on the depth of a job tree: deeper than any designed
+/// pipeline of jobs enqueueing jobs, yet a job that enqueues itself stops
+/// after 32 generations (with one child each, 33 jobs; a tree that forks
+/// stays within each job's `max_children`).
+pub const DEFAULT_MAX_DEPTH: u32 = 32;
 /// The default queue.
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -121,6 +135,12 @@ pub struct ClassSpec {
     /// Time slice of a checkpointing job.
     #[serde(default, deserialize_with = "duration")]
     pub max_slice: Option<Duration>,
+    /// Child jobs one job may enqueue in all.
+    #[serde(default)]
+    pub max_children: Option<u64>,
+    /// Depth of a job tree below its root.
+    #[serde(default)]
+    pub max_depth: Option<u32>,
     /// Redis access.
     #[serde(default)]
     pub redis: Option<RedisSpec>,
@@ -185,6 +205,20 @@ pub struct Limits {
     /// Time slice, in milliseconds, after which a job is asked to yield.
     #[serde(default)]
     pub slice_ms: Option<u64>,
+    /// Child jobs one job may enqueue in all (`max_children`).
+    #[serde(default = "default_max_children")]
+    pub max_children: u64,
+    /// Depth of a job tree below its root (`max_depth`).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: u32,
+}
+
+fn default_max_children() -> u64 {
+    DEFAULT_MAX_CHILDREN
+}
+
+fn default_max_depth() -> u32 {
+    DEFAULT_MAX_DEPTH
 }
 
 fn default_retained() -> u64 {
@@ -201,6 +235,8 @@ impl Default for Limits {
             log_bytes: DEFAULT_LOG,
             retained_bytes: DEFAULT_RETAINED,
             slice_ms: None,
+            max_children: DEFAULT_MAX_CHILDREN,
+            max_depth: DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -414,6 +450,8 @@ impl ClassSpec {
             log_bytes: self.log.unwrap_or(d.log_bytes),
             retained_bytes: self.retained.unwrap_or(d.retained_bytes),
             slice_ms: slice.map(ms),
+            max_children: self.max_children.unwrap_or(d.max_children),
+            max_depth: self.max_depth.unwrap_or(d.max_depth),
         };
         if limits.retained_bytes == 0 {
             return Err("`retained` must be positive".into());
@@ -568,6 +606,24 @@ mod tests {
         assert!(err.contains("between 64KiB"), "{err}");
         let err = Manifest::parse("[classes.\"a b\"]\nmodule = \"a.wasm\"\n").unwrap_err();
         assert!(err.contains("class name"), "{err}");
+    }
+
+    #[test]
+    fn job_tree_bounds_default_and_parse() {
+        let m = Manifest::parse("[classes.a]\nmodule = \"a.wasm\"\n").unwrap();
+        let l = m.classes["a"].limits().unwrap();
+        assert_eq!((l.max_children, l.max_depth), (100_000, 32));
+        let m =
+            Manifest::parse("[classes.a]\nmodule = \"a.wasm\"\nmax_children = 5\nmax_depth = 0\n")
+                .unwrap();
+        let l = m.classes["a"].limits().unwrap();
+        assert_eq!((l.max_children, l.max_depth), (5, 0));
+        // A deployment recorded before the keys existed reads with the defaults.
+        let mut old = serde_json::to_value(Limits::default()).unwrap();
+        old.as_object_mut().unwrap().remove("max_children");
+        old.as_object_mut().unwrap().remove("max_depth");
+        let read: Limits = serde_json::from_value(old).unwrap();
+        assert_eq!(read, Limits::default());
     }
 
     #[test]

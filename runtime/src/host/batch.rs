@@ -58,7 +58,8 @@ async fn create(
         ));
     }
     let id = crate::batch::staged_id(&job.id, job.seq + 1, job.batches.len());
-    let mut fields = vec![("id", id.clone())];
+    // Its callbacks are children of this job's tree: one level down.
+    let mut fields = vec![("id", id.clone()), ("depth", (job.depth + 1).to_string())];
     for (event, cb) in crate::batch::EVENTS
         .into_iter()
         .zip([on_success, on_complete])

@@ -15,7 +15,11 @@
 //!   (`limit` once a window opens), the class's time slice, and how
 //!   close the attempt is to its CPU and wall-clock caps ([`NEAR_LIMIT`]).
 //! - `enqueue` stages a child job; nothing reaches Redis before the next commit.
-//!   Redis writes are staged the same way ([`super::redis`]).
+//!   Redis writes are staged the same way ([`super::redis`]). Job trees are
+//!   bounded by the class ([`TreeLimits`]): children per job in all (counted on
+//!   the job's record by each commit, so across attempts and crashes) and the
+//!   depth of the tree (a child's payload carries its depth); past a bound,
+//!   `enqueue` returns an error naming the limit and its knob.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,7 +100,34 @@ pub struct JobContext {
     /// When its class's next quiet window opens, if during this attempt: it
     /// is asked to yield from then on (`limit`).
     pub quiet_from: Option<Instant>,
+    /// Its depth in its job tree (0: enqueued from outside; a child's is its
+    /// parent's + 1), from its payload.
+    pub depth: u32,
+    /// The tree bounds of its class: children per job, and depth.
+    pub tree: TreeLimits,
+    /// Children its record counts as committed before this attempt (read
+    /// from the record at its first `enqueue`).
+    children_before: Option<u64>,
     child_bytes: usize,
+}
+
+/// A class's bounds on job trees (`max_children`, `max_depth` in stoker.toml).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// Child jobs one job may enqueue in all (every checkpoint, its
+    /// completion, every attempt).
+    pub max_children: u64,
+    /// Depth below the root a job may be enqueued at.
+    pub max_depth: u32,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        TreeLimits {
+            max_children: crate::config::DEFAULT_MAX_CHILDREN,
+            max_depth: crate::config::DEFAULT_MAX_DEPTH,
+        }
+    }
 }
 
 impl JobContext {
@@ -139,6 +170,9 @@ impl JobContext {
             })),
             http,
             quiet_from: None,
+            depth: 0,
+            tree: TreeLimits::default(),
+            children_before: None,
             child_bytes: 0,
         }
     }
@@ -416,6 +450,7 @@ pub(super) async fn stage(
             "too many child jobs staged: at most {MAX_CHILDREN} per checkpoint (checkpoint more often)"
         ));
     }
+    check_tree(job).await?;
     crate::config::check_name("class", &class)?;
     let args: serde_json::Value =
         serde_json::from_str(&args).map_err(|e| format!("child job args are not JSON: {e}"))?;
@@ -428,6 +463,9 @@ pub(super) async fn stage(
     payload
         .extra
         .insert("parent".into(), serde_json::Value::String(job.id.clone()));
+    payload
+        .extra
+        .insert("depth".into(), serde_json::Value::from(job.depth + 1));
     if let Some(batch) = batch {
         payload
             .extra
@@ -448,6 +486,48 @@ pub(super) async fn stage(
         payload: encoded,
         batch: batch.map(str::to_owned),
         delay_ms,
+        depth: job.depth + 1,
     });
     Ok(id)
+}
+
+/// Checks that one more child keeps the job's tree within its class's
+/// bounds: its depth, and its children in all (those its record counts, read
+/// once an attempt, those committed since, those staged).
+async fn check_tree(job: &mut JobContext) -> Result<(), String> {
+    let TreeLimits {
+        max_children,
+        max_depth,
+    } = job.tree;
+    if job.depth >= max_depth {
+        return Err(format!(
+            "job tree depth limit: this job is at depth {} of its tree (a job enqueued from \
+             outside is at 0) and its class allows depth {max_depth} (`max_depth` in \
+             stoker.toml); no child was staged",
+            job.depth
+        ));
+    }
+    let before = match job.children_before {
+        Some(n) => n,
+        None => {
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(job.queue.job(&job.id)).arg("children");
+            let n: Option<u64> = cmd.query_async(&mut job.conn).await.map_err(|e| {
+                format!(
+                    "Redis did not answer reading the job's child count; try again ({})",
+                    crate::job::truncate(&e.to_string(), 200)
+                )
+            })?;
+            *job.children_before.insert(n.unwrap_or(0))
+        }
+    };
+    let total = before + job.enqueued + job.children.len() as u64;
+    if total >= max_children {
+        return Err(format!(
+            "child job limit: this job has enqueued {total} child jobs (across its checkpoints \
+             and attempts) and its class allows {max_children} per job (`max_children` in \
+             stoker.toml); no child was staged"
+        ));
+    }
+    Ok(())
 }

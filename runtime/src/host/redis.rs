@@ -23,10 +23,23 @@ use super::checkpoint::{JobContext, JobHost};
 use crate::config::RedisAccess;
 use crate::sandbox::bindings::stoker::job::redis::{self as wit, Op, RedisError};
 
-/// Most writes one commit may carry.
+/// Most writes one commit may carry, counted as the commands it applies (a
+/// push or a member list over [`MAX_WRITE_ARGS`] counts once per piece).
 pub const MAX_STAGED_WRITES: usize = 10_000;
-/// Most bytes of staged writes (keys and arguments) one commit may carry.
+/// Most bytes of staged writes (keys and arguments) one commit may carry: far
+/// below what Redis takes in one argument (`proto-max-bulk-len`, 512 MB) or one
+/// request (`client-query-buffer-limit`, 1 GB), with the snapshot and the
+/// child jobs beside it.
 pub const MAX_STAGED_BYTES: usize = 16 << 20;
+/// Most values (or members) one staged command carries. The commit script
+/// hands a command its arguments through Lua's stack, which takes about 8,000
+/// values; a longer `RPUSH`, `LPUSH`, `SADD`, `SREM` or `ZREM` is staged as
+/// several commands of at most this many, in order, with the same effect.
+pub const MAX_WRITE_ARGS: usize = 1_000;
+/// The longest TTL of a write (`SET ... PX`, `PEXPIRE`): 100 years, in ms.
+/// Longer ones are refused when staged (and when written now): Redis adds the
+/// TTL to its clock, and one past 2^63 ms would fail inside the commit.
+pub const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 /// Most members a page of `sscan` or a `zrange-by-score` returns.
 const MAX_PAGE: u32 = 10_000;
 
@@ -174,19 +187,63 @@ fn score(x: f64) -> Vec<u8> {
     }
 }
 
-/// Checks a write's shape before it is sent or staged.
-fn check(w: &StagedWrite) -> Result<(), RedisError> {
-    let empty = matches!(w.cmd, "SADD" | "SREM" | "ZREM" | "RPUSH" | "LPUSH") && w.args.is_empty();
-    if empty {
-        return Err(RedisError::WrongType(format!(
-            "{} needs at least one member or value",
-            w.cmd
-        )));
+/// Checks a write's shape and ranges before it is sent or staged: what the
+/// host can know without reading the key (the commit script checks the rest,
+/// the keys' types and values, before it writes anything).
+fn check(w: &StagedWrite) -> Result<(), String> {
+    let needs_values = matches!(w.cmd, "SADD" | "SREM" | "ZREM" | "RPUSH" | "LPUSH");
+    if needs_values && w.args.is_empty() {
+        return Err(format!("{} needs at least one member or value", w.cmd));
     }
     if matches!(w.cmd, "ZADD" | "ZINCRBY") && w.args[0] == b"NaN" {
-        return Err(RedisError::WrongType("a score must be a number".into()));
+        return Err(format!(
+            "{} {}: a score must be a number, not NaN",
+            w.cmd,
+            key_text(&w.key)
+        ));
+    }
+    let ttl = match w.cmd {
+        "PEXPIRE" => w.args.first(),
+        "SET" => w.args.get(2),
+        _ => None,
+    };
+    if let Some(ttl) = ttl {
+        let ms: Option<u64> = std::str::from_utf8(ttl).ok().and_then(|t| t.parse().ok());
+        if ms.is_none_or(|ms| ms > MAX_TTL_MS) {
+            return Err(format!(
+                "{} {}: a TTL is at most {MAX_TTL_MS} ms (100 years), got {}",
+                w.cmd,
+                key_text(&w.key),
+                String::from_utf8_lossy(ttl)
+            ));
+        }
     }
     Ok(())
+}
+
+fn key_text(key: &str) -> String {
+    format!("`{}`", crate::job::truncate(key, 200))
+}
+
+/// A write as the commit script gets it: checked ([`check`]), and cut into
+/// commands of at most [`MAX_WRITE_ARGS`] values. The pieces of an `RPUSH`
+/// or `LPUSH` keep their order, so the list ends as one command would leave
+/// it; members of a set or sorted set are independent. The error says why
+/// the write cannot be staged.
+pub fn prepare(w: StagedWrite) -> Result<Vec<StagedWrite>, String> {
+    check(&w)?;
+    let splits = matches!(w.cmd, "SADD" | "SREM" | "ZREM" | "RPUSH" | "LPUSH");
+    if !splits || w.args.len() <= MAX_WRITE_ARGS {
+        return Ok(vec![w]);
+    }
+    Ok(w.args
+        .chunks(MAX_WRITE_ARGS)
+        .map(|part| StagedWrite {
+            cmd: w.cmd,
+            key: w.key.clone(),
+            args: part.to_vec(),
+        })
+        .collect())
 }
 
 fn redis_error(e: redis::RedisError) -> RedisError {
@@ -228,7 +285,7 @@ impl wit::Host for JobHost {
         let job = self.session()?;
         let w = command(op);
         if let Err(e) = check(&w) {
-            return Ok(Err(e));
+            return Ok(Err(RedisError::WrongType(e)));
         }
         if let Err(e) = job.redis.admit(&w.key, true).await {
             return Ok(Err(e));
@@ -248,23 +305,25 @@ impl wit::Host for JobHost {
 
     async fn stage(&mut self, op: Op) -> wasmtime::Result<Result<(), RedisError>> {
         let job = self.session()?;
-        let w = command(op);
-        if let Err(e) = check(&w) {
-            return Ok(Err(e));
-        }
-        if job.redis.staged.len() >= MAX_STAGED_WRITES
-            || job.redis.staged_bytes + w.size() > MAX_STAGED_BYTES
+        let pieces = match prepare(command(op)) {
+            Ok(pieces) => pieces,
+            Err(e) => return Ok(Err(RedisError::WrongType(e))),
+        };
+        let size: usize = pieces.iter().map(StagedWrite::size).sum();
+        if job.redis.staged.len() + pieces.len() > MAX_STAGED_WRITES
+            || job.redis.staged_bytes + size > MAX_STAGED_BYTES
         {
             return Ok(Err(RedisError::Quota(format!(
-                "at most {MAX_STAGED_WRITES} writes ({MAX_STAGED_BYTES} bytes) per checkpoint \
+                "at most {MAX_STAGED_WRITES} writes ({MAX_STAGED_BYTES} bytes) per checkpoint, \
+                 a push of more than {MAX_WRITE_ARGS} values counting once per {MAX_WRITE_ARGS} \
                  (checkpoint more often)"
             ))));
         }
-        if let Err(e) = job.redis.admit(&w.key, true).await {
+        if let Err(e) = job.redis.admit(&pieces[0].key, true).await {
             return Ok(Err(e));
         }
-        job.redis.staged_bytes += w.size();
-        job.redis.staged.push(w);
+        job.redis.staged_bytes += size;
+        job.redis.staged.extend(pieces);
         Ok(Ok(()))
     }
 
@@ -432,6 +491,57 @@ mod tests {
             members: vec![],
         }));
         assert!(check(&empty).is_err());
+    }
+
+    #[test]
+    fn ttls_and_scores_are_checked_when_staged() {
+        let expire = |ttl_ms| {
+            command(Op::Expire(
+                crate::sandbox::bindings::stoker::job::redis::ExpireArgs {
+                    key: "k".into(),
+                    ttl_ms,
+                },
+            ))
+        };
+        assert!(check(&expire(MAX_TTL_MS)).is_ok());
+        assert!(check(&expire(0)).is_ok());
+        let e = check(&expire(u64::MAX)).unwrap_err();
+        assert!(e.contains("at most"), "{e}");
+        let set = command(Op::Set(SetArgs {
+            key: "k".into(),
+            value: vec![],
+            ttl_ms: Some(MAX_TTL_MS + 1),
+        }));
+        assert!(check(&set).is_err());
+        let zadd = command(Op::Zadd(
+            crate::sandbox::bindings::stoker::job::redis::ScoreArgs {
+                key: "z".into(),
+                member: "m".into(),
+                score: f64::NAN,
+            },
+        ));
+        assert!(check(&zadd).unwrap_err().contains("NaN"));
+    }
+
+    #[test]
+    fn long_pushes_are_split_in_order() {
+        let values: Vec<Vec<u8>> = (0..2_500).map(|i| i.to_string().into_bytes()).collect();
+        let w = StagedWrite {
+            cmd: "RPUSH",
+            key: "l".into(),
+            args: values.clone(),
+        };
+        let pieces = prepare(w).unwrap();
+        assert_eq!(pieces.len(), 3);
+        assert!(pieces.iter().all(|p| p.args.len() <= MAX_WRITE_ARGS));
+        let joined: Vec<Vec<u8>> = pieces.into_iter().flat_map(|p| p.args).collect();
+        assert_eq!(joined, values);
+        let hset = StagedWrite {
+            cmd: "HSET",
+            key: "h".into(),
+            args: vec![b"f".to_vec(), b"v".to_vec()],
+        };
+        assert_eq!(prepare(hset).unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@
 //! queue's hash slot (`{q:QUEUE}` in the written keys) or Redis refuses the
 //! commit with `CROSSSLOT`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::keys::{BatchKeys, QueueKeys};
@@ -47,6 +48,8 @@ pub struct Child {
     /// Due this long after the commit (0: at once, to its pending list; else
     /// to its queue's scheduled set).
     pub delay_ms: u64,
+    /// Its depth in its job tree (its parent's + 1), for its record.
+    pub depth: u32,
 }
 
 /// A batch staged by a running job: written with the commit, sealed, with
@@ -120,28 +123,34 @@ pub fn child_id(parent: &str, seq: u64, index: usize) -> String {
     hex::encode(&digest[..12])
 }
 
-/// Runs `commit`.
-pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<Committed> {
+/// The script's `KEYS` and `ARGV` for `commit`, as `commit.lua` documents
+/// them. Pure: what it builds is what [`commit`] sends.
+///
+/// The host keeps every command within the script's limits before it gets
+/// here ([`crate::host::redis::prepare`]: at most
+/// [`MAX_WRITE_ARGS`](crate::host::redis::MAX_WRITE_ARGS) arguments a write);
+/// the script checks the envelope's shape again, and refuses it whole
+/// (`bad_write`) rather than apply part of a malformed one.
+pub fn envelope(commit: &Commit<'_>) -> (Vec<String>, Vec<Vec<u8>>) {
     let q = commit.queue;
-    let mut inv = SCRIPTS.commit.prepare_invoke();
-    inv.key(q.job(commit.id))
-        .key(q.snapshot(commit.id))
-        .key(q.inflight(commit.worker))
-        .key(q.stats())
-        .key(q.batch_outbox());
-    // KEYS: the children's pending lists (each once) and records, the
-    // batches' keys, then the written keys (each once); the arguments refer to
-    // them by index.
-    let mut keys: Vec<String> = Vec::new();
-    let mut index_of = |key: String, inv: &mut redis::ScriptInvocation<'_>| -> usize {
-        match keys.iter().position(|k| *k == key) {
-            Some(i) => 6 + i,
-            None => {
-                inv.key(&key);
-                keys.push(key);
-                5 + keys.len()
-            }
+    let mut keys = vec![
+        q.job(commit.id),
+        q.snapshot(commit.id),
+        q.inflight(commit.worker),
+        q.stats(),
+        q.batch_outbox(),
+    ];
+    // Then the children's pending lists (each once) and records, the
+    // batches' keys, then the written keys (each once); the arguments refer
+    // to them by index (from 1, as Lua does).
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut index_of = |key: String| -> usize {
+        if let Some(&i) = seen.get(&key) {
+            return i;
         }
+        keys.push(key.clone());
+        seen.insert(key, keys.len());
+        keys.len()
     };
     let children: Vec<(usize, usize, usize)> = commit
         .children
@@ -149,13 +158,13 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
         .map(|c| {
             // A delayed child goes to its scheduled set (0: none).
             let scheduled = if c.delay_ms > 0 {
-                index_of(c.queue.scheduled(), &mut inv)
+                index_of(c.queue.scheduled())
             } else {
                 0
             };
             (
-                index_of(c.queue.pending(), &mut inv),
-                index_of(c.queue.job(&c.id), &mut inv),
+                index_of(c.queue.pending()),
+                index_of(c.queue.job(&c.id)),
                 scheduled,
             )
         })
@@ -163,67 +172,80 @@ pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<
     let batches: Vec<(usize, usize)> = commit
         .batches
         .iter()
-        .map(|b| {
-            (
-                index_of(b.keys.meta(), &mut inv),
-                index_of(b.keys.jobs(), &mut inv),
-            )
-        })
+        .map(|b| (index_of(b.keys.meta()), index_of(b.keys.jobs())))
         .collect();
     // The batch index, when there are batches to add to it.
     let index = if commit.batches.is_empty() {
         0
     } else {
-        index_of(super::keys::batches(), &mut inv)
+        index_of(super::keys::batches())
     };
     let writes: Vec<usize> = commit
         .writes
         .iter()
-        .map(|w| index_of(w.key.clone(), &mut inv))
+        .map(|w| index_of(w.key.clone()))
         .collect();
     let (mode, body) = match commit.kind {
         CommitKind::Checkpoint { snapshot } => ("checkpoint", snapshot),
         CommitKind::Done { raw } => ("done", raw),
     };
-    inv.arg(mode)
-        .arg(commit.lease)
-        .arg(commit.seq)
-        .arg(body)
-        .arg(DONE_TTL.as_secs())
-        .arg(commit.fields.len());
+    let mut args: Vec<Vec<u8>> = vec![
+        t(mode),
+        t(commit.lease),
+        t(commit.seq),
+        body.to_vec(),
+        t(DONE_TTL.as_secs()),
+        t(commit.fields.len()),
+    ];
     for (field, value) in commit.fields {
-        inv.arg(*field).arg(value);
+        args.extend([t(field), t(value)]);
     }
-    inv.arg(commit.children.len());
+    args.push(t(commit.children.len()));
     for (c, (list, record, scheduled)) in commit.children.iter().zip(children) {
-        inv.arg(list)
-            .arg(record)
-            .arg(&c.id)
-            .arg(&c.payload)
-            .arg(&c.class)
-            .arg(&c.queue.name)
-            .arg(&c.args)
-            .arg(c.batch.as_deref().unwrap_or(""))
-            .arg(scheduled)
-            .arg(c.delay_ms);
+        args.extend([
+            t(list),
+            t(record),
+            t(&c.id),
+            t(&c.payload),
+            t(&c.class),
+            t(&c.queue.name),
+            t(&c.args),
+            t(c.batch.as_deref().unwrap_or("")),
+            t(scheduled),
+            t(c.delay_ms),
+            t(c.depth),
+        ]);
     }
-    inv.arg(commit.batches.len()).arg(index);
+    args.extend([t(commit.batches.len()), t(index)]);
     for (b, (meta, jobs)) in commit.batches.iter().zip(batches) {
-        inv.arg(meta).arg(jobs).arg(b.fields.len());
+        args.extend([t(meta), t(jobs), t(b.fields.len())]);
         for (field, value) in &b.fields {
-            inv.arg(*field).arg(value);
+            args.extend([t(field), t(value)]);
         }
-        inv.arg(b.members.len());
-        for m in &b.members {
-            inv.arg(m);
-        }
+        args.push(t(b.members.len()));
+        args.extend(b.members.iter().map(t));
     }
-    inv.arg(commit.writes.len());
+    args.push(t(commit.writes.len()));
     for (w, key) in commit.writes.iter().zip(writes) {
-        inv.arg(w.cmd).arg(key).arg(w.args.len());
-        for a in &w.args {
-            inv.arg(a);
-        }
+        args.extend([t(w.cmd), t(key), t(w.args.len())]);
+        args.extend(w.args.iter().cloned());
+    }
+    (keys, args)
+}
+
+fn t(a: impl std::fmt::Display) -> Vec<u8> {
+    a.to_string().into_bytes()
+}
+
+/// Runs `commit`: its [`envelope`] through `commit.lua`.
+pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<Committed> {
+    let (keys, args) = envelope(commit);
+    let mut inv = SCRIPTS.commit.prepare_invoke();
+    for k in &keys {
+        inv.key(k);
+    }
+    for a in &args {
+        inv.arg(a);
     }
     let reply: String = inv.invoke_async(conn).await?;
     Ok(match reply.as_str() {
@@ -248,5 +270,79 @@ mod tests {
         assert_ne!(a, child_id("parent", 3, 1));
         assert_ne!(a, child_id("parent", 4, 0));
         crate::job::check_id(&a).unwrap();
+    }
+
+    #[test]
+    fn the_script_knows_the_hosts_limits() {
+        use crate::host::redis::{MAX_TTL_MS, MAX_WRITE_ARGS};
+        let lua = include_str!("lua/commit.lua");
+        assert!(lua.contains(&format!("local MAX_ARGS = {MAX_WRITE_ARGS}\n")));
+        assert!(lua.contains(&format!("local MAX_TTL = {MAX_TTL_MS}\n")));
+    }
+
+    #[test]
+    fn the_envelope_lists_each_key_once_and_counts_every_argument() {
+        let q = Arc::new(QueueKeys::new("default"));
+        let child = Child {
+            queue: q.clone(),
+            id: "c1".into(),
+            class: "noop".into(),
+            payload: "{}".into(),
+            args: "null".into(),
+            batch: None,
+            delay_ms: 5,
+            depth: 3,
+        };
+        let w = |cmd, key: &str, args: &[&str]| StagedWrite {
+            cmd,
+            key: key.into(),
+            args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        };
+        let writes = [w("INCRBY", "a", &["1"]), w("RPUSH", "a", &["x", "y"])];
+        let fields = [("progress", "1/2".to_owned())];
+        let c = Commit {
+            queue: &q,
+            id: "j",
+            worker: "w",
+            lease: 2,
+            seq: 7,
+            kind: CommitKind::Checkpoint { snapshot: b"snap" },
+            fields: &fields,
+            children: std::slice::from_ref(&child),
+            batches: &[],
+            writes: &writes,
+        };
+        let (keys, args) = envelope(&c);
+        // 5 fixed, the child's scheduled set, pending list and record, `a` once.
+        assert_eq!(keys.len(), 9);
+        assert_eq!(keys[8], "a");
+        let text: Vec<String> = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let ttl = DONE_TTL.as_secs().to_string();
+        assert_eq!(
+            &text[..8],
+            [
+                "checkpoint",
+                "2",
+                "7",
+                "snap",
+                ttl.as_str(),
+                "1",
+                "progress",
+                "1/2"
+            ]
+        );
+        // Child count, then 11 values per child ending with its depth.
+        assert_eq!(text[8], "1");
+        assert_eq!(&text[9..12], ["7", "8", "c1"]);
+        assert_eq!(&text[17..20], ["6", "5", "3"]);
+        // No batches (count, index 0), then the writes.
+        assert_eq!(&text[20..22], ["0", "0"]);
+        assert_eq!(
+            &text[22..],
+            ["2", "INCRBY", "9", "1", "1", "RPUSH", "9", "2", "x", "y"]
+        );
     }
 }

@@ -277,6 +277,16 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         class.redis.clone(),
         class.http.clone(),
     );
+    // Its place in its job tree, and its class's bounds on trees.
+    job.depth = payload
+        .extra
+        .get("depth")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(0, |d| d.min(u64::from(u32::MAX)) as u32);
+    job.tree = crate::host::checkpoint::TreeLimits {
+        max_children: class.limits.max_children,
+        max_depth: class.limits.max_depth,
+    };
     // Asked to yield when the next quiet window opens.
     job.quiet_from = class.quiet.as_ref().and_then(|q| {
         let now = now_ms();

@@ -46,7 +46,11 @@ if redis.call('HEXISTS', meta, 'sealed') == 1 then
       class .. '","args":{"batch":"' .. bid .. '","event":"' .. event .. '","total":' ..
       total .. ',"done":' .. nd .. ',"dead":' .. nx .. ',"dead_ids":[' ..
       table.concat(quoted, ',') .. '],"args":' .. redis.call('HGET', meta, event .. '_args') ..
-      '}}'
+      '}'
+    -- The callback's depth in its job tree (the creator's + 1, see host/batch.rs).
+    local depth = redis.call('HGET', meta, 'depth')
+    if depth and string.match(depth, '^%d+$') then payload = payload .. ',"depth":' .. depth end
+    payload = payload .. '}'
     redis.call('HSET', meta, event .. '_payload', payload)
   end
   if nd == total then fire('success') end
