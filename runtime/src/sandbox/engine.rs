@@ -72,8 +72,12 @@ impl Sandbox {
     /// does before storing it; the error says what is wrong and what to do.
     pub fn validate(&self, wasm: &[u8]) -> Result<(), String> {
         check_header(wasm)?;
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| format!("the component does not compile: {e:#}"))?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| {
+            format!(
+                "the component does not compile: {}",
+                crate::render::error(&e)
+            )
+        })?;
         self.link(&component, "validate").map(drop)
     }
 
@@ -84,21 +88,28 @@ impl Sandbox {
             Some(cache) => cache.component(&self.engine, digest, wasm),
             None => Component::new(&self.engine, wasm),
         }
-        .map_err(|e| format!("the component does not compile: {e:#}"))?;
+        .map_err(|e| {
+            format!(
+                "the component does not compile: {}",
+                crate::render::error(&e)
+            )
+        })?;
         self.link(&component, digest)
     }
 
     fn link(&self, component: &Component, digest: &str) -> Result<JobModule, String> {
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
             format!(
-                "the component imports something this host does not provide ({e:#}); a job may \
-                 import only the stoker:job world and WASI 0.2"
+                "the component imports something this host does not provide ({}); a job may \
+                 import only the stoker:job world and WASI 0.2",
+                crate::render::error(&e)
             )
         })?;
         let pre = JobPre::new(instance_pre).map_err(|e| {
             format!(
-                "the component is not a stoker:job job ({e:#}); build it with stoker-sdk and \
-                 `export_job!`"
+                "the component is not a stoker:job job ({}); build it with stoker-sdk and \
+                 `export_job!`",
+                crate::render::error(&e)
             )
         })?;
         Ok(JobModule {
@@ -140,6 +151,9 @@ fn wasmtime_config(config: &SandboxConfig) -> Config {
     c.consume_fuel(true);
     c.max_wasm_stack(MAX_WASM_STACK);
     c.async_stack_size(ASYNC_STACK);
+    // Not from `WASMTIME_BACKTRACE_DETAILS`: what a record shows must not
+    // depend on the worker's environment.
+    c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
 
     // Pool sized from the node's concurrency: one component instance per running
     // attempt, plus slack for instances being torn down. A Rust wasip2 component

@@ -18,6 +18,8 @@
 //! own deadline, and the wall-clock timer fires there because the call is async.
 
 pub(crate) mod bindings;
+mod bounded;
+mod bounded_redis;
 mod cache;
 pub mod calibrate;
 mod engine;
@@ -26,7 +28,9 @@ mod run;
 mod state;
 
 pub use engine::{JobModule, Sandbox, SandboxConfig};
-pub use run::{Attempt, Failure, RunOutcome, RunReport, Usage};
+pub use run::{
+    Attempt, Failure, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_BYTES, RunOutcome, RunReport, Usage,
+};
 
 /// Fuel between two yields to the host (about 0.3-1 ms of guest execution):
 /// bounds how late a CPU-time, deadline or shutdown check can come.
