@@ -24,7 +24,7 @@ const GROWTH_MAX: u64 = 16 << 20;
 
 const CLASSES: &str = r#"
 [classes.hostile]
-module = "$GUESTS/hostile-bounds.wasm"
+module = "$GUESTS/hostile_bounds.wasm"
 memory = "400MiB"
 retained = "1MiB"
 timeout = "60s"
