@@ -362,9 +362,63 @@ pub fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// `text` cut to at most `max` bytes, on a character boundary, ending with a
+/// note of how many bytes were cut (`… [N bytes cut]`); as it is when it fits.
+/// Only what is kept is copied. Every text a record keeps is bounded this way
+/// (see [`crate::queue::settle`] for the caps).
+pub fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(bounded_of(text, max, text.len()))
+}
+
+/// As [`bounded`], in place: `text` is cut (and its spare capacity given
+/// back) rather than copied.
+pub fn bound_in_place(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let total = text.len();
+    let keep = truncate(text, max.saturating_sub(36)).len();
+    text.truncate(keep);
+    text.push_str(&format!("… [{} bytes cut]", total - keep));
+    text.shrink_to_fit();
+}
+
+/// As [`bounded`], for the first part of a longer text whose whole length is
+/// `total` bytes (the note counts what was cut of the whole).
+pub fn bounded_of(part: &str, max: usize, total: usize) -> String {
+    if total <= max && part.len() <= max {
+        return part.to_owned();
+    }
+    // The note's room: "… [" + up to 20 digits + " bytes cut]".
+    let room = max.saturating_sub(36);
+    let kept = truncate(part, room);
+    format!("{kept}… [{} bytes cut]", total - kept.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_text_is_cut_on_a_character_with_a_note() {
+        assert_eq!(bounded("short", 100), "short");
+        let long = "é".repeat(1000);
+        let cut = bounded(&long, 101);
+        assert!(cut.len() <= 101, "{}", cut.len());
+        assert!(cut.starts_with("éé"));
+        let kept = cut.split('…').next().unwrap().len();
+        assert!(
+            cut.ends_with(&format!("[{} bytes cut]", 2000 - kept)),
+            "{cut}"
+        );
+        assert!(bounded_of("abc", 100, 5000).ends_with("[4997 bytes cut]"));
+        let mut s = long.clone();
+        bound_in_place(&mut s, 101);
+        assert_eq!(s, cut);
+    }
 
     #[test]
     fn payload_round_trip_keeps_unknown_fields() {

@@ -23,6 +23,7 @@
 //! - [`limit`]: distributed limiters (concurrent, rate, window) and HTTP
 //!   destinations' circuit breakers, in Redis.
 //! - [`retry`]: retry or dead, and the backoff.
+//! - [`render`]: error text for guests, records and the CLI: one bounded line.
 //! - [`metrics`]: what the worker counts and measures, by class and queue;
 //!   `/metrics` for Prometheus.
 //! - [`batch`]: batches of jobs, and their callbacks fired once when all have
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod queue;
 pub mod quiet;
 pub mod registry;
+pub mod render;
 pub mod report;
 pub mod retry;
 pub mod rollup;

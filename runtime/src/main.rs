@@ -305,7 +305,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once, whatever the layers repeat.
+            eprintln!("error: {}", stoker::render::cli(&e));
             ExitCode::FAILURE
         }
     }

@@ -12,6 +12,7 @@
 mod support;
 
 mod batch;
+mod bounds;
 mod chaos;
 mod checkpoint;
 mod collapse;

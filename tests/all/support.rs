@@ -393,6 +393,11 @@ impl TestEnv {
     /// Starts `stoker worker EXTRA...` with this test's database, the suite's
     /// shared compile cache and a 2 s heartbeat TTL (unless `extra` sets one).
     pub fn spawn_worker(&self, extra: &[&str]) -> Worker {
+        self.spawn_worker_env(extra, &[])
+    }
+
+    /// [`TestEnv::spawn_worker`] with `env` set in the worker's environment.
+    pub fn spawn_worker_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         let n = self.workers.replace(self.workers.get() + 1);
         let log = self.dir.join(format!("worker-{n}.log"));
         let mut cmd = Command::new(&paths().stoker);
@@ -410,6 +415,7 @@ impl TestEnv {
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("worker log file"))
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .spawn()
             .expect("starting a worker");
         Worker {
@@ -625,6 +631,11 @@ pub fn target_dir() -> &'static Path {
 /// The workspace's root.
 pub fn workspace_dir() -> &'static Path {
     &paths().workspace
+}
+
+/// The `stoker` binary the tests run.
+pub fn stoker_path() -> &'static Path {
+    &paths().stoker
 }
 
 /// Where the example guests are built (`target/wasm32-wasip2/guest`).

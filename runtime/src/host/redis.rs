@@ -91,6 +91,11 @@ impl RedisSession {
         self.ops
     }
 
+    /// Bytes of staged writes the next commit may still carry.
+    pub fn staged_room(&self) -> usize {
+        MAX_STAGED_BYTES.saturating_sub(self.staged_bytes)
+    }
+
     /// Forgets the staged writes (committed, or dropped with the attempt).
     pub fn clear_staged(&mut self) {
         self.staged.clear();
@@ -137,9 +142,14 @@ impl RedisSession {
         Ok(())
     }
 
+    /// Reply bytes the attempt may still receive.
+    fn reply_left(&self) -> u64 {
+        self.access.reply_bytes.saturating_sub(self.reply_bytes)
+    }
+
     /// Counts `n` bytes of reply.
-    fn received(&mut self, n: usize) -> Result<(), RedisError> {
-        self.reply_bytes += n as u64;
+    fn received(&mut self, n: u64) -> Result<(), RedisError> {
+        self.reply_bytes = self.reply_bytes.saturating_add(n);
         if self.reply_bytes > self.access.reply_bytes {
             return Err(RedisError::Quota(format!(
                 "the attempt read more than {} bytes of Redis replies (`redis.reply`)",
@@ -147,6 +157,20 @@ impl RedisSession {
             )));
         }
         Ok(())
+    }
+
+    /// The quota error of a read the read script refused: its reply
+    /// measured `at` bytes (at least) before it was sent.
+    fn refused(&self, cmd: &str, key: &str, at: &str) -> RedisError {
+        let at: u64 = at.parse().unwrap_or(0);
+        RedisError::Quota(format!(
+            "the reply of {cmd} `{}` is over {at} bytes, more than the {} bytes left of the \
+             attempt's {} bytes of Redis replies (`redis.reply`); nothing was read (read in \
+             smaller pages, or raise `redis.reply`)",
+            crate::job::truncate(key, 200),
+            self.reply_left(),
+            self.access.reply_bytes
+        ))
     }
 }
 
@@ -246,8 +270,10 @@ pub fn prepare(w: StagedWrite) -> Result<Vec<StagedWrite>, String> {
         .collect())
 }
 
+/// A Redis error as the guest sees it: one bounded line
+/// ([`crate::render`]), `unavailable` when Redis did not answer.
 fn redis_error(e: redis::RedisError) -> RedisError {
-    let text = e.to_string();
+    let text = crate::render::std(&e);
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
         RedisError::Unavailable(text)
     } else {
@@ -261,16 +287,57 @@ impl JobHost {
     }
 }
 
-/// Runs one read: admitted on `key`, its reply counted with `size`.
+/// What each element of an array reply counts against the reply quota
+/// besides its payload, bytes: about what the worker holds for one element
+/// while it decodes the reply (a reply of a million empty strings is not
+/// free).
+pub const REPLY_ELEMENT_BYTES: u64 = 64;
+
+/// The read script ([`read`]): measures each reply inside Redis.
+static READ: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("read.lua")));
+
+/// Runs one read: admitted on `key`, then sent as the read script
+/// (`read.lua`), which measures the reply inside Redis and refuses it when it
+/// is larger than what the attempt has left of its reply quota
+/// (`redis.reply`). So the worker never receives more reply bytes than the
+/// quota allows; what it receives is counted with `size` (the same measure).
 async fn read<T: redis::FromRedisValue>(
     job: &mut JobContext,
     key: &str,
+    name: &'static str,
+    args: &[&[u8]],
+    size: impl Fn(&T) -> u64,
+) -> Result<T, RedisError> {
+    job.redis.admit(key, false).await?;
+    let left = job.redis.reply_left();
+    let mut inv = READ.prepare_invoke();
+    inv.key(key).arg(name).arg(left).arg(REPLY_ELEMENT_BYTES);
+    for a in args {
+        inv.arg(*a);
+    }
+    let value: T = match inv.invoke_async(&mut job.conn).await {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("STOKER_QUOTA") => {
+            let at = e.detail().unwrap_or("").trim().to_owned();
+            return Err(job.redis.refused(name, key, &at));
+        }
+        Err(e) => return Err(redis_error(e)),
+    };
+    job.redis.received(size(&value))?;
+    Ok(value)
+}
+
+/// A read whose reply has a fixed, small size (a number, a flag): sent as is.
+async fn read_small<T: redis::FromRedisValue>(
+    job: &mut JobContext,
+    key: &str,
     cmd: redis::Cmd,
-    size: impl Fn(&T) -> usize,
+    size: u64,
 ) -> Result<T, RedisError> {
     job.redis.admit(key, false).await?;
     let value: T = cmd.query_async(&mut job.conn).await.map_err(redis_error)?;
-    job.redis.received(size(&value))?;
+    job.redis.received(size)?;
     Ok(value)
 }
 
@@ -329,17 +396,12 @@ impl wit::Host for JobHost {
 
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, RedisError>> {
         let job = self.session()?;
-        Ok(
-            read(job, &key, key_cmd("GET", &key), |v: &Option<Vec<u8>>| {
-                v.as_ref().map_or(0, Vec::len)
-            })
-            .await,
-        )
+        Ok(read(job, &key, "GET", &[], bytes_size).await)
     }
 
     async fn exists(&mut self, key: String) -> wasmtime::Result<Result<bool, RedisError>> {
         let job = self.session()?;
-        Ok(read(job, &key, key_cmd("EXISTS", &key), |_: &bool| 1).await)
+        Ok(read_small(job, &key, key_cmd("EXISTS", &key), 1).await)
     }
 
     async fn hget(
@@ -348,12 +410,7 @@ impl wit::Host for JobHost {
         field: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, RedisError>> {
         let job = self.session()?;
-        let mut cmd = key_cmd("HGET", &key);
-        cmd.arg(&field);
-        Ok(read(job, &key, cmd, |v: &Option<Vec<u8>>| {
-            v.as_ref().map_or(0, Vec::len)
-        })
-        .await)
+        Ok(read(job, &key, "HGET", &[field.as_bytes()], bytes_size).await)
     }
 
     async fn hgetall(
@@ -361,18 +418,19 @@ impl wit::Host for JobHost {
         key: String,
     ) -> wasmtime::Result<Result<Vec<(String, Vec<u8>)>, RedisError>> {
         let job = self.session()?;
-        Ok(read(
-            job,
-            &key,
-            key_cmd("HGETALL", &key),
-            |v: &Vec<(String, Vec<u8>)>| v.iter().map(|(f, x)| f.len() + x.len()).sum(),
+        Ok(
+            read(job, &key, "HGETALL", &[], |v: &Vec<(String, Vec<u8>)>| {
+                v.iter()
+                    .map(|(f, x)| (f.len() + x.len()) as u64 + REPLY_ELEMENT_BYTES)
+                    .sum()
+            })
+            .await,
         )
-        .await)
     }
 
     async fn smembers(&mut self, key: String) -> wasmtime::Result<Result<Vec<String>, RedisError>> {
         let job = self.session()?;
-        Ok(read(job, &key, key_cmd("SMEMBERS", &key), strings_size).await)
+        Ok(read(job, &key, "SMEMBERS", &[], strings_size).await)
     }
 
     async fn sscan(
@@ -382,13 +440,14 @@ impl wit::Host for JobHost {
         count: u32,
     ) -> wasmtime::Result<Result<(u64, Vec<String>), RedisError>> {
         let job = self.session()?;
-        let mut cmd = key_cmd("SSCAN", &key);
-        cmd.arg(cursor).arg("COUNT").arg(count.clamp(1, MAX_PAGE));
-        let page = read(job, &key, cmd, |(_, v): &(u64, Vec<String>)| {
-            strings_size(v)
-        })
-        .await;
-        Ok(page)
+        let (cursor, count) = (cursor.to_string(), count.clamp(1, MAX_PAGE).to_string());
+        let args = [cursor.as_bytes(), count.as_bytes()];
+        Ok(
+            read(job, &key, "SSCAN", &args, |(_, v): &(u64, Vec<String>)| {
+                strings_size(v)
+            })
+            .await,
+        )
     }
 
     async fn sismember(
@@ -399,12 +458,12 @@ impl wit::Host for JobHost {
         let job = self.session()?;
         let mut cmd = key_cmd("SISMEMBER", &key);
         cmd.arg(&member);
-        Ok(read(job, &key, cmd, |_: &bool| 1).await)
+        Ok(read_small(job, &key, cmd, 1).await)
     }
 
     async fn scard(&mut self, key: String) -> wasmtime::Result<Result<u64, RedisError>> {
         let job = self.session()?;
-        Ok(read(job, &key, key_cmd("SCARD", &key), |_: &u64| 8).await)
+        Ok(read_small(job, &key, key_cmd("SCARD", &key), 8).await)
     }
 
     async fn zscore(
@@ -415,7 +474,7 @@ impl wit::Host for JobHost {
         let job = self.session()?;
         let mut cmd = key_cmd("ZSCORE", &key);
         cmd.arg(&member);
-        Ok(read(job, &key, cmd, |_: &Option<f64>| 8).await)
+        Ok(read_small(job, &key, cmd, 8).await)
     }
 
     async fn zrange_by_score(
@@ -426,16 +485,20 @@ impl wit::Host for JobHost {
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<(String, f64)>, RedisError>> {
         let job = self.session()?;
-        let mut cmd = key_cmd("ZRANGEBYSCORE", &key);
-        cmd.arg(score(min))
-            .arg(score(max))
-            .arg("WITHSCORES")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit.min(MAX_PAGE));
-        Ok(read(job, &key, cmd, |v: &Vec<(String, f64)>| {
-            v.iter().map(|(m, _)| m.len() + 8).sum()
-        })
+        let (min, max) = (score(min), score(max));
+        let limit = limit.min(MAX_PAGE).to_string();
+        let args = [&min[..], &max[..], limit.as_bytes()];
+        Ok(read(
+            job,
+            &key,
+            "ZRANGEBYSCORE",
+            &args,
+            |v: &Vec<(String, f64)>| {
+                v.iter()
+                    .map(|(m, _)| m.len() as u64 + 8 + REPLY_ELEMENT_BYTES)
+                    .sum()
+            },
+        )
         .await)
     }
 
@@ -446,22 +509,26 @@ impl wit::Host for JobHost {
         stop: i64,
     ) -> wasmtime::Result<Result<Vec<Vec<u8>>, RedisError>> {
         let job = self.session()?;
-        let mut cmd = key_cmd("LRANGE", &key);
-        cmd.arg(start).arg(stop);
-        Ok(read(job, &key, cmd, |v: &Vec<Vec<u8>>| {
-            v.iter().map(Vec::len).sum()
+        let (start, stop) = (start.to_string(), stop.to_string());
+        let args = [start.as_bytes(), stop.as_bytes()];
+        Ok(read(job, &key, "LRANGE", &args, |v: &Vec<Vec<u8>>| {
+            v.iter().map(|x| x.len() as u64 + REPLY_ELEMENT_BYTES).sum()
         })
         .await)
     }
 
     async fn llen(&mut self, key: String) -> wasmtime::Result<Result<u64, RedisError>> {
         let job = self.session()?;
-        Ok(read(job, &key, key_cmd("LLEN", &key), |_: &u64| 8).await)
+        Ok(read_small(job, &key, key_cmd("LLEN", &key), 8).await)
     }
 }
 
-fn strings_size(v: &Vec<String>) -> usize {
-    v.iter().map(String::len).sum()
+fn bytes_size(v: &Option<Vec<u8>>) -> u64 {
+    v.as_ref().map_or(0, |b| b.len() as u64)
+}
+
+fn strings_size(v: &Vec<String>) -> u64 {
+    v.iter().map(|m| m.len() as u64 + REPLY_ELEMENT_BYTES).sum()
 }
 
 #[cfg(test)]
@@ -573,5 +640,20 @@ mod tests {
             Err(RedisError::Quota(_))
         ));
         assert!(s.received(17 << 20).is_err());
+    }
+
+    #[test]
+    fn redis_errors_are_one_bounded_line() {
+        let e = redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "connection refused",
+            format!("{}\nsecond line", "x".repeat(5000)),
+        ));
+        let RedisError::Unavailable(text) = redis_error(e) else {
+            panic!("an I/O error is `unavailable`");
+        };
+        assert!(text.len() <= crate::render::MESSAGE_MAX, "{}", text.len());
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("connection refused"), "{text}");
     }
 }

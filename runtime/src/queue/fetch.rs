@@ -129,8 +129,9 @@ impl Unit {
         mut self,
         id: &str,
         disposition: Disposition,
-        fields: Vec<(&'static str, String)>,
+        mut fields: Vec<(&'static str, String)>,
     ) {
+        super::settle::bound_fields(&mut fields);
         if let Some(settler) = self.settler.take() {
             settler.send(Settlement {
                 queue: self.queue.clone(),

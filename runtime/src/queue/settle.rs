@@ -33,6 +33,45 @@ pub const FAILURE_MESSAGE_MAX: u32 = 1024;
 /// Longest guest backtrace kept in a failed attempt's entry, bytes (cut the
 /// same way).
 pub const FAILURE_BACKTRACE_MAX: u32 = 4096;
+/// Longest error message a job's record keeps (`error_message`), bytes: a
+/// longer one is cut on a character, ending with a note of how much was cut
+/// (`… [N bytes cut]`). A job's own error message is cut to it as it is read
+/// out of guest memory ([`crate::sandbox`]).
+pub const ERROR_MESSAGE_MAX: usize = 16 << 10;
+/// Longest guest backtrace a record keeps (`backtrace`), bytes; cut the same
+/// way.
+pub const BACKTRACE_MAX: usize = 64 << 10;
+/// Longest log a record keeps (`log`), bytes, whatever the class's `log` cap
+/// says (the job's log buffer is never larger: [`crate::host::log`]).
+pub const LOG_MAX: usize = 16 << 20;
+/// Longest result a record keeps (`result`), bytes: a larger result fails
+/// the job instead (it is never cut, a cut JSON would not be JSON).
+pub const RESULT_MAX: usize = crate::sandbox::MAX_RESULT_BYTES;
+/// Longest value of any other field a settlement writes, bytes.
+pub const FIELD_MAX: usize = 64 << 10;
+
+/// Bounds the texts of a settlement's fields in place, each by its cap
+/// ([`ERROR_MESSAGE_MAX`], [`BACKTRACE_MAX`], [`LOG_MAX`], [`RESULT_MAX`],
+/// [`FIELD_MAX`]), so no record keeps more whatever produced it. A result over
+/// its cap is replaced by `null` (its attempt was failed for it already).
+pub fn bound_fields(fields: &mut [(&'static str, String)]) {
+    for (field, value) in fields.iter_mut() {
+        let max = match *field {
+            "error_message" => ERROR_MESSAGE_MAX,
+            "backtrace" => BACKTRACE_MAX,
+            "log" => LOG_MAX,
+            "result" => {
+                if value.len() > RESULT_MAX {
+                    *value = "null".to_owned();
+                }
+                continue;
+            }
+            _ => FIELD_MAX,
+        };
+        crate::job::bound_in_place(value, max);
+    }
+}
+
 /// Most outcomes committed in one script call.
 const BATCH: usize = 256;
 

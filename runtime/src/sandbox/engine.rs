@@ -241,14 +241,16 @@ impl Sandbox {
     ) -> Result<JobModule, ModuleRefused> {
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
             invalid(format!(
-                "the component imports something this host does not provide ({e:#}); a job may \
-                 import only the stoker:job world and WASI 0.2"
+                "the component imports something this host does not provide ({}); a job may \
+                 import only the stoker:job world and WASI 0.2",
+                crate::render::error(&e)
             ))
         })?;
         let pre = JobPre::new(instance_pre).map_err(|e| {
             invalid(format!(
-                "the component is not a stoker:job job ({e:#}); build it with stoker-sdk and \
-                 `export_job!`"
+                "the component is not a stoker:job job ({}); build it with stoker-sdk and \
+                 `export_job!`",
+                crate::render::error(&e)
             ))
         })?;
         Ok(JobModule {
@@ -302,6 +304,9 @@ pub(super) fn compile_config() -> Config {
     c.consume_fuel(true);
     c.max_wasm_stack(MAX_WASM_STACK);
     c.async_stack_size(ASYNC_STACK);
+    // Not from `WASMTIME_BACKTRACE_DETAILS`: what a record shows must not
+    // depend on the worker's environment.
+    c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
     c
 }
 

@@ -18,6 +18,8 @@
 //! own deadline, and the wall-clock timer fires there because the call is async.
 
 pub(crate) mod bindings;
+mod bounded;
+mod bounded_redis;
 mod cache;
 pub mod calibrate;
 pub mod compile;
@@ -31,7 +33,9 @@ pub use engine::{
     DEFAULT_POOL_MEMORY, JobModule, MAX_MODULE_BYTES, ModuleRefused, Sandbox, SandboxConfig,
 };
 pub use limits::MAX_TABLE_ELEMENTS;
-pub use run::{Attempt, Failure, RunOutcome, RunReport, Usage};
+pub use run::{
+    Attempt, Failure, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_BYTES, RunOutcome, RunReport, Usage,
+};
 pub use shape::{Caps, Shape, ShapeError, check_component};
 
 /// Fuel between two yields to the host (about 0.3-1 ms of guest execution):

@@ -8,10 +8,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use wasmtime::{Store, Trap, WasmBacktrace};
+use wasmtime::component::{ComponentType, Lift, WasmStr};
+use wasmtime::{AsContext, Store, Trap, WasmBacktrace};
 
 use super::YIELD_INTERVAL;
-use super::bindings::stoker::job::types::{ErrorKind as GuestErrorKind, Outcome};
+use super::bindings::stoker::job::types::ErrorKind as GuestErrorKind;
 use super::engine::{JobModule, Sandbox};
 use super::limits::{MemoryLimitExceeded, TableLimitExceeded};
 use super::shape::mib;
@@ -24,8 +25,13 @@ use crate::job::ErrorKind;
 
 /// Fuel given to a class without a `fuel` budget: consumption is still counted.
 const UNMETERED_FUEL: u64 = 1 << 62;
-/// The largest result a job may return (JSON bytes).
+/// The largest result a job may return (JSON bytes). A larger one fails the
+/// job (`job_error`, not retried) and is never copied out of guest memory.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// The longest error message a job may return (its `job-error.message`),
+/// bytes: a longer one is cut on a character boundary, with a note of how much
+/// was cut, as it is read out of guest memory (the rest is never copied).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = crate::queue::settle::ERROR_MESSAGE_MAX;
 
 /// What to run: the job's input and the rules for this attempt.
 pub struct Attempt<'a> {
@@ -131,8 +137,75 @@ pub struct RunReport {
     pub job: Option<JobContext>,
 }
 
+/// The export's result, read in place: its texts are still in guest memory.
+#[derive(ComponentType, Lift)]
+#[component(variant)]
+enum RawOutcome {
+    #[component(name = "done")]
+    Done(WasmStr),
+    #[component(name = "yielded")]
+    Yielded,
+}
+
+/// `job-error`, read in place.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct RawJobError {
+    message: WasmStr,
+    retryable: bool,
+    kind: GuestErrorKind,
+}
+
+/// What `run` returned, its texts copied out of guest memory within their
+/// bounds ([`MAX_RESULT_BYTES`], [`MAX_ERROR_MESSAGE_BYTES`]).
+enum Returned {
+    /// A result within the bound.
+    Done(String),
+    /// A result over the bound, of this many bytes (not copied).
+    TooLarge(usize),
+    /// The job yielded.
+    Yielded,
+    /// The job's error, its message bounded.
+    Error {
+        message: String,
+        retryable: bool,
+        kind: GuestErrorKind,
+    },
+}
+
+/// The `run` export's type, over the in-place result.
+type RunFunc<'a> =
+    wasmtime::component::TypedFunc<(&'a str, Option<&'a [u8]>), (Result<RawOutcome, RawJobError>,)>;
+
+/// Reads what `run` returned out of guest memory, copying no more than the
+/// bounds. A result's size is known before it is copied: a UTF-8 guest's
+/// string is read in place.
+fn returned(
+    store: impl AsContext<Data = JobState>,
+    r: Result<RawOutcome, RawJobError>,
+) -> wasmtime::Result<Returned> {
+    let store = store.as_context();
+    Ok(match r {
+        Ok(RawOutcome::Done(s)) => {
+            let text = s.to_str(&store)?;
+            if text.len() > MAX_RESULT_BYTES {
+                Returned::TooLarge(text.len())
+            } else {
+                Returned::Done(text.into_owned())
+            }
+        }
+        Ok(RawOutcome::Yielded) => Returned::Yielded,
+        Err(e) => Returned::Error {
+            message: crate::job::bounded(&e.message.to_str(&store)?, MAX_ERROR_MESSAGE_BYTES)
+                .into_owned(),
+            retryable: e.retryable,
+            kind: e.kind,
+        },
+    })
+}
+
 enum Stop {
-    Finished(wasmtime::Result<Result<Outcome, super::bindings::stoker::job::types::JobError>>),
+    Finished(wasmtime::Result<Returned>),
     CpuTime,
     Deadline,
     Cancelled,
@@ -176,9 +249,16 @@ impl Sandbox {
         let stop = {
             let store = &mut store;
             let call = async move {
-                let job = module.pre.instantiate_async(&mut *store).await?;
-                job.call_run(&mut *store, attempt.args, attempt.snapshot)
-                    .await
+                let instance = module
+                    .pre
+                    .instance_pre()
+                    .instantiate_async(&mut *store)
+                    .await?;
+                let run: RunFunc<'_> = instance.get_typed_func(&mut *store, "run")?;
+                let (r,) = run
+                    .call_async(&mut *store, (attempt.args, attempt.snapshot))
+                    .await?;
+                returned(&*store, r)
             };
             let metered = CpuMetered {
                 inner: Box::pin(call),
@@ -215,24 +295,27 @@ impl Sandbox {
         let log = store.data().log.contents();
         let job = store.data_mut().job.ctx.take();
         let outcome = match stop {
-            Stop::Finished(Ok(Ok(Outcome::Done(result)))) if result.len() > MAX_RESULT_BYTES => {
-                RunOutcome::Failed(Failure::permanent(
-                    ErrorKind::JobError,
-                    format!(
-                        "the job's result is {} bytes; the limit is {MAX_RESULT_BYTES} bytes",
-                        result.len()
-                    ),
-                ))
-            }
-            Stop::Finished(Ok(Ok(Outcome::Done(result)))) => RunOutcome::Done(result),
-            Stop::Finished(Ok(Ok(Outcome::Yielded))) => RunOutcome::Yielded,
-            Stop::Finished(Ok(Err(e))) => RunOutcome::Failed(Failure {
-                kind: match e.kind {
+            Stop::Finished(Ok(Returned::TooLarge(size))) => RunOutcome::Failed(Failure::permanent(
+                ErrorKind::JobError,
+                format!(
+                    "result too large: the job returned a result of {size} bytes; the limit is \
+                     {MAX_RESULT_BYTES} bytes (store large output elsewhere, e.g. in Redis, and \
+                     return a reference)"
+                ),
+            )),
+            Stop::Finished(Ok(Returned::Done(result))) => RunOutcome::Done(result),
+            Stop::Finished(Ok(Returned::Yielded)) => RunOutcome::Yielded,
+            Stop::Finished(Ok(Returned::Error {
+                message,
+                retryable,
+                kind,
+            })) => RunOutcome::Failed(Failure {
+                kind: match kind {
                     GuestErrorKind::Failed => ErrorKind::JobError,
                     GuestErrorKind::BadSnapshot => ErrorKind::BadSnapshot,
                 },
-                retryable: e.retryable && e.kind == GuestErrorKind::Failed,
-                message: e.message,
+                retryable: retryable && kind == GuestErrorKind::Failed,
+                message,
                 backtrace: None,
             }),
             Stop::Finished(Err(e)) if e.is::<LeaseLost>() => RunOutcome::LeaseLost,
@@ -299,21 +382,6 @@ fn misfit(module: &JobModule, limits: &Limits, class_memory: u64) -> Option<Fail
     ))
 }
 
-/// What a host error says without its wasm backtrace (which travels in its own
-/// field): each cause once, outermost first.
-fn reason(err: &wasmtime::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if text.starts_with("error while executing at wasm backtrace") {
-            continue;
-        }
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
-}
 
 /// Turns a trap or host error into a failure with a stable kind.
 fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
@@ -375,9 +443,11 @@ fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
                 Some(panic) => (ErrorKind::Trap, format!("the job panicked: {panic}")),
                 None => (ErrorKind::Trap, format!("the job trapped: {trap}")),
             },
+            // Rendered for the record: one bounded line, no host backtrace
+            // (whatever `RUST_BACKTRACE` says), the wasm backtrace apart.
             None => (
                 ErrorKind::Trap,
-                format!("the job failed in the host: {}", reason(&err)),
+                format!("the job failed in the host: {}", crate::render::error(&err)),
             ),
         }
     };

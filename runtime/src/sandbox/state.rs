@@ -92,7 +92,9 @@ impl JobState {
 }
 
 /// Links everything a job may import: WASI (sandboxed by [`JobState::new`])
-/// and the `stoker:job` interfaces, each with access to its own field.
+/// and the `stoker:job` interfaces, each with access to its own field; the
+/// imports that take large arguments are then relinked by
+/// [`super::bounded`], which bounds them before copying.
 pub fn link(linker: &mut Linker<JobState>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)
         .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
@@ -108,7 +110,9 @@ pub fn link(linker: &mut Linker<JobState>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("linking stoker:job/batch: {e}"))?;
     stoker::job::redis::add_to_linker::<JobState, HasSelf<JobHost>>(linker, |s| &mut s.job)
         .map_err(|e| anyhow::anyhow!("linking stoker:job/redis: {e}"))?;
-    Ok(())
+    // Imports taking bytes that must be bounded before they are copied out of
+    // guest memory, relinked over the arguments in place.
+    super::bounded::link(linker)
 }
 
 impl WasiHttpView for JobState {
