@@ -382,7 +382,6 @@ fn misfit(module: &JobModule, limits: &Limits, class_memory: u64) -> Option<Fail
     ))
 }
 
-
 /// Turns a trap or host error into a failure with a stable kind.
 fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
     let backtrace = err.downcast_ref::<WasmBacktrace>().map(|b| b.to_string());
