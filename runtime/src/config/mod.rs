@@ -67,6 +67,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY: u32 = 25;
 /// Default job log kept per attempt.
 pub const DEFAULT_LOG: u64 = 64 << 10;
+/// The longest `timeout`, `cpu` or `max_slice` a class may set: 365 days,
+/// in ms. Longer is refused at deploy: the worker adds these to its clocks.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 3600 * 1000;
 /// The largest memory cap a class may ask for: a 32-bit wasm memory.
 pub const MAX_MEMORY: u64 = 4 << 30;
 /// Default cap on checkpointed state: the guideline's "retained <= 10 MB".
@@ -429,17 +432,20 @@ impl ClassSpec {
         RetryPolicy::choose(self.retry, self.idempotent, self.profile, calls_apis)
     }
 
-    /// The class's limits, defaults filled in, checked for sense.
+    /// The class's limits, defaults filled in, checked for sense (durations at
+    /// most [`MAX_DURATION_MS`]).
     pub fn limits(&self) -> Result<Limits, String> {
         let d = Limits::default();
         let p = self.profile.map(Profile::preset).unwrap_or_default();
-        let ms = |t: Duration| t.as_millis() as u64;
+        // Saturating: a duration past u64 milliseconds is refused below as
+        // over MAX_DURATION_MS, never wrapped into a small one.
+        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
         let slice = self.max_slice.or(p.max_slice);
         // A bulk job that does not yield when its slice is over is stopped
         // at twice the slice: bulk classes must checkpoint.
         let timeout = match (self.timeout, self.profile, slice) {
             (Some(t), _, _) => ms(t),
-            (None, Some(Profile::Bulk), Some(s)) => 2 * ms(s),
+            (None, Some(Profile::Bulk), Some(s)) => ms(s).saturating_mul(2).min(MAX_DURATION_MS),
             (None, _, _) => p.timeout.map_or(d.timeout_ms, ms),
         };
         let limits = Limits {
@@ -453,6 +459,19 @@ impl ClassSpec {
             max_children: self.max_children.unwrap_or(d.max_children),
             max_depth: self.max_depth.unwrap_or(d.max_depth),
         };
+        for (key, value) in [
+            ("max_slice", limits.slice_ms),
+            ("cpu", Some(limits.cpu_ms)),
+            ("timeout", Some(limits.timeout_ms)),
+        ] {
+            if value.is_some_and(|v| v > MAX_DURATION_MS) {
+                return Err(format!(
+                    "`{key}` must be at most 365 days (a job that long must checkpoint and \
+                     yield), got {} ms",
+                    value.unwrap_or_default()
+                ));
+            }
+        }
         if limits.retained_bytes == 0 {
             return Err("`retained` must be positive".into());
         }
@@ -624,6 +643,34 @@ mod tests {
         old.as_object_mut().unwrap().remove("max_depth");
         let read: Limits = serde_json::from_value(old).unwrap();
         assert_eq!(read, Limits::default());
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused_not_wrapped() {
+        // Found by the config fuzz target: a bulk class's timeout (twice its
+        // slice) overflowed, and a duration past u64 ms wrapped.
+        let bulk = "[classes.a]\nmodule = \"a.wasm\"\nprofile = \"bulk\"\nmax_slice = \"300000000years\"\n";
+        let err = Manifest::parse(bulk).unwrap().classes["a"]
+            .limits()
+            .unwrap_err();
+        assert!(
+            err.starts_with("`max_slice` must be at most 365 days"),
+            "{err}"
+        );
+        let bulk =
+            "[classes.a]\nmodule = \"a.wasm\"\nprofile = \"bulk\"\nmax_slice = \"300days\"\n";
+        let l = Manifest::parse(bulk).unwrap().classes["a"]
+            .limits()
+            .unwrap();
+        assert_eq!(l.timeout_ms, MAX_DURATION_MS);
+        let long = "[classes.a]\nmodule = \"a.wasm\"\ntimeout = \"584942418years\"\n";
+        let err = Manifest::parse(long).unwrap().classes["a"]
+            .limits()
+            .unwrap_err();
+        assert!(
+            err.starts_with("`timeout` must be at most 365 days"),
+            "{err}"
+        );
     }
 
     #[test]
