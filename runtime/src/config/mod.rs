@@ -433,13 +433,15 @@ impl ClassSpec {
     pub fn limits(&self) -> Result<Limits, String> {
         let d = Limits::default();
         let p = self.profile.map(Profile::preset).unwrap_or_default();
-        let ms = |t: Duration| t.as_millis() as u64;
+        // Saturating: a duration past u64 milliseconds (or twice a slice
+        // that is) is "never", not a wrapped small number.
+        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
         let slice = self.max_slice.or(p.max_slice);
         // A bulk job that does not yield when its slice is over is stopped
         // at twice the slice: bulk classes must checkpoint.
         let timeout = match (self.timeout, self.profile, slice) {
             (Some(t), _, _) => ms(t),
-            (None, Some(Profile::Bulk), Some(s)) => 2 * ms(s),
+            (None, Some(Profile::Bulk), Some(s)) => ms(s).saturating_mul(2),
             (None, _, _) => p.timeout.map_or(d.timeout_ms, ms),
         };
         let limits = Limits {
@@ -624,6 +626,19 @@ mod tests {
         old.as_object_mut().unwrap().remove("max_depth");
         let read: Limits = serde_json::from_value(old).unwrap();
         assert_eq!(read, Limits::default());
+    }
+
+    #[test]
+    fn huge_durations_saturate() {
+        // Found by the config fuzz target: a bulk class's timeout (twice its
+        // slice) overflowed, and a duration past u64 ms wrapped.
+        let bulk = "[classes.a]\nmodule = \"a.wasm\"\nprofile = \"bulk\"\nmax_slice = \"300000000years\"\n";
+        let l = Manifest::parse(bulk).unwrap().classes["a"].limits().unwrap();
+        assert_eq!(l.timeout_ms, u64::MAX);
+        assert!(l.slice_ms.unwrap() > u64::MAX / 2);
+        let long = "[classes.a]\nmodule = \"a.wasm\"\ntimeout = \"584942418years\"\n";
+        let l = Manifest::parse(long).unwrap().classes["a"].limits().unwrap();
+        assert_eq!(l.timeout_ms, u64::MAX);
     }
 
     #[test]
