@@ -1,15 +1,20 @@
-//! The commit envelope: the KEYS and ARGV the host builds for `commit.lua`
-//! from a [`Commit`] (fields, child jobs, batches, staged writes).
+//! The commit envelope: the KEYS and ARGV that
+//! [`stoker::queue::commit::envelope`] builds for `commit.lua` from a
+//! [`Commit`] (fields, child jobs, batches, staged writes), the function
+//! `commit()` sends.
 //!
 //! Commits are built from arbitrary input (queues and keys drawn from small
 //! sets, so keys repeat across children, batches and writes). The envelope
 //! is read back the way `commit.lua` reads it, and checked: every count and
-//! offset the script computes up front agrees with a walk through ARGV, which
-//! ends exactly at its last argument; every index into KEYS is in range and
-//! names the key it stands for; each key is declared once; what the script
-//! reads back (fields, children, batches, writes) is what was committed; and
-//! no `redis.call` the script makes with `unpack` exceeds Lua's stack
-//! ([`LUA_MAX_ARGS`]).
+//! offset the script computes up front (pass 1) agrees with a walk through
+//! ARGV, which ends exactly at its last argument; every index into KEYS is in
+//! range and names the key it stands for; each key is declared once; a
+//! delayed child names its scheduled set; what the script reads back (fields,
+//! children, batches, writes) is what was committed; and no `unpack` the
+//! script makes exceeds its `SLICE` (1,000 values, read from `commit.lua`:
+//! record and batch fields, batch members; field slices keep pairs whole) or,
+//! for a write the script lets through (at most its `MAX_ARGS` arguments),
+//! Lua's stack ([`LUA_MAX_ARGS`], about 8,000).
 #![no_main]
 
 use std::sync::Arc;
@@ -20,11 +25,25 @@ use stoker::host::redis::StagedWrite;
 use stoker::queue::commit::{Child, Commit, CommitKind, StagedBatch};
 use stoker::queue::keys::{self, BatchKeys, QueueKeys};
 
-use stoker_fuzz::envelope;
+use stoker::queue::commit::envelope;
 
 /// Redis's Lua: a C function gets at most LUAI_MAXCSTACK (8000) values, the
 /// command name included.
 const LUA_MAX_ARGS: usize = 7_999;
+/// The most values one sliced `unpack` may take.
+const MAX_SLICE: usize = 1_000;
+
+const SCRIPT: &str = include_str!("../../runtime/src/queue/lua/commit.lua");
+
+/// `local NAME = N` of `commit.lua`.
+fn script_const(name: &str) -> usize {
+    let prefix = format!("local {name} = ");
+    SCRIPT
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("commit.lua has no `{prefix}N`"))
+}
 
 const QUEUES: &[&str] = &["default", "critical", "q.1"];
 const IDS: &[&str] = &["a", "b", "0f3c9a2b71d04e5e8a61c2d9", "job-1"];
@@ -58,6 +77,7 @@ struct ChildIn {
     args: String,
     batch: Option<u8>,
     delay_ms: u64,
+    depth: u32,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -105,6 +125,7 @@ fuzz_target!(|data: &[u8]| {
             args: c.args,
             batch: c.batch.map(|b| format!("batch{b}")),
             delay_ms: c.delay_ms % (366 * 24 * 3600 * 1000),
+            depth: c.depth,
         })
         .collect();
     let batches: Vec<StagedBatch> = input
@@ -161,12 +182,28 @@ fuzz_target!(|data: &[u8]| {
         batches: &batches,
         writes: &writes,
     };
-    let (k, a) = envelope::envelope(&commit);
+    let (k, a) = envelope(&commit);
     check(&commit, &k, &a);
 });
 
 /// Reads the envelope as `commit.lua` does and checks it against `c`.
 fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
+    let (slice, max_args) = (script_const("SLICE"), script_const("MAX_ARGS"));
+    assert!(slice <= MAX_SLICE && slice % 2 == 0, "SLICE = {slice}");
+    assert_eq!(max_args, stoker::host::redis::MAX_WRITE_ARGS);
+    assert!(2 + max_args <= LUA_MAX_ARGS, "MAX_ARGS = {max_args}");
+    // `sliced(cmd, key, from, to)`: the unpacks it makes, `from..=to` in
+    // steps of SLICE, each after the command and key.
+    let sliced = |what: &str, from: usize, to: usize, pairs: bool| {
+        let mut i = from;
+        while i <= to {
+            let n = (i + slice - 1).min(to) + 1 - i;
+            assert!(n <= MAX_SLICE, "{what}: an unpack of {n} values");
+            assert!(2 + n <= LUA_MAX_ARGS, "{what}: over Lua's stack");
+            assert!(!pairs || n % 2 == 0, "{what}: a slice splits a pair");
+            i += slice;
+        }
+    };
     let q = c.queue;
     // KEYS[1..5]: fixed.
     assert_eq!(
@@ -224,25 +261,22 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
     let nfields = num(6);
     let (first, last) = (7, 6 + nfields * 2);
     let children_at = last + 1;
-    let batches_at = children_at + 1 + num(children_at) * 10;
+    let batches_at = children_at + 1 + num(children_at) * 11;
     let mut writes_at = batches_at + 2;
     for _ in 0..num(batches_at) {
         let nf = num(writes_at + 2);
         writes_at += 4 + nf * 2 + num(writes_at + 3 + nf * 2);
     }
 
-    // Fields: `HSET rec seq S checkpointed_at T crashes 0 unpack(fields)`.
+    // Fields: `sliced('HSET', rec, first, last)`.
     assert_eq!(nfields, c.fields.len());
     for (n, (f, v)) in c.fields.iter().enumerate() {
         assert_eq!(text(first + 2 * n), *f);
         assert_eq!(text(first + 2 * n + 1), *v);
     }
-    assert!(
-        2 + 6 + (last + 1 - first) <= LUA_MAX_ARGS,
-        "record HSET over Lua's stack"
-    );
+    sliced("record HSET", first, last, true);
 
-    // Children: 10 arguments each.
+    // Children: 11 arguments each.
     assert_eq!(num(children_at), c.children.len());
     let mut i = children_at + 1;
     for ch in c.children {
@@ -259,8 +293,9 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
         } else {
             assert_eq!(num(i + 8), 0);
         }
-        assert_eq!(text(i + 9), ch.delay_ms.to_string());
-        i += 10;
+        assert_eq!(num(i + 9), ch.delay_ms as usize);
+        assert_eq!(num(i + 10), ch.depth as usize);
+        i += 11;
     }
     assert_eq!(i, batches_at);
 
@@ -281,21 +316,21 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
             assert_eq!(text(b + 3 + 2 * n), *f);
             assert_eq!(text(b + 4 + 2 * n), *v);
         }
-        assert!(
-            2 + 8 + nf * 2 <= LUA_MAX_ARGS,
-            "batch HSET over Lua's stack"
-        );
+        sliced("batch HSET", b + 3, b + 2 + nf * 2, true);
         let first_member = b + 4 + nf * 2;
         let last_member = b + 3 + nf * 2 + num(b + 3 + nf * 2);
         assert_eq!(last_member + 1 - first_member, batch.members.len());
         for (n, m) in batch.members.iter().enumerate() {
             assert_eq!(text(first_member + n), *m);
         }
+        sliced("batch SADD", first_member, last_member, false);
         b = last_member + 1;
     }
     assert_eq!(b, writes_at);
 
-    // Writes: `redis.call(cmd, KEYS[k], unpack(args))`.
+    // Writes: `redis.call(cmd, KEYS[k], unpack(args))`, after pass 1 let
+    // through only writes of at most MAX_ARGS arguments (a longer one refuses
+    // the commit whole, before anything is unpacked).
     assert_eq!(num(writes_at), c.writes.len());
     let mut w = writes_at + 1;
     for write in c.writes {
@@ -306,11 +341,13 @@ fn check(c: &Commit<'_>, keys: &[String], argv: &[Vec<u8>]) {
         for (n, a) in write.args.iter().enumerate() {
             assert_eq!(arg(w + 3 + n), &a[..]);
         }
-        assert!(
-            2 + nargs <= LUA_MAX_ARGS,
-            "{} with {nargs} arguments over Lua's stack",
-            write.cmd
-        );
+        if nargs <= max_args {
+            assert!(
+                2 + nargs <= LUA_MAX_ARGS,
+                "{} with {nargs} arguments over Lua's stack",
+                write.cmd
+            );
+        }
         w += 3 + nargs;
     }
     assert_eq!(

@@ -1,20 +1,30 @@
-//! The HTTP policy point: the allowlist decision on a request's URI
+//! The HTTP policy point: the origin check (`check_origin`, `check_uri`,
+//! pure), the allowlist decision on a request's URI
 //! (`HttpHooks::send_request`, which decides before anything leaves the host)
-//! and the SSRF guard's address check (`forbidden`).
+//! and the refused-address table (`egress::check`).
 //!
-//! Checks: a request is let through only if its authority carries no
-//! userinfo and its scheme, host and port name an origin of the class's
-//! `http.allow` exactly (as read independently here), and every such request
-//! is let through; each decision counts once (made or refused); origins in
-//! `http.allow` survive Display/parse; an IPv4 address the guard refuses is
-//! refused in every IPv6 form that embeds it (mapped, translated, compatible,
-//! NAT64, 6to4, Teredo); the guard's answer depends only on the address.
+//! Checks: `check_origin` and `check_uri` accept exactly the one plain
+//! spelling `host/origin.rs` documents (as read independently here: http or
+//! https in any case, no userinfo, a name of 1-63-byte labels of at most 253
+//! bytes with one trailing dot dropped, a dotted quad or a bracketed IPv6
+//! literal without zone, a port of 1 to 5 digits without a leading zero, 1 to
+//! 65535, or none) and normalise it the same way; a normalised origin checks
+//! back to itself and survives Display/`Origin::parse`; a refusal is one
+//! bounded line; `Origin::parse` accepts what the check accepts; a request is
+//! let through exactly when its URI's origin is in the class's `http.allow`,
+//! and each decision counts once (made or refused); the table's answer
+//! depends only on the address; an IPv4 address it refuses is refused in
+//! every IPv6 form that embeds it; the IPv4-mapped (`::ffff:0:0/96`),
+//! -translated (`::ffff:0:0:0/96`), -compatible (`::/96`) and NAT64 local-use
+//! (`64:ff9b:1::/48`) forms are refused whatever they embed; NAT64
+//! (`64:ff9b::/96`), 6to4 and Teredo addresses are allowed exactly when what
+//! they embed is.
 //!
 //! Nothing is sent: an allowed request's future is dropped unpolled.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -22,7 +32,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use libfuzzer_sys::fuzz_target;
 use stoker::config::{HttpAccess, Origin};
-use stoker::host::http::{CallCounter, HttpHooks, forbidden};
+use stoker::host::egress;
+use stoker::host::http::{CallCounter, HttpHooks};
+use stoker::host::origin::{MAX_AUTHORITY, check_origin, check_uri};
 use stoker::host::log::JobLog;
 use wasmtime_wasi_http::WasiHttpHooks;
 
@@ -47,6 +59,11 @@ const HOSTS: &[&str] = &[
     "api.example.com.",
     "[::ffff:127.0.0.1]",
     "0x7f.1",
+    "127.0.0.1.",
+    "Example.com..",
+    "[fe80::1%25eth0]",
+    "127.0.0.01",
+    "a_b-c.d",
 ];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
@@ -65,6 +82,8 @@ enum Uri {
 #[derive(Arbitrary, Debug)]
 struct Input {
     allow: Vec<Result<u8, String>>,
+    /// Straight to `check_origin`.
+    origin: Option<(Result<u8, String>, String)>,
     uri: Uri,
     method: u8,
     retry_header: bool,
@@ -79,63 +98,7 @@ enum Ip {
     Embedded([u8; 4], u8, u16),
 }
 
-/// Gaps of the runtime this build links, found by probing it once: checks
-/// that would fail on every input are skipped, with a notice on stderr.
-struct Gaps {
-    userinfo: bool,
-    translated: bool,
-    port: bool,
-}
-
-static PROBE: Once = Once::new();
-static mut GAPS: Gaps = Gaps {
-    userinfo: false,
-    translated: false,
-    port: false,
-};
-
-fn gaps() -> &'static Gaps {
-    PROBE.call_once(|| {
-        let allow = vec![Origin::parse("http://127.0.0.1:18081").unwrap()];
-        let uri: http::Uri = "http://169.254.169.254:18080@127.0.0.1:18081/"
-            .parse()
-            .unwrap();
-        let userinfo = decide(&allow, &uri, "GET", false);
-        let translated = forbidden("::ffff:0:7f00:1".parse().unwrap()).is_none();
-        let allow80 = vec![Origin::parse("http://127.0.0.1").unwrap()];
-        let odd: http::Uri = "http://127.0.0.1:___/".parse().unwrap();
-        let port = decide(&allow80, &odd, "GET", false);
-        for (gap, what) in [
-            (
-                port,
-                "a port that is not a number is read as the scheme's default",
-            ),
-            (userinfo, "userinfo in an authority is let through"),
-            (
-                translated,
-                "IPv4-translated addresses (::ffff:0:0/96) are not refused",
-            ),
-        ] {
-            if gap {
-                eprintln!("NOTICE: known gap of this runtime, not checked: {what}");
-            }
-        }
-        // SAFETY: written once, here, before any read (inside `call_once`).
-        unsafe {
-            GAPS = Gaps {
-                userinfo,
-                translated,
-                port,
-            }
-        };
-    });
-    // SAFETY: only read after `call_once` wrote it.
-    unsafe { &*std::ptr::addr_of!(GAPS) }
-}
-
-/// The policy's decision on a request to `uri` under `allow`.
-///
-/// To swap in a pure origin check, call it here instead of the hooks.
+/// The policy point's decision on a request to `uri` under `allow`.
 fn decide(allow: &[Origin], uri: &http::Uri, method: &str, retry_header: bool) -> bool {
     let access = Arc::new(HttpAccess {
         allow: allow.to_vec(),
@@ -169,40 +132,97 @@ fn decide(allow: &[Origin], uri: &http::Uri, method: &str, retry_header: bool) -
     made == 1
 }
 
-/// The origin a URI names, read here without the runtime's code: `None`
-/// when it has no host or a port that is not a number.
-fn origin_of(uri: &http::Uri) -> Option<(Origin, bool)> {
-    let authority = uri.authority()?.as_str();
-    let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((_, h)) => (true, h),
-        None => (false, authority),
+/// The origin `scheme` and `authority` name, read here from
+/// `host/origin.rs`'s documentation without its code; `None`: refused.
+fn expected(scheme: &str, authority: &str) -> Option<Origin> {
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "http",
+        "https" => "https",
+        _ => return None,
     };
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']')?;
-        (h, after.strip_prefix(':'))
+    if authority.len() > MAX_AUTHORITY
+        || !authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+    {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let close = rest.find(']')?;
+        let v6: Ipv6Addr = rest[..close].parse().ok()?;
+        let port = match &rest[close + 1..] {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (v6.to_string(), port)
     } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
+        if authority.contains(['[', ']']) || authority.matches(':').count() > 1 {
+            return None;
         }
+        let mut parts = authority.splitn(2, ':');
+        let host = parts.next()?;
+        let port = parts.next();
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty() || host.len() > 253 {
+            return None;
+        }
+        let host = match host.parse::<Ipv4Addr>() {
+            Ok(v4) => v4.to_string(),
+            Err(_) => {
+                if host.split('.').any(|l| l.is_empty() || l.len() > 63) {
+                    return None;
+                }
+                host.to_ascii_lowercase()
+            }
+        };
+        (host, port)
     };
     let port = match port {
-        None | Some("") => match scheme.as_str() {
-            "http" => 80,
-            _ => 443,
-        },
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) => p,
-            Err(_) if gaps().port => match scheme.as_str() {
-                "http" => 80,
-                _ => 443,
-            },
-            Err(_) => return None,
-        },
+        None if scheme == "http" => 80,
+        None => 443,
+        Some(p) => {
+            let digits = (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+            if !digits || p.starts_with('0') {
+                return None;
+            }
+            u16::try_from(p.parse::<u32>().ok()?).ok()?
+        }
     };
-    let host = host.to_ascii_lowercase();
-    Some((Origin { scheme, host, port }, userinfo))
+    Some(Origin {
+        scheme: scheme.to_owned(),
+        host,
+        port,
+    })
+}
+
+/// Checks `check_origin(scheme, authority)` against [`expected`], and what
+/// it accepts for normalisation and round trips.
+fn check_pair(scheme: &str, authority: &str) -> Option<Origin> {
+    let got = check_origin(scheme, authority);
+    assert_eq!(
+        got.clone().ok(),
+        expected(scheme, authority),
+        "check_origin({scheme:?}, {authority:?}) = {got:?}"
+    );
+    match got {
+        Ok(o) => {
+            let host = match o.host.contains(':') {
+                true => format!("[{}]", o.host),
+                false => o.host.clone(),
+            };
+            let again = check_origin(&o.scheme, &format!("{host}:{}", o.port));
+            assert_eq!(again.as_ref(), Ok(&o), "normalised is stable");
+            assert_eq!(check_origin(&o.scheme, &o.host_header()).as_ref(), Ok(&o));
+            assert_eq!(Origin::parse(&o.to_string()).as_ref(), Ok(&o));
+            Some(o)
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(!text.is_empty() && !text.contains(['\n', '\r']), "{text:?}");
+            assert!(text.len() <= 200, "a {}-byte refusal: {text:?}", text.len());
+            None
+        }
+    }
 }
 
 fn pick<'a>(from: &[&'a str], i: u8) -> &'a str {
@@ -262,42 +282,39 @@ fn embed(v4: Ipv4Addr, how: u8, extra: u16) -> Ipv6Addr {
     }
 }
 
+fn refused(ip: IpAddr) -> bool {
+    let a = egress::check(ip);
+    assert_eq!(a, egress::check(ip), "the answer depends only on the address");
+    if let Err(r) = &a {
+        let text = r.to_string();
+        assert!(!text.contains('\n'), "{text:?}");
+    }
+    a.is_err()
+}
+
+fn check_embedded(a: Ipv4Addr, how: u8, extra: u16) {
+    let v4 = refused(IpAddr::V4(a));
+    let v6 = embed(a, how, extra);
+    let got = refused(IpAddr::V6(v6));
+    match how % 7 {
+        // Mapped, translated, compatible, NAT64 local-use: whatever they embed.
+        0..=2 | 4 => assert!(got, "{v6} (embedding {a}) is not refused"),
+        // NAT64, 6to4, Teredo: as the address they reach.
+        _ => assert_eq!(got, v4, "{v6} judged unlike the {a} it embeds"),
+    }
+}
+
 fn check_ip(ip: Ip) {
     match ip {
         Ip::V4(o) => {
-            let a = Ipv4Addr::from(o);
-            let why = forbidden(IpAddr::V4(a));
-            assert_eq!(why, forbidden(IpAddr::V4(a)));
-            if why.is_some() {
-                for how in 0..7 {
-                    if how == 1 && gaps().translated {
-                        continue;
-                    }
-                    let v6 = embed(a, how, 0);
-                    assert!(
-                        forbidden(IpAddr::V6(v6)).is_some(),
-                        "{a} is refused ({why:?}) but not as {v6}"
-                    );
-                }
+            for how in 0..7 {
+                check_embedded(Ipv4Addr::from(o), how, 0);
             }
         }
         Ip::V6(s) => {
-            let a = Ipv6Addr::from(s);
-            assert_eq!(forbidden(IpAddr::V6(a)), forbidden(IpAddr::V6(a)));
+            refused(IpAddr::V6(Ipv6Addr::from(s)));
         }
-        Ip::Embedded(o, how, extra) => {
-            let a = Ipv4Addr::from(o);
-            if how % 7 == 1 && gaps().translated {
-                return;
-            }
-            let v6 = embed(a, how, extra);
-            if forbidden(IpAddr::V4(a)).is_some() {
-                assert!(
-                    forbidden(IpAddr::V6(v6)).is_some(),
-                    "{a} is refused but not as {v6}"
-                );
-            }
-        }
+        Ip::Embedded(o, how, extra) => check_embedded(Ipv4Addr::from(o), how, extra),
     }
 }
 
@@ -305,17 +322,28 @@ fuzz_target!(|data: &[u8]| {
     let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
-    let gaps = gaps();
     let mut allow = Vec::new();
     for a in input.allow.iter().take(8) {
         let text = match a {
             Ok(i) => pick(ORIGINS, *i).to_owned(),
             Err(s) => s.clone(),
         };
-        if let Ok(o) = Origin::parse(&text) {
+        let parsed = Origin::parse(&text);
+        let want = text.split_once("://").and_then(|(scheme, rest)| {
+            expected(scheme, rest.strip_suffix('/').unwrap_or(rest))
+        });
+        assert_eq!(parsed.clone().ok(), want, "Origin::parse({text:?}) = {parsed:?}");
+        if let Ok(o) = parsed {
             assert_eq!(Origin::parse(&o.to_string()).as_ref(), Ok(&o), "{text}");
             allow.push(o);
         }
+    }
+    if let Some((scheme, authority)) = &input.origin {
+        let scheme = match scheme {
+            Ok(i) => pick(SCHEMES, *i),
+            Err(s) => s,
+        };
+        check_pair(scheme, authority);
     }
     for ip in input.ips.into_iter().take(8) {
         check_ip(ip);
@@ -323,15 +351,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(uri) = uri_text(input.uri).parse::<http::Uri>() else {
         return;
     };
+    let origin = check_uri(&uri).ok();
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let want = match authority {
+        "" => None,
+        a => check_pair(uri.scheme_str().unwrap_or("https"), a),
+    };
+    assert_eq!(origin, want, "check_uri({uri})");
     let allowed = decide(
         &allow,
         &uri,
         pick(METHODS, input.method),
         input.retry_header,
     );
-    let expected = match origin_of(&uri) {
-        Some((origin, userinfo)) => allow.contains(&origin) && (!userinfo || gaps.userinfo),
-        None => false,
-    };
+    let expected = origin.is_some_and(|o| allow.contains(&o));
     assert_eq!(allowed, expected, "{uri} under {allow:?}");
 });

@@ -1,4 +1,3 @@
 //! Helpers shared by the fuzz targets.
 
 pub mod component;
-pub mod envelope;
