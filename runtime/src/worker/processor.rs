@@ -56,14 +56,7 @@ pub async fn process(node: Arc<Node>, mut unit: Unit, signals: Signals) {
             let failure = Failure::permanent(ErrorKind::BadPayload, reason);
             let mut fields = failure_fields(&failure);
             fields.push(("id", id.clone()));
-            let payload = String::from_utf8_lossy(&unit.raw).into_owned();
-            let dead = Disposition::Dead {
-                payload,
-                snapshot: false,
-            };
-            let series = node.metrics.series(&unit.queue.name, None);
-            series.observe(Outcome::Dead(ErrorKind::BadPayload), None);
-            unit.settle(&id, dead, fields);
+            bury(&node, unit, &id, ErrorKind::BadPayload, fields);
             return;
         }
     };
@@ -100,14 +93,20 @@ fn duplicate(node: &Node, unit: Unit, of: &str, state: &str) {
             fields.push(("class", crate::job::truncate(class, 64).to_owned()));
         }
     }
+    bury(node, unit, &id, ErrorKind::DuplicateId, fields);
+}
+
+/// Sends a payload that is not run (`kind`: unreadable, or a duplicate) to
+/// the dead set under `id`, kept as pushed, its record set to `fields`.
+fn bury(node: &Node, unit: Unit, id: &str, kind: ErrorKind, fields: Vec<(&'static str, String)>) {
     let payload = String::from_utf8_lossy(&unit.raw).into_owned();
     let dead = Disposition::Dead {
         payload,
         snapshot: false,
     };
     let series = node.metrics.series(&unit.queue.name, None);
-    series.observe(Outcome::Dead(ErrorKind::DuplicateId), None);
-    unit.settle(&id, dead, fields);
+    series.observe(Outcome::Dead(kind), None);
+    unit.settle(id, dead, fields);
 }
 
 /// The id a duplicate of job `of` is kept under in the dead set:
