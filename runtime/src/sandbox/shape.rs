@@ -12,9 +12,8 @@
 //! Every limit below is meant to be far above what the SDK's guests use (a
 //! Rust wasip2 job is one main module plus a few wit-component shims, one
 //! memory of about 1 MiB, a table or two, a few hundred functions, ~100 KiB of
-//! code); the shipped examples all deploy under them. The per-example figures
-//! are printed by `cargo test -p stoker --lib -- shape::tests::examples
-//! --ignored --nocapture`.
+//! code); the shipped examples all deploy under them (the integration tests
+//! deploy every one).
 
 use std::fmt;
 
@@ -702,20 +701,5 @@ pub(crate) mod tests {
         let n = wasm.len();
         wasm[n - 3] ^= 0xff;
         let _ = check_component(&wasm, &CAPS);
-    }
-
-    /// The shapes of the shipped examples (build them first), for choosing
-    /// the limits above.
-    #[test]
-    #[ignore]
-    fn examples() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/guest");
-        for entry in std::fs::read_dir(dir).expect("built guests") {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "wasm") {
-                let wasm = std::fs::read(&path).unwrap();
-                println!("{}: {:?}", path.display(), check_component(&wasm, &CAPS));
-            }
-        }
     }
 }
