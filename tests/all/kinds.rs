@@ -99,7 +99,6 @@ fn a_class_cap_lowered_below_the_module_is_memory_limit_not_retried() {
 }
 
 #[test]
-#[ignore = "the job is not settled dead within 60 s: module_missing is retried; to be fixed"]
 fn a_compile_bomb_changed_in_redis_is_refused_at_once() {
     let env = TestEnv::new();
     deploy_hostile(&env, "100MiB");

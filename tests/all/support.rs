@@ -404,9 +404,11 @@ impl TestEnv {
         cmd.arg("--redis")
             .arg(&self.url)
             .arg("worker")
-            .arg("--cache-dir")
-            .arg(paths().scratch.join("cache"))
             .args(extra);
+        // The artifact cache shared by the tests, unless the test names its own.
+        if !extra.contains(&"--cache-dir") {
+            cmd.arg("--cache-dir").arg(paths().scratch.join("cache"));
+        }
         if !extra.contains(&"--heartbeat-ttl") {
             cmd.args(["--heartbeat-ttl", HEARTBEAT_TTL]);
         }
