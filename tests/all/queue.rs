@@ -396,9 +396,43 @@ fn a_raw_push_reusing_a_done_jobs_id_is_dead_as_duplicate_and_the_record_stays()
     let mut pushed = again.to_vec();
     pushed.sort();
     assert_eq!(kept, pushed, "the dead entries keep the payloads as pushed");
+
+    // Retry now (the dashboard's action) on a duplicate: refused with the
+    // reason, the entry left dead where it was, nothing queued.
+    let (dup, _) = duplicates_of(&env, "once").remove(0);
+    let acted = dashboard_retry(&env, &dup);
+    let stoker::dashboard::data::Acted::Refused(why) = acted else {
+        panic!("retrying a duplicate was not refused: {acted:?}");
+    };
+    assert!(why.contains("duplicate of job `once`"), "{why}");
+    assert!(dead_ids(&env).contains(&dup), "the entry left the dead set");
+    assert_eq!(env.fields("default", &dup)["state"], "dead");
+    assert_eq!(
+        frozen(&env, "once"),
+        before,
+        "the done job's record changed"
+    );
+
     assert_eq!(env.in_flight("default"), Vec::<String>::new());
     assert_eq!(env.pending_ids("default"), Vec::<String>::new());
     worker.assert_alive();
+}
+
+/// The dashboard's "retry now" on dead entry `id` of the default queue.
+fn dashboard_retry(env: &TestEnv, id: &str) -> stoker::dashboard::data::Acted {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = redis::Client::open(env.url.as_str()).unwrap();
+        let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+        stoker::dashboard::data::retry_now(
+            &mut conn,
+            "default",
+            stoker::dashboard::data::Set::Dead,
+            id,
+        )
+        .await
+        .unwrap()
+    })
 }
 
 #[test]

@@ -401,10 +401,7 @@ impl TestEnv {
         let n = self.workers.replace(self.workers.get() + 1);
         let log = self.dir.join(format!("worker-{n}.log"));
         let mut cmd = Command::new(&paths().stoker);
-        cmd.arg("--redis")
-            .arg(&self.url)
-            .arg("worker")
-            .args(extra);
+        cmd.arg("--redis").arg(&self.url).arg("worker").args(extra);
         // The artifact cache shared by the tests, unless the test names its own.
         if !extra.contains(&"--cache-dir") {
             cmd.arg("--cache-dir").arg(paths().scratch.join("cache"));

@@ -406,13 +406,15 @@ pub async fn limiter_readings(
 }
 
 /// What an action did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Acted {
     /// Done.
     Done,
     /// The job was no longer in that set (it ran, was promoted, or another
     /// action took it): nothing changed.
     Gone,
+    /// Refused, for the reason given: nothing changed.
+    Refused(String),
 }
 
 /// Retry now: a scheduled or retrying job (`member`: its payload) or a dead
@@ -423,6 +425,12 @@ static RETRY_NOW: LazyLock<redis::Script> = LazyLock::new(|| {
         r"
 -- KEYS[1] the set, KEYS[2] pending list, KEYS[3] the job record, KEYS[4] its snapshot
 -- ARGV[1] member, ARGV[2] 'dead' or 'payload'
+-- A duplicate's payload reuses another job's id: run again, it would only be
+-- refused again (and leave this entry queued), so it stays where it is.
+if ARGV[2] == 'dead' and redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local of = redis.call('HGET', KEYS[3], 'duplicate_of')
+  if of then return {'duplicate', of} end
+end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 local payload = ARGV[1]
 if ARGV[2] == 'dead' then
@@ -496,7 +504,7 @@ pub async fn retry_now(
         return Ok(Acted::Gone);
     };
     let id = member_id(set, member);
-    let moved: i64 = RETRY_NOW
+    let moved: redis::Value = RETRY_NOW
         .key(key)
         .key(q.pending())
         .key(q.job(&id))
@@ -505,7 +513,21 @@ pub async fn retry_now(
         .arg(if set == Set::Dead { "dead" } else { "payload" })
         .invoke_async(conn)
         .await?;
-    Ok(if moved == 1 { Acted::Done } else { Acted::Gone })
+    Ok(match moved {
+        redis::Value::Int(1) => Acted::Done,
+        redis::Value::Array(why) => {
+            let of = match why.get(1) {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            };
+            Acted::Refused(format!(
+                "not retried: this entry is a duplicate of job `{of}` (its payload reuses that \
+                 job's id, so it would be refused again); push it again with a fresh id to run \
+                 it as a new job, or delete the entry"
+            ))
+        }
+        _ => Acted::Gone,
+    })
 }
 
 /// Deletes the job `member` of `set` (see [`DELETE`]).

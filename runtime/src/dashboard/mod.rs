@@ -585,6 +585,9 @@ async fn act(
         other => return Err(Error::NotFound(format!("no action `{other}`"))),
     };
     tracing::info!(%queue, set = set.as_str(), %action, done = acted == Acted::Done, "dashboard action");
+    if let Acted::Refused(why) = acted {
+        return Ok((StatusCode::CONFLICT, format!("{why}\n")).into_response());
+    }
     if acted == Acted::Gone && form.back.is_empty() {
         return Ok((StatusCode::CONFLICT, "the job is no longer there\n").into_response());
     }
