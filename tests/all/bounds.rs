@@ -151,6 +151,19 @@ fn huge_payloads_cost_the_worker_little() {
     );
     neighbour_runs(&env);
 
+    // GET of a 100 MiB key: refused before the key is copied.
+    let (r, grew) = peak_growth(&worker, || run_one(&env, json!({"mode": "get", "mb": 100})));
+    let (kind, message) = error_of(&r);
+    assert_eq!(kind, "job_error", "{r}");
+    assert!(
+        message.contains("Quota") && message.contains("the key is 104857600 bytes"),
+        "{message}"
+    );
+    assert!(
+        grew < GROWTH_MAX,
+        "GET of a 100 MiB key grew the worker {grew} bytes"
+    );
+
     // A 100 MiB log line under the default 64 KiB log cap.
     let (r, grew) = peak_growth(&worker, || run_one(&env, json!({"mode": "log", "mb": 100})));
     assert_eq!(state(&r), "done", "{r}");

@@ -12,6 +12,7 @@
 //! | `checkpoint` | checkpoints a state of N MiB |
 //! | `enqueue` | enqueues a child of class `hello` with N MiB of args |
 //! | `lrange` | reads the whole list `key`, fails with the error it gets |
+//! | `get` | `GET` of a key of N MiB (`bounds:` then zero bytes), fails with the error it gets |
 //! | `ok` | returns `"ok"` (a neighbour) |
 //!
 //! The payloads are N MiB of fresh, untouched memory (zero bytes, valid
@@ -81,6 +82,18 @@ impl Guest for Hostile {
                 match redis::lrange(key, 0, -1) {
                     Ok(items) => Ok(Outcome::Done(items.len().to_string())),
                     Err(e) => fail(format!("lrange: {e:?}")),
+                }
+            }
+            "get" => {
+                // The prefix written over the first bytes: the rest stays
+                // untouched.
+                let mut key = untouched(mb);
+                key[..7].copy_from_slice(b"bounds:");
+                // SAFETY: ASCII then zero bytes: valid UTF-8.
+                let key = unsafe { String::from_utf8_unchecked(key) };
+                match redis::get(&key) {
+                    Ok(v) => Ok(Outcome::Done(format!("{}", v.is_some()))),
+                    Err(e) => fail(format!("get: {e:?}")),
                 }
             }
             _ => Ok(Outcome::Done("\"ok\"".into())),

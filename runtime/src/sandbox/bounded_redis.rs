@@ -4,6 +4,11 @@
 //! staged write, the room left of [`MAX_STAGED_BYTES`] for the next commit;
 //! an immediate write, [`MAX_STAGED_BYTES`]. Each value or member also counts
 //! [`ELEMENT_BYTES`], so a list of a million empty strings is not free.
+//!
+//! The reads (`get`, `hget`, ... `llen`) are linked the same way: each key,
+//! field or member they name is measured in place and refused past
+//! [`MAX_NAME_BYTES`] before it is copied; their replies are bounded inside
+//! Redis (see [`crate::host::redis`]).
 
 use wasmtime::component::{ComponentType, Lift, LinkerInstance, WasmList, WasmStr};
 use wasmtime::{AsContextMut, StoreContextMut};
@@ -14,6 +19,34 @@ use crate::host::redis::MAX_STAGED_BYTES;
 
 /// What each value or member of an operation counts besides its bytes.
 pub const ELEMENT_BYTES: usize = 16;
+
+/// The most bytes a key, field or member named by a read may have.
+pub const MAX_NAME_BYTES: usize = 64 << 10;
+
+/// Links read `$name` (`wit::Host::$method`), whose string parameters
+/// `$s` come first and its other parameters `$p` after them: each string
+/// is measured in guest memory and copied only within [`MAX_NAME_BYTES`].
+macro_rules! link_read {
+    ($redis:expr, $name:literal, $method:ident, [$($s:ident),+], [$($p:ident: $t:ty),*]) => {
+        $redis.func_wrap_async(
+            $name,
+            |mut store: StoreContextMut<'_, JobState>,
+             ($($s,)+ $($p,)*): ($(link_read!(@raw $s),)+ $($t,)*)| {
+                Box::new(async move {
+                    $(
+                        let $s = match name(&store, &$s, stringify!($s))? {
+                            Ok(text) => text,
+                            Err(e) => return Ok((Err(e),)),
+                        };
+                    )+
+                    let job = &mut store.data_mut().job;
+                    Ok((wit::Host::$method(job, $($s,)+ $($p,)*).await?,))
+                })
+            },
+        )?;
+    };
+    (@raw $s:ident) => { WasmStr };
+}
 
 /// Links `write` and `stage` into the `stoker:job/redis` instance.
 pub fn link(redis: &mut LinkerInstance<'_, JobState>) -> wasmtime::Result<()> {
@@ -47,7 +80,36 @@ pub fn link(redis: &mut LinkerInstance<'_, JobState>) -> wasmtime::Result<()> {
             })
         },
     )?;
+    link_read!(redis, "get", get, [key], []);
+    link_read!(redis, "exists", exists, [key], []);
+    link_read!(redis, "hget", hget, [key, field], []);
+    link_read!(redis, "hgetall", hgetall, [key], []);
+    link_read!(redis, "smembers", smembers, [key], []);
+    link_read!(redis, "sscan", sscan, [key], [cursor: u64, count: u32]);
+    link_read!(redis, "sismember", sismember, [key, member], []);
+    link_read!(redis, "scard", scard, [key], []);
+    link_read!(redis, "zscore", zscore, [key, member], []);
+    link_read!(redis, "zrange-by-score", zrange_by_score, [key], [min: f64, max: f64, limit: u32]);
+    link_read!(redis, "lrange", lrange, [key], [start: i64, stop: i64]);
+    link_read!(redis, "llen", llen, [key], []);
     Ok(())
+}
+
+/// A name a read passes, copied out of guest memory when it is at most
+/// [`MAX_NAME_BYTES`]; otherwise the `quota` error the guest gets.
+fn name(
+    store: &StoreContextMut<'_, JobState>,
+    s: &WasmStr,
+    what: &str,
+) -> wasmtime::Result<Result<String, RedisError>> {
+    let len = str_len(store, s)?;
+    if len > MAX_NAME_BYTES {
+        return Ok(Err(RedisError::Quota(format!(
+            "the {what} is {len} bytes; a key, field or member a read names may have at most \
+             {MAX_NAME_BYTES} bytes"
+        ))));
+    }
+    string(store, s).map(Ok)
 }
 
 #[derive(ComponentType, Lift)]
