@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use stoker::queue::keys::{self, QueueKeys};
 
-use super::{SETTLE, check_neighbour, enabled, write_module};
+use super::check::check_neighbour;
+use super::{SETTLE, enabled, write_module};
 use crate::support::{TestEnv, payload, poll_until};
 use crate::wasmgen::{
     compile_bomb, core_module_bytes, importing_component, job_component, oversized_component,
