@@ -378,7 +378,9 @@ fn a_guest_batch_killed_half_way_makes_its_jobs_and_callback_once() {
                 .is_some_and(|p| p.starts_with(&format!("{committed}/")))
                 && f.get("state").map(String::as_str) == Some("running")
         });
-        std::thread::sleep(Duration::from_millis(300)); // mid-way through staging
+        // Mid-way through staging: staged jobs leave no trace in Redis, and
+        // the parent stages one every 25 ms, so time is the only measure.
+        std::thread::sleep(Duration::from_millis(300));
         let pid = running_on(&env, &parent).expect("the parent runs");
         let i = workers
             .iter()

@@ -68,6 +68,7 @@ fn peak_growth<T>(worker: &Worker, f: impl FnOnce() -> T) -> (T, u64) {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 peak.fetch_max(status_kib(pid, "VmRSS"), Ordering::Relaxed);
+                // The sampling period, not a wait.
                 std::thread::sleep(Duration::from_millis(1));
             }
         })

@@ -93,6 +93,7 @@ fn mileage_and_sync_products_survive_kill_and_sigterm_loops() {
     let started = Instant::now();
     let (mut kills, mut terms) = (0, 0);
     while started.elapsed() < Duration::from_secs(12) {
+        // Chaos at random moments: the interval between blows is the test.
         std::thread::sleep(Duration::from_millis(rng.random_range(800..1600)));
         // Half the time, the worker running the parent (its pid is in its id).
         let holder =
@@ -410,6 +411,7 @@ fn a_redis_restart_after_the_heartbeat_ttl_takes_only_a_dead_workers_jobs() {
     two_crashes_each(&env, &ids, Some(victim));
     redis.kill();
     workers[2].kill9();
+    // Down longer than the 2 s TTL: every heartbeat key would expire meanwhile.
     std::thread::sleep(Duration::from_secs(5));
     redis.spawn();
     env.reconnect();

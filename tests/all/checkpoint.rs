@@ -815,8 +815,9 @@ fn pausing_a_queue_parks_its_running_job_until_it_is_resumed() {
     let f = fields(&env, &id);
     assert_eq!(num(&f, "seq"), 1, "committed once, at the pause: {f:?}");
     assert_eq!(num(&f, "retry_count"), 0, "{f:?}");
-    // Nothing runs while the queue is paused, and status says so.
-    std::thread::sleep(Duration::from_millis(800));
+    // Nothing runs while the queue is paused, and status says so: over three
+    // heartbeats (each re-reads the pauses) the idle worker keeps polling.
+    env.wait_beats(&worker, 3, SETTLE);
     assert_eq!(fields(&env, &paused)["state"], "queued");
     assert_eq!(fields(&env, &id)["state"], "queued");
     assert!(env.stoker_ok(&["status"]).contains("default (paused)"));

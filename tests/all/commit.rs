@@ -775,7 +775,8 @@ fn a_job_that_enqueues_itself_stops_at_the_depth_bound() {
             s.as_deref() == Some("done")
         })
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Nothing left that could run or enqueue more: the count is final.
+    env.wait_quiet("default", SETTLE);
     assert_eq!(job_count(&env), full, "the tree grew past depth 4");
     let doc = env.record("default", &root);
     assert_eq!(doc["result"]["children"], 2, "{doc}");
@@ -820,6 +821,7 @@ fn a_job_enqueuing_past_its_children_bound_gets_the_error() {
     wait_until(SETTLE, "the children to be recorded", || {
         job_count(&env) == 26
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // Nothing left that could run or enqueue more: the count is final.
+    env.wait_quiet("default", SETTLE);
     assert_eq!(job_count(&env), 26);
 }

@@ -11,6 +11,7 @@ use std::fs;
 use stoker::config::Manifest;
 
 use crate::support::TestEnv;
+use crate::wasmgen;
 
 #[test]
 fn example_classes_deploy_content_addressed() {
@@ -213,64 +214,6 @@ fn assert_nothing_stored(env: &TestEnv) {
     assert!(stored.is_empty(), "a refused deploy stored {stored:?}");
 }
 
-/// Hostile modules for deploy, built with `wasm-encoder`: components of one
-/// core module, instantiated once.
-pub(crate) mod hostile {
-    use wasm_encoder_254::{
-        CodeSection, Component, Function, FunctionSection, InstanceSection, MemorySection,
-        MemoryType, Module, ModuleArg, ModuleSection, TypeSection, ValType,
-    };
-
-    fn component(module: &Module) -> Vec<u8> {
-        let mut c = Component::new();
-        c.section(&ModuleSection(module));
-        let mut instances = InstanceSection::new();
-        instances.instantiate(0, Vec::<(&str, ModuleArg)>::new());
-        c.section(&instances);
-        c.finish()
-    }
-
-    /// A component whose memory starts at `pages` wasm pages (64 KiB each).
-    pub fn initial_memory(pages: u64) -> Vec<u8> {
-        let mut m = Module::new();
-        let mut memories = MemorySection::new();
-        memories.memory(MemoryType {
-            minimum: pages,
-            maximum: None,
-            memory64: false,
-            shared: false,
-            page_size_log2: None,
-        });
-        m.section(&memories);
-        component(&m)
-    }
-
-    /// A compile bomb: `functions` functions of `locals` i32 locals, each
-    /// body setting every local (about 7 bytes a local).
-    pub fn locals(functions: u32, locals: u32) -> Vec<u8> {
-        let mut m = Module::new();
-        let mut types = TypeSection::new();
-        types.ty().function([], []);
-        m.section(&types);
-        let mut funcs = FunctionSection::new();
-        for _ in 0..functions {
-            funcs.function(0);
-        }
-        m.section(&funcs);
-        let mut code = CodeSection::new();
-        for _ in 0..functions {
-            let mut f = Function::new([(locals, ValType::I32)]);
-            for l in 0..locals {
-                f.instructions().i32_const(l as i32).local_set(l);
-            }
-            f.instructions().end();
-            code.function(&f);
-        }
-        m.section(&code);
-        component(&m)
-    }
-}
-
 /// `stoker deploy EXTRA... MANIFEST` on `toml` (`$GUESTS`, `$DIR` as in
 /// [`TestEnv::try_deploy`]); how long it took.
 fn deploy_with(
@@ -297,7 +240,7 @@ fn deploy_with(
 #[test]
 fn each_module_is_checked_against_its_own_class_and_the_pool() {
     let env = TestEnv::new();
-    fs::write(env.dir().join("big.wasm"), hostile::initial_memory(65536)).unwrap();
+    fs::write(env.dir().join("big.wasm"), wasmgen::initial_memory(65536)).unwrap();
     // A 4 GiB class beside does not make room for the 64 MiB one.
     let toml = "[classes.roomy]\nmodule = \"$GUESTS/hello.wasm\"\nmemory = \"4GiB\"\n\n\
                 [classes.small]\nmodule = \"$DIR/big.wasm\"\nmemory = \"64MiB\"\n";
@@ -388,7 +331,7 @@ fn module_files_are_read_with_a_bound() {
 #[test]
 fn compile_bombs_are_refused_quickly_with_the_reason() {
     let env = TestEnv::new();
-    fs::write(env.dir().join("locals.wasm"), hostile::locals(4, 50_000)).unwrap();
+    fs::write(env.dir().join("locals.wasm"), wasmgen::locals(4, 50_000)).unwrap();
     let (out, took) = deploy_with(&env, "[classes.bomb]\nmodule = \"$DIR/locals.wasm\"\n", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "deploy succeeded");

@@ -73,18 +73,27 @@ fn a_partner_api_is_held_to_its_limits_and_parked_jobs_free_their_slots() {
     let mut workers: Vec<_> = (0..3)
         .map(|_| env.spawn_worker(&["-q", "partner,1", "-q", "fast,1", "--concurrency", "3"]))
         .collect();
-    // While the partner queue is throttled, fast jobs keep their latency: each
-    // batch is enqueued and waited for while the 30 jobs still compete.
-    std::thread::sleep(Duration::from_secs(2));
+    // While the partner queue is throttled (some of its jobs parked already),
+    // fast jobs keep their latency: each batch is enqueued and waited for
+    // while the 30 jobs still compete, the partner's pushes going on between.
+    wait_until(SETTLE, "a partner job to park", || {
+        env.field_sum("partner", &ids, "parked") > 0
+    });
     let mut fast_latency = Vec::new();
     for round in 0..3 {
+        let pushed = server.hits("/orders/").len();
         let started = Instant::now();
         let fast: Vec<String> = (0..5)
             .map(|i| env.enqueue("hello", &format!(r#"{{"name":"{round}-{i}"}}"#), &[]))
             .collect();
         env.wait_settled("fast", &fast, SETTLE);
         fast_latency.push(started.elapsed());
-        std::thread::sleep(Duration::from_millis(500));
+        // Half a second of pushes at 8/s (or all of them: then the check
+        // below that the partner jobs were still running fails).
+        wait_until(SETTLE, "the partner's next pushes", || {
+            let now = server.hits("/orders/").len();
+            now >= pushed + 4 || now >= 60
+        });
     }
     let partner_left = server.hits("/orders/").len();
     let records = env.wait_settled("partner", &ids, SETTLE);

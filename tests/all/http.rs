@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{TestEnv, state};
+use crate::support::{TestEnv, state, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -139,6 +139,7 @@ fn answer(stream: TcpStream, seen: &Seen) -> std::io::Result<()> {
         "/flaky" => ("200 OK", String::new(), b"finally".to_vec()),
         "/big" => ("200 OK", String::new(), vec![b'x'; 2 << 20]),
         "/slow" => {
+            // A slow origin: the delay is the behaviour under test.
             std::thread::sleep(Duration::from_secs(3));
             ("200 OK", String::new(), b"late".to_vec())
         }
@@ -146,6 +147,7 @@ fn answer(stream: TcpStream, seen: &Seen) -> std::io::Result<()> {
             let now = seen.active.fetch_add(1, Ordering::SeqCst) + 1;
             seen.max_active.fetch_max(now, Ordering::SeqCst);
             let hold = if p == "/hold" { 300 } else { 150 };
+            // Each call holds its connection this long: what limiters count.
             std::thread::sleep(Duration::from_millis(hold));
             seen.active.fetch_sub(1, Ordering::SeqCst);
             ("200 OK", String::new(), b"held".to_vec())
@@ -179,6 +181,7 @@ fn answer(stream: TcpStream, seen: &Seen) -> std::io::Result<()> {
                 "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n0123456789"
             )?;
             out.flush()?;
+            // The silence is the behaviour under test (the body never comes).
             std::thread::sleep(Duration::from_secs(8));
             return Ok(());
         }
@@ -412,8 +415,11 @@ fn a_concurrent_limiter_holds_calls_to_its_limit_across_workers() {
         })
         .collect();
     let mut workers = three_workers(&env);
-    // Fast jobs on another queue keep flowing meanwhile: deferred jobs hold no slot.
-    std::thread::sleep(Duration::from_millis(500));
+    // Fast jobs on another queue keep flowing meanwhile (once the limiter is
+    // full and jobs are deferred): deferred jobs hold no slot.
+    wait_until(SETTLE, "a job to be deferred", || {
+        env.field_sum("default", &ids, "deferred") > 0
+    });
     let started = Instant::now();
     let fast: Vec<String> = (0..5)
         .map(|i| env.enqueue("hello", &format!(r#"{{"name":"{i}"}}"#), &[]))

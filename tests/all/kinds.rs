@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::deploy::hostile;
 use crate::support::{TestEnv, wait_until};
+use crate::wasmgen;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -111,7 +111,7 @@ fn a_compile_bomb_changed_in_redis_is_refused_at_once() {
     let _: () = env.query(
         redis::cmd("SET")
             .arg(module)
-            .arg(hostile::locals(4, 50_000)),
+            .arg(wasmgen::locals(4, 50_000)),
     );
     let mut worker = env.spawn_worker(&["--cache-dir", env.dir().join("cache").to_str().unwrap()]);
     let started = Instant::now();

@@ -260,8 +260,7 @@ fn jobs_of_a_class_deployed_just_now_run() {
             &[payload(&id, &name, json!({ "name": id }))],
         );
         ids.push(id);
-        // Paces the deploys across the worker's class-table refreshes; not a wait
-        // on a condition.
+        // Paces the deploys across the worker's timed class-table refreshes.
         std::thread::sleep(Duration::from_millis(100));
     }
     env.wait_settled("default", &ids, SETTLE);
@@ -544,6 +543,7 @@ fn a_job_that_never_progresses_is_not_rerun_thousands_of_times_a_second() {
     wait_until(SETTLE, "the job to run", || {
         crate::support::num(&env.fields("default", &id), "attempts") >= 1
     });
+    // The rate of attempts over time is what is measured: a window of 3 s.
     std::thread::sleep(Duration::from_secs(3));
     let f = env.fields("default", &id);
     let attempts = crate::support::num(&f, "attempts");

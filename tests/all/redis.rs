@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{TestEnv, Worker, fields, num, state, wait_until};
+use crate::support::{TestEnv, Worker, fields, num, poll_until, state, wait_until};
 
 /// Long enough for anything here, recoveries included; a timeout is a
 /// failure, not a cost.
@@ -828,12 +828,11 @@ fn mileage_counts_each_user_of_the_hour_once() {
 /// settle it: dead, `job_error`, "staged write refused" and `says`. Failing
 /// that, says where the job is (checking first that it is not lost).
 fn assert_refused(env: &TestEnv, id: &str, says: &str) {
-    let start = Instant::now();
-    let mut doc = env.record("default", id);
-    while !matches!(state(&doc), "done" | "dead") && start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(50));
+    let mut doc = Value::Null;
+    poll_until(Duration::from_secs(15), || {
         doc = env.record("default", id);
-    }
+        matches!(state(&doc), "done" | "dead")
+    });
     env.assert_no_job_lost("default", &[id.to_owned()]);
     assert_eq!(state(&doc), "dead", "not refused: {doc}");
     assert_eq!(doc["error"]["kind"], "job_error", "{doc}");

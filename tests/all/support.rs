@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stoker::inspect::JobRecord;
-use stoker::queue::keys::QueueKeys;
+use stoker::queue::keys::{self, QueueKeys};
 
 /// The databases tests take, one each at a time.
 const DBS: std::ops::RangeInclusive<u8> = 8..=15;
@@ -165,6 +165,7 @@ impl DbLease {
                     return lease;
                 }
             }
+            // Every database is held: poll until a test lets one go.
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -523,6 +524,65 @@ impl TestEnv {
         assert_eq!(self.in_flight(queue), Vec::<String>::new(), "in flight");
     }
 
+    /// Waits until nothing of `queue` is pending, in flight, scheduled or
+    /// retrying: no job of it can run or be made any more.
+    pub fn wait_quiet(&self, queue: &str, timeout: Duration) {
+        let q = QueueKeys::new(queue);
+        wait_until(timeout, &format!("queue `{queue}` to be quiet"), || {
+            let sets: (u64, u64, u64) = self.query_pipe(
+                redis::pipe()
+                    .llen(q.pending())
+                    .zcard(q.scheduled())
+                    .zcard(q.retry()),
+            );
+            sets == (0, 0, 0) && self.in_flight(queue).is_empty()
+        });
+    }
+
+    /// The sum of the numeric record field `field` over the jobs `ids` of
+    /// `queue` (absent counts 0), in one round trip.
+    pub fn field_sum(&self, queue: &str, ids: &[String], field: &str) -> u64 {
+        let q = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(q.job(id), field);
+        }
+        let values: Vec<Option<u64>> = self.query_pipe(&pipe);
+        values.into_iter().flatten().sum()
+    }
+
+    /// The heartbeat `worker` wrote last (its document: `pid`, `busy`,
+    /// `at_ms` in Redis time, ...); `None` while it has none.
+    pub fn heartbeat(&self, worker: &Worker) -> Option<Value> {
+        let ids: Vec<String> = self.query(redis::cmd("ZRANGE").arg(keys::workers()).arg(0).arg(-1));
+        ids.iter().find_map(|id| {
+            let beat: Option<String> = self.query(redis::cmd("GET").arg(keys::heartbeat(id)));
+            let beat: Value = serde_json::from_str(&beat?).ok()?;
+            (beat["pid"] == worker.pid()).then_some(beat)
+        })
+    }
+
+    /// Waits until `worker` has written `beats` more heartbeats: it has been
+    /// alive and running its periodic duties (re-reading classes and pauses)
+    /// that many times since the call.
+    pub fn wait_beats(&self, worker: &Worker, beats: usize, timeout: Duration) {
+        let at = |b: Option<Value>| b.and_then(|b| b["at_ms"].as_u64());
+        let mut last = at(self.heartbeat(worker));
+        let mut seen = 0;
+        wait_until(
+            timeout,
+            &format!("{beats} heartbeats of the worker"),
+            || {
+                let now = at(self.heartbeat(worker));
+                if now.is_some() && now != last {
+                    seen += 1;
+                    last = now;
+                }
+                seen >= beats
+            },
+        );
+    }
+
     /// The document of `stoker status --json`.
     pub fn status(&self) -> Value {
         serde_json::from_str(&self.stoker_ok(&["status", "--json"])).expect("status JSON")
@@ -644,13 +704,24 @@ pub fn guests_dir() -> &'static Path {
 
 /// Polls `condition` every 20 ms until it holds; panics after `timeout`, naming
 /// what it waited for.
-pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, condition),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` has passed;
+/// whether it held (for waits whose timeout is not a failure).
+pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

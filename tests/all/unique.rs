@@ -97,6 +97,7 @@ unique = { ttl = "2s" }
     let first = enqueue(&env, "hello", r#"{"name":"Ada"}"#).unwrap();
     let (_, stderr) = enqueue(&env, "hello", r#"{"name":"Ada"}"#).unwrap_err();
     assert!(stderr.contains(&first), "{stderr}");
+    // The key's 2 s TTL running out is what is tested.
     std::thread::sleep(Duration::from_millis(2300));
     let second = enqueue(&env, "hello", r#"{"name":"Ada"}"#).expect("free after the TTL");
     assert_ne!(first, second);
