@@ -40,10 +40,13 @@ pub struct Snapshot {
 
 /// Wraps `state` for storage. `digest` is the module's hex sha256.
 pub fn encode(seq: u64, digest: &str, state: &[u8]) -> Vec<u8> {
-    let mut digest_bytes = [0u8; 32];
     // A digest that is not 64 hex digits (never, for a deployed module) is stored
-    // as zeros and refused when read back.
-    let _ = hex::decode_to_slice(digest, &mut digest_bytes);
+    // as zeros and refused when read back; `decode_to_slice` may have written
+    // the bytes before the first bad character, so they are zeroed again.
+    let mut digest_bytes = [0u8; 32];
+    if hex::decode_to_slice(digest, &mut digest_bytes).is_err() {
+        digest_bytes = [0; 32];
+    }
     let compressed = (state.len() >= COMPRESS_ABOVE)
         .then(|| lz4_flex::block::compress(state))
         .filter(|c| c.len() < state.len());
@@ -128,6 +131,17 @@ mod tests {
             let s = decode(&bytes, 1 << 20).unwrap();
             assert_eq!((s.seq, s.digest.as_str(), s.state), (3, DIGEST, state));
         }
+    }
+
+    #[test]
+    fn a_digest_that_is_not_hex_names_no_module() {
+        // Found by the `snapshot` fuzz target: valid hex first, a bad
+        // character later.
+        let mut digest = String::from("1d");
+        digest.push_str(&"d".repeat(61));
+        digest.push('\0');
+        let bytes = encode(7, &digest, b"state");
+        assert!(decode(&bytes, 100).unwrap_err().contains("names no module"));
     }
 
     #[test]
