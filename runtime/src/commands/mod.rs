@@ -52,7 +52,7 @@ const INCLUDE: &str = "--@include ";
 const MAX_DEPTH: usize = 4;
 
 /// The file `name` as written, if this folder has it.
-pub fn raw(name: &str) -> Option<&'static str> {
+fn raw(name: &str) -> Option<&'static str> {
     SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
