@@ -33,7 +33,7 @@ const LUA_MAX_ARGS: usize = 7_999;
 /// The most values one sliced `unpack` may take.
 const MAX_SLICE: usize = 1_000;
 
-const SCRIPT: &str = include_str!("../../runtime/src/queue/lua/commit.lua");
+const SCRIPT: &str = include_str!("../../runtime/src/commands/commit.lua");
 
 /// `local NAME = N` of `commit.lua`.
 fn script_const(name: &str) -> usize {

@@ -13,7 +13,7 @@
 //! nodes) is added to a set it is already in: nothing changes, and a callback
 //! never fires twice. Each callback has a guard field in the batch's hash
 //! (`success_at`, `complete_at`), set in the same script that finds the batch
-//! finished (`lua/batch_apply.lua`): the decision is made once.
+//! finished (`commands/batch_apply.lua`): the decision is made once.
 //!
 //! # One hash slot per script
 //! A job settles in a script on its queue's slot (`{q:QUEUE}`), and its batch
@@ -368,11 +368,6 @@ async fn apply(
 /// Enqueues decided callbacks (an id that has a record was enqueued before)
 /// and marks them enqueued.
 async fn deliver(conn: &mut Conn, b: &BatchKeys, decided: Vec<Decided>) -> redis::RedisResult<()> {
-    static MARK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-        redis::Script::new(
-            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1] .. '_enqueued', ARGV[2]) end return 0",
-        )
-    });
     for d in decided {
         let payload = match Payload::decode(d.payload.as_bytes()) {
             Ok(p) => p,
@@ -401,7 +396,8 @@ async fn deliver(conn: &mut Conn, b: &BatchKeys, decided: Vec<Decided>) -> redis
                 continue;
             }
         }
-        let _: i64 = MARK
+        let _: i64 = SCRIPTS
+            .batch_mark
             .key(b.meta())
             .arg(&d.event)
             .arg(&payload.id)
@@ -458,14 +454,9 @@ pub async fn apply_outbox_logged(conn: &mut Conn, q: &QueueKeys) {
 /// Drops the index entries older than [`INDEXED_FOR`], by Redis time, in
 /// one round trip.
 pub async fn trim_index(conn: &mut Conn) -> redis::RedisResult<u64> {
-    static TRIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-        redis::Script::new(
-            "local t = redis.call('TIME') \
-             local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
-             return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))",
-        )
-    });
-    TRIM.key(keys::batches())
+    SCRIPTS
+        .batch_trim
+        .key(keys::batches())
         .arg(INDEXED_FOR.as_millis() as u64)
         .invoke_async(conn)
         .await

@@ -177,14 +177,8 @@ pub async fn tick_all<'a>(
 
 /// Records `tick` as `class`'s last, only forward.
 async fn record(conn: &mut Conn, class: &str, tick: u64) -> redis::RedisResult<()> {
-    static FORWARD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-        redis::Script::new(
-            "local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') \
-             if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end \
-             return 0",
-        )
-    });
-    let _: i64 = FORWARD
+    let _: i64 = crate::commands::SCRIPTS
+        .cron_forward
         .key(keys::cron())
         .arg(class)
         .arg(tick)

@@ -295,7 +295,7 @@ impl Measured {
 
 /// One failed attempt, as kept in a record's `failures` field: a JSON array,
 /// newest last, to which settling appends an entry for every attempt that
-/// goes to a retry or the dead set (`queue/lua/settle.lua`; how many are kept
+/// goes to a retry or the dead set (`commands/settle.lua`; how many are kept
 /// and how long their texts may be: [`crate::queue::settle::FAILURES_KEPT`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FailedAttempt {

@@ -14,6 +14,8 @@
 //! - [`job`]: the JSON job format, states and error kinds.
 //! - [`queue`]: the Redis key layout, enqueue, wake-ups of idle workers,
 //!   reliable fetch, commits, settling.
+//! - [`commands`]: every Redis Lua script, one file each, with the includes
+//!   they share, loaded by one loader.
 //! - [`snapshot`]: the stored form of a job's checkpointed state.
 //! - [`scheduler`]: due jobs promoted, dead workers' jobs recovered, and
 //!   [`cron`]: scheduled classes' jobs enqueued once per tick.
@@ -36,6 +38,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod commands;
 pub mod config;
 pub mod cron;
 pub mod dashboard;

@@ -16,6 +16,8 @@ mod bounds;
 mod chaos;
 mod checkpoint;
 mod collapse;
+mod commands;
+mod commands_side;
 mod commit;
 mod cron;
 mod dashboard;

@@ -11,7 +11,6 @@
 //! promoted it) does nothing and says so.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -417,60 +416,6 @@ pub enum Acted {
     Refused(String),
 }
 
-/// Retry now: a scheduled or retrying job (`member`: its payload) or a dead
-/// one (`member`: its id, re-queued with the payload its record keeps) moves
-/// to the front of the line of its queue's pending list, in one step.
-static RETRY_NOW: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
--- KEYS[1] the set, KEYS[2] pending list, KEYS[3] the job record, KEYS[4] its snapshot
--- ARGV[1] member, ARGV[2] 'dead' or 'payload'
--- A duplicate's payload reuses another job's id: run again, it would only be
--- refused again (and leave this entry queued), so it stays where it is.
-if ARGV[2] == 'dead' and redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  local of = redis.call('HGET', KEYS[3], 'duplicate_of')
-  if of then return {'duplicate', of} end
-end
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local payload = ARGV[1]
-if ARGV[2] == 'dead' then
-  payload = redis.call('HGET', KEYS[3], 'payload')
-  if not payload or payload == '' then
-    -- Nothing to run: the record (and its payload) has expired.
-    redis.call('DEL', KEYS[3], KEYS[4])
-    return 0
-  end
-  redis.call('PERSIST', KEYS[3])
-  redis.call('PERSIST', KEYS[4])
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('RPUSH', KEYS[2], payload)
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'state', 'queued', 'due_at', now)
-end
-return 1
-",
-    )
-});
-
-/// Delete: the job leaves its set, and its record, snapshot and any unique key
-/// it holds go with it.
-static DELETE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
--- KEYS[1] the set, KEYS[2] the job record, KEYS[3] its snapshot; ARGV[1] member, ARGV[2] id
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-if ARGV[2] ~= '' then
-  local unique = redis.call('HGET', KEYS[2], 'unique_key')
-  if unique and redis.call('GET', unique) == ARGV[2] then redis.call('DEL', unique) end
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-return 1
-",
-    )
-});
-
 /// The id named by a set's member (see [`Row::member`]).
 fn member_id(set: Set, member: &str) -> String {
     if set == Set::Dead {
@@ -492,7 +437,10 @@ fn set_key(q: &QueueKeys, set: Set) -> Option<String> {
     }
 }
 
-/// Moves the job `member` of `set` to be fetched next (see [`RETRY_NOW`]).
+/// Retry now: moves the job `member` of `set` (a scheduled or retrying job's
+/// payload, a dead job's id) to be fetched next from its queue's pending list,
+/// waking the workers idle on that queue, in one step
+/// (`commands/retry_now.lua`).
 pub async fn retry_now(
     conn: &mut Conn,
     queue: &str,
@@ -504,7 +452,8 @@ pub async fn retry_now(
         return Ok(Acted::Gone);
     };
     let id = member_id(set, member);
-    let moved: redis::Value = RETRY_NOW
+    let moved: redis::Value = crate::commands::SCRIPTS
+        .retry_now
         .key(key)
         .key(q.pending())
         .key(q.job(&id))
@@ -530,7 +479,8 @@ pub async fn retry_now(
     })
 }
 
-/// Deletes the job `member` of `set` (see [`DELETE`]).
+/// Deletes the job `member` of `set`: it leaves its set, and its record,
+/// snapshot and any unique key it holds go with it (`commands/delete.lua`).
 pub async fn delete(
     conn: &mut Conn,
     queue: &str,
@@ -542,7 +492,8 @@ pub async fn delete(
         return Ok(Acted::Gone);
     };
     let id = member_id(set, member);
-    let deleted: i64 = DELETE
+    let deleted: i64 = crate::commands::SCRIPTS
+        .delete
         .key(key)
         .key(q.job(&id))
         .key(q.snapshot(&id))

@@ -293,13 +293,9 @@ impl JobHost {
 /// free).
 pub const REPLY_ELEMENT_BYTES: u64 = 64;
 
-/// The read script ([`read`]): measures each reply inside Redis.
-static READ: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("read.lua")));
-
 /// Runs one read: admitted on `key`, then sent as the read script
-/// (`read.lua`), which measures the reply inside Redis and refuses it when it
-/// is larger than what the attempt has left of its reply quota
+/// (`commands/read.lua`), which measures the reply inside Redis and refuses
+/// it when it is larger than what the attempt has left of its reply quota
 /// (`redis.reply`). So the worker never receives more reply bytes than the
 /// quota allows; what it receives is counted with `size` (the same measure).
 async fn read<T: redis::FromRedisValue>(
@@ -311,7 +307,7 @@ async fn read<T: redis::FromRedisValue>(
 ) -> Result<T, RedisError> {
     job.redis.admit(key, false).await?;
     let left = job.redis.reply_left();
-    let mut inv = READ.prepare_invoke();
+    let mut inv = crate::commands::SCRIPTS.read.prepare_invoke();
     inv.key(key).arg(name).arg(left).arg(REPLY_ELEMENT_BYTES);
     for a in args {
         inv.arg(*a);

@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn the_script_knows_the_hosts_limits() {
         use crate::host::redis::{MAX_TTL_MS, MAX_WRITE_ARGS};
-        let lua = include_str!("lua/commit.lua");
+        let lua = include_str!("../commands/commit.lua");
         assert!(lua.contains(&format!("local MAX_ARGS = {MAX_WRITE_ARGS}\n")));
         assert!(lua.contains(&format!("local MAX_TTL = {MAX_TTL_MS}\n")));
     }

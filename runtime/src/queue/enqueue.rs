@@ -178,12 +178,12 @@ pub async fn enqueue_keyed(
 /// Releases unique key `key` if job `id` holds it (a later job may hold it
 /// already, after the TTL).
 pub async fn release_unique(conn: &mut Conn, key: &str, id: &str) -> redis::RedisResult<()> {
-    static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-        redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0",
-        )
-    });
-    let _: i64 = RELEASE.key(key).arg(id).invoke_async(conn).await?;
+    let _: i64 = SCRIPTS
+        .release_unique
+        .key(key)
+        .arg(id)
+        .invoke_async(conn)
+        .await?;
     Ok(())
 }
 
@@ -196,7 +196,7 @@ pub enum Claim {
     Collapsed(String),
 }
 
-/// Claims collapse key `key` for job `id` about to start (see `lua/claim.lua`).
+/// Claims collapse key `key` for job `id` about to start (see `commands/claim.lua`).
 pub async fn claim(
     conn: &mut Conn,
     queue: &QueueKeys,

@@ -11,8 +11,8 @@
 //! makes what it commits effectively once.
 //!
 //! Every key of one queue shares the hash tag `{q:NAME}` and every script
-//! touches one queue, so the same code runs on a single Redis, Sentinel or
-//! Redis Cluster.
+//! ([`crate::commands`]) touches one queue, so the same code runs on a single
+//! Redis, Sentinel or Redis Cluster.
 
 pub mod commit;
 pub mod enqueue;
@@ -21,59 +21,9 @@ pub mod keys;
 pub mod settle;
 pub mod wake;
 
-use std::sync::LazyLock;
-
-use redis::Script;
-
-/// A script that pushes onto a pending list, after the wake-up functions
-/// (`lua/wake.lua`) it calls.
-macro_rules! with_wake {
-    ($path:literal) => {
-        concat!(include_str!("lua/wake.lua"), include_str!($path))
-    };
-}
-
-/// A script that takes payloads off a list, after the function (`lua/ident.lua`)
-/// that reads a payload's id and token.
-macro_rules! with_ident {
-    ($path:literal) => {
-        concat!(include_str!("lua/ident.lua"), include_str!($path))
-    };
-}
-
-/// The Lua scripts, each touching the keys of one queue only. `redis-rs` runs
-/// them by SHA and reloads them after `NOSCRIPT` (a restarted Redis).
-pub(crate) struct Scripts {
-    pub enqueue: Script,
-    pub fetch: Script,
-    pub settle: Script,
-    pub commit: Script,
-    pub limit: Script,
-    pub breaker: Script,
-    pub claim: Script,
-    pub promote: Script,
-    pub recover: Script,
-    pub batch_apply: Script,
-    pub batch_enqueue: Script,
-}
-
-pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: Script::new(with_wake!("lua/enqueue.lua")),
-    fetch: Script::new(with_ident!("lua/fetch.lua")),
-    settle: Script::new(with_wake!("lua/settle.lua")),
-    // The shebang stays first, ahead of the wake-up functions.
-    commit: Script::new(concat!("#!lua\n", with_wake!("lua/commit.lua"))),
-    limit: Script::new(include_str!("lua/limit.lua")),
-    breaker: Script::new(include_str!("lua/breaker.lua")),
-    claim: Script::new(include_str!("lua/claim.lua")),
-    promote: Script::new(with_wake!("lua/promote.lua")),
-    recover: Script::new(concat!(
-        include_str!("lua/ident.lua"),
-        with_wake!("lua/recover.lua")
-    )),
-    batch_apply: Script::new(include_str!("lua/batch_apply.lua")),
-    batch_enqueue: Script::new(with_wake!("lua/batch_enqueue.lua")),
-});
+/// The scripts, loaded from [`crate::commands`], under the name the queue's
+/// modules use.
+pub(crate) use crate::commands::SCRIPTS;
 
 /// A Redis connection: multiplexed (concurrent requests are pipelined) and
 /// reconnecting.

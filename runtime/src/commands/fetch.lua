@@ -27,8 +27,8 @@
 -- This runs for every job: each job costs one LMOVE, one HMGET and one HSET
 -- (Redis spends more on a call from Lua than on most commands themselves), and
 -- the time is turned into a string once per call, not once per job.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include ident
+--@include now
 local now_s = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 
 local function decode(payload)

@@ -39,8 +39,8 @@
 -- Returns {jobs lost, jobs added to the batch outbox}.
 -- A plain done job costs one LREM, one HSET and one EXPIRE (see fetch.lua on
 -- why calls are counted), and the time is turned into a string once per call.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include wake
+--@include now
 local now_s = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])

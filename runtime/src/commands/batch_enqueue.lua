@@ -5,8 +5,8 @@
 -- ARGV[1] job record key prefix, ARGV[2] queue, ARGV[3] batch id, then per job:
 -- id, class, args (JSON), payload
 -- Returns the number of jobs queued.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include wake
+--@include now
 local prefix, queue, batch = ARGV[1], ARGV[2], ARGV[3]
 for i = 4, #ARGV, 4 do
   if redis.call('EXISTS', prefix .. ARGV[i]) == 1 then

@@ -1,4 +1,4 @@
--- A payload's id and token (see job.rs: "One id, one job"), put before the
+-- A payload's id and token (see job.rs: "One id, one job"), included by the
 -- scripts that take payloads off a list. Payloads written by Stoker start
 -- with the id, the class and, when it has one, the token: those are read
 -- without decoding the payload. Anything else is decoded.

@@ -1,4 +1,4 @@
--- Wake-ups (see queue::wake), put before every script that pushes onto a
+-- Wake-ups (see queue::wake), included by every script that pushes onto a
 -- pending list: the workers idle on a queue fetch at once, instead of at
 -- their next poll, when its pending list `list` gets jobs.
 local function announce(list)

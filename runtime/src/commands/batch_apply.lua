@@ -11,8 +11,7 @@
 -- a dead job that is already done stays done.
 -- Returns the callbacks decided and not yet marked enqueued, flat:
 -- event, queue, payload, event, queue, payload, ...
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include now
 local meta, jobs, done, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', meta) == 0 then return {} end
 for i = 4, #ARGV, 2 do

@@ -8,8 +8,8 @@
 -- (latest wins: the key's pending holder is marked superseded by this job)
 -- Returns {state, due_ms}, or {'duplicate', holder id} when a unique key is
 -- held. Refuses an id that already has a record.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include wake
+--@include now
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return redis.error_reply('DUPLICATE a job with id ' .. ARGV[2] .. ' already exists')
 end

@@ -7,8 +7,7 @@
 --            through as its probe); {0, ms} open: capacity back in ms
 -- success -> {1, 0}: closed again
 -- failure -> {1, 0} still closed; {0, cool-down} it opened now
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include now
 local key, op = KEYS[1], ARGV[1]
 local threshold, cool, probe = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local failures = tonumber(redis.call('HGET', key, 'failures') or '0')

@@ -3,8 +3,8 @@
 -- KEYS[1] scheduled or retry set, KEYS[2] pending list
 -- ARGV[1] max jobs, ARGV[2] job record key prefix
 -- Returns the number of jobs moved.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include wake
+--@include now
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, payload in ipairs(due) do
   redis.call('ZREM', KEYS[1], payload)

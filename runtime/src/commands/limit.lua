@@ -7,8 +7,7 @@
 -- Returns {granted (1/0), ms}: denied, the ms until capacity is expected back;
 -- granted, 0, or (a reserved turn of a rate limiter) the ms to wait before
 -- using it.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include now
 local op, kind = ARGV[1], ARGV[2]
 local limit, period, burst, lease = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
   tonumber(ARGV[6])

@@ -1,3 +1,4 @@
+#!lua
 -- Commits a checkpoint, or a job's completion, with its child jobs, batches
 -- and staged Redis writes, in one atomic step. Idempotent: a commit retried
 -- after its reply was lost finds its sequence already recorded and changes
@@ -17,9 +18,10 @@
 --    a key emptied by SREM/ZREM/HDEL or deleted by PEXPIRE 0 being gone.
 -- A write that would fail refuses the commit whole: 'bad_write:REASON'. Every
 -- command then has at most MAX_ARGS arguments and every unpack below is cut
--- into slices of at most SLICE values. The shebang (`#!lua`, put first when
--- queue/mod.rs loads this file) makes Redis refuse the whole script up front
--- when it is out of memory, instead of failing at the first write.
+-- into slices of at most SLICE values. The shebang (`#!lua`, the first line,
+-- which stays first when the includes are resolved) makes Redis refuse the
+-- whole script up front when it is out of memory, instead of failing at the
+-- first write.
 --
 -- KEYS[1] job record, KEYS[2] snapshot, KEYS[3] the worker's in-flight list,
 -- KEYS[4] stats hash, KEYS[5] the queue's batch outbox, then the pending lists
@@ -47,6 +49,7 @@
 -- Returns 'ok', 'applied' (this sequence was already committed),
 -- 'lease_lost' (the job was recovered from this attempt; nothing written) or
 -- 'bad_write:REASON' (a staged write cannot apply; nothing written).
+--@include wake
 
 -- The host's limits (host/redis.rs: MAX_WRITE_ARGS, MAX_TTL_MS).
 local MAX_ARGS = 1000
@@ -54,8 +57,7 @@ local MAX_TTL = 3153600000000
 -- Values handed to one unpack (Lua's stack takes about 8,000).
 local SLICE = 1000
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include now
 local rec = KEYS[1]
 local mode, seq = ARGV[1], tonumber(ARGV[3])
 local held = redis.call('HMGET', rec, 'lease', 'seq')

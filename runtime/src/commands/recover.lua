@@ -11,8 +11,9 @@
 -- ARGV[3] dead record TTL (s), ARGV[4] snapshot key prefix, ARGV[5] the dead
 -- worker's id
 -- Returns {jobs recovered, jobs found poison}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include ident
+--@include wake
+--@include now
 local poison_after, dead_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local n, poisoned = 0, 0
 while true do
