@@ -19,6 +19,7 @@ pub mod enqueue;
 pub mod fetch;
 pub mod keys;
 pub mod settle;
+pub mod staged;
 pub mod wake;
 
 use std::sync::LazyLock;
