@@ -21,7 +21,8 @@
 //!   [`cron`]: scheduled classes' jobs enqueued once per tick.
 //! - [`worker`]: the node: launcher, manager, processor.
 //! - [`sandbox`]: the wasmtime engine, one store per attempt, limits.
-//! - [`host`]: the host functions a job may call, one file per capability.
+//! - [`wit`]: the `stoker:job` world's bindings, shared by `sandbox` and `host`.
+//! - [`host`]: the host functions a job may call, one context per capability.
 //! - [`limit`]: distributed limiters (concurrent, rate, window) and HTTP
 //!   destinations' circuit breakers, in Redis.
 //! - [`retry`]: retry or dead, and the backoff.
@@ -58,4 +59,5 @@ pub mod rollup;
 pub mod sandbox;
 pub mod scheduler;
 pub mod snapshot;
+pub mod wit;
 pub mod worker;

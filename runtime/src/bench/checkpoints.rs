@@ -25,11 +25,11 @@ use tokio::sync::watch;
 
 use super::{clear_queue, signal, wait_processed};
 use crate::config::Manifest;
-use crate::host::checkpoint::{ClassQueues, JobContext};
-use crate::host::redis::StagedWrite;
+use crate::host::{ClassQueues, JobContext, JobLink};
 use crate::job::Payload;
 use crate::queue::commit::{Child, CommitKind, child_id};
 use crate::queue::keys::{self, QueueKeys};
+use crate::queue::staged::StagedWrite;
 use crate::queue::{self, Conn};
 
 const QUEUE: &str = "bench-ckpt";
@@ -145,7 +145,7 @@ async fn commit_latency(
         )
         .await?;
     let (_tx, shutdown) = watch::channel(false);
-    let mut job = JobContext::new(
+    let link = JobLink::new(
         conn.clone(),
         q.clone(),
         "bench".into(),
@@ -153,20 +153,17 @@ async fn commit_latency(
         1,
         0,
         digest.clone(),
-        Arc::new(BenchQueue),
-        shutdown,
-        Default::default(),
-        Default::default(),
     );
+    let mut job = JobContext::new(link, Arc::new(BenchQueue), shutdown);
     let state = vec![b'x'; 1024];
     let mut times = Vec::with_capacity(N_COMMITS);
     for _ in 0..N_COMMITS {
-        let seq = job.seq + 1;
+        let seq = job.seq() + 1;
         let started = Instant::now();
         for k in 0..children {
             let mut p = Payload::new("noop", serde_json::Value::Null);
             p.id = child_id(&id, seq, k);
-            job.children.push(Child {
+            job.staged.children.push(Child {
                 queue: q.clone(),
                 id: p.id.clone(),
                 class: "noop".into(),
@@ -178,7 +175,7 @@ async fn commit_latency(
             });
         }
         for k in 0..writes {
-            job.redis.staged.push(StagedWrite {
+            job.staged.writes.push(StagedWrite {
                 cmd: "INCRBY",
                 key: counter(k),
                 args: vec![b"1".to_vec()],

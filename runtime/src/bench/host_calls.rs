@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use wasmtime_wasi_http::io::TokioIo;
 
 use crate::config::{HttpAccess, Limits, Manifest, RedisAccess};
-use crate::host::checkpoint::{ClassQueues, JobContext};
+use crate::host::{ClassQueues, JobContext, JobLink};
 use crate::queue::keys::QueueKeys;
 use crate::queue::{self, Conn};
 use crate::sandbox::{Attempt, JobModule, RunOutcome, Sandbox, SandboxConfig, Usage};
@@ -307,7 +307,7 @@ async fn attempt(b: &Bench, op: &str, n: u64) -> anyhow::Result<Usage> {
     let args = serde_json::json!({"op": op, "n": n, "url": b.url, "key": KEY}).to_string();
     let (_shutdown_tx, shutdown) = watch::channel(false);
     let (_cancel_tx, cancel) = watch::channel(false);
-    let job = JobContext::new(
+    let link = JobLink::new(
         b.conn.clone(),
         b.queue.clone(),
         "bench".into(),
@@ -315,11 +315,10 @@ async fn attempt(b: &Bench, op: &str, n: u64) -> anyhow::Result<Usage> {
         1,
         0,
         b.module.digest.clone(),
-        b.node.clone(),
-        shutdown,
-        Arc::new(b.redis.clone()),
-        b.http.clone(),
     );
+    let mut job = JobContext::new(link, b.node.clone(), shutdown);
+    job.redis = Arc::new(b.redis.clone());
+    job.http = b.http.clone();
     let report = b
         .sandbox
         .run(

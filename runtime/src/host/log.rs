@@ -5,7 +5,7 @@
 //! together). Past it, output is dropped and counted, never an error for the guest.
 //!
 //! Bound on the worker's memory: the interface is linked by
-//! [`crate::sandbox::state`] over the guest's string in place
+//! the sandbox over the guest's string in place
 //! ([`wasmtime::component::WasmStr`]), so of a line only what fits the
 //! remaining budget is copied out of guest memory (a 100 MiB line under a
 //! 1 MiB cap costs the worker 1 MiB, not three copies of the line). The
@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::sandbox::bindings::stoker::job::log::{Host, Level};
+use crate::wit::stoker::job::log::{Host, Level};
 
 /// The job's log for one attempt, shared by the log interface and captured stdio.
 #[derive(Clone)]

@@ -1,11 +1,21 @@
-//! Host functions: what a job can reach, one file per capability.
+//! Host functions: what a job can reach, one context per capability.
 //!
-//! Each capability has the same shape: its per-attempt state (a field of the
-//! store's state), its limits, and its impl of the generated `Host` trait, linked
-//! by [`crate::sandbox`] with access to that field only.
+//! Each capability has the same shape, after wasmtime-wasi's `WasiCtx` and
+//! `WasiCtxView`: a context that owns its per-attempt state and its limits
+//! (`RedisCtx`, `HttpCtx`, ...), built from the class when the attempt starts,
+//! and its impl of the generated `Host` trait ([`crate::wit`]) on a [`View`]
+//! of that context: its own state, the job's lease ([`JobLink`]) and what is
+//! staged for the next commit ([`Staged`](crate::queue::staged::Staged)).
+//! The sandbox holds one field per context and makes each call's view in one
+//! place, which counts the call. Adding a capability is adding its file here,
+//! its field and its linking in the sandbox.
 //!
-//! - [`checkpoint`]: the `stoker:job/checkpoint` and `stoker:job/enqueue`
-//!   interfaces: commits, child jobs, and the host's request to stop.
+//! - [`job`]: the job's side of an attempt: its lease, what the worker hands
+//!   the sandbox and gets back ([`JobContext`]), and the view.
+//! - [`checkpoint`]: the `stoker:job/checkpoint` interface: commits, and the
+//!   host's request to stop.
+//! - [`enqueue`]: the `stoker:job/enqueue` interface: child jobs, staged, in
+//!   bounded job trees.
 //! - [`batch`]: the `stoker:job/batch` interface: batches of child jobs with
 //!   callbacks, staged like child jobs.
 //! - [`http`]: `wasi:http/outgoing-handler`, through one policy point:
@@ -20,9 +30,13 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod egress;
+pub mod enqueue;
 pub mod http;
 pub mod http_wire;
+pub mod job;
 pub mod log;
 pub mod origin;
 pub mod redis;
 pub mod stdio;
+
+pub use job::{ClassQueues, JobContext, JobLink, View};

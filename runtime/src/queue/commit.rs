@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use super::keys::{BatchKeys, QueueKeys};
 use super::settle::DONE_TTL;
+use super::staged::StagedWrite;
 use super::{Conn, SCRIPTS};
-use crate::host::redis::StagedWrite;
 
 /// A child job staged by a running job.
 #[derive(Clone, Debug)]
@@ -127,8 +127,8 @@ pub fn child_id(parent: &str, seq: u64, index: usize) -> String {
 /// them. Pure: what it builds is what [`commit`] sends.
 ///
 /// The host keeps every command within the script's limits before it gets
-/// here ([`crate::host::redis::prepare`]: at most
-/// [`MAX_WRITE_ARGS`](crate::host::redis::MAX_WRITE_ARGS) arguments a write);
+/// here ([`super::staged::prepare`]: at most
+/// [`MAX_WRITE_ARGS`](super::staged::MAX_WRITE_ARGS) arguments a write);
 /// the script checks the envelope's shape again, and refuses it whole
 /// (`bad_write`) rather than apply part of a malformed one.
 pub fn envelope(commit: &Commit<'_>) -> (Vec<String>, Vec<Vec<u8>>) {
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn the_script_knows_the_hosts_limits() {
-        use crate::host::redis::{MAX_TTL_MS, MAX_WRITE_ARGS};
+        use crate::queue::staged::{MAX_TTL_MS, MAX_WRITE_ARGS};
         let lua = include_str!("../commands/commit.lua");
         assert!(lua.contains(&format!("local MAX_ARGS = {MAX_WRITE_ARGS}\n")));
         assert!(lua.contains(&format!("local MAX_TTL = {MAX_TTL_MS}\n")));

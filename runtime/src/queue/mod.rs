@@ -19,6 +19,7 @@ pub mod enqueue;
 pub mod fetch;
 pub mod keys;
 pub mod settle;
+pub mod staged;
 pub mod wake;
 
 /// The scripts, loaded from [`crate::commands`], under the name the queue's

@@ -29,9 +29,10 @@ use wasmtime::{StoreContextMut, bail};
 use wasmtime_wasi::p2::DynOutputStream;
 use wasmtime_wasi::p2::bindings::io::streams::{Host as _, StreamError as WitStreamError};
 
-use super::bindings::stoker::job::{batch, checkpoint, enqueue, log};
 use super::state::JobState;
-use crate::host::checkpoint::{MAX_CHILD_BYTES, SnapshotLimit};
+use crate::host::checkpoint::{CheckpointCtx, SnapshotLimit};
+use crate::host::enqueue::{EnqueueCtx, MAX_CHILD_BYTES};
+use crate::wit::stoker::job::{batch, checkpoint, enqueue, log};
 
 /// The longest args a child job or a batch callback may have, bytes of JSON
 /// (also bounded, with the other children, by [`MAX_CHILD_BYTES`] a commit).
@@ -132,14 +133,14 @@ fn link_all(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, JobState>,
          (state, progress): (WasmList<u8>, Option<checkpoint::Progress>)| {
             boxed(async move {
-                let cap = store.data().job.meter.retained;
+                let cap = store.data().checkpoint.meter.retained;
                 let size = state.len() as u64;
                 if size > cap {
                     return Err(SnapshotLimit { size, cap }.into());
                 }
                 let state = state.as_le_slice(&store).to_vec();
-                let job = &mut store.data_mut().job;
-                let stop = checkpoint::Host::save(job, state, progress).await?;
+                let mut view = store.data_mut().view::<CheckpointCtx>();
+                let stop = checkpoint::Host::save(&mut view, state, progress).await?;
                 Ok((stop,))
             })
         },
@@ -152,8 +153,8 @@ fn link_all(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
             boxed(async move {
                 let class = refused!(name(&store, &class)?);
                 let args = refused!(json(&store, &args)?);
-                let job = &mut store.data_mut().job;
-                Ok((enqueue::Host::enqueue(job, class, args).await?,))
+                let mut view = store.data_mut().view::<EnqueueCtx>();
+                Ok((enqueue::Host::enqueue(&mut view, class, args).await?,))
             })
         },
     )?;
@@ -164,8 +165,8 @@ fn link_all(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
             boxed(async move {
                 let class = refused!(name(&store, &class)?);
                 let args = refused!(json(&store, &args)?);
-                let job = &mut store.data_mut().job;
-                Ok((enqueue::Host::enqueue_in(job, class, args, delay).await?,))
+                let mut view = store.data_mut().view::<EnqueueCtx>();
+                Ok((enqueue::Host::enqueue_in(&mut view, class, args, delay).await?,))
             })
         },
     )?;
@@ -178,8 +179,8 @@ fn link_all(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
             boxed(async move {
                 let on_success = refused!(callback(&store, on_success.as_ref())?);
                 let on_complete = refused!(callback(&store, on_complete.as_ref())?);
-                let job = &mut store.data_mut().job;
-                Ok((batch::Host::create(job, on_success, on_complete).await?,))
+                let mut view = store.data_mut().view::<EnqueueCtx>();
+                Ok((batch::Host::create(&mut view, on_success, on_complete).await?,))
             })
         },
     )?;
@@ -191,8 +192,8 @@ fn link_all(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
                 let id = refused!(name(&store, &id)?);
                 let class = refused!(name(&store, &class)?);
                 let args = refused!(json(&store, &args)?);
-                let job = &mut store.data_mut().job;
-                Ok((batch::Host::add(job, id, class, args).await?,))
+                let mut view = store.data_mut().view::<EnqueueCtx>();
+                Ok((batch::Host::add(&mut view, id, class, args).await?,))
             })
         },
     )?;

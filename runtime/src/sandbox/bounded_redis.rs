@@ -13,9 +13,9 @@
 use wasmtime::component::{ComponentType, Lift, LinkerInstance, WasmList, WasmStr};
 use wasmtime::{AsContextMut, StoreContextMut};
 
-use super::bindings::stoker::job::redis::{self as wit, Op, RedisError};
 use super::state::JobState;
-use crate::host::redis::MAX_STAGED_BYTES;
+use crate::host::redis::{MAX_STAGED_BYTES, RedisCtx, staged_room};
+use crate::wit::stoker::job::redis::{self as wit, Op, RedisError};
 
 /// What each value or member of an operation counts besides its bytes.
 pub const ELEMENT_BYTES: usize = 16;
@@ -39,8 +39,8 @@ macro_rules! link_read {
                             Err(e) => return Ok((Err(e),)),
                         };
                     )+
-                    let job = &mut store.data_mut().job;
-                    Ok((wit::Host::$method(job, $($s,)+ $($p,)*).await?,))
+                    let mut view = store.data_mut().view::<RedisCtx>();
+                    Ok((wit::Host::$method(&mut view, $($s,)+ $($p,)*).await?,))
                 })
             },
         )?;
@@ -58,8 +58,8 @@ pub fn link(redis: &mut LinkerInstance<'_, JobState>) -> wasmtime::Result<()> {
                     Ok(op) => op,
                     Err(e) => return Ok((Err(e),)),
                 };
-                let job = &mut store.data_mut().job;
-                Ok((wit::Host::write(job, op).await?,))
+                let mut view = store.data_mut().view::<RedisCtx>();
+                Ok((wit::Host::write(&mut view, op).await?,))
             })
         },
     )?;
@@ -67,16 +67,13 @@ pub fn link(redis: &mut LinkerInstance<'_, JobState>) -> wasmtime::Result<()> {
         "stage",
         |mut store: StoreContextMut<'_, JobState>, (op,): (RawOp,)| {
             Box::new(async move {
-                let room = match store.data_mut().job.ctx.as_ref() {
-                    Some(j) => j.redis.staged_room(),
-                    None => MAX_STAGED_BYTES,
-                };
+                let room = staged_room(&store.data().staged);
                 let op = match read(&mut store, &op, room, "a staged write")? {
                     Ok(op) => op,
                     Err(e) => return Ok((Err(e),)),
                 };
-                let job = &mut store.data_mut().job;
-                Ok((wit::Host::stage(job, op).await?,))
+                let mut view = store.data_mut().view::<RedisCtx>();
+                Ok((wit::Host::stage(&mut view, op).await?,))
             })
         },
     )?;
@@ -295,7 +292,7 @@ fn bytes(store: &StoreContextMut<'_, JobState>, b: &WasmList<u8>) -> Vec<u8> {
 
 /// The operation copied out of guest memory (its size was checked).
 fn copy(store: &mut StoreContextMut<'_, JobState>, op: &RawOp) -> wasmtime::Result<Op> {
-    use super::bindings::stoker::job::redis as w;
+    use crate::wit::stoker::job::redis as w;
     let members = |store: &mut StoreContextMut<'_, JobState>,
                    a: &MembersArgs|
      -> wasmtime::Result<w::MembersArgs> {

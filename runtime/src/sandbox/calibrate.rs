@@ -10,9 +10,9 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
 use super::YIELD_INTERVAL;
-use super::bindings::JobPre;
 use super::state::JobState;
 use crate::config::Limits;
+use crate::wit::JobPre;
 
 /// How guest code is metered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

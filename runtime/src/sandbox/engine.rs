@@ -6,12 +6,12 @@ use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::JobPre;
 use super::cache::ArtifactCache;
 use super::compile::{self, CompileError};
 use super::limits::MAX_TABLE_ELEMENTS;
 use super::shape::{self, Caps, Shape, ShapeError, check_component};
 use super::state::JobState;
+use crate::wit::JobPre;
 
 /// Guest wasm stack. Deep recursion past it traps with `stack_overflow`.
 pub const MAX_WASM_STACK: usize = 512 << 10;

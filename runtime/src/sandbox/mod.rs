@@ -17,7 +17,6 @@
 //! A guest parked in a host call consumes no fuel; every host call carries its
 //! own deadline, and the wall-clock timer fires there because the call is async.
 
-pub(crate) mod bindings;
 mod bounded;
 mod bounded_redis;
 mod cache;

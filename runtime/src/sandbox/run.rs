@@ -12,16 +12,17 @@ use wasmtime::component::{ComponentType, Lift, WasmStr};
 use wasmtime::{AsContext, Store, Trap, WasmBacktrace};
 
 use super::YIELD_INTERVAL;
-use super::bindings::stoker::job::types::ErrorKind as GuestErrorKind;
 use super::engine::{JobModule, Sandbox};
 use super::limits::{MemoryLimitExceeded, TableLimitExceeded};
 use super::shape::mib;
 use super::state::JobState;
 use crate::config::Limits;
+use crate::host::JobContext;
 use crate::host::checkpoint::{
-    BadWrite, CommitFailed, CommitUnavailable, JobContext, LeaseLost, SnapshotLimit,
+    BadWrite, CommitFailed, CommitUnavailable, LeaseLost, SnapshotLimit,
 };
 use crate::job::ErrorKind;
+use crate::wit::stoker::job::types::ErrorKind as GuestErrorKind;
 
 /// Fuel given to a class without a `fuel` budget: consumption is still counted.
 const UNMETERED_FUEL: u64 = 1 << 62;
@@ -133,7 +134,7 @@ pub struct RunReport {
     /// Its log (host log lines, stdout, stderr), capped.
     pub log: String,
     /// The job's context as the attempt left it: its last committed sequence,
-    /// the children staged since.
+    /// what it staged since, why it was asked to stop, whether it was parked.
     pub job: Option<JobContext>,
 }
 
@@ -288,12 +289,11 @@ impl Sandbox {
             enqueued: 0,
             queue_latency: None,
         };
-        (usage.http_calls, usage.http_refused, usage.limiter_wait) =
-            store.data().http_hooks.counts();
-        usage.redis_ops = store.data().job.ctx.as_ref().map_or(0, |j| j.redis.ops());
-        usage.enqueued = store.data().job.ctx.as_ref().map_or(0, |j| j.enqueued);
+        (usage.http_calls, usage.http_refused, usage.limiter_wait) = store.data().http.counts();
+        usage.redis_ops = store.data().redis.ops();
+        usage.enqueued = store.data().job.as_ref().map_or(0, |j| j.enqueued);
         let log = store.data().log.contents();
-        let job = store.data_mut().job.ctx.take();
+        let job = store.data_mut().take_job();
         let outcome = match stop {
             Stop::Finished(Ok(Returned::TooLarge(size))) => RunOutcome::Failed(Failure::permanent(
                 ErrorKind::JobError,

@@ -136,7 +136,7 @@ pub struct Node {
 /// as a compile stopped on a loaded machine, heal).
 pub const REFUSED_FOR: Duration = Duration::from_secs(60);
 
-impl crate::host::checkpoint::ClassQueues for Node {
+impl crate::host::ClassQueues for Node {
     fn queue_of<'a>(&'a self, class: &'a str) -> futures::future::BoxFuture<'a, Option<String>> {
         Box::pin(async move { self.class(class).await.map(|c| c.queue.clone()) })
     }

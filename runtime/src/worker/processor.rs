@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{ModuleError, Node, stall};
-use crate::host::checkpoint::{BadWrite, CommitFailed, JobContext, LeaseLost};
+use crate::host::checkpoint::{BadWrite, CommitFailed, LeaseLost};
+use crate::host::{JobContext, JobLink};
 use crate::job::{ErrorKind, Payload};
 use crate::limit;
 use crate::metrics::{Outcome, Series};
@@ -25,8 +26,8 @@ use crate::queue::commit::CommitKind;
 use crate::queue::fetch::Unit;
 use crate::queue::settle::Disposition;
 use crate::retry::{self, Decision};
-use crate::sandbox::bindings::stoker::job::checkpoint::StopReason;
 use crate::sandbox::{Attempt, Failure, RunOutcome, Usage};
+use crate::wit::stoker::job::checkpoint::StopReason;
 
 /// What a running job hears from its worker.
 #[derive(Clone)]
@@ -263,7 +264,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
     }
 
     let args = payload.args.to_string();
-    let mut job = JobContext::new(
+    let link = JobLink::new(
         node.conn.clone(),
         unit.queue.clone(),
         node.id.clone(),
@@ -271,18 +272,17 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         unit.attempt,
         unit.seq,
         module.digest.clone(),
-        node.clone(),
-        signals.quiet,
-        class.redis.clone(),
-        class.http.clone(),
     );
+    let mut job = JobContext::new(link, node.clone(), signals.quiet);
+    job.redis = class.redis.clone();
+    job.http = class.http.clone();
     // Its place in its job tree, and its class's bounds on trees.
     job.depth = payload
         .extra
         .get("depth")
         .and_then(serde_json::Value::as_u64)
         .map_or(0, |d| d.min(u64::from(u32::MAX)) as u32);
-    job.tree = crate::host::checkpoint::TreeLimits {
+    job.tree = crate::host::enqueue::TreeLimits {
         max_children: class.limits.max_children,
         max_depth: class.limits.max_depth,
     };
@@ -320,18 +320,18 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
     // A destination's limiter or breaker parked the job: whatever stopped it
     // afterwards (the SDK's yield, or the job's own error or panic about the
     // refused call), it waits in the scheduled set, without using a retry.
-    if let Some(park) = crate::host::http::parked(&job.calls) {
+    if let Some(park) = job.parked.clone() {
         let stopped_by_it = match &report.outcome {
             RunOutcome::Yielded => true,
             RunOutcome::Failed(f) => matches!(f.kind, ErrorKind::JobError | ErrorKind::Trap),
             _ => false,
         };
         if stopped_by_it {
-            tracing::debug!(delay = ?park.delay, reason = %park.reason, seq = job.seq, "parked");
+            tracing::debug!(delay = ?park.delay, reason = %park.reason, seq = job.seq(), "parked");
             // A park is a stop the host asked for.
             let verdict = judge_stall(&class, &unit, &job, true);
             if let stall::Verdict::Dead { message, .. } = verdict {
-                unit.seq = job.seq;
+                unit.seq = job.seq();
                 let failure = Failure::permanent(ErrorKind::NoProgress, message);
                 let (usage, log) = (Some(report.usage), report.log);
                 return fail(unit, payload, failure, class.retry, usage, log, &series);
@@ -373,7 +373,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
             }
             if !staged {
                 let done = Disposition::Done {
-                    snapshot: job.seq > 0,
+                    snapshot: job.seq() > 0,
                 };
                 series.observe(Outcome::Done, Some(&report.usage));
                 return unit.settle(&id, done, fields);
@@ -395,7 +395,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
                 }
                 Err(e) if e.is::<BadWrite>() || e.is::<CommitFailed>() => {
                     let mut unit = unit;
-                    unit.seq = job.seq;
+                    unit.seq = job.seq();
                     let mut failure = Failure::new(ErrorKind::JobError, e.to_string());
                     failure.retryable = e.is::<BadWrite>();
                     let usage = Some(report.usage);
@@ -415,17 +415,17 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         RunOutcome::Yielded => {
             if job.has_staged() {
                 tracing::warn!(
-                    children = job.children.len(),
-                    writes = job.redis.staged.len(),
+                    children = job.staged.children.len(),
+                    writes = job.staged.writes.len(),
                     "the job yielded with child jobs or writes staged after its last checkpoint; they are dropped"
                 );
             }
-            tracing::debug!(seq = job.seq, stop = ?job.stop, "yielded");
+            tracing::debug!(seq = job.seq(), stop = ?job.stop, "yielded");
             let quiet = quiet_window(&class);
             let host_asked = job.stop.is_some() || quiet.is_some();
             let verdict = judge_stall(&class, &unit, &job, host_asked);
             if let stall::Verdict::Dead { message, .. } = verdict {
-                unit.seq = job.seq;
+                unit.seq = job.seq();
                 let failure = Failure::permanent(ErrorKind::NoProgress, message);
                 let (usage, log) = (Some(report.usage), report.log);
                 return fail(unit, payload, failure, class.retry, usage, log, &series);
@@ -480,7 +480,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
             unit.settle(&id, Disposition::Requeue { front, next }, fields);
         }
         RunOutcome::Interrupted => {
-            tracing::info!(seq = job.seq, "interrupted; requeued");
+            tracing::info!(seq = job.seq(), "interrupted; requeued");
             let requeue = Disposition::Requeue {
                 front: true,
                 next: None,
@@ -497,7 +497,7 @@ async fn run(node: Arc<Node>, mut unit: Unit, mut payload: Payload, signals: Sig
         RunOutcome::Failed(failure) => {
             // The attempt may have checkpointed: the record knows the snapshot.
             let mut unit = unit;
-            unit.seq = job.seq;
+            unit.seq = job.seq();
             let (usage, log) = (Some(report.usage), report.log);
             fail(unit, payload, failure, class.retry, usage, log, &series)
         }
@@ -743,7 +743,7 @@ fn judge_stall(
     job: &JobContext,
     host_asked: bool,
 ) -> stall::Verdict {
-    let progressed = job.seq > unit.seq;
+    let progressed = job.seq() > unit.seq;
     stall::judge(
         &class.name,
         progressed,
@@ -771,5 +771,5 @@ fn stall_fields(
     if stalls == 0 && unit.stalls == 0 {
         return;
     }
-    fields.push(("stalls", format!("{stalls}:{}", job.seq)));
+    fields.push(("stalls", format!("{stalls}:{}", job.seq())));
 }

@@ -1,4 +1,5 @@
-//! Host-side bindings of the `stoker:job` world (`sdk/wit/`, the one copy).
+//! Host-side bindings of the `stoker:job` world (`sdk/wit/`, the one copy):
+//! the contract [`crate::host`] implements and [`crate::sandbox`] links.
 //!
 //! Imports that talk to Redis are async; those that can end the attempt (a
 //! commit refused, a lost lease) are trappable: their error is a trap the
