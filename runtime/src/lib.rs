@@ -31,14 +31,18 @@
 //!   `/metrics` for Prometheus.
 //! - [`batch`]: batches of jobs, and their callbacks fired once when all have
 //!   finished.
-//! - [`inspect`]: `stoker job`, `status`, `wait`.
+//! - [`inspect`]: `stoker job`, `status`, `wait`: a job's record and its
+//!   rendering, the status query and its tables, watching a job to its end.
 //! - [`dashboard`]: the web dashboard: pages and actions over the same
 //!   records.
 //! - [`dev`]: `stoker dev`, everything on one machine for a first try.
 //! - [`bench`]: `stoker bench`, the figures quoted in the README.
+//! - [`cli`]: the `stoker` command line, one file per command, each with
+//!   its flags and its run; `main` parses and dispatches.
 
 pub mod batch;
 pub mod bench;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod cron;

@@ -1,5 +1,5 @@
 //! `calls`: makes one kind of host call `n` times in a loop, for
-//! `stoker bench --host-calls`, which times an attempt making `n` calls against
+//! `stoker bench host-calls`, which times an attempt making `n` calls against
 //! one making none and divides by `n`. Args: `{"op": OP, "n": 1000, "url": "...",
 //! "key": "..."}`, where OP is one of
 //!

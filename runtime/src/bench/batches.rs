@@ -1,4 +1,4 @@
-//! `stoker bench --batch`: what batch membership costs Redis.
+//! `stoker bench batch`: what batch membership costs Redis.
 //!
 //! 1. Deploy the example classes and start one worker process on queue `bench`.
 //! 2. Drain N plain `noop` jobs, pre-filled as the drain benchmark does.
@@ -21,7 +21,7 @@ use crate::job::Payload;
 use crate::queue::keys::{BatchKeys, QueueKeys};
 use crate::queue::{self, Conn, SCRIPTS};
 
-/// Figures of one `--batch` run.
+/// Figures of one `stoker bench batch` run.
 #[derive(Debug, serde::Serialize)]
 pub struct BatchFigures {
     /// Jobs drained in each mode.

@@ -1,4 +1,4 @@
-//! `stoker bench --checkpoints`: what checkpoints cost, and how fast work comes
+//! `stoker bench checkpoints`: what checkpoints cost, and how fast work comes
 //! back after a shutdown or a crash.
 //!
 //! 1. Commit latency: [`N_COMMITS`] checkpoint commits of a 1 KiB state through

@@ -1,4 +1,4 @@
-//! `stoker bench --dashboard`: how long the dashboard's pages take with a
+//! `stoker bench dashboard`: how long the dashboard's pages take with a
 //! million jobs in Redis.
 //!
 //! 1. Fill queue `bench-dashboard` with [`FILL`] pending jobs (records and

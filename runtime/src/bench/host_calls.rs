@@ -1,4 +1,4 @@
-//! `stoker bench --host-calls`: what one host call costs a job, and what the
+//! `stoker bench host-calls`: what one host call costs a job, and what the
 //! HTTP policy point costs over a plain client.
 //!
 //! 1. The `calls` example (its module as the manifest's `calls` class names it)

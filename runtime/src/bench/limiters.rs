@@ -1,4 +1,4 @@
-//! `stoker bench --limiters`: how long one limiter decision takes, seen from a
+//! `stoker bench limiters`: how long one limiter decision takes, seen from a
 //! worker (script call and round trip), for each kind: 2,000 acquire
 //! decisions each, sequentially, on a limiter generous enough that every one
 //! is granted (the same work as a denial), and the p50 / p99.
@@ -23,8 +23,13 @@ pub struct LimiterFigure {
     pub p99_us: u64,
 }
 
+/// The figures, one per kind; as JSON, the list.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct LimiterFigures(pub Vec<LimiterFigure>);
+
 /// Runs the benchmark against `redis_url`.
-pub async fn run(redis_url: &str) -> anyhow::Result<Vec<LimiterFigure>> {
+pub async fn run(redis_url: &str) -> anyhow::Result<LimiterFigures> {
     let mut conn = queue::connect(redis_url).await?;
     let mut figures = Vec::new();
     for (name, kind) in [
@@ -61,7 +66,7 @@ pub async fn run(redis_url: &str) -> anyhow::Result<Vec<LimiterFigure>> {
     if !keys.is_empty() {
         let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
     }
-    Ok(figures)
+    Ok(LimiterFigures(figures))
 }
 
 async fn time_decisions(conn: &mut Conn, limiter: &Limiter) -> anyhow::Result<Vec<Duration>> {

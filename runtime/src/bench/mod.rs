@@ -1,9 +1,11 @@
-//! `stoker bench`: the benchmarks quoted in the README. The drain benchmark is
-//! here; [`checkpoints`] measures commits, yields and recovery; [`limiters`]
-//! times limiter decisions; [`host_calls`] times one host call from inside a
-//! job and the HTTP policy point against a plain client; [`metering`] decides
-//! fuel versus epochs; [`batches`] what batch membership costs Redis;
-//! [`dashboard`] times the dashboard's pages with a million jobs in Redis.
+//! `stoker bench`: the benchmarks quoted in the README, one subcommand each.
+//! The drain benchmark (the default) is here, and [`metering`], which decides
+//! fuel versus epochs; [`checkpoints`] measures commits, yields and recovery;
+//! [`limiters`] times limiter decisions; [`host_calls`] times one host call
+//! from inside a job and the HTTP policy point against a plain client;
+//! [`batches`] what batch membership costs Redis; [`dashboard`] times the
+//! dashboard's pages with a million jobs in Redis. Each returns its figures,
+//! which print themselves as a table ([`report`]) or serialize as JSON.
 //!
 //! The drain benchmark:
 //! 1. Deploy the example classes and start one worker process on queue `bench`.
@@ -33,6 +35,7 @@ pub mod checkpoints;
 pub mod dashboard;
 pub mod host_calls;
 pub mod limiters;
+pub mod report;
 
 const QUEUE: &str = "bench";
 
@@ -330,8 +333,22 @@ pub struct MeteringFigure {
     pub ratio: f64,
 }
 
+/// The figures of `stoker bench metering`; as JSON, the list of kinds.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct MeteringFigures {
+    /// The `n` of `fib(n)`.
+    #[serde(skip)]
+    pub n: u32,
+    /// Runs behind each median.
+    #[serde(skip)]
+    pub runs: usize,
+    /// Per kind of metering, none first.
+    pub kinds: Vec<MeteringFigure>,
+}
+
 /// Runs `fib(n)` `runs` times under each kind of metering (one engine each).
-pub async fn metering(fib_wasm: &Path, n: u32, runs: usize) -> anyhow::Result<Vec<MeteringFigure>> {
+pub async fn metering(fib_wasm: &Path, n: u32, runs: usize) -> anyhow::Result<MeteringFigures> {
     use crate::sandbox::calibrate::{Metering, time_runs};
     let wasm =
         std::fs::read(fib_wasm).with_context(|| format!("reading {}", fib_wasm.display()))?;
@@ -348,12 +365,13 @@ pub async fn metering(fib_wasm: &Path, n: u32, runs: usize) -> anyhow::Result<Ve
         medians.push((m, t[t.len() / 2].as_secs_f64() * 1e3));
     }
     let base = medians[0].1;
-    Ok(medians
+    let kinds = medians
         .into_iter()
         .map(|(m, ms)| MeteringFigure {
             metering: m.name(),
             median_ms: ms,
             ratio: ms / base,
         })
-        .collect())
+        .collect();
+    Ok(MeteringFigures { n, runs, kinds })
 }

@@ -1,0 +1,280 @@
+//! How each benchmark's figures read on a terminal: the tables `stoker bench`
+//! prints without `--json`, one `Display` per kind of figures.
+
+use std::fmt::{self, Display, Formatter};
+
+use super::batches::BatchFigures;
+use super::checkpoints::{CheckpointFigures, N_COMMITS};
+use super::dashboard::{DashboardFigures, REQUESTS};
+use super::host_calls::HostCallFigures;
+use super::limiters::{DECISIONS, LimiterFigures};
+use super::{DrainFigures, MeteringFigures};
+use crate::inspect::bytes;
+
+impl Display for DrainFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "drain: {} no-op jobs, one worker process, concurrency {}",
+            self.jobs, self.concurrency
+        )?;
+        writeln!(
+            f,
+            "  throughput            {:>10.0} jobs/s",
+            self.jobs_per_sec
+        )?;
+        writeln!(
+            f,
+            "  worker CPU            {:>10.1} us/job",
+            self.worker_cpu_us_per_job
+        )?;
+        writeln!(
+            f,
+            "  redis CPU             {:>10.1} us/job",
+            self.redis_cpu_us_per_job
+        )?;
+        writeln!(
+            f,
+            "  total CPU             {:>10.1} us/job",
+            self.worker_cpu_us_per_job + self.redis_cpu_us_per_job
+        )?;
+        writeln!(f, "  instantiate+run p50   {:>10} us", self.run_p50_us)?;
+        writeln!(f, "  instantiate+run p99   {:>10} us", self.run_p99_us)?;
+        writeln!(
+            f,
+            "  worker peak RSS       {:>10}",
+            bytes(self.worker_peak_rss_bytes)
+        )?;
+        writeln!(
+            f,
+            "  redis time by command (a script's includes its commands):"
+        )?;
+        for c in self.redis_commands.iter().take(10) {
+            writeln!(
+                f,
+                "    {:<18} {:>6.3} calls/job {:>7.2} us/job",
+                c.command, c.calls_per_job, c.us_per_job
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for MeteringFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "metering: fib({}), median of {} runs, one engine per kind",
+            self.n, self.runs
+        )?;
+        for m in &self.kinds {
+            writeln!(
+                f,
+                "  {:<11} {:>9.1} ms  {:>5.2}x",
+                m.metering, m.median_ms, m.ratio
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for CheckpointFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let n = N_COMMITS;
+        writeln!(f, "checkpoints: one Redis, workers as separate processes")?;
+        writeln!(
+            f,
+            "  commit, 1 KiB state              p50 {:>6} us  p99 {:>6} us  ({n} commits)",
+            self.commit_p50_us, self.commit_p99_us
+        )?;
+        writeln!(
+            f,
+            "  commit, 1 KiB state + 10 writes  p50 {:>6} us  p99 {:>6} us  ({n} commits)",
+            self.commit_writes_p50_us, self.commit_writes_p99_us
+        )?;
+        writeln!(
+            f,
+            "  commit, 1 KiB state + 10 jobs    p50 {:>6} us  p99 {:>6} us  ({n} commits)",
+            self.commit_children_p50_us, self.commit_children_p99_us
+        )?;
+        writeln!(
+            f,
+            "  checkpoint after every item      {:>10.0} items/s",
+            self.items_per_sec
+        )?;
+        writeln!(
+            f,
+            "  SIGTERM -> 8 jobs re-queued      {:>10} ms (worker exited at {} ms)",
+            self.sigterm_to_requeued_ms, self.sigterm_to_exit_ms
+        )?;
+        writeln!(
+            f,
+            "  kill -9 -> resumed elsewhere     {:>10} ms (heartbeat TTL {} ms)",
+            self.kill9_to_resumed_ms, self.heartbeat_ttl_ms
+        )
+    }
+}
+
+impl Display for LimiterFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "limiters: one decision (script + round trip), {DECISIONS} per kind"
+        )?;
+        for l in &self.0 {
+            writeln!(
+                f,
+                "  {:<11} p50 {:>5} us  p99 {:>5} us",
+                l.kind, l.p50_us, l.p99_us
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for HostCallFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        // ns below 10 us, us above.
+        let t = |ns: f64| {
+            if ns < 10_000.0 {
+                format!("{ns:.0} ns")
+            } else {
+                format!("{:.1} us", ns / 1e3)
+            }
+        };
+        let row = |f: &mut Formatter<'_>, label: &str, n: String, a: String, b: String| {
+            let line = format!("  {label:<36} {n:>8} {a:>10} {b:>10}");
+            writeln!(f, "{}", line.trim_end())
+        };
+        let none = String::new;
+        let runs = self.runs;
+        writeln!(
+            f,
+            "host calls from a job: (attempt making n calls - attempt making none) / n"
+        )?;
+        row(
+            f,
+            &format!("median of {runs} runs"),
+            "n".into(),
+            "wall/call".into(),
+            "cpu/call".into(),
+        )?;
+        for c in &self.calls {
+            row(f, c.op, c.n.to_string(), t(c.wall_ns), t(c.cpu_ns))?;
+        }
+        let base = format!("{:.1} us", self.baseline_run_us);
+        row(f, "attempt making no call", none(), base, none())?;
+        writeln!(
+            f,
+            "the same round trips from the bench process, right after each run above"
+        )?;
+        for d in [&self.redis_direct, &self.http_direct] {
+            row(f, d.what, d.n.to_string(), t(d.wall_ns), none())?;
+        }
+        writeln!(f, "job / direct, median of the {runs} runs' ratios")?;
+        let x = |r: f64| format!("{r:.2}x");
+        row(
+            f,
+            "redis_get / redis GET",
+            none(),
+            x(self.redis_ratio),
+            none(),
+        )?;
+        row(
+            f,
+            "http_get / hyper GET",
+            none(),
+            x(self.http_ratio),
+            none(),
+        )
+    }
+}
+
+impl Display for DashboardFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "dashboard: {} pending + {} dead jobs in one queue (filled in {:.1} s), {REQUESTS} requests per page, a connection each",
+            self.pending, self.dead, self.fill_secs
+        )?;
+        for p in &self.pages {
+            writeln!(
+                f,
+                "  {:<44} p50 {:>7.1} ms  p99 {:>7.1} ms  {:>7}",
+                p.path,
+                p.p50_ms,
+                p.p99_ms,
+                bytes(p.bytes as u64)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for BatchFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "batches: {} no-op jobs per run, one worker process, concurrency {}",
+            self.jobs, self.concurrency
+        )?;
+        writeln!(
+            f,
+            "  redis CPU, plain jobs        {:>8.1} us/job  ({:.0} jobs/s)",
+            self.plain_redis_cpu_us_per_job, self.plain_jobs_per_sec
+        )?;
+        writeln!(
+            f,
+            "  redis CPU, batch members     {:>8.1} us/job  ({:.0} jobs/s, callback included)",
+            self.batch_redis_cpu_us_per_job, self.batch_jobs_per_sec
+        )?;
+        writeln!(
+            f,
+            "  overhead per batch member    {:>8.1} us",
+            self.overhead_us_per_member
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::MeteringFigure;
+    use super::super::limiters::LimiterFigure;
+    use super::*;
+
+    #[test]
+    fn tables_read_as_before_and_json_is_unchanged() {
+        let limiters = LimiterFigures(vec![LimiterFigure {
+            kind: "rate",
+            p50_us: 80,
+            p99_us: 150,
+        }]);
+        assert_eq!(
+            limiters.to_string(),
+            "limiters: one decision (script + round trip), 2000 per kind\n  \
+             rate        p50    80 us  p99   150 us\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&limiters).unwrap(),
+            r#"[{"kind":"rate","p50_us":80,"p99_us":150}]"#
+        );
+        let metering = MeteringFigures {
+            n: 32,
+            runs: 9,
+            kinds: vec![MeteringFigure {
+                metering: "fuel",
+                median_ms: 12.34,
+                ratio: 1.5,
+            }],
+        };
+        assert_eq!(
+            metering.to_string(),
+            "metering: fib(32), median of 9 runs, one engine per kind\n  \
+             fuel             12.3 ms   1.50x\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&metering).unwrap(),
+            r#"[{"metering":"fuel","median_ms":12.34,"ratio":1.5}]"#
+        );
+    }
+}
