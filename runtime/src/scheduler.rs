@@ -140,9 +140,15 @@ pub async fn recover_dead_workers(
     for w in &others {
         pipe.exists(keys::heartbeat(w));
     }
-    let alive: Vec<bool> = match pipe.query_async(conn).await {
-        Ok(alive) => alive,
-        Err(e) => return Err(noted(health, e)),
+    // No other worker: nothing to ask (an empty pipeline is an error in
+    // redis-rs, which would count as Redis failing on every pass).
+    let alive: Vec<bool> = if others.is_empty() {
+        Vec::new()
+    } else {
+        match pipe.query_async(conn).await {
+            Ok(alive) => alive,
+            Err(e) => return Err(noted(health, e)),
+        }
     };
     let prompt = health.answered(sent);
     let up_long_enough = match server_info(&info) {

@@ -165,3 +165,18 @@ fn sigterm_lets_running_jobs_finish() {
     env.wait_settled("default", &ids, SETTLE);
     env.assert_all_done("default", &ids, |_| json!(fib(32)));
 }
+
+#[test]
+fn a_lone_healthy_worker_logs_no_warnings() {
+    // Its scheduler passes find no other worker to recover: nothing to
+    // report (it once warned of an empty pipeline on every pass).
+    let env = TestEnv::new();
+    let mut worker = env.spawn_worker(&[]);
+    env.wait_beats(&worker, 3, SETTLE);
+    worker.assert_alive();
+    let log = worker.log();
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "a healthy worker logged:\n{log}"
+    );
+}
