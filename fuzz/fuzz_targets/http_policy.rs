@@ -24,7 +24,7 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -33,10 +33,10 @@ use http_body_util::{BodyExt, Empty};
 use libfuzzer_sys::fuzz_target;
 use stoker::config::{HttpAccess, Origin};
 use stoker::host::egress;
-use stoker::host::http::{CallCounter, HttpHooks};
+use stoker::host::http::HttpCtx;
 use stoker::host::origin::{MAX_AUTHORITY, check_origin, check_uri};
 use stoker::host::log::JobLog;
-use wasmtime_wasi_http::WasiHttpHooks;
+use wasmtime::component::ResourceTable;
 
 const ORIGINS: &[&str] = &[
     "https://api.example.com",
@@ -104,16 +104,7 @@ fn decide(allow: &[Origin], uri: &http::Uri, method: &str, retry_header: bool) -
         allow: allow.to_vec(),
         ..HttpAccess::default()
     });
-    let calls = Arc::new(Mutex::new(CallCounter::default()));
-    let mut hooks = HttpHooks::new(
-        access,
-        "job".into(),
-        1,
-        calls,
-        Instant::now(),
-        JobLog::new(64 << 10),
-        None,
-    );
+    let mut ctx = HttpCtx::new(access, Instant::now(), JobLog::new(64 << 10), None);
     let mut request = http::Request::builder().method(method).uri(uri.clone());
     if retry_header {
         request = request.header("stoker-retry", "1");
@@ -122,10 +113,12 @@ fn decide(allow: &[Origin], uri: &http::Uri, method: &str, retry_header: bool) -
     else {
         return false;
     };
-    let before = hooks.counts();
-    let future = hooks.send_request(request, None, Box::new(async { Ok(()) }));
+    let before = ctx.counts();
+    let mut table = ResourceTable::new();
+    let view = ctx.view(&mut table, 1);
+    let future = view.hooks.send_request(request, None, Box::new(async { Ok(()) }));
     drop(future);
-    let after = hooks.counts();
+    let after = ctx.counts();
     let made = after.0 - before.0;
     let refused = after.1 - before.1;
     assert_eq!(made + refused, 1, "a request is made or refused, once");
