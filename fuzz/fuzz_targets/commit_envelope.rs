@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use stoker::queue::staged::StagedWrite;
 use stoker::queue::commit::{Child, Commit, CommitKind, StagedBatch};
 use stoker::queue::keys::{self, BatchKeys, QueueKeys};
+use stoker::queue::staged::StagedWrite;
 
 use stoker::queue::commit::envelope;
 

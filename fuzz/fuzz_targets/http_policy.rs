@@ -34,8 +34,8 @@ use libfuzzer_sys::fuzz_target;
 use stoker::config::{HttpAccess, Origin};
 use stoker::host::egress;
 use stoker::host::http::HttpCtx;
-use stoker::host::origin::{MAX_AUTHORITY, check_origin, check_uri};
 use stoker::host::log::JobLog;
+use stoker::host::origin::{MAX_AUTHORITY, check_origin, check_uri};
 use wasmtime::component::ResourceTable;
 
 const ORIGINS: &[&str] = &[
@@ -116,7 +116,9 @@ fn decide(allow: &[Origin], uri: &http::Uri, method: &str, retry_header: bool) -
     let before = ctx.counts();
     let mut table = ResourceTable::new();
     let view = ctx.view(&mut table, 1);
-    let future = view.hooks.send_request(request, None, Box::new(async { Ok(()) }));
+    let future = view
+        .hooks
+        .send_request(request, None, Box::new(async { Ok(()) }));
     drop(future);
     let after = ctx.counts();
     let made = after.0 - before.0;
@@ -277,7 +279,11 @@ fn embed(v4: Ipv4Addr, how: u8, extra: u16) -> Ipv6Addr {
 
 fn refused(ip: IpAddr) -> bool {
     let a = egress::check(ip);
-    assert_eq!(a, egress::check(ip), "the answer depends only on the address");
+    assert_eq!(
+        a,
+        egress::check(ip),
+        "the answer depends only on the address"
+    );
     if let Err(r) = &a {
         let text = r.to_string();
         assert!(!text.contains('\n'), "{text:?}");
@@ -322,10 +328,14 @@ fuzz_target!(|data: &[u8]| {
             Err(s) => s.clone(),
         };
         let parsed = Origin::parse(&text);
-        let want = text.split_once("://").and_then(|(scheme, rest)| {
-            expected(scheme, rest.strip_suffix('/').unwrap_or(rest))
-        });
-        assert_eq!(parsed.clone().ok(), want, "Origin::parse({text:?}) = {parsed:?}");
+        let want = text
+            .split_once("://")
+            .and_then(|(scheme, rest)| expected(scheme, rest.strip_suffix('/').unwrap_or(rest)));
+        assert_eq!(
+            parsed.clone().ok(),
+            want,
+            "Origin::parse({text:?}) = {parsed:?}"
+        );
         if let Ok(o) = parsed {
             assert_eq!(Origin::parse(&o.to_string()).as_ref(), Ok(&o), "{text}");
             allow.push(o);
