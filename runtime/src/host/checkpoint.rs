@@ -7,9 +7,8 @@
 //! - `save` encodes the state ([`crate::snapshot`]), commits it with the staged
 //!   children ([`crate::queue::commit`]), retrying a commit whose reply was lost,
 //!   and answers whether the job should stop. A commit that cannot be made ends
-//!   the attempt with a trap carrying one of this module's error types, which
-//!   the sandbox turns into an outcome: [`LeaseLost`], [`SnapshotLimit`],
-//!   [`CommitUnavailable`].
+//!   the attempt with a trap carrying its [`CommitError`], which the sandbox
+//!   turns into an outcome ([`CommitError::fate`]).
 //! - `should-yield` answers from local facts only (no Redis): shutdown, the
 //!   queue's pause (as the node last read it), the class's quiet hours
 //!   (`limit` once a window opens), the class's time slice, and how
@@ -33,7 +32,7 @@ use super::redis::RedisSession;
 use crate::config::{HttpAccess, RedisAccess};
 use crate::job::Payload;
 use crate::queue::Conn;
-use crate::queue::commit::{self, Child, Commit, CommitKind, Committed, StagedBatch};
+use crate::queue::commit::{self, Child, Commit, CommitError, CommitKind, StagedBatch};
 use crate::queue::keys::QueueKeys;
 use crate::sandbox::bindings::stoker::job::checkpoint::{self as wit, Progress, StopReason};
 use crate::sandbox::bindings::stoker::job::enqueue;
@@ -46,8 +45,6 @@ pub const MAX_CHILD_BYTES: usize = 16 << 20;
 /// yield (`limit`), so it commits and resumes with a fresh budget instead of
 /// being stopped by the cap.
 pub const NEAR_LIMIT: f64 = 0.8;
-/// Tries of one commit when Redis does not answer.
-const COMMIT_TRIES: u32 = 5;
 
 /// What a running job needs to know of its node: where classes' jobs go (the
 /// node's class table), and which queues are paused.
@@ -183,53 +180,30 @@ impl JobContext {
     }
 
     /// Commits the next sequence: a checkpoint or the job's completion, with
-    /// the staged children. Retries while Redis does not answer.
+    /// the staged children. Retries while Redis does not answer
+    /// ([`commit::make`]).
     pub async fn commit(
         &mut self,
         kind: CommitKind<'_>,
         fields: &[(&'static str, String)],
-    ) -> wasmtime::Result<()> {
+    ) -> Result<(), CommitError> {
         let seq = self.seq + 1;
         // A batch that got no jobs is not created: nothing would ever finish
         // it (documented with the `batch` interface).
         self.batches.retain(|b| !b.members.is_empty());
-        let mut pause = Duration::from_millis(20);
-        let mut tries = 0;
-        loop {
-            let c = Commit {
-                queue: &self.queue,
-                id: &self.id,
-                worker: &self.worker,
-                lease: self.lease,
-                seq,
-                kind: match &kind {
-                    CommitKind::Checkpoint { snapshot } => CommitKind::Checkpoint { snapshot },
-                    CommitKind::Done { raw } => CommitKind::Done { raw },
-                },
-                fields,
-                children: &self.children,
-                batches: &self.batches,
-                writes: &self.redis.staged,
-            };
-            match commit::commit(&mut self.conn, &c).await {
-                Ok(Committed::Ok | Committed::AlreadyApplied) => break,
-                Ok(Committed::LeaseLost) => return Err(LeaseLost.into()),
-                Ok(Committed::BadWrite(reason)) => return Err(BadWrite(reason).into()),
-                // Redis answered with an error: the script did not run to its
-                // end. It checks everything before its first write, so this is
-                // a bug (or a Redis we do not know); repeating cannot help.
-                Err(e) if !unanswered(&e) => return Err(CommitFailed(e.to_string()).into()),
-                Err(e) => {
-                    tries += 1;
-                    if tries >= COMMIT_TRIES {
-                        return Err(CommitUnavailable(e.to_string()).into());
-                    }
-                    tracing::warn!(error = %e, retry_in = ?pause, "commit failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 4;
-                }
-            }
-        }
+        let c = Commit {
+            queue: &self.queue,
+            id: &self.id,
+            worker: &self.worker,
+            lease: self.lease,
+            seq,
+            kind,
+            fields,
+            children: &self.children,
+            batches: &self.batches,
+            writes: &self.redis.staged,
+        };
+        commit::make(&mut self.conn, &c).await?;
         self.seq = seq;
         self.commits += 1;
         self.enqueued += self.children.len() as u64;
@@ -306,55 +280,6 @@ impl JobHost {
     }
 }
 
-/// The attempt no longer holds the job: it was recovered from this worker
-/// (heartbeat expired) and its commit was refused.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "lease lost: the job was recovered from this worker and belongs to another attempt; this attempt's commit was refused"
-)]
-pub struct LeaseLost;
-
-/// A checkpoint's state is over the class's `retained` cap.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "snapshot limit: the job checkpointed {size} bytes of state; its class allows {cap} bytes (`retained` in stoker.toml)"
-)]
-pub struct SnapshotLimit {
-    /// The state's size.
-    pub size: u64,
-    /// The cap.
-    pub cap: u64,
-}
-
-/// A staged write does not fit the key it writes (its type, or a value that is
-/// not a number): the commit was refused and nothing of it applied.
-#[derive(Debug, thiserror::Error)]
-#[error("staged write refused at the commit: {0}")]
-pub struct BadWrite(pub String);
-
-/// Whether a commit's outcome is unknown or it was not run (worth retrying):
-/// the connection failed, or Redis refused the script up front (out of memory,
-/// loading, busy).
-fn unanswered(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || matches!(
-            e.code(),
-            Some("OOM" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
-        )
-}
-
-/// Redis answered a commit with an error.
-#[derive(Debug, thiserror::Error)]
-#[error("commit failed: Redis answered with an error ({0})")]
-pub struct CommitFailed(pub String);
-
-/// Redis did not answer a commit, after retries.
-#[derive(Debug, thiserror::Error)]
-#[error("commit failed: Redis did not answer ({0})")]
-pub struct CommitUnavailable(pub String);
-
 impl wit::Host for JobHost {
     async fn save(
         &mut self,
@@ -363,7 +288,7 @@ impl wit::Host for JobHost {
     ) -> wasmtime::Result<Option<StopReason>> {
         let cap = self.meter.retained;
         if state.len() as u64 > cap {
-            return Err(SnapshotLimit {
+            return Err(CommitError::SnapshotLimit {
                 size: state.len() as u64,
                 cap,
             }

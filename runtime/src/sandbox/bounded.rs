@@ -31,7 +31,8 @@ use wasmtime_wasi::p2::bindings::io::streams::{Host as _, StreamError as WitStre
 
 use super::bindings::stoker::job::{batch, checkpoint, enqueue, log};
 use super::state::JobState;
-use crate::host::checkpoint::{MAX_CHILD_BYTES, SnapshotLimit};
+use crate::host::checkpoint::MAX_CHILD_BYTES;
+use crate::queue::commit::CommitError;
 
 /// The longest args a child job or a batch callback may have, bytes of JSON
 /// (also bounded, with the other children, by [`MAX_CHILD_BYTES`] a commit).
@@ -135,7 +136,7 @@ fn link_all(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
                 let cap = store.data().job.meter.retained;
                 let size = state.len() as u64;
                 if size > cap {
-                    return Err(SnapshotLimit { size, cap }.into());
+                    return Err(CommitError::SnapshotLimit { size, cap }.into());
                 }
                 let state = state.as_le_slice(&store).to_vec();
                 let job = &mut store.data_mut().job;
