@@ -396,6 +396,25 @@ mod tests {
     }
 
     #[test]
+    fn each_commit_error_has_one_fate() {
+        let failed = |kind, retryable| Fate::Failed { kind, retryable };
+        let text = || "reason".to_owned();
+        assert_eq!(CommitError::LeaseLost.fate(), Fate::Void);
+        assert_eq!(CommitError::Unavailable(text()).fate(), Fate::Interrupted);
+        assert_eq!(
+            CommitError::BadWrite(text()).fate(),
+            failed(ErrorKind::JobError, true)
+        );
+        assert_eq!(
+            CommitError::Failed(text()).fate(),
+            failed(ErrorKind::JobError, false)
+        );
+        let over = CommitError::SnapshotLimit { size: 2, cap: 1 };
+        assert_eq!(over.fate(), failed(ErrorKind::SnapshotLimit, false));
+        assert!(over.to_string().starts_with("snapshot limit: "));
+    }
+
+    #[test]
     fn the_script_knows_the_hosts_limits() {
         use crate::host::redis::{MAX_TTL_MS, MAX_WRITE_ARGS};
         let lua = include_str!("lua/commit.lua");
