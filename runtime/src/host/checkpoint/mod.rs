@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-pub use self::commit::{BadWrite, CommitFailed, CommitUnavailable, LeaseLost};
+
 use super::job::{ClassQueues, View};
 use crate::queue::commit::CommitKind;
 use crate::wit::stoker::job::checkpoint::{self as wit, Progress, StopReason};
