@@ -23,7 +23,8 @@ use redis::AsyncCommands;
 use super::processor::{Job, Signals};
 use super::verdict::{Ending, now_ms, quiet_window};
 use super::{Node, NodeClass};
-use crate::host::checkpoint::{JobContext, TreeLimits};
+use crate::host::enqueue::TreeLimits;
+use crate::host::{JobContext, JobLink};
 use crate::limit;
 use crate::queue::enqueue::{self, Claim};
 use crate::sandbox::{Attempt, JobModule};
@@ -137,7 +138,7 @@ async fn run(node: &Arc<Node>, job: &mut Job, prepared: Prepared, signals: Signa
     } = prepared;
     let (unit, payload) = (&job.unit, &job.payload);
     let args = payload.args.to_string();
-    let mut ctx = JobContext::new(
+    let link = JobLink::new(
         node.conn.clone(),
         unit.queue.clone(),
         node.id.clone(),
@@ -145,11 +146,10 @@ async fn run(node: &Arc<Node>, job: &mut Job, prepared: Prepared, signals: Signa
         unit.attempt,
         unit.seq,
         module.digest.clone(),
-        node.clone(),
-        signals.quiet,
-        class.redis.clone(),
-        class.http.clone(),
     );
+    let mut ctx = JobContext::new(link, node.clone(), signals.quiet);
+    ctx.redis = class.redis.clone();
+    ctx.http = class.http.clone();
     // Its place in its job tree, and its class's bounds on trees.
     ctx.depth = payload
         .extra

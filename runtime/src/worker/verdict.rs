@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use super::processor::Job;
 use super::{ModuleError, stall};
-use crate::host::checkpoint::JobContext;
+use crate::host::JobContext;
 use crate::job::ErrorKind;
 use crate::queue::commit::{CommitError, Fate};
 use crate::retry::{self, Decision};
-use crate::sandbox::bindings::stoker::job::checkpoint::StopReason;
 use crate::sandbox::{Failure, RunOutcome, RunReport, Usage};
+use crate::wit::stoker::job::checkpoint::StopReason;
 
 /// How an attempt ended.
 pub enum Ending {
@@ -232,27 +232,27 @@ fn ran(report: RunReport, in_quiet_hours: bool, job: &mut Job) -> Verdict {
     job.ran = Some(Ran {
         usage,
         log,
-        seq: ctx.seq,
+        seq: ctx.seq(),
         snapshot_bytes: ctx.snapshot_bytes,
         in_quiet_hours,
     });
     // A destination's limiter or breaker parked the job: whatever stopped it
     // afterwards (the SDK's yield, or the job's own error or panic about the
     // refused call), it waits in the scheduled set, without using a retry.
-    if let Some(park) = crate::host::http::parked(&ctx.calls) {
+    if let Some(park) = ctx.parked.clone() {
         let stopped_by_it = match &outcome {
             RunOutcome::Yielded => true,
             RunOutcome::Failed(f) => matches!(f.kind, ErrorKind::JobError | ErrorKind::Trap),
             _ => false,
         };
         if stopped_by_it {
-            tracing::debug!(delay = ?park.delay, reason = %park.reason, seq = ctx.seq, "parked");
+            tracing::debug!(delay = ?park.delay, reason = %park.reason, seq = ctx.seq(), "parked");
             // A park is a stop the host asked for.
-            let stall = judge_stall(&class, job, ctx.seq, true);
+            let stall = judge_stall(&class, job, ctx.seq(), true);
             if let stall::Verdict::Dead { message, .. } = stall {
                 return failed(job, Failure::permanent(ErrorKind::NoProgress, message));
             }
-            let stalls = stalls(&stall, job, ctx.seq);
+            let stalls = stalls(&stall, job, ctx.seq());
             let (delay, by) = (park.delay, park.reason);
             return Verdict::Parked { delay, by, stalls };
         }
@@ -266,19 +266,19 @@ fn ran(report: RunReport, in_quiet_hours: bool, job: &mut Job) -> Verdict {
         RunOutcome::Yielded => {
             if ctx.has_staged() {
                 tracing::warn!(
-                    children = ctx.children.len(),
-                    writes = ctx.redis.staged.len(),
+                    children = ctx.staged.children.len(),
+                    writes = ctx.staged.writes.len(),
                     "the job yielded with child jobs or writes staged after its last checkpoint; they are dropped"
                 );
             }
-            tracing::debug!(seq = ctx.seq, stop = ?ctx.stop, "yielded");
+            tracing::debug!(seq = ctx.seq(), stop = ?ctx.stop, "yielded");
             let quiet = quiet_window(&class);
             let host_asked = ctx.stop.is_some() || quiet.is_some();
-            let stall = judge_stall(&class, job, ctx.seq, host_asked);
+            let stall = judge_stall(&class, job, ctx.seq(), host_asked);
             if let stall::Verdict::Dead { message, .. } = stall {
                 return failed(job, Failure::permanent(ErrorKind::NoProgress, message));
             }
-            let stalls = stalls(&stall, job, ctx.seq);
+            let stalls = stalls(&stall, job, ctx.seq());
             if let Some((why, delay)) = quiet {
                 // Its quiet hours began while it ran: it resumes after them.
                 let by = Some(why);
@@ -303,7 +303,7 @@ fn ran(report: RunReport, in_quiet_hours: bool, job: &mut Job) -> Verdict {
             Verdict::Yielded { front, stalls }
         }
         RunOutcome::Interrupted => {
-            tracing::info!(seq = ctx.seq, "interrupted; requeued");
+            tracing::info!(seq = ctx.seq(), "interrupted; requeued");
             Verdict::Requeued { front: true }
         }
         RunOutcome::LeaseLost => {
