@@ -151,7 +151,7 @@ impl JobContext {
         &mut self,
         kind: crate::queue::commit::CommitKind<'_>,
         fields: &[(&'static str, String)],
-    ) -> wasmtime::Result<()> {
+    ) -> Result<(), crate::queue::commit::CommitError> {
         self.link.commit(&mut self.staged, kind, fields).await
     }
 }

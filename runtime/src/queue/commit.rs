@@ -24,11 +24,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::keys::{BatchKeys, QueueKeys};
 use super::settle::DONE_TTL;
 use super::staged::StagedWrite;
 use super::{Conn, SCRIPTS};
+use crate::job::ErrorKind;
 
 /// A child job staged by a running job.
 #[derive(Clone, Debug)]
@@ -113,6 +115,127 @@ pub enum Committed {
     LeaseLost,
     /// A staged write cannot apply to its key (why): nothing written.
     BadWrite(String),
+}
+
+/// Why a commit was not made. Produced in one place, [`make`], from the
+/// script's reply or Redis's error (and by a checkpoint whose state is over
+/// its cap, before anything is sent); what it does to the attempt is decided
+/// in one place too, [`CommitError::fate`].
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The attempt no longer holds the job: it was recovered from this worker
+    /// (heartbeat expired) and its commit was refused.
+    #[error(
+        "lease lost: the job was recovered from this worker and belongs to another attempt; this attempt's commit was refused"
+    )]
+    LeaseLost,
+    /// A checkpoint's state is over the class's `retained` cap.
+    #[error(
+        "snapshot limit: the job checkpointed {size} bytes of state; its class allows {cap} bytes (`retained` in stoker.toml)"
+    )]
+    SnapshotLimit {
+        /// The state's size.
+        size: u64,
+        /// The cap.
+        cap: u64,
+    },
+    /// A staged write does not fit the key it writes (its type, or a value
+    /// that is not a number): the commit was refused and nothing of it applied.
+    #[error("staged write refused at the commit: {0}")]
+    BadWrite(String),
+    /// Redis answered the commit with an error: the script did not run to its
+    /// end. It checks everything before its first write, so this is a bug (or
+    /// a Redis we do not know); repeating cannot help.
+    #[error("commit failed: Redis answered with an error ({0})")]
+    Failed(String),
+    /// Redis did not answer the commit, after [`COMMIT_TRIES`] tries.
+    #[error("commit failed: Redis did not answer ({0})")]
+    Unavailable(String),
+}
+
+/// What a commit that was not made does to its attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Void: the job belongs to another attempt, nothing of this one is
+    /// recorded.
+    Void,
+    /// Interrupted: the attempt counts for nothing and the job goes back to
+    /// its queue (Redis may answer the next attempt).
+    Interrupted,
+    /// The attempt failed, with this kind; `retryable`: whether another
+    /// attempt may do better.
+    Failed {
+        /// The failure's kind.
+        kind: ErrorKind,
+        /// Whether it is retried.
+        retryable: bool,
+    },
+}
+
+impl CommitError {
+    /// What this error does to the attempt that made the commit.
+    pub fn fate(&self) -> Fate {
+        match self {
+            CommitError::LeaseLost => Fate::Void,
+            CommitError::Unavailable(_) => Fate::Interrupted,
+            // The next attempt may stage other writes, or find the keys changed.
+            CommitError::BadWrite(_) => Fate::Failed {
+                kind: ErrorKind::JobError,
+                retryable: true,
+            },
+            CommitError::Failed(_) => Fate::Failed {
+                kind: ErrorKind::JobError,
+                retryable: false,
+            },
+            // The same state would be too large again.
+            CommitError::SnapshotLimit { .. } => Fate::Failed {
+                kind: ErrorKind::SnapshotLimit,
+                retryable: false,
+            },
+        }
+    }
+}
+
+/// Tries of one commit when Redis does not answer.
+pub const COMMIT_TRIES: u32 = 5;
+
+/// Makes `commit`: runs it ([`commit()`]) until Redis answers (at most
+/// [`COMMIT_TRIES`] tries, waiting 20 ms, then 4 times longer each), and
+/// turns what refused it into a [`CommitError`]. A commit whose reply was
+/// lost is found applied by its next try and counts as made.
+pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
+    let mut pause = Duration::from_millis(20);
+    let mut tries = 0;
+    loop {
+        match commit(conn, c).await {
+            Ok(Committed::Ok | Committed::AlreadyApplied) => return Ok(()),
+            Ok(Committed::LeaseLost) => return Err(CommitError::LeaseLost),
+            Ok(Committed::BadWrite(reason)) => return Err(CommitError::BadWrite(reason)),
+            Err(e) if !unanswered(&e) => return Err(CommitError::Failed(e.to_string())),
+            Err(e) => {
+                tries += 1;
+                if tries >= COMMIT_TRIES {
+                    return Err(CommitError::Unavailable(e.to_string()));
+                }
+                tracing::warn!(error = %e, retry_in = ?pause, "commit failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+        }
+    }
+}
+
+/// Whether a commit's outcome is unknown or it was not run (worth retrying):
+/// the connection failed, or Redis refused the script up front (out of memory,
+/// loading, busy).
+fn unanswered(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || matches!(
+            e.code(),
+            Some("OOM" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
+        )
 }
 
 /// The id of the `index`th child (from 0) committed with checkpoint `seq` of
@@ -270,6 +393,25 @@ mod tests {
         assert_ne!(a, child_id("parent", 3, 1));
         assert_ne!(a, child_id("parent", 4, 0));
         crate::job::check_id(&a).unwrap();
+    }
+
+    #[test]
+    fn each_commit_error_has_one_fate() {
+        let failed = |kind, retryable| Fate::Failed { kind, retryable };
+        let text = || "reason".to_owned();
+        assert_eq!(CommitError::LeaseLost.fate(), Fate::Void);
+        assert_eq!(CommitError::Unavailable(text()).fate(), Fate::Interrupted);
+        assert_eq!(
+            CommitError::BadWrite(text()).fate(),
+            failed(ErrorKind::JobError, true)
+        );
+        assert_eq!(
+            CommitError::Failed(text()).fate(),
+            failed(ErrorKind::JobError, false)
+        );
+        let over = CommitError::SnapshotLimit { size: 2, cap: 1 };
+        assert_eq!(over.fate(), failed(ErrorKind::SnapshotLimit, false));
+        assert!(over.to_string().starts_with("snapshot limit: "));
     }
 
     #[test]

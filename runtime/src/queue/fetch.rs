@@ -97,8 +97,8 @@ pub struct Unit {
     pub id: String,
     /// The job's last committed checkpoint sequence; 0 on a fresh start.
     pub seq: u64,
-    /// A unique key the job holds until it succeeds: released once the job
-    /// is settled done or dead.
+    /// A unique key to release once this unit's settlement is committed (the
+    /// processor sets it for a job settled done or dead that holds one).
     pub unique: Option<String>,
     /// How long it waited in its queue since it was enqueued, became due or
     /// was put back; `None` when its record does not say (pushed by a plain
@@ -117,9 +117,8 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// Lets the unit go without settling it: its outcome was committed another
-    /// way (a final checkpoint, [`super::commit`]), or the job belongs to
-    /// another attempt now (its lease was lost).
+    /// Lets the unit go without settling it: the job belongs to another
+    /// attempt now (its lease was lost).
     pub fn forget(mut self) {
         self.settler = None;
     }

@@ -83,6 +83,10 @@ pub enum Disposition {
         /// Whether the job has a snapshot.
         snapshot: bool,
     },
+    /// Finished, and recorded already: its final commit ([`super::commit`])
+    /// wrote the result and took it out of the in-flight list. Nothing is
+    /// left for the script; only its unique key, if any, to release.
+    Committed,
     /// Failed, to be retried after `delay` with payload `next`. Like
     /// [`Disposition::Dead`], the attempt joins the record's `failures`.
     Retry {
@@ -128,7 +132,7 @@ pub struct Settlement {
     pub(super) id: String,
     pub(super) disposition: Disposition,
     pub(super) fields: Vec<(&'static str, String)>,
-    /// A unique key to release once the job is done or dead.
+    /// A unique key to release once this settlement is committed.
     pub(super) unique: Option<String>,
     /// Whether the job belongs to a batch, as its fetch found.
     pub(super) batch: bool,
@@ -199,13 +203,12 @@ async fn commit_until_done(conn: &mut Conn, worker: &str, group: &[Settlement]) 
     }
 }
 
-/// Releases the unique keys of the jobs settled done or dead (a key held by
-/// another job by now is left alone; the TTL releases any this misses).
+/// Releases the unique keys handed over with `group`'s settlements, now
+/// committed (a key held by another job by now is left alone; the TTL releases
+/// any this misses).
 async fn release_unique(conn: &mut Conn, group: &[Settlement]) {
     for s in group {
-        let (Some(key), Disposition::Done { .. } | Disposition::Dead { .. }) =
-            (&s.unique, &s.disposition)
-        else {
+        let Some(key) = &s.unique else {
             continue;
         };
         if let Err(e) = super::enqueue::release_unique(conn, key, &s.id).await {
@@ -220,6 +223,14 @@ async fn commit(
     group: &[Settlement],
 ) -> redis::RedisResult<(u64, u64)> {
     let q = &group[0].queue;
+    // A job its final commit recorded has nothing left for the script.
+    let count = group
+        .iter()
+        .filter(|s| !matches!(s.disposition, Disposition::Committed))
+        .count();
+    if count == 0 {
+        return Ok((0, 0));
+    }
     let mut inv = SCRIPTS.settle.prepare_invoke();
     inv.key(q.inflight(worker))
         .key(q.pending())
@@ -232,7 +243,7 @@ async fn commit(
         .arg(DEAD_CAP)
         .arg(DONE_TTL.as_secs())
         .arg(DEAD_TTL.as_secs())
-        .arg(group.len())
+        .arg(count)
         .arg(q.snapshot_prefix())
         .arg(FAILURES_KEPT)
         .arg(FAILURE_MESSAGE_MAX)
@@ -241,6 +252,7 @@ async fn commit(
     for s in group {
         let (action, arg, next): (&str, String, &[u8]) = match &s.disposition {
             Disposition::Done { snapshot } => ("done", snap(*snapshot), b""),
+            Disposition::Committed => continue,
             Disposition::Retry { delay, next } => {
                 ("retry", delay.as_millis().to_string(), next.as_bytes())
             }

@@ -30,8 +30,9 @@ use wasmtime_wasi::p2::DynOutputStream;
 use wasmtime_wasi::p2::bindings::io::streams::{Host as _, StreamError as WitStreamError};
 
 use super::state::JobState;
-use crate::host::checkpoint::{CheckpointCtx, SnapshotLimit};
+use crate::host::checkpoint::CheckpointCtx;
 use crate::host::enqueue::{EnqueueCtx, MAX_CHILD_BYTES};
+use crate::queue::commit::CommitError;
 use crate::wit::stoker::job::{batch, checkpoint, enqueue, log};
 
 /// The longest args a child job or a batch callback may have, bytes of JSON
@@ -136,7 +137,7 @@ fn link_all(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
                 let cap = store.data().checkpoint.meter.retained;
                 let size = state.len() as u64;
                 if size > cap {
-                    return Err(SnapshotLimit { size, cap }.into());
+                    return Err(CommitError::SnapshotLimit { size, cap }.into());
                 }
                 let state = state.as_le_slice(&store).to_vec();
                 let mut view = store.data_mut().view::<CheckpointCtx>();

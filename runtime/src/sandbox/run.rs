@@ -18,10 +18,8 @@ use super::shape::mib;
 use super::state::JobState;
 use crate::config::Limits;
 use crate::host::JobContext;
-use crate::host::checkpoint::{
-    BadWrite, CommitFailed, CommitUnavailable, LeaseLost, SnapshotLimit,
-};
 use crate::job::ErrorKind;
+use crate::queue::commit::{CommitError, Fate};
 use crate::wit::stoker::job::types::ErrorKind as GuestErrorKind;
 
 /// Fuel given to a class without a `fuel` budget: consumption is still counted.
@@ -318,12 +316,24 @@ impl Sandbox {
                 message,
                 backtrace: None,
             }),
-            Stop::Finished(Err(e)) if e.is::<LeaseLost>() => RunOutcome::LeaseLost,
-            Stop::Finished(Err(e)) if e.is::<CommitUnavailable>() => {
-                tracing::warn!(error = %e, "interrupted: cannot commit");
-                RunOutcome::Interrupted
-            }
-            Stop::Finished(Err(trap)) => RunOutcome::Failed(classify(trap, limits, &log)),
+            // A checkpoint that could not be committed: what that does to
+            // the attempt is the commit's to say.
+            Stop::Finished(Err(e)) => match e.downcast_ref::<CommitError>() {
+                Some(c) => match c.fate() {
+                    Fate::Void => RunOutcome::LeaseLost,
+                    Fate::Interrupted => {
+                        tracing::warn!(error = %c, "interrupted: cannot commit");
+                        RunOutcome::Interrupted
+                    }
+                    Fate::Failed { kind, retryable } => RunOutcome::Failed(Failure {
+                        kind,
+                        message: c.to_string(),
+                        backtrace: e.downcast_ref::<WasmBacktrace>().map(|b| b.to_string()),
+                        retryable,
+                    }),
+                },
+                None => RunOutcome::Failed(classify(e, limits, &log)),
+            },
             Stop::CpuTime => RunOutcome::Failed(Failure::new(
                 ErrorKind::CpuLimit,
                 format!(
@@ -410,16 +420,6 @@ fn classify(err: wasmtime::Error, limits: &Limits, log: &str) -> Failure {
             message,
             backtrace,
             retryable,
-        };
-    } else if let Some(e) = err.downcast_ref::<BadWrite>() {
-        (ErrorKind::JobError, e.to_string())
-    } else if let Some(e) = err.downcast_ref::<CommitFailed>() {
-        return Failure::permanent(ErrorKind::JobError, e.to_string());
-    } else if let Some(e) = err.downcast_ref::<SnapshotLimit>() {
-        // The same state would be too large again: not worth retrying.
-        return Failure {
-            backtrace,
-            ..Failure::permanent(ErrorKind::SnapshotLimit, e.to_string())
         };
     } else if let Some(e) = err.downcast_ref::<TableLimitExceeded>() {
         (ErrorKind::MemoryLimit, e.to_string())

@@ -4,16 +4,21 @@
 //! - [`launcher::Launcher`]: the node; starts and stops everything below and
 //!   keeps the heartbeat.
 //! - [`manager`]: fetches work into free slots.
-//! - [`processor`]: runs one unit of work in the sandbox and settles it.
+//! - [`processor`]: runs one unit of work and settles it: [`attempt`]
+//!   prepares and runs it in the sandbox, [`verdict`] judges how it ended,
+//!   [`settle`] records the verdict.
 //! - [`crate::scheduler`]: promotes due jobs, recovers dead workers' jobs.
 //! - [`health`]: how the node sees Redis (an outage is not worker deaths);
 //!   [`stall`]: jobs that yield without making progress.
 
+pub mod attempt;
 pub mod health;
 pub mod launcher;
 pub mod manager;
 pub mod processor;
+pub mod settle;
 pub mod stall;
+pub mod verdict;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

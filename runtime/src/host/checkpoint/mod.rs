@@ -8,9 +8,8 @@
 //!   staged ([`commit`]: the child jobs, batches and Redis writes since the
 //!   last checkpoint), retrying a commit whose reply was lost, and answers
 //!   whether the job should stop. A commit that cannot be made ends the
-//!   attempt with a trap carrying one of this module's error types, which the
-//!   sandbox turns into an outcome: [`LeaseLost`], [`SnapshotLimit`],
-//!   [`CommitUnavailable`].
+//!   attempt with a trap carrying a [`CommitError`], which the sandbox turns
+//!   into an outcome by its [`CommitError::fate`].
 //! - `should-yield` answers from local facts only (no Redis): shutdown, the
 //!   queue's pause (as the node last read it), the class's quiet hours
 //!   (`limit` once a window opens), the class's time slice, and how
@@ -24,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-pub use self::commit::{BadWrite, CommitFailed, CommitUnavailable, LeaseLost};
 use super::job::{ClassQueues, View};
-use crate::queue::commit::CommitKind;
+use crate::queue::commit::{CommitError, CommitKind};
 use crate::wit::stoker::job::checkpoint::{self as wit, Progress, StopReason};
 
 /// The share of its CPU or wall-clock cap after which an attempt is asked to
@@ -112,18 +110,6 @@ impl CheckpointCtx {
     }
 }
 
-/// A checkpoint's state is over the class's `retained` cap.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "snapshot limit: the job checkpointed {size} bytes of state; its class allows {cap} bytes (`retained` in stoker.toml)"
-)]
-pub struct SnapshotLimit {
-    /// The state's size.
-    pub size: u64,
-    /// The cap.
-    pub cap: u64,
-}
-
 impl wit::Host for View<'_, CheckpointCtx> {
     async fn save(
         &mut self,
@@ -132,7 +118,7 @@ impl wit::Host for View<'_, CheckpointCtx> {
     ) -> wasmtime::Result<Option<StopReason>> {
         let cap = self.ctx.meter.retained;
         if state.len() as u64 > cap {
-            return Err(SnapshotLimit {
+            return Err(CommitError::SnapshotLimit {
                 size: state.len() as u64,
                 cap,
             }
