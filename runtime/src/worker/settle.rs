@@ -79,29 +79,13 @@ pub async fn settle(node: &Arc<Node>, mut job: Job, verdict: Verdict) {
             (requeue, fields, Some(Outcome::Requeued))
         }
         Verdict::Deferred { delay, by, stalls } => {
-            let mut fields = ran_fields(&mut job, stalls);
-            fields.extend(by.map(|why| ("deferred_by", why)));
-            let next = stamp(&mut job, &mut fields);
-            let delay = delay.max(MIN_DEFER);
-            let parked = false;
-            let defer = Disposition::Defer {
-                delay,
-                next,
-                parked,
-            };
+            let why = by.map(|why| ("deferred_by", why));
+            let (defer, fields) = defer(&mut job, delay, why, stalls, false);
             (defer, fields, Some(Outcome::Deferred))
         }
         Verdict::Parked { delay, by, stalls } => {
-            let mut fields = ran_fields(&mut job, stalls);
-            fields.push(("parked_by", by));
-            let next = stamp(&mut job, &mut fields);
-            let delay = delay.max(MIN_DEFER);
-            let parked = true;
-            let defer = Disposition::Defer {
-                delay,
-                next,
-                parked,
-            };
+            let why = Some(("parked_by", by));
+            let (defer, fields) = defer(&mut job, delay, why, stalls, true);
             (defer, fields, Some(Outcome::Parked))
         }
         Verdict::Retry { failure, delay } => {
@@ -201,6 +185,29 @@ fn done_fields(job: &mut Job, result: String, keep_log: bool) -> Fields {
 /// The record of an attempt that ran and goes on later (yielded, deferred
 /// after it ran, parked): its account and its stalls. Nothing for a job
 /// deferred before it ran.
+/// A deferred or parked job back in the scheduled set after `delay` (at
+/// least [`MIN_DEFER`]), `why` on its record.
+fn defer(
+    job: &mut Job,
+    delay: Duration,
+    why: Option<(&'static str, String)>,
+    stalls: Stalls,
+    parked: bool,
+) -> (Disposition, Fields) {
+    let mut fields = ran_fields(job, stalls);
+    fields.extend(why);
+    let next = stamp(job, &mut fields);
+    let delay = delay.max(MIN_DEFER);
+    (
+        Disposition::Defer {
+            delay,
+            next,
+            parked,
+        },
+        fields,
+    )
+}
+
 fn ran_fields(job: &mut Job, stalls: Stalls) -> Fields {
     let Some(r) = &mut job.ran else {
         return Vec::new();
