@@ -709,19 +709,7 @@ fn a_refused_commit_applies_nothing_even_when_retried() {
 
     // A manual retry of the dead job: refused again, nothing applied.
     let retry = |env: &TestEnv| {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let client = redis::Client::open(env.url.as_str()).unwrap();
-            let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-            stoker::dashboard::data::retry_now(
-                &mut conn,
-                "default",
-                stoker::dashboard::data::Set::Dead,
-                &id,
-            )
-            .await
-            .unwrap();
-        });
+        env.dashboard_retry("default", &id);
     };
     let attempts = |env: &TestEnv| num(&fields(env, &id), "attempts");
     let before = attempts(&env);

@@ -399,7 +399,7 @@ fn a_raw_push_reusing_a_done_jobs_id_is_dead_as_duplicate_and_the_record_stays()
     // Retry now (the dashboard's action) on a duplicate: refused with the
     // reason, the entry left dead where it was, nothing queued.
     let (dup, _) = duplicates_of(&env, "once").remove(0);
-    let acted = dashboard_retry(&env, &dup);
+    let acted = env.dashboard_retry("default", &dup);
     let stoker::dashboard::data::Acted::Refused(why) = acted else {
         panic!("retrying a duplicate was not refused: {acted:?}");
     };
@@ -415,23 +415,6 @@ fn a_raw_push_reusing_a_done_jobs_id_is_dead_as_duplicate_and_the_record_stays()
     assert_eq!(env.in_flight("default"), Vec::<String>::new());
     assert_eq!(env.pending_ids("default"), Vec::<String>::new());
     worker.assert_alive();
-}
-
-/// The dashboard's "retry now" on dead entry `id` of the default queue.
-fn dashboard_retry(env: &TestEnv, id: &str) -> stoker::dashboard::data::Acted {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let client = redis::Client::open(env.url.as_str()).unwrap();
-        let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-        stoker::dashboard::data::retry_now(
-            &mut conn,
-            "default",
-            stoker::dashboard::data::Set::Dead,
-            id,
-        )
-        .await
-        .unwrap()
-    })
 }
 
 #[test]

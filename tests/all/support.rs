@@ -583,6 +583,23 @@ impl TestEnv {
         );
     }
 
+    /// The dashboard's "retry now" on dead entry `id` of `queue`.
+    pub fn dashboard_retry(&self, queue: &str, id: &str) -> stoker::dashboard::data::Acted {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let client = redis::Client::open(self.url.as_str()).unwrap();
+            let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+            stoker::dashboard::data::retry_now(
+                &mut conn,
+                queue,
+                stoker::dashboard::data::Set::Dead,
+                id,
+            )
+            .await
+            .unwrap()
+        })
+    }
+
     /// The document of `stoker status --json`.
     pub fn status(&self) -> Value {
         serde_json::from_str(&self.stoker_ok(&["status", "--json"])).expect("status JSON")
