@@ -37,6 +37,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The largest result a job may return (JSON bytes). A larger one fails the
+/// job (`job_error`, not retried) and is never copied out of guest memory.
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+
 /// A job as it travels through queues.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Payload {
@@ -89,7 +93,7 @@ impl Payload {
             format!("payload is not a job (JSON object with `id` and `class`): {e}")
         })?;
         check_id(&payload.id)?;
-        crate::config::check_name("class", &payload.class)?;
+        check_name("class", &payload.class)?;
         Ok(payload)
     }
 
@@ -396,6 +400,22 @@ pub fn bounded_of(part: &str, max: usize, total: usize) -> String {
     let room = max.saturating_sub(36);
     let kept = truncate(part, room);
     format!("{kept}… [{} bytes cut]", total - kept.len())
+}
+
+/// Queue and class names: what may appear in a Redis key and a metric label.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name `{name}` must be 1-64 characters of letters, digits, `-`, `_` or `.`"
+        ))
+    }
 }
 
 #[cfg(test)]

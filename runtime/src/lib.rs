@@ -8,29 +8,32 @@
 //! In the order a job meets them (the README's "How a job flows" tells the same
 //! story in prose):
 //!
-//! - [`config`]: `stoker.toml`, the job classes and their quotas.
-//! - [`registry`]: deploy; modules validated and stored by sha256, classes
-//!   pointing at digests.
+//! - [`config`]: `stoker.toml`, the job classes, their quotas and schedules.
+//! - [`deploy`]: `stoker deploy`; modules checked against their classes'
+//!   caps and compiled, then stored.
+//! - [`registry`]: what is deployed: classes pointing at module digests, and
+//!   the modules, in Redis.
 //! - [`job`]: the JSON job format, states and error kinds.
 //! - [`queue`]: the Redis key layout, enqueue, wake-ups of idle workers,
-//!   reliable fetch, commits, settling.
+//!   reliable fetch, commits, settling, outboxes, how a node sees Redis.
 //! - [`commands`]: every Redis Lua script, one file each, with the includes
 //!   they share, loaded by one loader.
-//! - [`snapshot`]: the stored form of a job's checkpointed state.
-//! - [`scheduler`]: due jobs promoted, dead workers' jobs recovered, and
-//!   [`cron`]: scheduled classes' jobs enqueued once per tick.
-//! - [`worker`]: the node: launcher, manager, processor.
+//! - [`batch`]: batches of jobs, and their callbacks fired once when all have
+//!   finished.
+//! - [`scheduler`]: due jobs promoted, dead workers' jobs recovered, cron
+//!   ticks enqueued, batch outboxes swept; quiet hours.
+//! - [`worker`]: the node: launcher, manager, processor (attempt, verdict,
+//!   retry, settle), its HTTP port.
 //! - [`sandbox`]: the wasmtime engine, one store per attempt, limits.
 //! - [`wit`]: the `stoker:job` world's bindings, shared by `sandbox` and `host`.
 //! - [`host`]: the host functions a job may call, one context per capability.
+//! - [`snapshot`]: the stored form of a job's checkpointed state.
 //! - [`limit`]: distributed limiters (concurrent, rate, window) and HTTP
 //!   destinations' circuit breakers, in Redis.
-//! - [`retry`]: retry or dead, and the backoff.
-//! - [`render`]: error text for guests, records and the CLI: one bounded line.
-//! - [`metrics`]: what the worker counts and measures, by class and queue;
-//!   `/metrics` for Prometheus.
-//! - [`batch`]: batches of jobs, and their callbacks fired once when all have
-//!   finished.
+//! - [`render`]: text for guests, records and the CLI: errors as one bounded
+//!   line, quotes, sizes.
+//! - [`observe`]: what attempts used and how they ended: the node's metrics,
+//!   per-minute rollups in Redis, `stoker report`.
 //! - [`inspect`]: `stoker job`, `status`, `wait`: a job's record and its
 //!   rendering, the status query and its tables, watching a job to its end.
 //! - [`dashboard`]: the web dashboard: pages and actions over the same
@@ -39,27 +42,37 @@
 //! - [`bench`]: `stoker bench`, the figures quoted in the README.
 //! - [`cli`]: the `stoker` command line, one file per command, each with
 //!   its flags and its run; `main` parses and dispatches.
+//!
+//! # Layers
+//! Each module uses only modules of the layers below its own (and its own
+//! layer's), so the tree has no cycles; `tests/all/layers.rs` checks it:
+//!
+//! 1. [`job`], [`wit`], [`render`]: the format and the text;
+//! 2. [`config`], [`snapshot`], [`commands`];
+//! 3. [`queue`];
+//! 4. [`registry`], [`limit`];
+//! 5. [`batch`], [`host`];
+//! 6. [`sandbox`];
+//! 7. [`deploy`], [`observe`], [`scheduler`];
+//! 8. [`worker`];
+//! 9. [`inspect`], [`dashboard`], [`dev`], [`bench`], [`cli`].
 
 pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod cron;
 pub mod dashboard;
+pub mod deploy;
 pub mod dev;
 pub mod host;
 pub mod inspect;
 pub mod job;
 pub mod limit;
-pub mod metrics;
+pub mod observe;
 pub mod queue;
-pub mod quiet;
 pub mod registry;
 pub mod render;
-pub mod report;
-pub mod retry;
-pub mod rollup;
 pub mod sandbox;
 pub mod scheduler;
 pub mod snapshot;

@@ -1,5 +1,6 @@
-//! Error text for a guest, a job's record or a person at the CLI: what
-//! happened, in words, once, on one line, and bounded.
+//! Text for a guest, a job's record or a person at the CLI: errors (what
+//! happened, in words, once, on one line, and bounded), quoted fragments in
+//! messages, and sizes.
 //!
 //! Every error a job or a record can see is rendered here, never with `{:?}`
 //! (which appends a host backtrace when `RUST_BACKTRACE` is set in the
@@ -105,6 +106,34 @@ pub fn line(text: &str) -> String {
     crate::job::bounded_of(&joined, MESSAGE_MAX, joined.len() + dropped)
 }
 
+/// `text` as a short quote inside a message: control characters as spaces,
+/// cut to at most `max` bytes on a character boundary, `...` where cut.
+pub fn quote(text: &str, max: usize) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() <= max {
+        return line;
+    }
+    let mut end = max;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &line[..end])
+}
+
+/// Human-readable bytes.
+pub fn bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    } else if n >= 1 << 10 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
 fn first_line(text: &str) -> &str {
     text.lines()
         .map(str::trim)
@@ -115,6 +144,12 @@ fn first_line(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quote_is_one_short_line() {
+        assert_eq!(quote("a\nb", 10), "a b");
+        assert_eq!(quote("ééé", 3), "é...");
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]

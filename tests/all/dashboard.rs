@@ -753,7 +753,7 @@ fn the_graph_comes_from_redis_and_is_the_same_on_every_dashboard() {
         ("hello", 2, 7, 0),
     ] {
         pipe.hset_multiple(
-            stoker::rollup::key(class, minute - ago),
+            stoker::observe::rollup::key(class, minute - ago),
             &[("done", done), ("failed", failed), ("ran", done + failed)],
         )
         .ignore();

@@ -27,6 +27,7 @@ mod geo;
 mod hostile;
 pub(crate) mod http;
 mod kinds;
+mod layers;
 mod metrics;
 mod queue;
 mod recovery;

@@ -49,7 +49,7 @@ pub async fn run(
     threads: Option<usize>,
 ) -> anyhow::Result<BatchFigures> {
     let mut conn = queue::connect(redis_url).await?;
-    crate::registry::deploy(&mut conn, &Manifest::load(manifest)?).await?;
+    crate::deploy::deploy(&mut conn, &Manifest::load(manifest)?).await?;
     let q = QueueKeys::new(QUEUE);
     clear_queue(&mut conn, &q).await?;
     let mut worker = tokio::process::Command::new(std::env::current_exe()?);
@@ -148,7 +148,7 @@ async fn drain_once(
         }
     }
     if let Some(b) = batch {
-        crate::batch::seal(conn, b).await?;
+        crate::queue::outbox::seal(conn, b).await?;
     }
     let before: Option<u64> = conn.hget(q.stats(), "processed").await?;
     let target = before.unwrap_or(0) + jobs + u64::from(batch.is_some());

@@ -76,7 +76,7 @@ pub async fn run(
 ) -> anyhow::Result<CheckpointFigures> {
     let mut conn = queue::connect(redis_url).await?;
     let manifest = Manifest::load(manifest)?;
-    crate::registry::deploy(&mut conn, &manifest).await?;
+    crate::deploy::deploy(&mut conn, &manifest).await?;
     let q = Arc::new(QueueKeys::new(QUEUE));
     clear_queue(&mut conn, &q).await?;
     let _: () = conn.sadd(keys::queues(), QUEUE).await?;

@@ -84,7 +84,7 @@ pub async fn drain(
 ) -> anyhow::Result<DrainFigures> {
     let mut conn = queue::connect(redis_url).await?;
     let manifest = Manifest::load(manifest)?;
-    crate::registry::deploy(&mut conn, &manifest).await?;
+    crate::deploy::deploy(&mut conn, &manifest).await?;
     let q = QueueKeys::new(QUEUE);
     clear_queue(&mut conn, &q).await?;
 

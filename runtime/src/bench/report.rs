@@ -9,7 +9,7 @@ use super::dashboard::{DashboardFigures, REQUESTS};
 use super::host_calls::HostCallFigures;
 use super::limiters::{DECISIONS, LimiterFigures};
 use super::{DrainFigures, MeteringFigures};
-use crate::inspect::bytes;
+use crate::render::bytes;
 
 impl Display for DrainFigures {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {

@@ -13,7 +13,7 @@ use super::{Redis, shutdown_signal};
 pub struct Args {
     /// The address: `IP:PORT`, or `PORT` for 127.0.0.1. Off loopback,
     /// every page needs a login.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9494", value_parser = crate::metrics::parse_listen)]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9494", value_parser = super::parse_listen)]
     pub http: SocketAddr,
     /// The token actions need (default: a fresh one, printed on stderr).
     #[arg(long, env = "STOKER_DASHBOARD_TOKEN", hide_env_values = true)]

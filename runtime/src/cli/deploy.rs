@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::{Manifest, parse_size};
-use crate::inspect::bytes;
+use crate::render::bytes;
 
 use super::Redis;
 
@@ -25,7 +25,7 @@ pub struct Args {
 pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&args.manifest)?;
     let mut conn = redis.connect().await?;
-    for d in crate::registry::deploy_for(&mut conn, &manifest, args.max_memory).await? {
+    for d in crate::deploy::deploy_for(&mut conn, &manifest, args.max_memory).await? {
         for w in &d.warnings {
             eprintln!("warning: {w}");
         }

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::config::parse_duration;
 use crate::job::Payload;
-use crate::queue::enqueue::{self, EnqueueError, Keyed, When};
+use crate::queue::enqueue::{self, EnqueueError, When};
 
 use super::Redis;
 
@@ -84,7 +84,7 @@ pub async fn run(given: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
         (None, Some(t)) => When::At(parse_at(&t)?),
         (None, None) => When::Now,
     };
-    let rule = deployed.as_ref().and_then(Keyed::of);
+    let rule = deployed.as_ref().and_then(|c| c.keyed());
     match enqueue::enqueue_keyed(&mut conn, &queue, &payload, when, rule).await {
         Ok(done) => {
             println!("{}", done.id);

@@ -8,6 +8,7 @@
 //! (exit 1), and a command's own exit codes (`wait`'s 1, 2 and 3, `enqueue`'s
 //! 4 for a duplicate) come back as its [`ExitCode`].
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -153,11 +154,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// Parses a listen address (`--http`, `--listen`): `HOST:PORT`, or `PORT` / `:PORT` for 127.0.0.1.
+pub fn parse_listen(addr: &str) -> Result<SocketAddr, String> {
+    let port = addr.strip_prefix(':').unwrap_or(addr);
+    if let Ok(port) = port.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    addr.parse().map_err(|_| {
+        format!("`{addr}` is not an address to listen on: give `PORT`, `:PORT` or `IP:PORT`")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn listen_addresses_default_to_loopback() {
+        assert_eq!(parse_listen("9090").unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(parse_listen(":9090").unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert_eq!(parse_listen("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert!(parse_listen("localhost").is_err());
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {

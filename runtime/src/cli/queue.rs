@@ -34,7 +34,7 @@ pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
         Action::Pause { name } => (name, true),
         Action::Resume { name } => (name, false),
     };
-    crate::config::check_name("queue", name).map_err(anyhow::Error::msg)?;
+    crate::job::check_name("queue", name).map_err(anyhow::Error::msg)?;
     crate::queue::set_paused(&mut conn, name, pause).await?;
     println!("queue {name} {}", if pause { "paused" } else { "resumed" });
     Ok(ExitCode::SUCCESS)

@@ -20,7 +20,7 @@ pub struct Args {
 /// Shows the report.
 pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
     let mut conn = redis.connect().await?;
-    let report = crate::report::report(&mut conn, args.minutes).await?;
+    let report = crate::observe::report::report(&mut conn, args.minutes).await?;
     if args.json {
         print_json(&report)?;
     } else {

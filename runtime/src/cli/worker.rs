@@ -49,11 +49,11 @@ pub struct Args {
     pub resolve: Vec<String>,
     /// Serve `GET /metrics` (Prometheus) and `GET /healthz` on this
     /// address: `IP:PORT`, or `PORT` for 127.0.0.1 (default: not served).
-    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_listen)]
+    #[arg(long, value_name = "ADDR", value_parser = super::parse_listen)]
     pub http: Option<SocketAddr>,
     /// Also serve the web dashboard on this address (`IP:PORT` or `PORT`),
     /// as `stoker dashboard` does.
-    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_listen)]
+    #[arg(long, value_name = "ADDR", value_parser = super::parse_listen)]
     pub dashboard: Option<SocketAddr>,
     /// The dashboard's token for actions (default: a fresh one, printed).
     #[arg(long, env = "STOKER_DASHBOARD_TOKEN", hide_env_values = true)]

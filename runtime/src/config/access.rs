@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_name, duration, size};
+use super::{duration, size};
+use crate::job::check_name;
 
 /// One `[limiters.NAME]` table.
 #[derive(Debug, Deserialize)]
@@ -240,11 +241,11 @@ pub struct Origin {
 impl Origin {
     /// Parses `scheme://host[:port]` (a trailing `/` is allowed, a path is
     /// not), normalised by the same check as a job's requests
-    /// ([`check_origin`](crate::host::origin::check_origin)), so an entry
+    /// ([`check_origin`](crate::config::origin::check_origin)), so an entry
     /// matches exactly the requests that name it.
     pub fn parse(text: &str) -> Result<Origin, String> {
-        use crate::host::origin::{Refusal, check_origin};
-        let quoted = crate::host::http_wire::bounded(text, 120);
+        use crate::config::origin::{Refusal, check_origin};
+        let quoted = crate::render::quote(text, 120);
         let bad = |why: &str| format!("`http.allow`: `{quoted}` {why}");
         let (scheme, rest) = text
             .split_once("://")

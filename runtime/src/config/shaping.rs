@@ -139,19 +139,6 @@ impl Unique {
     }
 }
 
-/// When a class's jobs are enqueued by the scheduler, as deployed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Schedule {
-    /// A cron expression (5 fields, or 6 with seconds first).
-    pub cron: Option<String>,
-    /// Or a period, ms.
-    pub every_ms: Option<u64>,
-    /// The time zone `cron` is read in.
-    pub timezone: String,
-    /// The args of each scheduled job.
-    pub args: serde_json::Value,
-}
-
 /// A class profile: a preset of quotas and policy from the guideline, each
 /// value overridable by the class's own keys.
 ///

@@ -2,7 +2,7 @@
 //!
 //! 1. The graph: jobs done and failed per minute over the last [`MINUTES`]
 //!    minutes, all classes, read from the per-class per-minute rollups every
-//!    worker adds to Redis ([`crate::rollup`], `stoker:{c:CLASS}:m:MINUTE`).
+//!    worker adds to Redis ([`crate::observe::rollup`], `stoker:{c:CLASS}:m:MINUTE`).
 //!    Every dashboard process draws the same history, and a restarted one
 //!    loses none. A read is one pipelined round trip of classes × [`MINUTES`]
 //!    `HMGET`s of two fields; the minutes are those of Redis time, and the
@@ -61,7 +61,7 @@ pub async fn history(
     for class in classes {
         for m in first..=last {
             pipe.cmd("HMGET")
-                .arg(crate::rollup::key(class, m))
+                .arg(crate::observe::rollup::key(class, m))
                 .arg(&["done", "failed"]);
         }
     }

@@ -382,7 +382,7 @@ async fn job(
     let mut conn = app.conn.clone();
     let record = match q
         .queue
-        .filter(|q| crate::config::check_name("queue", q).is_ok())
+        .filter(|q| crate::job::check_name("queue", q).is_ok())
     {
         Some(queue) if crate::job::check_id(&id).is_ok() => {
             let fields: std::collections::HashMap<String, String> = redis::AsyncCommands::hgetall(
@@ -476,7 +476,7 @@ async fn classes(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
         .into_values()
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
-    let report = crate::report::report(&mut app.conn.clone(), REPORT_MINUTES).await?;
+    let report = crate::observe::report::report(&mut app.conn.clone(), REPORT_MINUTES).await?;
     Ok(Html(pages::classes(&ctx, &list, &report).into_string()))
 }
 
@@ -577,7 +577,7 @@ async fn act(
     let set = Set::parse(&set)
         .filter(|s| s.has_actions())
         .ok_or_else(|| Error::NotFound(format!("no actions on `{set}`")))?;
-    crate::config::check_name("queue", &queue).map_err(Error::BadRequest)?;
+    crate::job::check_name("queue", &queue).map_err(Error::BadRequest)?;
     let mut conn = app.conn.clone();
     let acted = match action.as_str() {
         "retry" => data::retry_now(&mut conn, &queue, set, &form.member).await?,
@@ -621,7 +621,7 @@ async fn set_paused(
     paused: bool,
 ) -> Result<Response, Error> {
     authorize(&app, &headers, &form.csrf)?;
-    crate::config::check_name("queue", &queue).map_err(Error::BadRequest)?;
+    crate::job::check_name("queue", &queue).map_err(Error::BadRequest)?;
     let mut conn = app.conn.clone();
     if !data::known_queue(&mut conn, &queue).await? {
         return Err(Error::NotFound(format!("no queue `{queue}`")));

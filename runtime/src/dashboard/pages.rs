@@ -503,8 +503,8 @@ fn us(v: &Value) -> String {
 /// The deployed classes: their quotas, and what they were observed to use
 /// over the last `minutes` minutes (the constraint report, from the
 /// per-minute rollups), violations first.
-pub fn classes(ctx: &Ctx, classes: &[Class], report: &crate::report::Report) -> Markup {
-    let observed: std::collections::HashMap<&str, &crate::report::ClassReport> = report
+pub fn classes(ctx: &Ctx, classes: &[Class], report: &crate::observe::report::Report) -> Markup {
+    let observed: std::collections::HashMap<&str, &crate::observe::report::ClassReport> = report
         .classes
         .iter()
         .map(|r| (r.class.as_str(), r))
@@ -517,7 +517,7 @@ pub fn classes(ctx: &Ctx, classes: &[Class], report: &crate::report::Report) -> 
             duration(v.round() as u64)
         }
     };
-    let spread = |s: Option<crate::report::Spread>, f: &dyn Fn(f64) -> String| {
+    let spread = |s: Option<crate::observe::report::Spread>, f: &dyn Fn(f64) -> String| {
         s.map_or("-".to_owned(), |s| format!("{} / {}", f(s.p50), f(s.p99)))
     };
     let mem = |b: f64| bytes(b as u64);

@@ -191,7 +191,7 @@ pub async fn run(
     println!("Redis: {url}");
 
     let manifest = Manifest::load(manifest_path)?;
-    let deployed = crate::registry::deploy(&mut conn, &manifest).await?;
+    let deployed = crate::deploy::deploy(&mut conn, &manifest).await?;
     for d in &deployed {
         println!(
             "deployed {:<13} sha256:{}  {:>7}  queue {}",

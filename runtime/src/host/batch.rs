@@ -71,7 +71,7 @@ async fn create(
         .zip([on_success, on_complete])
     {
         let Some(cb) = cb else { continue };
-        crate::config::check_name("class", &cb.class).map_err(|e| format!("on_{event}: {e}"))?;
+        crate::job::check_name("class", &cb.class).map_err(|e| format!("on_{event}: {e}"))?;
         let args: serde_json::Value = serde_json::from_str(&cb.args)
             .map_err(|e| format!("on_{event}: the callback's args are not JSON: {e}"))?;
         let Some(queue) = ctx.queue_of(&cb.class).await else {

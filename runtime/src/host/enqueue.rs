@@ -121,7 +121,7 @@ pub(super) async fn stage(
         ));
     }
     check_tree(ctx, job, staged).await?;
-    crate::config::check_name("class", &class)?;
+    crate::job::check_name("class", &class)?;
     let args: serde_json::Value =
         serde_json::from_str(&args).map_err(|e| format!("child job args are not JSON: {e}"))?;
     let Some(queue) = ctx.queue_of(&class).await else {

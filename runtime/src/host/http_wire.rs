@@ -60,22 +60,6 @@ pub fn size(n: u64) -> String {
     }
 }
 
-/// `text` cut to at most `max` bytes on a character boundary, on one line.
-pub fn bounded(text: &str, max: usize) -> String {
-    let line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if line.len() <= max {
-        return line;
-    }
-    let mut end = max;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &line[..end])
-}
-
 /// Reads the request body the guest writes, within `max` bytes and by
 /// `deadline`. Over the cap, the rest is read and dropped (so the guest's
 /// writes and `finish` succeed and it learns why from the response:
@@ -286,7 +270,7 @@ fn tls_error(e: &std::io::Error) -> (Error, String) {
         let (code, words) = connect_error(e);
         return (code, format!("{words} during the TLS handshake"));
     };
-    let detail = bounded(&tls.to_string(), DETAIL);
+    let detail = crate::render::quote(&tls.to_string(), DETAIL);
     match tls {
         rustls::Error::InvalidCertificate(_) => (
             Error::TlsCertificateError,
@@ -295,7 +279,7 @@ fn tls_error(e: &std::io::Error) -> (Error, String) {
         rustls::Error::AlertReceived(alert) => (
             Error::TlsAlertReceived {
                 alert_id: Some(u8::from(*alert)),
-                alert_message: Some(bounded(&format!("{alert:?}"), 40)),
+                alert_message: Some(crate::render::quote(&format!("{alert:?}"), 40)),
             },
             format!("TLS-alert-received: {detail}"),
         ),
@@ -343,13 +327,16 @@ fn hyper_error(e: &hyper::Error) -> (Error, String) {
             Error::HttpProtocolError,
             format!(
                 "HTTP-protocol-error: the response is not valid HTTP/1.1 ({})",
-                bounded(&e.to_string(), DETAIL)
+                crate::render::quote(&e.to_string(), DETAIL)
             ),
         );
     }
     (
         Error::HttpProtocolError,
-        format!("HTTP-protocol-error: {}", bounded(&e.to_string(), DETAIL)),
+        format!(
+            "HTTP-protocol-error: {}",
+            crate::render::quote(&e.to_string(), DETAIL)
+        ),
     )
 }
 
@@ -431,11 +418,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_bounded_text_read_well() {
+    fn sizes_read_well() {
         assert_eq!(size(4 << 20), "4 MiB");
         assert_eq!(size(512 << 10), "512 KiB");
         assert_eq!(size(1000), "1000 bytes");
-        assert_eq!(bounded("a\nb", 10), "a b");
-        assert_eq!(bounded("ééé", 3), "é...");
     }
 }

@@ -35,7 +35,6 @@ pub mod http;
 pub mod http_wire;
 pub mod job;
 pub mod log;
-pub mod origin;
 pub mod redis;
 pub mod stdio;
 

@@ -1,10 +1,10 @@
-//! A job's record for people (`stoker job`), and the sizes every table
-//! shows.
+//! A job's record for people (`stoker job`).
 
 use std::time::Duration;
 
 use super::JobRecord;
 use crate::job::{FailedAttempt, State};
+use crate::render::bytes;
 
 impl JobRecord {
     /// The record for people.
@@ -142,17 +142,6 @@ fn failure_line(f: &FailedAttempt) -> String {
         ));
     }
     line
-}
-
-/// Human-readable bytes.
-pub fn bytes(n: u64) -> String {
-    if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
-    } else if n >= 1 << 10 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{n} B")
-    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::bytes;
 use crate::queue::Conn;
 use crate::queue::keys::{self, QueueKeys};
+use crate::render::bytes;
 
 /// Counts for one queue.
 #[derive(Debug, Serialize)]
@@ -173,7 +173,7 @@ pub async fn status(conn: &mut Conn) -> redis::RedisResult<Status> {
             continue;
         };
         let last: Option<u64> = conn.hget(keys::cron(), name).await?;
-        let next = crate::cron::Ticks::new(s).ok().and_then(|t| t.next(now));
+        let next = crate::config::Ticks::new(s).ok().and_then(|t| t.next(now));
         schedules.push(ScheduleStatus {
             class: name.clone(),
             schedule: match (&s.cron, s.every_ms) {

@@ -87,17 +87,6 @@ pub enum Keyed<'a> {
     Collapse(&'a crate::config::Unique),
 }
 
-impl<'a> Keyed<'a> {
-    /// The rule a deployed class has, if any.
-    pub fn of(class: &'a crate::registry::Class) -> Option<Keyed<'a>> {
-        match (&class.unique, &class.collapse) {
-            (Some(u), _) => Some(Keyed::Unique(u)),
-            (None, Some(c)) => Some(Keyed::Collapse(c)),
-            (None, None) => None,
-        }
-    }
-}
-
 /// Enqueues `payload` on `queue` under its class's key rule.
 pub async fn enqueue_keyed(
     conn: &mut Conn,
@@ -133,8 +122,8 @@ pub async fn enqueue_keyed(
     });
     let payload = &payload;
     crate::job::check_id(&payload.id).map_err(EnqueueError::Invalid)?;
-    crate::config::check_name("class", &payload.class).map_err(EnqueueError::Invalid)?;
-    crate::config::check_name("queue", queue).map_err(EnqueueError::Invalid)?;
+    crate::job::check_name("class", &payload.class).map_err(EnqueueError::Invalid)?;
+    crate::job::check_name("queue", queue).map_err(EnqueueError::Invalid)?;
     let q = QueueKeys::new(queue);
     let (delay_ms, at_ms) = match when {
         When::Now => (0, 0),

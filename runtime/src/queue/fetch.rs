@@ -39,7 +39,7 @@ impl QueueOrder {
                 }
                 None => (spec.trim(), 1),
             };
-            crate::config::check_name("queue", name)?;
+            crate::job::check_name("queue", name)?;
             if queues
                 .iter()
                 .any(|(q, _): &(Arc<QueueKeys>, u32)| q.name == name)

@@ -43,7 +43,7 @@
 //!
 //! Limiters and breakers: `stoker:{limiter:NAME}` (and `…:WINDOW` for window
 //! limiters), `stoker:{breaker:ORIGIN}`. Per-class figures by minute:
-//! `stoker:{c:CLASS}:m:MINUTE` (hash, kept 24 h; see [`crate::rollup`]).
+//! `stoker:{c:CLASS}:m:MINUTE` (hash, kept 24 h; see [`crate::observe::rollup`]).
 
 /// Keys of one queue.
 #[derive(Clone, Debug)]

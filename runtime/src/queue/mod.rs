@@ -17,7 +17,9 @@
 pub mod commit;
 pub mod enqueue;
 pub mod fetch;
+pub mod health;
 pub mod keys;
+pub mod outbox;
 pub mod settle;
 pub mod staged;
 pub mod wake;

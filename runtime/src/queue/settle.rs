@@ -46,7 +46,7 @@ pub const BACKTRACE_MAX: usize = 64 << 10;
 pub const LOG_MAX: usize = 16 << 20;
 /// Longest result a record keeps (`result`), bytes: a larger result fails
 /// the job instead (it is never cut, a cut JSON would not be JSON).
-pub const RESULT_MAX: usize = crate::sandbox::MAX_RESULT_BYTES;
+pub const RESULT_MAX: usize = crate::job::MAX_RESULT_BYTES;
 /// Longest value of any other field a settlement writes, bytes.
 pub const FIELD_MAX: usize = 64 << 10;
 
@@ -175,7 +175,7 @@ async fn run(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Set
             if outboxed > 0 {
                 // Batch members settled: their batches hear of it now (the
                 // scheduler's sweep applies whatever this misses).
-                crate::batch::apply_outbox_logged(&mut conn, &group[0].queue).await;
+                super::outbox::apply_logged(&mut conn, &group[0].queue).await;
             }
         }
     }

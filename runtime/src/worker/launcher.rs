@@ -6,9 +6,9 @@
 //!    ([`crate::queue::wake`]) and the manager;
 //! 2. keep the heartbeat (a key with a TTL, refreshed every TTL/5, and at
 //!    once when the manager needs one to fetch after an outage; see
-//!    [`super::health`]) and the
+//!    [`crate::queue::health`]) and the
 //!    class table fresh, and add the node's per-class figures to Redis
-//!    ([`crate::rollup`]) at each beat; serve `/metrics` when asked to
+//!    ([`crate::observe::rollup`]) at each beat; serve `/metrics` when asked to
 //!    (`--http`);
 //! 3. quiet: stop fetching;
 //! 4. stop(deadline): quiet, let running jobs finish until the deadline, then
@@ -22,9 +22,9 @@ use redis::AsyncCommands;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use super::http::{self, Endpoint};
 use super::manager::Manager;
 use super::{Node, WorkerConfig};
-use crate::metrics::{self, Endpoint};
 use crate::queue::fetch::QueueOrder;
 use crate::queue::{self, keys, settle};
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -105,7 +105,7 @@ impl Launcher {
                 slots: slots.clone(),
                 concurrency: config.concurrency as usize,
             };
-            tokio::spawn(metrics::serve(listener, endpoint, stopped_rx.clone()))
+            tokio::spawn(http::serve(listener, endpoint, stopped_rx.clone()))
         });
         let heartbeat = tokio::spawn(heartbeat_loop(
             node.clone(),
@@ -237,7 +237,7 @@ async fn heartbeat_loop(
         match beat(&mut conn, &node.id, &config, &queues, busy).await {
             Ok(()) => node.health.beat_written(ticket),
             Err(e) => {
-                if super::health::unreachable(&e) {
+                if crate::queue::health::unreachable(&e) {
                     node.health.failed();
                 }
                 tracing::warn!(error = %e, "heartbeat failed; not fetching until one is written");

@@ -11,7 +11,7 @@
 //!    job landed in an empty queue ([`crate::queue::wake`]);
 //! 4. on quiet, stop fetching; on stop, wait for the slots to drain;
 //! 5. fetch only while the node's heartbeat is known to be written: after an
-//!    outage, have it beat first ([`super::health`]).
+//!    outage, have it beat first ([`crate::queue::health`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,7 @@ use crate::queue::settle::Settler;
 pub const MAX_BATCH: usize = 64;
 const IDLE_MIN: Duration = Duration::from_millis(1);
 /// The longest wait for a heartbeat before the manager asks again, while it
-/// may not fetch (see [`super::health`]).
+/// may not fetch (see [`crate::queue::health`]).
 const HEALTH_POLL: Duration = Duration::from_millis(100);
 
 /// The fetch loop of one node.
@@ -84,7 +84,7 @@ impl Manager {
                     Ok(_) => {
                         self.node.health.answered(sent);
                     }
-                    Err(e) if super::health::unreachable(e) => self.node.health.failed(),
+                    Err(e) if crate::queue::health::unreachable(e) => self.node.health.failed(),
                     Err(_) => {}
                 }
                 match fetched {

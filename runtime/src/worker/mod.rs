@@ -7,15 +7,20 @@
 //! - [`processor`]: runs one unit of work and settles it: [`attempt`]
 //!   prepares and runs it in the sandbox, [`verdict`] judges how it ended,
 //!   [`settle`] records the verdict.
-//! - [`crate::scheduler`]: promotes due jobs, recovers dead workers' jobs.
-//! - [`health`]: how the node sees Redis (an outage is not worker deaths);
-//!   [`stall`]: jobs that yield without making progress.
+//!   [`retry`] decides retry or dead and the backoff.
+//! - [`http`]: the node's HTTP port: `/metrics` and `/healthz`.
+//! - [`crate::scheduler`]: promotes due jobs, recovers dead workers' jobs
+//!   (the launcher runs it beside the manager).
+//! - [`stall`]: jobs that yield without making progress;
+//!   [`crate::queue::health`]: how the node sees Redis (an outage is not
+//!   worker deaths).
 
 pub mod attempt;
-pub mod health;
+pub mod http;
 pub mod launcher;
 pub mod manager;
 pub mod processor;
+pub mod retry;
 pub mod settle;
 pub mod stall;
 pub mod verdict;
@@ -28,7 +33,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use crate::config::{HttpAccess, RedisAccess};
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::queue::Conn;
 use crate::registry::{self, Class};
 use crate::sandbox::{JobModule, ModuleRefused, Sandbox};
@@ -127,7 +132,7 @@ pub struct Node {
     /// What the node counts and measures.
     pub metrics: Metrics,
     /// How the node sees Redis: whether it may fetch, and recover others.
-    pub health: health::Health,
+    pub health: crate::queue::health::Health,
     classes: RwLock<Arc<HashMap<String, Arc<NodeClass>>>>,
     paused: RwLock<std::collections::HashSet<String>>,
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<JobModule>>>>>,
@@ -140,6 +145,28 @@ pub struct Node {
 /// same bytes forever; the bound only lets a transient compile failure, such
 /// as a compile stopped on a loaded machine, heal).
 pub const REFUSED_FOR: Duration = Duration::from_secs(60);
+
+impl crate::scheduler::Host for Node {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    fn health(&self) -> &crate::queue::health::Health {
+        &self.health
+    }
+
+    fn scheduled(&self) -> Vec<Class> {
+        self.classes()
+            .values()
+            .filter(|c| c.schedule.is_some())
+            .map(|c| c.class.clone())
+            .collect()
+    }
+}
 
 impl crate::host::ClassQueues for Node {
     fn queue_of<'a>(&'a self, class: &'a str) -> futures::future::BoxFuture<'a, Option<String>> {
@@ -181,7 +208,7 @@ impl Node {
             sandbox,
             conn,
             metrics: Metrics::new(),
-            health: health::Health::new(heartbeat_ttl),
+            health: crate::queue::health::Health::new(heartbeat_ttl),
             classes: RwLock::new(Arc::new(HashMap::new())),
             paused: RwLock::new(Default::default()),
             modules: Mutex::new(HashMap::new()),

@@ -20,7 +20,7 @@ use super::attempt::{self, Slots};
 use super::verdict::{self, Ran};
 use super::{Node, NodeClass, settle};
 use crate::job::{ErrorKind, Payload};
-use crate::metrics::Series;
+use crate::observe::metrics::Series;
 use crate::queue::fetch::Unit;
 use crate::sandbox::Failure;
 

@@ -22,7 +22,7 @@ use super::Node;
 use super::processor::Job;
 use super::verdict::{self, Ending, Stalls, Verdict};
 use crate::job::{ErrorKind, Payload};
-use crate::metrics::Outcome;
+use crate::observe::Outcome;
 use crate::queue::commit::CommitKind;
 use crate::queue::fetch::Unit;
 use crate::queue::settle::Disposition;

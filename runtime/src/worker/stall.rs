@@ -18,17 +18,13 @@
 //! - A stall the host asked for (shutdown, the class's `max_slice`, a limit,
 //!   a paused queue, quiet hours, a destination's limiter or breaker) is not
 //!   delayed beyond what the host asked for: the job did what it was told.
-//! - Past the class's `max_stalls` (default [`DEFAULT_MAX_STALLS`]) stalls in
+//! - Past the class's `max_stalls` (default [`crate::config::DEFAULT_MAX_STALLS`]) stalls in
 //!   a row, the last of its own accord, or [`HOST_STALL_FACTOR`] times that
 //!   whatever their cause (a job that never checkpoints in its slice redoes
 //!   the same work forever), the job is dead, kind `no_progress`.
 
 use std::time::Duration;
 
-/// Stalls in a row after which a job is dead (`max_stalls` in `stoker.toml`).
-/// With the backoff, a job that yields at once on every attempt is dead
-/// after about 90 minutes.
-pub const DEFAULT_MAX_STALLS: u32 = 100;
 /// A job whose stalls were all asked for by the host is dead only after this
 /// many times `max_stalls`.
 pub const HOST_STALL_FACTOR: u32 = 10;

@@ -13,9 +13,9 @@ use super::{ModuleError, stall};
 use crate::host::JobContext;
 use crate::job::ErrorKind;
 use crate::queue::commit::{CommitError, Fate};
-use crate::retry::{self, Decision};
 use crate::sandbox::{Failure, RunOutcome, RunReport, Usage};
 use crate::wit::stoker::job::checkpoint::StopReason;
+use crate::worker::retry::{self, Decision};
 
 /// How an attempt ended.
 pub enum Ending {

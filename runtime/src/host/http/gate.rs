@@ -11,14 +11,14 @@ use wasmtime_wasi_http::{Error, WasiBody};
 use super::guard::Plan;
 use super::{PARKED, Park, lock};
 use crate::config::{Limiter, LimiterKind};
-use crate::host::http_wire::bounded;
 use crate::limit::{self, Decision, breaker};
 use crate::queue::Conn;
+use crate::render::quote;
 
 pub(super) fn parked_error(park: &Park) -> Error {
     Error::InternalError(Some(format!(
         "{PARKED}{} (due again in {} ms)",
-        bounded(&park.reason, 200),
+        quote(&park.reason, 200),
         park.delay.as_millis()
     )))
 }
@@ -58,7 +58,7 @@ pub(super) async fn pass(plan: &Plan) -> Result<Option<Held>, Error> {
     let unavailable = |e: redis::RedisError| {
         plan.note.warn(&format!(
             "the limiters cannot be asked (Redis: {})",
-            bounded(&e.to_string(), 160)
+            quote(&e.to_string(), 160)
         ));
         Error::InternalError(Some(
             "stoker: the destination's limiters cannot be asked (Redis is unavailable; see the job's log)"

@@ -14,11 +14,12 @@ use super::{
     CallCounter, HttpHooks, LOGGED_REQUEST, MAX_REQUEST_HEAD_BYTES, MAX_REQUEST_HEADERS,
     RETRY_HEADER, lock,
 };
+use crate::config::origin::check_uri;
 use crate::config::{Destination, HttpAccess, Origin};
 use crate::host::egress;
-use crate::host::http_wire::{self, Note, bounded};
-use crate::host::origin::check_uri;
+use crate::host::http_wire::{self, Note};
 use crate::queue::Conn;
+use crate::render::quote;
 
 /// Names resolved by the operator (`stoker worker --resolve NAME:IP`), not by
 /// DNS; set once at start.
@@ -47,7 +48,7 @@ fn describe(method: &Method, uri: &http::Uri) -> String {
     };
     let target = uri.path_and_query().map_or("", |p| p.as_str());
     let scheme = uri.scheme_str().unwrap_or("https");
-    bounded(
+    quote(
         &format!("{method} {scheme}://{authority}{target}"),
         LOGGED_REQUEST,
     )
@@ -193,7 +194,7 @@ pub(super) async fn resolve(plan: &Plan) -> Result<SocketAddr, (Error, String)> 
                 format!(
                     "DNS-error: cannot resolve {}: {}",
                     plan.origin.host,
-                    bounded(&e.to_string(), 160)
+                    quote(&e.to_string(), 160)
                 ),
             ));
         }

@@ -3,7 +3,7 @@
 //! [`HttpHooks::send_request`]:
 //!
 //! 1. **Origin**: the request's scheme and authority are checked and
-//!    normalised by [`check_uri`](super::origin::check_uri) (userinfo,
+//!    normalised by [`check_uri`](crate::config::origin::check_uri) (userinfo,
 //!    percent-encoding, zones, odd ports and characters are refused:
 //!    `HTTP-request-URI-invalid`); the result must be an origin the class
 //!    names in `http.allow`, otherwise `HTTP-request-denied`. The `Host`

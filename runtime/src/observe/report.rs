@@ -1,7 +1,7 @@
 //! `stoker report`: each class's observed figures over a recent window,
 //! against the guideline and its own quotas, with the violations listed.
 //!
-//! The figures come from the per-minute rollups ([`crate::rollup`]), not
+//! The figures come from the per-minute rollups ([`crate::observe::rollup`]), not
 //! from the job records: one pipelined read per class, whatever the number of
 //! jobs. The rules (the guideline the issue quotes: "allocated <= 100 MB,
 //! retained <= 10 MB, <= 1 s for jobs at >= 60 rpm, <= 5 s otherwise, bulk
@@ -25,9 +25,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Profile;
+use crate::observe::rollup::{self, Agg, Measure};
 use crate::queue::Conn;
 use crate::registry::Class;
-use crate::rollup::{self, Agg, Measure};
 
 /// The guideline's "fast" rate: jobs a minute.
 pub const REALTIME_RATE: f64 = 60.0;
@@ -230,8 +230,8 @@ impl Report {
             s.map_or("-".to_owned(), |s| {
                 format!(
                     "{}/{}",
-                    crate::inspect::bytes(s.p50 as u64),
-                    crate::inspect::bytes(s.p99 as u64)
+                    crate::render::bytes(s.p50 as u64),
+                    crate::render::bytes(s.p99 as u64)
                 )
             })
         };
@@ -300,7 +300,7 @@ mod tests {
             profile,
             quiet: None,
             retry_policy: crate::config::RetryPolicy::Explicit,
-            max_stalls: crate::worker::stall::DEFAULT_MAX_STALLS,
+            max_stalls: crate::config::DEFAULT_MAX_STALLS,
         }
     }
 
@@ -313,7 +313,7 @@ mod tests {
                 peak_memory_bytes: peak,
                 ..Default::default()
             };
-            cell.settled(crate::metrics::Outcome::Done, Some(&u));
+            cell.settled(crate::observe::Outcome::Done, Some(&u));
         }
         cell.snapshot(1 << 10);
         cell.aggregate()

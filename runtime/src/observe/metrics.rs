@@ -1,4 +1,5 @@
-//! The worker's metrics, and `/metrics` for Prometheus (`stoker worker --http ADDR`).
+//! The worker's metrics, for Prometheus (`/metrics` on `stoker worker --http
+//! ADDR`, served by [`crate::worker::http`]).
 //!
 //! Duties:
 //! 1. count each settled unit by where it went (done, failed, retried,
@@ -8,7 +9,6 @@
 //! 2. on a scrape, read the node's busy slots and its queues' sizes (one
 //!    pipelined round trip, at most [`QUEUE_SIZES_TIMEOUT`]) and encode
 //!    everything in the OpenMetrics text format;
-//! 3. serve `GET /metrics` and `GET /healthz` until the node stops.
 //!
 //! Labels are bounded: `queue` takes the worker's own queues, `class` the
 //! deployed class names; a job naming a class that is not deployed (a typo, a
@@ -20,7 +20,6 @@
 //! sets are built once per (queue, class).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,10 +29,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
 
+use super::Outcome;
 use crate::job::ErrorKind;
 use crate::queue::Conn;
 use crate::queue::keys::QueueKeys;
@@ -45,7 +42,6 @@ pub const UNKNOWN_CLASS: &str = "(unknown)";
 /// read are served.
 pub const QUEUE_SIZES_TIMEOUT: Duration = Duration::from_secs(1);
 /// The content type of `/metrics`.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
@@ -77,24 +73,6 @@ struct QueueLabels {
 
 type Histograms = Family<ClassLabels, Histogram, fn() -> Histogram>;
 
-/// Where a settled unit went, as the counters see it.
-#[derive(Clone, Copy, Debug)]
-pub enum Outcome {
-    /// Done.
-    Done,
-    /// Failed, to be retried.
-    Retry,
-    /// Failed for good, of this kind.
-    Dead(ErrorKind),
-    /// Back to its queue without a failure: yielded, interrupted, or put back
-    /// after a Redis error.
-    Requeued,
-    /// Parked: a destination's limiter or breaker stopped a call mid-run.
-    Parked,
-    /// Deferred: a class limiter kept the job from starting.
-    Deferred,
-}
-
 /// The metric handles of one (queue, class): what a job bumps.
 pub struct Series {
     processed: Counter,
@@ -109,7 +87,7 @@ pub struct Series {
     cpu: Histogram,
     memory: Histogram,
     /// The class's rolling figures (none for jobs of no deployed class).
-    rollup: Option<Arc<crate::rollup::Cell>>,
+    rollup: Option<Arc<crate::observe::rollup::Cell>>,
 }
 
 impl Series {
@@ -183,8 +161,8 @@ pub struct Metrics {
     slots: Gauge,
     /// queue → class → handles.
     series: RwLock<HashMap<String, HashMap<String, Arc<Series>>>>,
-    /// Per-class figures for Redis (see [`crate::rollup`]).
-    pub rollup: crate::rollup::Rollup,
+    /// Per-class figures for Redis (see [`crate::observe::rollup`]).
+    pub rollup: crate::observe::rollup::Rollup,
 }
 
 /// Run and CPU time: 100 µs to about 28 min, ×4.
@@ -227,7 +205,7 @@ impl Metrics {
             busy: Gauge::default(),
             slots: Gauge::default(),
             series: RwLock::new(HashMap::new()),
-            rollup: crate::rollup::Rollup::default(),
+            rollup: crate::observe::rollup::Rollup::default(),
         };
         let r = &mut m.registry;
         let counters = [
@@ -295,6 +273,11 @@ impl Metrics {
         );
         r.register("slots", "This worker's concurrency", m.slots.clone());
         m
+    }
+
+    /// Records the node's concurrency (the `slots` gauge).
+    pub fn set_slots(&self, slots: usize) {
+        self.slots.set(slots as i64);
     }
 
     /// The handles of jobs of `class` (`None`: not deployed) on `queue`.
@@ -390,109 +373,9 @@ impl Metrics {
     }
 }
 
-/// Parses `--http`: `HOST:PORT`, or `PORT` / `:PORT` for 127.0.0.1.
-pub fn parse_listen(addr: &str) -> Result<SocketAddr, String> {
-    let port = addr.strip_prefix(':').unwrap_or(addr);
-    if let Ok(port) = port.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    addr.parse().map_err(|_| {
-        format!("`{addr}` is not an address to listen on: give `PORT`, `:PORT` or `IP:PORT`")
-    })
-}
-
-/// What the HTTP endpoint needs from the node.
-pub struct Endpoint {
-    /// The node whose metrics are served.
-    pub node: Arc<crate::worker::Node>,
-    /// The worker's queues (their sizes are read on a scrape).
-    pub queues: Vec<QueueKeys>,
-    /// The node's slots and how many there are (busy = all − free).
-    pub slots: Arc<Semaphore>,
-    /// The node's concurrency.
-    pub concurrency: usize,
-}
-
-/// Serves `/metrics` and `/healthz` on `listener` until `stopped` turns true.
-pub async fn serve(listener: TcpListener, endpoint: Endpoint, mut stopped: watch::Receiver<bool>) {
-    let endpoint = Arc::new(endpoint);
-    endpoint.node.metrics.slots.set(endpoint.concurrency as i64);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.wait_for(|s| *s) => return,
-        };
-        match stream {
-            Ok((stream, _)) => {
-                tokio::spawn(respond(stream, endpoint.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a /metrics connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Most bytes of a request head read.
-const MAX_HEAD: usize = 8 * 1024;
-
-/// Answers one request, then closes the connection.
-async fn respond(mut stream: TcpStream, endpoint: Arc<Endpoint>) {
-    let mut head = Vec::with_capacity(512);
-    let read = async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut words = line.split(|&b| b == b' ');
-    let (method, target) = (words.next().unwrap_or_default(), words.next());
-    let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
-    let (status, content_type, body) = match (method, path) {
-        (b"GET", Some(b"/metrics")) => {
-            let e = &endpoint;
-            let busy = e.concurrency - e.slots.available_permits().min(e.concurrency);
-            let mut conn = e.node.conn.clone();
-            let text = e.node.metrics.scrape(&mut conn, &e.queues, busy).await;
-            ("200 OK", CONTENT_TYPE, text)
-        }
-        (b"GET", Some(b"/healthz")) => ("200 OK", "text/plain", "ok\n".to_owned()),
-        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listen_addresses_default_to_loopback() {
-        assert_eq!(parse_listen("9090").unwrap().to_string(), "127.0.0.1:9090");
-        assert_eq!(parse_listen(":9090").unwrap().to_string(), "127.0.0.1:9090");
-        assert_eq!(
-            parse_listen("0.0.0.0:80").unwrap().to_string(),
-            "0.0.0.0:80"
-        );
-        assert_eq!(parse_listen("[::1]:80").unwrap().to_string(), "[::1]:80");
-        assert!(parse_listen("localhost").is_err());
-    }
 
     #[test]
     fn outcomes_are_counted_by_class_and_queue() {

@@ -7,11 +7,14 @@
 //!    in its in-flight lists back to the front of their queues and forget it.
 //!    Not while Redis itself may have been away: a node declares nobody dead
 //!    until Redis has answered it without a break, and been up, for a full
-//!    heartbeat TTL ([`crate::worker::health`]);
-//! 3. enqueue the due tick of each cron or recurring class ([`crate::cron`]);
+//!    heartbeat TTL ([`crate::queue::health`]);
+//! 3. enqueue the due tick of each cron or recurring class ([`cron`]);
 //! 4. apply each queue's batch outbox to its batches, firing their callbacks
-//!    ([`crate::batch`]): what a settler did not apply itself (it crashed, or
-//!    the job finished through a commit or a recovery).
+//!    ([`crate::queue::outbox`]): what a settler did not apply itself (it
+//!    crashed, or the job finished through a commit or a recovery); and trim
+//!    the batch index.
+//!
+//! [`quiet`] computes the quiet hours workers keep for classes that have them.
 //!
 //! All are safe to run on any number of nodes at once: each move is one atomic
 //! script, and a second node finds nothing left to move.
@@ -22,11 +25,14 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
+use crate::queue::health::{self, Health};
 use crate::queue::keys::{self, QueueKeys};
 use crate::queue::settle::DEAD_TTL;
 use crate::queue::{Conn, SCRIPTS};
-use crate::worker::Node;
-use crate::worker::health::{self, Health};
+use crate::registry::Class;
+
+pub mod cron;
+pub mod quiet;
 
 /// Average pause between two promotion rounds.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -37,6 +43,18 @@ const PROMOTE_BATCH: usize = 1000;
 /// `poison` (Sidekiq Pro's super_fetch makes the same call after 3).
 pub const POISON_AFTER: u32 = 3;
 
+/// What the scheduler needs of the node that runs it.
+pub trait Host: Send + Sync {
+    /// The node's worker id (its own jobs are never recovered by it).
+    fn id(&self) -> &str;
+    /// The node's Redis connection.
+    fn conn(&self) -> Conn;
+    /// How the node sees Redis: whether it may declare others dead.
+    fn health(&self) -> &Health;
+    /// The deployed classes that have a schedule.
+    fn scheduled(&self) -> Vec<Class>;
+}
+
 /// Runs promotion and recovery until `quiet` turns true.
 ///
 /// Dead workers are looked for on every round (every [`POLL`] with jitter), so
@@ -44,28 +62,44 @@ pub const POISON_AFTER: u32 = 3;
 /// its heartbeat key expires: within `--heartbeat-ttl` + 1 s of the kill (of
 /// Redis's return plus a TTL, when Redis was away). A round costs an `INFO
 /// server`, one `ZRANGE` and one pipelined `EXISTS` per registered worker.
-pub async fn run(node: Arc<Node>, mut quiet: watch::Receiver<bool>) {
-    let mut conn = node.conn.clone();
+pub async fn run(node: Arc<dyn Host>, mut quiet: watch::Receiver<bool>) {
+    let mut conn = node.conn();
     loop {
         if let Err(e) = promote_all(&mut conn).await {
             tracing::warn!(error = %e, "promoting due jobs failed");
         }
-        match recover_dead_workers(&mut conn, &node.id, &node.health).await {
+        match recover_dead_workers(&mut conn, node.id(), node.health()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "recovered jobs of dead workers"),
             Err(e) => tracing::warn!(error = %e, "recovering dead workers failed"),
         }
-        if let Err(e) =
-            crate::cron::tick_all(&mut conn, node.classes().values().map(|c| &c.class)).await
-        {
+        if let Err(e) = cron::tick_all(&mut conn, &node.scheduled()).await {
             tracing::warn!(error = %e, "enqueueing scheduled jobs failed");
         }
-        crate::batch::sweep(&mut conn).await;
+        sweep_batches(&mut conn).await;
         let jitter = Duration::from_millis(rand::random_range(0..POLL.as_millis() as u64));
         tokio::select! {
             _ = tokio::time::sleep(POLL / 2 + jitter) => {}
             _ = quiet.wait_for(|q| *q) => return,
         }
+    }
+}
+
+/// Applies every queue's batch outbox and trims the batch index (a
+/// scheduler duty).
+async fn sweep_batches(conn: &mut Conn) {
+    if let Err(e) = crate::batch::trim_index(conn).await {
+        tracing::warn!(error = %e, "trimming the batch index failed");
+    }
+    let queues: Vec<String> = match conn.smembers(keys::queues()).await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing queues for the batch outboxes failed");
+            return;
+        }
+    };
+    for name in queues {
+        crate::queue::outbox::apply_logged(conn, &QueueKeys::new(&name)).await;
     }
 }
 
@@ -111,7 +145,7 @@ pub async fn promote_scheduled(conn: &mut Conn, q: &QueueKeys) -> redis::RedisRe
 /// Recovers the in-flight jobs of every worker (other than `me`) whose heartbeat
 /// expired; returns how many jobs went back to their queues.
 ///
-/// Not while Redis itself may have been away (see [`crate::worker::health`]):
+/// Not while Redis itself may have been away (see [`crate::queue::health`]):
 /// a worker is declared dead only when `health` says Redis has answered this
 /// node without a break for a full heartbeat TTL, Redis has been up that long
 /// (`INFO server`: `uptime_in_seconds`, and the same `run_id` as before), and

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::metrics::Outcome;
+use super::Outcome;
 use crate::queue::Conn;
 use crate::sandbox::Usage;
 
