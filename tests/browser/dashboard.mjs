@@ -1,6 +1,6 @@
 // The dashboard in a real browser: headless Chromium (Debian's `chromium`)
-// driven by playwright-core. Run by tests/all/dashboard.rs, which starts the
-// dashboard and a worker and prepares the jobs; it passes:
+// driven by playwright-core. Run by tests/all/dashboard/browser.rs, which
+// starts the dashboard and a worker and prepares the jobs; it passes:
 //   DASHBOARD_URL  http://127.0.0.1:PORT
 //   DASHBOARD_TOKEN  the token
 //   DEAD_ID        a dead job whose retry succeeds (its class is deployed now)
