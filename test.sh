@@ -25,7 +25,7 @@ if grep -E '^(warning|error)' "$log" >/dev/null; then
     exit 1
 fi
 
-# The dashboard's browser test (tests/all/dashboard.rs) drives Debian's
+# The dashboard's browser test (tests/all/dashboard/browser.rs) drives Debian's
 # chromium with playwright-core from npm.
 apt_install() {
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$@"; \
