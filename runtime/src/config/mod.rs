@@ -55,6 +55,7 @@ use crate::job::check_name;
 
 mod access;
 mod class;
+mod limiters;
 pub mod origin;
 mod schedule;
 mod shaping;
@@ -62,6 +63,7 @@ mod units;
 
 pub use access::*;
 pub use class::*;
+pub use limiters::*;
 pub use schedule::*;
 pub use shaping::*;
 pub use units::*;
