@@ -69,11 +69,6 @@ fn enqueue(env: &TestEnv, class: &str, args: Value) -> String {
     env.enqueue(class, &args.to_string(), &[])
 }
 
-/// Waits until job `id` is done or dead; returns its document.
-fn settle(env: &TestEnv, id: &str) -> Value {
-    env.wait_settled("default", &[id.to_owned()], SETTLE)
-        .remove(0)
-}
 
 /// Redis operations of the job's (last) attempt.
 fn redis_ops(doc: &Value) -> u64 {
@@ -117,7 +112,7 @@ fn geo_buckets_counts_each_cell_of_the_range_and_stages_the_summary() {
 
     let mut worker = env.spawn_worker(&[]);
     let id = enqueue(&env, "geo-buckets", json!({ "from": from, "to": to }));
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     worker.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     let key = format!("geo:summary:{from}-{to}");
@@ -220,7 +215,7 @@ fn geo_buckets_outside_the_prefixes_are_denied_and_the_job_says_which() {
         "geo-buckets",
         json!({ "from": 5, "to": 5, "prefix": "geo:bucket:eu" }),
     );
-    let doc = settle(&env, &eu);
+    let doc = env.settle(&eu);
     worker.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(doc["result"]["cells"], 2, "{doc}");
@@ -251,7 +246,7 @@ fn geo_a_bucket_past_the_reply_quota_fails_with_quota_and_fits_a_larger_one() {
         "geo-tight",
         json!({ "from": 7, "to": 7, "page": 100 }),
     );
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     worker.assert_alive();
     assert_eq!(state(&doc), "dead", "retry = 0: {doc}");
     assert_eq!(doc["error"]["kind"], "job_error", "{doc}");
@@ -272,7 +267,7 @@ fn geo_a_bucket_past_the_reply_quota_fails_with_quota_and_fits_a_larger_one() {
     // reply = 128 KiB (each element counts its 64 bytes) and ops = 1,010: a
     // few pages of 500, then 1,000 staged counts.
     let paged = enqueue(&env, "geo-paged", json!({ "from": 7, "to": 7 }));
-    let doc = settle(&env, &paged);
+    let doc = env.settle(&paged);
     worker.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(
@@ -336,7 +331,7 @@ fn geo_a_range_paused_half_way_resumes_from_its_tally_and_writes_it_once() {
     );
 
     env.stoker_ok(&["queue", "resume", "default"]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     worker.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     let key = format!("geo:summary:{from}-{to}");

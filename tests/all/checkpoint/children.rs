@@ -21,18 +21,18 @@ fn children_are_committed_exactly_once_through_two_kills() {
         &[],
     );
     let mut first = env.spawn_worker(&[]);
-    wait_seq(&env, &parent, 2);
+    env.wait_seq(&parent, 2);
     first.kill9();
     let first_seq = num(&fields(&env, &parent), "seq");
 
     let mut second = env.spawn_worker(&[]);
-    wait_seq(&env, &parent, first_seq + 3);
+    env.wait_seq(&parent, first_seq + 3);
     second.kill9();
     let second_seq = num(&fields(&env, &parent), "seq");
     assert!(second_seq < 12, "killed after the end: {second_seq}");
 
     let mut third = env.spawn_worker(&[]);
-    let doc = settle(&env, &parent);
+    let doc = env.settle(&parent);
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(
         doc["result"],
@@ -64,11 +64,11 @@ fn a_worker_paused_past_its_lease_loses_its_commit() {
         &[],
     );
     let mut a = env.spawn_worker(&["--heartbeat-ttl", "2s"]);
-    let seen = wait_seq(&env, &parent, 2);
+    let seen = env.wait_seq(&parent, 2);
     a.sigstop();
 
     let mut b = env.spawn_worker(&["--heartbeat-ttl", "2s"]);
-    let doc = settle(&env, &parent);
+    let doc = env.settle(&parent);
     assert_eq!(state(&doc), "done", "{doc}");
     let worker = doc["worker"].as_str().unwrap_or("");
     assert!(
@@ -103,8 +103,8 @@ fn a_worker_paused_past_its_lease_loses_its_commit() {
     );
     let staged = assert_children_exactly_once(&env, &parent, 82, 0);
     assert_checkpointed_every(&staged, 4);
-    stop(&mut a);
-    stop(&mut b);
+    a.stop();
+    b.stop();
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn delayed_children_are_due_after_their_commit() {
         r#"{"items": 4, "every": 2, "spawn": "noop", "spawn_in_ms": 1500}"#,
         &[],
     );
-    let parent = settle(&env, &id);
+    let parent = env.settle(&id);
     assert_eq!(state(&parent), "done", "{parent:#}");
     // The attempt's account: the children its commits enqueued, and how long
     // it waited in its queue.

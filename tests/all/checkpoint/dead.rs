@@ -22,9 +22,9 @@ fn checkpointed_and_stopped(env: &TestEnv, n: usize) -> Vec<(String, HashMap<Str
     let mut worker =
         env.spawn_worker(&["--concurrency", &concurrency, "--shutdown-timeout", "20s"]);
     for id in &ids {
-        wait_seq(env, id, 1);
+        env.wait_seq(id, 1);
     }
-    stop(&mut worker);
+    worker.stop();
     ids.into_iter()
         .map(|id| {
             let f = fields(env, &id);
@@ -63,7 +63,7 @@ fn assert_refused_snapshots(env: &TestEnv, jobs: &[(String, &str)]) {
     assert_eq!(dead, expected);
 
     let next = env.enqueue("hello", r#"{"name":"x"}"#, &[]);
-    let doc = settle(env, &next);
+    let doc = env.settle(&next);
     assert_eq!(doc["result"], json!({ "message": "Hello, x!" }), "{doc}");
     worker.assert_alive();
     ids.push(next);
@@ -123,7 +123,7 @@ fn a_state_over_the_retained_cap_is_snapshot_limit() {
     // 100 kB of state against a 64 KiB cap, at the first checkpoint.
     let id = env.enqueue("steps", r#"{"items":5,"every":1,"pad":100000}"#, &[]);
     let mut worker = env.spawn_worker(&[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     assert_eq!(state(&doc), "dead", "not retried: {doc}");
     assert_eq!(doc["error"]["kind"], "snapshot_limit", "{doc}");
     let message = doc["error"]["message"].as_str().unwrap_or("");

@@ -46,26 +46,7 @@ module = "$GUESTS/noop.wasm"
 module = "$GUESTS/hello.wasm"
 "#;
 
-/// Waits until job `id` has committed checkpoint `min` (or a later one);
-/// returns the sequence seen.
-fn wait_seq(env: &TestEnv, id: &str, min: u64) -> u64 {
-    let mut seq = 0;
-    wait_until(
-        SETTLE,
-        &format!("job {id} to reach checkpoint {min}"),
-        || {
-            seq = num(&fields(env, id), "seq");
-            seq >= min
-        },
-    );
-    seq
-}
 
-/// Waits until job `id` is done or dead; returns its document.
-fn settle(env: &TestEnv, id: &str) -> Value {
-    env.wait_settled("default", &[id.to_owned()], SETTLE)
-        .remove(0)
-}
 
 /// The `progress` field's `done` count ("done/total").
 fn progress_done(fields: &HashMap<String, String>) -> u64 {
@@ -196,11 +177,3 @@ fn assert_checkpointed_every(staged: &[Staged], every: u64) {
     }
 }
 
-/// Sends SIGTERM and waits for a clean exit; returns how long it took.
-fn stop(worker: &mut Worker) -> Duration {
-    let asked = Instant::now();
-    worker.sigterm();
-    let status = worker.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "{status}\n{}", worker.log());
-    asked.elapsed()
-}

@@ -17,7 +17,7 @@ fn kill9_resumes_from_the_last_checkpoint() {
     env.deploy(CLASSES);
     let id = env.enqueue("steps", r#"{"items":150,"every":5,"sleep_ms":20}"#, &[]);
     let mut first = env.spawn_worker(&[]);
-    wait_seq(&env, &id, 3);
+    env.wait_seq(&id, 3);
     first.kill9();
     // Dead: what the record says now is the last commit it made.
     let at_kill = fields(&env, &id);
@@ -26,7 +26,7 @@ fn kill9_resumes_from_the_last_checkpoint() {
     assert_eq!(progress_done(&at_kill), 5 * seq, "{at_kill:?}");
 
     let mut second = env.spawn_worker(&[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     second.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     // It resumed exactly at the last checkpoint: at most one interval repeated.
@@ -66,7 +66,7 @@ fn sigterm_commits_a_cooperative_job_and_requeues_it_first() {
         f.get("state").map(String::as_str) == Some("running")
             && env.redis_now_ms() >= num(&f, "started_at") + 500
     });
-    let took = stop(&mut first);
+    let took = first.stop();
     assert!(
         took < Duration::from_secs(3),
         "took {took:?} to stop with a 20 s shutdown timeout"
@@ -125,7 +125,7 @@ fn sigterm_commits_a_cooperative_job_and_requeues_it_first() {
         json!({ "message": "Hello, next!" }),
         "{records:?}"
     );
-    stop(&mut second);
+    second.stop();
     env.assert_no_job_lost("default", &[id, waiting]);
 }
 
@@ -148,8 +148,8 @@ fn a_resumed_job_runs_on_the_module_of_its_snapshot() {
 
     let id = env.enqueue("steps", r#"{"items":150,"every":2,"sleep_ms":20}"#, &[]);
     let mut first = env.spawn_worker(&["--shutdown-timeout", "20s"]);
-    wait_seq(&env, &id, 1);
-    stop(&mut first);
+    env.wait_seq(&id, 1);
+    first.stop();
     let f = fields(&env, &id);
     assert_eq!(f["state"], "queued", "{f:?}");
     assert_eq!(f["digest"], steps_digest, "{f:?}");
@@ -160,7 +160,7 @@ fn a_resumed_job_runs_on_the_module_of_its_snapshot() {
     assert_eq!(hello_digest, stoker::registry::digest(&wasm("hello.wasm")));
 
     let mut second = env.spawn_worker(&[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(doc["result"]["items"], 150, "{doc}");
     assert!(
@@ -170,7 +170,7 @@ fn a_resumed_job_runs_on_the_module_of_its_snapshot() {
     assert_eq!(doc["module_digest"], steps_digest, "{doc}");
     // A new job of the class runs on the new module.
     let fresh = env.enqueue("steps", r#"{"name":"new"}"#, &[]);
-    let doc = settle(&env, &fresh);
+    let doc = env.settle(&fresh);
     assert_eq!(doc["result"], json!({ "message": "Hello, new!" }), "{doc}");
     assert_eq!(doc["module_digest"], hello_digest, "{doc}");
     second.assert_alive();

@@ -69,7 +69,7 @@ fn a_job_near_its_timeout_yields_instead_of_failing() {
     // attempt commits and the next one resumes with a fresh budget.
     let id = env.enqueue("short", r#"{"items":100,"every":0,"sleep_ms":20}"#, &[]);
     let mut worker = env.spawn_worker(&[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     worker.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(doc["result"]["items"], 100, "{doc}");
@@ -119,6 +119,6 @@ fn pausing_a_queue_parks_its_running_job_until_it_is_resumed() {
     );
     assert_eq!(state(&records[1]), "done");
     worker.assert_alive();
-    stop(&mut worker);
+    worker.stop();
     env.assert_no_job_lost("default", &[id, paused]);
 }

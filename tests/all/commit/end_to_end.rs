@@ -19,7 +19,7 @@ fn an_incr_with_a_9000_value_push_commits_whole() {
     let _w = env.spawn_worker(&[]);
     let args = json!({"mode": "push", "counter": "hc:n", "list": "hc:l", "values": 9000});
     let id = env.enqueue("hostile", &args.to_string(), &[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(counter(&env, "hc:n").as_deref(), Some("1"));
     let len: u64 = env.query(redis::cmd("LLEN").arg("hc:l"));
@@ -39,7 +39,7 @@ fn a_refused_commit_applies_nothing_even_when_retried() {
     // (and fails with it); the INCRBY staged before it is dropped.
     let args = json!({"mode": "expire", "counter": "hc:n1", "key": "hc:x", "ttl_ms": u64::MAX});
     let id = env.enqueue("hostile", &args.to_string(), &[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     assert_eq!(state(&doc), "dead", "{doc}");
     let error = doc.to_string();
     assert!(error.contains("a TTL is at most"), "{doc}");
@@ -50,7 +50,7 @@ fn a_refused_commit_applies_nothing_even_when_retried() {
     env.query::<()>(redis::cmd("HSET").arg("hc:h").arg("f").arg("abc"));
     let args = json!({"mode": "bad", "counter": "hc:n2", "hash": "hc:h", "field": "f"});
     let id = env.enqueue("hostile", &args.to_string(), &[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     assert_eq!(state(&doc), "dead", "{doc}");
     assert!(doc.to_string().contains("not an integer"), "{doc}");
     assert_eq!(counter(&env, "hc:n2"), None);

@@ -54,7 +54,3 @@ max_children = 25
 module = "$GUESTS/noop.wasm"
 "#;
 
-fn settle(env: &TestEnv, id: &str) -> Value {
-    env.wait_settled("default", &[id.to_owned()], SETTLE)
-        .remove(0)
-}

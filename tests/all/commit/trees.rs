@@ -70,7 +70,7 @@ fn a_job_enqueuing_past_its_children_bound_gets_the_error() {
     // the record's, across attempts).
     let args = json!({"items": 100, "every": 5, "spawn": "noop"});
     let id = env.enqueue("fan", &args.to_string(), &[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     assert_eq!(state(&doc), "dead", "{doc}");
     let text = doc.to_string();
     assert!(

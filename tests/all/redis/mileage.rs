@@ -65,7 +65,7 @@ fn mileage_counts_each_user_of_the_hour_once() {
 
     let parent = env.enqueue("mileage", &json!({ "slot": slot }).to_string(), &[]);
     let mut worker = env.spawn_worker(&["--concurrency", "4"]);
-    let doc = settle(&env, &parent);
+    let doc = env.settle(&parent);
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(doc["result"], json!({ "users": users }), "{doc}");
 

@@ -68,26 +68,13 @@ retry = 0
 redis = { read = ["kv:in"], ops_per_sec = 20 }
 "#;
 
-/// Waits until job `id` has committed checkpoint `min` (or a later one).
-fn wait_seq(env: &TestEnv, id: &str, min: u64) {
-    wait_until(
-        SETTLE,
-        &format!("job {id} to reach checkpoint {min}"),
-        || num(&fields(env, id), "seq") >= min,
-    );
-}
 
-/// Waits until job `id` is done or dead; returns its document.
-fn settle(env: &TestEnv, id: &str) -> Value {
-    env.wait_settled("default", &[id.to_owned()], SETTLE)
-        .remove(0)
-}
 
 /// Enqueues a `class` job with `steps` and waits for it to settle on `worker`;
 /// returns its id and document.
 fn run_kv(env: &TestEnv, worker: &mut Worker, class: &str, steps: Value) -> (String, Value) {
     let id = env.enqueue(class, &steps.to_string(), &[]);
-    let doc = settle(env, &id);
+    let doc = env.settle(&id);
     worker.assert_alive();
     (id, doc)
 }
@@ -107,9 +94,3 @@ fn exists(env: &TestEnv, key: &str) -> bool {
     env.query(redis::cmd("EXISTS").arg(key))
 }
 
-/// Sends SIGTERM and waits for the worker to exit.
-fn stop(worker: &mut Worker) {
-    worker.sigterm();
-    let status = worker.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "{status}\n{}", worker.log());
-}

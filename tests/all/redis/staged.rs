@@ -51,7 +51,7 @@ fn staged_writes_are_invisible_until_committed_and_committed_once() {
         before > 0,
         "never saw the job running before its checkpoint"
     );
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     worker.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(
@@ -85,7 +85,7 @@ fn staged_writes_apply_once_across_kill9() {
     env.deploy(CLASSES);
     let id = env.enqueue("kv-retry", &interrupted_script(3000, 10), &[]);
     let mut first = env.spawn_worker(&[]);
-    wait_seq(&env, &id, 1);
+    env.wait_seq(&id, 1);
     first.kill9();
     assert_eq!(
         get(&env, "kv:out:n").as_deref(),
@@ -95,7 +95,7 @@ fn staged_writes_apply_once_across_kill9() {
     assert_eq!(state(&env.record("default", &id)), "running");
 
     let mut second = env.spawn_worker(&[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     second.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(
@@ -133,11 +133,11 @@ fn staged_writes_apply_once_across_a_sigterm_interruption() {
     env.deploy(CLASSES);
     let id = env.enqueue("kv-retry", &interrupted_script(3000, 10), &[]);
     let mut first = env.spawn_worker(&["--shutdown-timeout", "1s"]);
-    wait_seq(&env, &id, 1);
+    env.wait_seq(&id, 1);
     // The job sleeps through the shutdown timeout: it is interrupted, and
     // goes back to the queue with nothing after its checkpoint committed.
     let asked = Instant::now();
-    stop(&mut first);
+    first.stop();
     let took = asked.elapsed();
     assert!(took < Duration::from_secs(10), "took {took:?} to stop");
     assert!(
@@ -151,7 +151,7 @@ fn staged_writes_apply_once_across_a_sigterm_interruption() {
     assert_eq!(get(&env, "kv:out:n").as_deref(), Some("1"));
 
     let mut second = env.spawn_worker(&[]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     second.assert_alive();
     assert_eq!(state(&doc), "done", "{doc}");
     assert_eq!(
@@ -177,11 +177,11 @@ fn a_worker_paused_past_its_lease_does_not_apply_its_writes() {
     env.deploy(CLASSES);
     let id = env.enqueue("kv-retry", &interrupted_script(4000, 100), &[]);
     let mut a = env.spawn_worker(&["--heartbeat-ttl", "2s"]);
-    wait_seq(&env, &id, 1);
+    env.wait_seq(&id, 1);
     a.sigstop();
 
     let mut b = env.spawn_worker(&["--heartbeat-ttl", "2s"]);
-    let doc = settle(&env, &id);
+    let doc = env.settle(&id);
     assert_eq!(state(&doc), "done", "{doc}");
     let worker = doc["worker"].as_str().unwrap_or("");
     assert!(
@@ -214,8 +214,8 @@ fn a_worker_paused_past_its_lease_does_not_apply_its_writes() {
         "{after}"
     );
     env.assert_no_job_lost("default", &[id]);
-    stop(&mut a);
-    stop(&mut b);
+    a.stop();
+    b.stop();
 }
 
 /// The retry set of queue `default`.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use stoker::inspect::JobRecord;
 use stoker::queue::keys::QueueKeys;
 
-use super::{TestEnv, wait_until};
+use super::{SETTLE, TestEnv, wait_until};
 
 impl TestEnv {
     /// The `stoker job --json` documents of many jobs of `queue`, read straight
@@ -55,6 +55,23 @@ impl TestEnv {
                 .all(|r| matches!(state(r), "done" | "dead" | "collapsed"))
         });
         records
+    }
+
+    /// Waits until job `id` of `default` is done or dead (at most
+    /// [`SETTLE`]); returns its document.
+    pub fn settle(&self, id: &str) -> Value {
+        self.wait_settled("default", &[id.to_owned()], SETTLE).remove(0)
+    }
+
+    /// Waits until job `id` of `default` has committed checkpoint `min` or a
+    /// later one (at most [`SETTLE`]); returns the sequence seen.
+    pub fn wait_seq(&self, id: &str, min: u64) -> u64 {
+        let mut seq = 0;
+        wait_until(SETTLE, &format!("job {id} to reach checkpoint {min}"), || {
+            seq = num(&fields(self, id), "seq");
+            seq >= min
+        });
+        seq
     }
 
     /// Runs one Redis command on the test's database.

@@ -24,6 +24,9 @@ pub use jobs::{fields, num, payload, state};
 pub use paths::{guests_dir, stoker_path, target_dir, workspace_dir};
 pub use worker::Worker;
 
+/// How long a test waits for one job to settle or checkpoint.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
 /// Polls `condition` every 20 ms until it holds; panics after `timeout`, naming
 /// what it waited for.
 pub fn wait_until(timeout: Duration, what: &str, condition: impl FnMut() -> bool) {

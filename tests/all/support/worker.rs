@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stoker::queue::keys;
@@ -106,6 +106,16 @@ impl Worker {
         // SAFETY: plain kill(2) on our own child's pid.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(rc, 0, "kill -TERM");
+    }
+
+    /// SIGTERM, and waits (30 s at most) for a clean exit; returns how long
+    /// the stop took.
+    pub fn stop(&mut self) -> Duration {
+        let asked = Instant::now();
+        self.sigterm();
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(0), "{status}\n{}", self.log());
+        asked.elapsed()
     }
 
     /// The process id.
