@@ -69,7 +69,6 @@ fn enqueue(env: &TestEnv, class: &str, args: Value) -> String {
     env.enqueue(class, &args.to_string(), &[])
 }
 
-
 /// Redis operations of the job's (last) attempt.
 fn redis_ops(doc: &Value) -> u64 {
     doc["host_calls"]["redis"]

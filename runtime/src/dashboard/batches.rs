@@ -9,10 +9,17 @@
 //! whole), and a page's jobs are read in one round trip (their outcome in the
 //! batch, and their record in each queue).
 
-use maud::{Markup, html};
+use std::sync::Arc;
 
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Html;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::App;
 use super::data::{MAX_PER_PAGE, PER_PAGE, preview};
-use super::pages::{Ctx, ago, layout, pager, progress};
+use super::pages::{Ctx, Error, Page, PageQuery, ago, ctx, layout, pager, progress, uri_of};
 use crate::batch::{BatchStatus, CallbackStatus};
 use crate::queue::Conn;
 use crate::queue::keys::{self, BatchKeys, QueueKeys};
@@ -228,6 +235,66 @@ pub async fn members(
         });
     }
     Ok(Members { rows, next })
+}
+
+/// `GET /batches?page=N&per=M`.
+pub(super) async fn batch_list(
+    State(app): State<Arc<App>>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Page {
+    let ctx = ctx(&app, &headers, uri_of(uri.path(), uri.query())).await?;
+    let list = list(
+        &mut app.conn.clone(),
+        q.page.unwrap_or(1),
+        q.per.unwrap_or(PER_PAGE),
+    )
+    .await?;
+    Ok(Html(list_page(&ctx, &list).into_string()))
+}
+
+/// A page of a batch's members: `?show=S&cursor=C&per=M`.
+#[derive(Deserialize)]
+pub(super) struct MembersQuery {
+    show: Option<String>,
+    cursor: Option<u64>,
+    per: Option<usize>,
+}
+
+/// `GET /batches/{id}?show=S&cursor=C&per=M`.
+pub(super) async fn batch(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<MembersQuery>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Page {
+    let show = q.show.as_deref().unwrap_or("all");
+    let show = Show::parse(show).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no list `{show}` of a batch's jobs: all, done or dead"
+        ))
+    })?;
+    let mut conn = app.conn.clone();
+    let status = crate::batch::status(&mut conn, &id).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no batch `{id}` (a finished batch is kept 30 days)"
+        ))
+    })?;
+    let ctx = ctx(&app, &headers, uri_of(uri.path(), uri.query())).await?;
+    let cursor = q.cursor.unwrap_or(0);
+    let members = members(
+        &mut conn,
+        &crate::queue::keys::BatchKeys::new(&status.id),
+        show,
+        cursor,
+        q.per.unwrap_or(PER_PAGE),
+    )
+    .await?;
+    Ok(Html(
+        batch_page(&ctx, &status, show, cursor, &members).into_string(),
+    ))
 }
 
 /// The list of batches.

@@ -197,7 +197,7 @@ pub async fn run(
             "deployed {:<13} sha256:{}  {:>7}  queue {}",
             d.class.name,
             &d.class.digest[..16],
-            inspect::bytes(d.module_bytes as u64),
+            crate::render::bytes(d.module_bytes as u64),
             d.class.queue
         );
     }
@@ -379,7 +379,7 @@ fn print_outcome(demo: &Demo, record: Option<&JobRecord>) -> bool {
     let kind = f("error_kind");
     let measured = r.measured();
     let cpu = measured.map_or("-".into(), |m| format!("{:.2}", m.cpu_us as f64 / 1e3));
-    let mem = measured.map_or("-".into(), |m| inspect::bytes(m.peak));
+    let mem = measured.map_or("-".into(), |m| crate::render::bytes(m.peak));
     let detail = if state == Some(State::Done) {
         f("result")
     } else {

@@ -6,8 +6,9 @@
 //! the deprecated IPv4-compatible and the IPv4-translated forms, and all of
 //! the IPv6 space outside global unicast 2000::/3).
 //!
-//! An address is judged by the most specific row that holds it
-//! ([`row`]); no row: an ordinary public address, allowed.
+//! The table itself, one row per block, is the `table` module; this one
+//! reads it. An address is judged by the most specific row that holds it
+//! ([`row_of`]); no row: an ordinary public address, allowed.
 //!
 //! - [`Verdict::Refuse`]: the registry marks the block not globally reachable
 //!   (or it is not unicast): refused.
@@ -27,8 +28,12 @@
 //! local-use prefix `64:ff9b:1::/48`. No public DNS answer carries them, and a
 //! decoded public address would gain nothing over its plain IPv4 form.
 
+mod table;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use self::table::TABLE;
 
 /// An address block: network address and prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +100,139 @@ impl fmt::Display for Net {
     }
 }
 
+impl Net {
+    /// The block `prefix` spells: `192.0.2.0/24`, or `2001:db8::/32` (hex in
+    /// lower case, `::` for one run of zero groups, no dotted IPv4 tail).
+    /// Evaluated when the table is built, at compile time: a malformed
+    /// prefix, or one with bits set past its length, fails the build.
+    const fn parse(prefix: &str) -> Net {
+        let s = prefix.as_bytes();
+        let mut slash = 0;
+        while slash < s.len() && s[slash] != b'/' {
+            slash += 1;
+        }
+        assert!(slash < s.len(), "a prefix ends in /length");
+        let len = field(s, slash + 1, s.len(), 10);
+        let mut colon = false;
+        let mut i = 0;
+        while i < slash {
+            colon |= s[i] == b':';
+            i += 1;
+        }
+        let net = if colon {
+            assert!(len <= 128, "an IPv6 prefix is at most /128");
+            Net::V6(parse_v6(s, slash), len as u8)
+        } else {
+            assert!(len <= 32, "an IPv4 prefix is at most /32");
+            Net::V4(parse_v4(s, slash), len as u8)
+        };
+        let (bits, host) = match net {
+            Net::V4(a, _) => (a.to_bits() as u128, (u32::MAX as u128) >> len),
+            Net::V6(a, _) => match u128::MAX.checked_shr(len) {
+                Some(host) => (a.to_bits(), host),
+                None => (a.to_bits(), 0),
+            },
+        };
+        assert!(bits & host == 0, "a prefix has no bits set past its length");
+        net
+    }
+}
+
+/// The number `s[from..to]` spells in `radix` (10 or 16): 1 to 4 digits.
+const fn field(s: &[u8], from: usize, to: usize, radix: u32) -> u32 {
+    assert!(
+        from < to && to - from <= 4,
+        "a prefix's field has 1 to 4 digits"
+    );
+    let mut n = 0;
+    let mut i = from;
+    while i < to {
+        let digit = match s[i] {
+            b'0'..=b'9' => s[i] - b'0',
+            b'a'..=b'f' if radix == 16 => s[i] - b'a' + 10,
+            _ => panic!("a prefix's field has a character that is not a digit"),
+        };
+        n = n * radix + digit as u32;
+        i += 1;
+    }
+    n
+}
+
+/// The IPv4 address `s[..end]`: four decimal fields.
+const fn parse_v4(s: &[u8], end: usize) -> Ipv4Addr {
+    let mut octets = [0u8; 4];
+    let (mut n, mut start, mut i) = (0, 0, 0);
+    while i <= end {
+        if i == end || s[i] == b'.' {
+            assert!(n < 4, "an IPv4 address has four fields");
+            let value = field(s, start, i, 10);
+            assert!(value <= 255, "an IPv4 field is at most 255");
+            octets[n] = value as u8;
+            n += 1;
+            start = i + 1;
+        }
+        i += 1;
+    }
+    assert!(n == 4, "an IPv4 address has four fields");
+    Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3])
+}
+
+/// The IPv6 address `s[..end]`: eight hex groups, or fewer around one `::`.
+const fn parse_v6(s: &[u8], end: usize) -> Ipv6Addr {
+    let mut read = [0u16; 8];
+    let mut n = 0;
+    // Where the `::` stands: how many groups come before it.
+    let mut gap = None;
+    let mut i = 0;
+    if end >= 2 && s[0] == b':' && s[1] == b':' {
+        gap = Some(0);
+        i = 2;
+    }
+    while i < end {
+        let mut j = i;
+        while j < end && s[j] != b':' {
+            j += 1;
+        }
+        assert!(n < 8, "an IPv6 address has at most eight groups");
+        read[n] = field(s, i, j, 16) as u16;
+        n += 1;
+        if j == end {
+            break;
+        }
+        if j + 1 < end && s[j + 1] == b':' {
+            assert!(gap.is_none(), "an IPv6 address has one `::` at most");
+            gap = Some(n);
+            i = j + 2;
+        } else {
+            assert!(j + 1 < end, "an IPv6 address does not end in one `:`");
+            i = j + 1;
+        }
+    }
+    let mut groups = [0u16; 8];
+    match gap {
+        None => {
+            assert!(n == 8, "an IPv6 address without `::` has eight groups");
+            groups = read;
+        }
+        Some(before) => {
+            assert!(n < 8, "a `::` stands for one group at least");
+            let after = n - before;
+            let mut k = 0;
+            while k < before {
+                groups[k] = read[k];
+                k += 1;
+            }
+            k = 0;
+            while k < after {
+                groups[8 - after + k] = read[before + k];
+                k += 1;
+            }
+        }
+    }
+    let g = groups;
+    Ipv6Addr::new(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7])
+}
+
 /// How a row judges the addresses it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -146,324 +284,15 @@ pub struct Row {
     pub verdict: Verdict,
 }
 
-const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Net {
-    Net::V4(Ipv4Addr::new(a, b, c, d), len)
-}
-
-const fn v6(s: [u16; 8], len: u8) -> Net {
-    Net::V6(
-        Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]),
-        len,
-    )
-}
-
-const fn row(net: Net, name: &'static str, rfc: &'static str, verdict: Verdict) -> Row {
+/// A row of the table: `prefix` as [`Net::parse`] reads it.
+const fn row(prefix: &str, name: &'static str, rfc: &'static str, verdict: Verdict) -> Row {
     Row {
-        net,
+        net: Net::parse(prefix),
         name,
         rfc,
         verdict,
     }
 }
-
-use Verdict::{Reachable, Refuse};
-
-/// Every special-purpose block, IPv4 then IPv6.
-pub static TABLE: &[Row] = &[
-    // IPv4 special-purpose address registry.
-    row(v4(0, 0, 0, 0, 8), "this network", "RFC 791", Refuse),
-    row(
-        v4(0, 0, 0, 0, 32),
-        "this host on this network",
-        "RFC 1122",
-        Refuse,
-    ),
-    row(v4(10, 0, 0, 0, 8), "private-use", "RFC 1918", Refuse),
-    row(
-        v4(100, 64, 0, 0, 10),
-        "shared address space (carrier-grade NAT)",
-        "RFC 6598",
-        Refuse,
-    ),
-    row(v4(127, 0, 0, 0, 8), "loopback", "RFC 1122", Refuse),
-    row(
-        v4(169, 254, 0, 0, 16),
-        "link-local (cloud metadata 169.254.169.254 lives here)",
-        "RFC 3927",
-        Refuse,
-    ),
-    row(v4(172, 16, 0, 0, 12), "private-use", "RFC 1918", Refuse),
-    row(
-        v4(192, 0, 0, 0, 24),
-        "IETF protocol assignments",
-        "RFC 6890",
-        Refuse,
-    ),
-    row(
-        v4(192, 0, 0, 0, 29),
-        "IPv4 service continuity prefix",
-        "RFC 7335",
-        Refuse,
-    ),
-    row(
-        v4(192, 0, 0, 8, 32),
-        "IPv4 dummy address",
-        "RFC 7600",
-        Refuse,
-    ),
-    row(
-        v4(192, 0, 0, 9, 32),
-        "port control protocol anycast",
-        "RFC 7723",
-        Reachable,
-    ),
-    row(v4(192, 0, 0, 10, 32), "TURN anycast", "RFC 8155", Reachable),
-    row(
-        v4(192, 0, 0, 170, 32),
-        "NAT64/DNS64 discovery",
-        "RFC 8880",
-        Refuse,
-    ),
-    row(
-        v4(192, 0, 0, 171, 32),
-        "NAT64/DNS64 discovery",
-        "RFC 8880",
-        Refuse,
-    ),
-    row(
-        v4(192, 0, 2, 0, 24),
-        "documentation (TEST-NET-1)",
-        "RFC 5737",
-        Refuse,
-    ),
-    row(v4(192, 31, 196, 0, 24), "AS112-v4", "RFC 7535", Reachable),
-    row(v4(192, 52, 193, 0, 24), "AMT", "RFC 7450", Reachable),
-    row(
-        v4(192, 88, 99, 0, 24),
-        "deprecated 6to4 relay anycast",
-        "RFC 7526",
-        Refuse,
-    ),
-    row(
-        v4(192, 88, 99, 2, 32),
-        "6a44 relay anycast",
-        "RFC 6751",
-        Refuse,
-    ),
-    row(v4(192, 168, 0, 0, 16), "private-use", "RFC 1918", Refuse),
-    row(
-        v4(192, 175, 48, 0, 24),
-        "direct delegation AS112 service",
-        "RFC 7534",
-        Reachable,
-    ),
-    row(v4(198, 18, 0, 0, 15), "benchmarking", "RFC 2544", Refuse),
-    row(
-        v4(198, 51, 100, 0, 24),
-        "documentation (TEST-NET-2)",
-        "RFC 5737",
-        Refuse,
-    ),
-    row(
-        v4(203, 0, 113, 0, 24),
-        "documentation (TEST-NET-3)",
-        "RFC 5737",
-        Refuse,
-    ),
-    // Not unicast (the multicast registry, RFC 1112, RFC 919).
-    row(v4(224, 0, 0, 0, 4), "multicast", "RFC 5771", Refuse),
-    row(v4(240, 0, 0, 0, 4), "reserved", "RFC 1112", Refuse),
-    row(
-        v4(255, 255, 255, 255, 32),
-        "limited broadcast",
-        "RFC 919",
-        Refuse,
-    ),
-    // IPv6: everything outside global unicast is reserved (the IPv6 address
-    // space registry); the rows below name the special blocks in it.
-    row(
-        v6([0; 8], 0),
-        "outside global unicast 2000::/3",
-        "RFC 4291",
-        Refuse,
-    ),
-    row(
-        v6([0x2000, 0, 0, 0, 0, 0, 0, 0], 3),
-        "global unicast",
-        "RFC 4291",
-        Reachable,
-    ),
-    // IPv6 special-purpose address registry, and the embedded-IPv4 forms.
-    row(v6([0; 8], 128), "unspecified", "RFC 4291", Refuse),
-    row(
-        v6([0, 0, 0, 0, 0, 0, 0, 1], 128),
-        "loopback",
-        "RFC 4291",
-        Refuse,
-    ),
-    row(
-        v6([0; 8], 96),
-        "IPv4-compatible (deprecated)",
-        "RFC 4291",
-        Refuse,
-    ),
-    row(
-        v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96),
-        "IPv4-mapped",
-        "RFC 4291",
-        Refuse,
-    ),
-    row(
-        v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96),
-        "IPv4-translated",
-        "RFC 2765",
-        Refuse,
-    ),
-    row(
-        v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96),
-        "NAT64 well-known prefix",
-        "RFC 6052",
-        Verdict::Embeds(Embedding::Nat64),
-    ),
-    row(
-        v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
-        "NAT64 local-use prefix",
-        "RFC 8215",
-        Refuse,
-    ),
-    row(
-        v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
-        "discard-only",
-        "RFC 6666",
-        Refuse,
-    ),
-    row(
-        v6([0x100, 0, 0, 1, 0, 0, 0, 0], 64),
-        "dummy IPv6 prefix",
-        "RFC 9780",
-        Refuse,
-    ),
-    row(
-        v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),
-        "IETF protocol assignments",
-        "RFC 2928",
-        Refuse,
-    ),
-    row(
-        v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32),
-        "Teredo",
-        "RFC 4380",
-        Verdict::Embeds(Embedding::Teredo),
-    ),
-    row(
-        v6([0x2001, 1, 0, 0, 0, 0, 0, 1], 128),
-        "port control protocol anycast",
-        "RFC 7723",
-        Reachable,
-    ),
-    row(
-        v6([0x2001, 1, 0, 0, 0, 0, 0, 2], 128),
-        "TURN anycast",
-        "RFC 8155",
-        Reachable,
-    ),
-    row(
-        v6([0x2001, 1, 0, 0, 0, 0, 0, 3], 128),
-        "DNS-SD service registration anycast",
-        "RFC 9665",
-        Reachable,
-    ),
-    row(
-        v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48),
-        "benchmarking",
-        "RFC 5180",
-        Refuse,
-    ),
-    row(
-        v6([0x2001, 3, 0, 0, 0, 0, 0, 0], 32),
-        "AMT",
-        "RFC 7450",
-        Reachable,
-    ),
-    row(
-        v6([0x2001, 4, 0x112, 0, 0, 0, 0, 0], 48),
-        "AS112-v6",
-        "RFC 7535",
-        Reachable,
-    ),
-    row(
-        v6([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28),
-        "deprecated ORCHID",
-        "RFC 4843",
-        Refuse,
-    ),
-    row(
-        v6([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28),
-        "ORCHIDv2",
-        "RFC 7343",
-        Reachable,
-    ),
-    row(
-        v6([0x2001, 0x30, 0, 0, 0, 0, 0, 0], 28),
-        "drone remote ID entity tags",
-        "RFC 9374",
-        Reachable,
-    ),
-    row(
-        v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
-        "documentation",
-        "RFC 3849",
-        Refuse,
-    ),
-    row(
-        v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),
-        "6to4",
-        "RFC 3056",
-        Verdict::Embeds(Embedding::SixToFour),
-    ),
-    row(
-        v6([0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0], 48),
-        "direct delegation AS112 service",
-        "RFC 7534",
-        Reachable,
-    ),
-    row(
-        v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
-        "documentation",
-        "RFC 9637",
-        Refuse,
-    ),
-    row(
-        v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),
-        "SRv6 SIDs",
-        "RFC 9602",
-        Refuse,
-    ),
-    row(
-        v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
-        "unique-local (cloud metadata fd00:ec2::254 lives here)",
-        "RFC 4193",
-        Refuse,
-    ),
-    row(
-        v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
-        "link-local",
-        "RFC 4291",
-        Refuse,
-    ),
-    row(
-        v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
-        "site-local (deprecated)",
-        "RFC 3879",
-        Refuse,
-    ),
-    row(
-        v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
-        "multicast",
-        "RFC 4291",
-        Refuse,
-    ),
-];
 
 /// The most specific row holding `ip`, if any.
 pub fn row_of(ip: IpAddr) -> Option<&'static Row> {
@@ -508,7 +337,8 @@ pub fn check(ip: IpAddr) -> Result<(), Refused> {
         (Verdict::Reachable, _) => Ok(()),
         (Verdict::Embeds(how), IpAddr::V6(a)) => {
             for v4 in how.decode(a) {
-                if let Some(inner) = row_of(IpAddr::V4(v4)).filter(|r| r.verdict == Refuse) {
+                if let Some(inner) = row_of(IpAddr::V4(v4)).filter(|r| r.verdict == Verdict::Refuse)
+                {
                     return Err(Refused {
                         ip,
                         row,

@@ -13,7 +13,6 @@ pub mod render;
 pub mod status;
 pub mod watch;
 
-pub use crate::render::bytes;
 pub use record::{JobRecord, find_job};
 pub use status::{DestinationStatus, QueueStatus, ScheduleStatus, Status, WorkerStatus, status};
 pub use watch::{Follow, Waited, progress_bar, wait, watch};

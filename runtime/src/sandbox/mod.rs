@@ -32,9 +32,7 @@ pub use engine::{
     DEFAULT_POOL_MEMORY, JobModule, MAX_MODULE_BYTES, ModuleRefused, Sandbox, SandboxConfig,
 };
 pub use limits::MAX_TABLE_ELEMENTS;
-pub use run::{
-    Attempt, Failure, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_BYTES, RunOutcome, RunReport, Usage,
-};
+pub use run::{Attempt, Failure, MAX_ERROR_MESSAGE_BYTES, RunOutcome, RunReport, Usage};
 pub use shape::{Caps, Shape, ShapeError, check_component};
 
 /// Fuel between two yields to the host (about 0.3-1 ms of guest execution):

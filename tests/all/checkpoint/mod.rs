@@ -46,8 +46,6 @@ module = "$GUESTS/noop.wasm"
 module = "$GUESTS/hello.wasm"
 "#;
 
-
-
 /// The `progress` field's `done` count ("done/total").
 fn progress_done(fields: &HashMap<String, String>) -> u64 {
     let p = fields.get("progress").map_or("", String::as_str);
@@ -176,4 +174,3 @@ fn assert_checkpointed_every(staged: &[Staged], every: u64) {
         );
     }
 }
-

@@ -53,4 +53,3 @@ max_children = 25
 [classes.noop]
 module = "$GUESTS/noop.wasm"
 "#;
-

@@ -68,8 +68,6 @@ retry = 0
 redis = { read = ["kv:in"], ops_per_sec = 20 }
 "#;
 
-
-
 /// Enqueues a `class` job with `steps` and waits for it to settle on `worker`;
 /// returns its id and document.
 fn run_kv(env: &TestEnv, worker: &mut Worker, class: &str, steps: Value) -> (String, Value) {
@@ -93,4 +91,3 @@ fn set(env: &TestEnv, key: &str, value: &str) {
 fn exists(env: &TestEnv, key: &str) -> bool {
     env.query(redis::cmd("EXISTS").arg(key))
 }
-

@@ -60,17 +60,22 @@ impl TestEnv {
     /// Waits until job `id` of `default` is done or dead (at most
     /// [`SETTLE`]); returns its document.
     pub fn settle(&self, id: &str) -> Value {
-        self.wait_settled("default", &[id.to_owned()], SETTLE).remove(0)
+        self.wait_settled("default", &[id.to_owned()], SETTLE)
+            .remove(0)
     }
 
     /// Waits until job `id` of `default` has committed checkpoint `min` or a
     /// later one (at most [`SETTLE`]); returns the sequence seen.
     pub fn wait_seq(&self, id: &str, min: u64) -> u64 {
         let mut seq = 0;
-        wait_until(SETTLE, &format!("job {id} to reach checkpoint {min}"), || {
-            seq = num(&fields(self, id), "seq");
-            seq >= min
-        });
+        wait_until(
+            SETTLE,
+            &format!("job {id} to reach checkpoint {min}"),
+            || {
+                seq = num(&fields(self, id), "seq");
+                seq >= min
+            },
+        );
         seq
     }
 

@@ -318,3 +318,32 @@ fn an_embedded_refusal_names_the_address_it_reaches() {
         "10.0.0.1 is private-use (10.0.0.0/8, RFC 1918)"
     );
 }
+
+#[test]
+fn prefixes_are_read_as_the_standard_library_reads_them() {
+    for p in [
+        "0.0.0.0/0",
+        "10.0.0.0/8",
+        "192.0.0.171/32",
+        "255.255.255.255/32",
+        "::/0",
+        "::1/128",
+        "::ffff:0:0/96",
+        "64:ff9b:1::/48",
+        "100:0:0:1::/64",
+        "2001:db8::/32",
+        "2620:4f:8000::/48",
+        "1:2:3:4:5:6:7:8/128",
+        "1:2:3:4:5:6:7::/112",
+        "::2:3:4:5:6:7:8/128",
+        "fe80::/10",
+    ] {
+        let (a, len) = p.split_once('/').unwrap();
+        let len: u8 = len.parse().unwrap();
+        let want = match ip(a) {
+            IpAddr::V4(a) => Net::V4(a, len),
+            IpAddr::V6(a) => Net::V6(a, len),
+        };
+        assert_eq!(Net::parse(p), want, "{p}");
+    }
+}
