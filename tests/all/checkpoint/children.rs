@@ -5,10 +5,7 @@
 use serde_json::{Value, json};
 use stoker::queue::commit::child_id;
 
-use super::{
-    CLASSES, SETTLE, assert_checkpointed_every, assert_children_exactly_once, settle, stop,
-    wait_seq,
-};
+use super::{CLASSES, SETTLE, assert_checkpointed_every, assert_children_exactly_once};
 use crate::support::{TestEnv, fields, num, state, wait_until};
 
 #[test]

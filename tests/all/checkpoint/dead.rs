@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::json;
 use stoker::queue::keys::QueueKeys;
 
-use super::{CLASSES, SETTLE, settle, snap_key, stop, wait_seq};
+use super::{CLASSES, SETTLE, snap_key};
 use crate::support::{TestEnv, fields, num, payload, state};
 
 /// Runs `n` `steps` jobs until each has checkpointed, then stops their worker

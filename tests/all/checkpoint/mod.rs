@@ -20,13 +20,13 @@ mod resume;
 mod yielding;
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use stoker::queue::commit::child_id;
 use stoker::queue::keys::QueueKeys;
 
-use crate::support::{TestEnv, Worker, fields, num, wait_until};
+use crate::support::{TestEnv, fields, num, wait_until};
 
 /// Long enough for anything here, recoveries included (a killed worker's jobs
 /// come back within about 3 s); a timeout is a failure, not a cost.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{CLASSES, SETTLE, progress_done, settle, snap_key, stop, wait_seq};
+use super::{CLASSES, SETTLE, progress_done, snap_key};
 use crate::support::{TestEnv, fields, guests_dir, num, payload, state, wait_until};
 
 #[test]

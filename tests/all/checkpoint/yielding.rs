@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::{CLASSES, SETTLE, assert_children_exactly_once, progress_done, settle, stop};
+use super::{CLASSES, SETTLE, assert_children_exactly_once, progress_done};
 use crate::support::{TestEnv, fields, num, state, wait_until};
 
 #[test]

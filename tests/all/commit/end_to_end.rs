@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{GUEST, SETTLE, settle};
+use super::{GUEST, SETTLE};
 use crate::support::{TestEnv, fields, num, state, wait_until};
 
 fn counter(env: &TestEnv, key: &str) -> Option<String> {

@@ -25,10 +25,6 @@ mod trees;
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::support::TestEnv;
-
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// The keys a case writes (a small space, so writes meet).

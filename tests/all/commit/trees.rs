@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use stoker::queue::keys::QueueKeys;
 
-use super::{GUEST, SETTLE, settle};
+use super::{GUEST, SETTLE};
 use crate::support::{TestEnv, fields, num, state, wait_until};
 
 /// The job records of the default queue in this test's database.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::json;
 
-use super::{SETTLE, settle};
+use super::SETTLE;
 use crate::support::{TestEnv, state, wait_until};
 
 const MILEAGE: &str = r#"

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{TestEnv, Worker, fields, num, wait_until};
+use crate::support::{TestEnv, Worker};
 
 /// Long enough for anything here, recoveries included; a timeout is a
 /// failure, not a cost.

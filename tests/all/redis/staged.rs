@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{CLASSES, SETTLE, exists, get, settle, stop, wait_seq};
+use super::{CLASSES, SETTLE, exists, get};
 use crate::support::{TestEnv, fields, num, state, wait_until};
 
 #[test]
