@@ -9,8 +9,8 @@
 //! store yields to tokio every [`YIELD_INTERVAL`] units of fuel, and at each yield
 //! the attempt's CPU time, wall-clock deadline and shutdown signal are checked.
 //! Measured with `stoker bench --metering` ([`calibrate`]) on this machine kind,
-//! on the call-heavy `fib` example: fuel 1.40x, epochs 1.29x, both 1.90x (tight
-//! loops, per NOTES-wasmtime48: fuel 1.11x, epochs 1.00-1.04x). Paying both is
+//! on the call-heavy `fib` example: fuel 1.40x, epochs 1.29x, both 1.90x (on tight
+//! loops, measured for wasmtime 48: fuel 1.11x, epochs 1.00-1.04x). Paying both is
 //! out; of the two, fuel gives a deterministic instruction count (`fuel_used`,
 //! the optional `fuel` budget) besides the interruption points, so epochs are not
 //! enabled at all.

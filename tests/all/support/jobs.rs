@@ -1,6 +1,6 @@
 //! What Redis holds of jobs: their records and documents, the pending and
-//! in-flight lists, waits on their states, and RELIABILITY.md's no-job-lost
-//! check; plus raw commands on the test's database.
+//! in-flight lists, waits on their states, and the no-job-lost check; plus
+//! raw commands on the test's database.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -130,7 +130,7 @@ impl TestEnv {
         all
     }
 
-    /// RELIABILITY.md's first invariant, checked at a quiet moment (no worker
+    /// The first invariant (no job lost), checked at a quiet moment (no worker
     /// running, or all of `ids` settled): every job is in exactly one place, and its
     /// record's state says the same place: `queued` in the pending list,
     /// `running` in an in-flight list, `scheduled`/`retrying` in those sets,

@@ -1,6 +1,6 @@
 //! The harness: a throwaway Redis database per test, the `stoker` CLI and worker
-//! processes pointed at it, condition waits, and the no-job-lost check of
-//! RELIABILITY.md.
+//! processes pointed at it, condition waits, and the no-job-lost check (every job in exactly one
+//! place, its record agreeing).
 //!
 //! Tests wait on conditions ([`wait_until`]), never on wall time: a wait costs
 //! only as long as the condition takes, and its timeout is a failure, so it can
