@@ -12,8 +12,9 @@
 //! - [`registry`]: deploy; modules validated and stored by sha256, classes
 //!   pointing at digests.
 //! - [`job`]: the JSON job format, states and error kinds.
-//! - [`queue`]: the Redis key layout, enqueue, wake-ups of idle workers,
-//!   reliable fetch, commits, settling.
+//! - [`queue`]: the connection (one server, Cluster or Sentinel, by URL), the
+//!   Redis key layout, enqueue, wake-ups of idle workers, reliable fetch,
+//!   commits, settling.
 //! - [`commands`]: every Redis Lua script, one file each, with the includes
 //!   they share, loaded by one loader.
 //! - [`snapshot`]: the stored form of a job's checkpointed state.

@@ -587,8 +587,7 @@ impl TestEnv {
     pub fn dashboard_retry(&self, queue: &str, id: &str) -> stoker::dashboard::data::Acted {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let client = redis::Client::open(self.url.as_str()).unwrap();
-            let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+            let mut conn = stoker::queue::connect(&self.url).await.unwrap();
             stoker::dashboard::data::retry_now(
                 &mut conn,
                 queue,

@@ -15,6 +15,7 @@
 //! Redis, Sentinel or Redis Cluster.
 
 pub mod commit;
+pub mod conn;
 pub mod enqueue;
 pub mod fetch;
 pub mod keys;
@@ -26,19 +27,7 @@ pub mod wake;
 /// modules use.
 pub(crate) use crate::commands::SCRIPTS;
 
-/// A Redis connection: multiplexed (concurrent requests are pipelined) and
-/// reconnecting.
-pub type Conn = redis::aio::ConnectionManager;
-
-/// Connects to Redis at `url`.
-pub async fn connect(url: &str) -> redis::RedisResult<Conn> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
-        .set_number_of_retries(2);
-    redis::aio::ConnectionManager::new_with_config(client, config).await
-}
+pub use conn::{Conn, Target, connect};
 
 /// Pauses (or resumes) queue `name`: a paused queue gives nothing to fetch.
 pub async fn set_paused(conn: &mut Conn, name: &str, paused: bool) -> redis::RedisResult<()> {
