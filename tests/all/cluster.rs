@@ -1,7 +1,7 @@
 //! Redis Cluster and Sentinel: the connection each URL form gives, the errors
 //! a bad URL gets, jobs run to done on queues whose slots live on different
 //! primaries (and `stoker status` over them), and a worker that rides out a
-//! Sentinel failover. The servers are
+//! Sentinel failover; every job is started by a wake-up, not by a poll. The servers are
 //! real (see [`crate::cluster_env`]); what does not work on Cluster yet is
 //! listed in the README's "Redis Cluster and Sentinel".
 
@@ -18,6 +18,8 @@ use crate::support::{guests_dir, target_dir};
 
 /// How long a job may take to be done.
 const DONE: &str = "60s";
+/// How long the worker idles before each job.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// A scratch directory for one test, emptied first.
 fn scratch(test: &str) -> PathBuf {
@@ -43,11 +45,15 @@ fn deploy_hello(url: &str, dir: &std::path::Path, queues: &[&str]) {
     stoker_ok(url, &["deploy", manifest.to_str().expect("UTF-8")]);
 }
 
-/// A worker on `queues`, with the suite's compile cache.
+/// A worker on `queues`, with the suite's compile cache. It looks at its
+/// empty queues only every 30 s: a job it starts sooner was announced by a
+/// wake-up.
 fn worker(url: &str, dir: &std::path::Path, queues: &[&str]) -> Stoker {
     let cache = target_dir().join("stoker-tests").join("cache");
     let mut args = vec![
         "worker",
+        "--idle-poll",
+        "30s",
         "--heartbeat-ttl",
         "2s",
         "--cache-dir",
@@ -59,9 +65,12 @@ fn worker(url: &str, dir: &std::path::Path, queues: &[&str]) -> Stoker {
     Stoker::spawn(url, &args, dir, "worker")
 }
 
-/// Enqueues a `hello-Q` job greeting `name`; waits until it is done and checks
-/// its result.
+/// Once the worker has been idle a while, enqueues a `hello-Q` job greeting
+/// `name`; waits until it is done and checks its result, and that a wake-up
+/// started it at once.
 fn hello_done(url: &str, queue: &str, name: &str, worker: &mut Stoker) {
+    // Not a wait on a condition: the worker must have been idle this long.
+    std::thread::sleep(IDLE);
     let class = format!("hello-{queue}");
     let args = format!(r#"{{"name":"{name}"}}"#);
     let id = stoker_ok(url, &["enqueue", &class, &args])
@@ -83,6 +92,11 @@ fn hello_done(url: &str, queue: &str, name: &str, worker: &mut Stoker) {
         record["result"]["message"],
         format!("Hello, {name}!"),
         "{record}"
+    );
+    let waited = record["queue_latency_us"].as_u64().expect("queue latency");
+    assert!(
+        waited < 500_000,
+        "job {id} waited {waited} us in `{queue}`; a wake-up should start it at once"
     );
 }
 
