@@ -82,7 +82,9 @@ impl Target {
             "redis+cluster" | "redis+sentinel" => {}
             "redis" | "rediss" | "valkey" | "valkeys" => {
                 let authority = rest.split(['/', '?']).next().unwrap_or("");
-                if authority.contains(',') {
+                // After the credentials, if any (a password may hold a comma).
+                let hosts = authority.rsplit('@').next().unwrap_or("");
+                if hosts.contains(',') {
                     return Err(bad(format!(
                         "several hosts in a `{scheme}://` URL; for Redis Cluster write \
                          redis+cluster://, for Sentinel redis+sentinel://.../MASTER"
@@ -471,6 +473,10 @@ mod tests {
         assert_eq!(
             Target::parse("redis://127.0.0.1:6379/3").unwrap(),
             Target::Single("redis://127.0.0.1:6379/3".into())
+        );
+        assert_eq!(
+            Target::parse("redis://u:p,w@h:1/2").unwrap(),
+            Target::Single("redis://u:p,w@h:1/2".into())
         );
         assert_eq!(
             Target::parse("redis+cluster://a:7000,b:7001,[::1]:7002,c").unwrap(),

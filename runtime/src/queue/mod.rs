@@ -10,9 +10,12 @@
 //! is never lost, and may run again after a crash: the checkpoint machinery
 //! makes what it commits effectively once.
 //!
-//! Every key of one queue shares the hash tag `{q:NAME}` and every script
-//! ([`crate::commands`]) touches one queue, so the same code runs on a single
-//! Redis, Sentinel or Redis Cluster.
+//! Every key of one queue shares the hash tag `{q:NAME}`, so a queue lives on
+//! one slot of Redis Cluster. [`conn`] connects to a single Redis, Sentinel
+//! or Cluster by URL; the scripts ([`crate::commands`]) touch one queue each,
+//! except a commit's, which also declares the keys of its staged writes,
+//! children and batches, so Cluster refuses it (`CROSSSLOT`) when they lie
+//! elsewhere (issue 16).
 
 pub mod commit;
 pub mod conn;
