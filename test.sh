@@ -31,6 +31,14 @@ apt_install() {
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$@"; \
     else sudo apt-get update -qq && sudo apt-get install -y -qq "$@"; fi
 }
+# The cluster group (tests/all/cluster.rs) starts its own Redis Cluster (6
+# servers, `redis-cli --cluster create`) and Sentinel set (2 servers, 3
+# Sentinels) on free ports: it needs redis-server and redis-cli, from Debian's
+# redis-server and redis-tools, even when the Redis above is elsewhere.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    echo "test: installing redis-server and redis-tools"
+    apt_install redis-server redis-tools
+fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "test: installing Node.js"
     apt_install nodejs npm

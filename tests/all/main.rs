@@ -7,7 +7,9 @@
 //! whose databases 8-15 the tests flush, and the guests' build target
 //! (`rustup target add wasm32-wasip2`). Under `cargo test` the harness first
 //! brings `target/release/stoker` and the guests up to date (set
-//! `STOKER_TEST_NO_BUILD=1` to use them as they are).
+//! `STOKER_TEST_NO_BUILD=1` to use them as they are). The `cluster` group also
+//! needs `redis-server` and `redis-cli` on `PATH`: it starts its own Redis
+//! Cluster and Sentinel set on free ports ([`cluster_env`]).
 
 mod support;
 
@@ -15,6 +17,8 @@ mod batch;
 mod bounds;
 mod chaos;
 mod checkpoint;
+mod cluster;
+mod cluster_env;
 mod collapse;
 mod commands;
 mod commands_side;

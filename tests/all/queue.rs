@@ -400,7 +400,7 @@ fn a_raw_push_reusing_a_done_jobs_id_is_dead_as_duplicate_and_the_record_stays()
     // reason, the entry left dead where it was, nothing queued.
     let (dup, _) = duplicates_of(&env, "once").remove(0);
     let acted = env.dashboard_retry("default", &dup);
-    let stoker::dashboard::data::Acted::Refused(why) = acted else {
+    let stoker::queue::manage::Acted::Refused(why) = acted else {
         panic!("retrying a duplicate was not refused: {acted:?}");
     };
     assert!(why.contains("duplicate of job `once`"), "{why}");

@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::data::{self, Acted, Set};
+use super::data;
+use crate::queue::manage::{self, Acted, Set};
 use super::pages::Error;
 use super::{App, authorize};
 use crate::queue;
@@ -48,8 +49,8 @@ pub(super) async fn act(
     crate::job::check_name("queue", &queue).map_err(Error::BadRequest)?;
     let mut conn = app.conn.clone();
     let acted = match action.as_str() {
-        "retry" => data::retry_now(&mut conn, &queue, set, &form.member).await?,
-        "delete" => data::delete(&mut conn, &queue, set, &form.member).await?,
+        "retry" => manage::retry_now(&mut conn, &queue, set, &form.member).await?,
+        "delete" => manage::delete(&mut conn, &queue, set, &form.member).await?,
         other => return Err(Error::NotFound(format!("no action `{other}`"))),
     };
     tracing::info!(%queue, set = set.as_str(), %action, done = acted == Acted::Done, "dashboard action");

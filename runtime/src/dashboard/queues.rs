@@ -9,7 +9,8 @@ use axum::response::Html;
 use maud::{Markup, html};
 
 use super::App;
-use super::data::{self, Set};
+use super::data;
+use crate::queue::manage::Set;
 use super::pages::{
     Ctx, Error, Page, PageQuery, action, ago, ctx, layout, login_hint, pager, uri_of,
 };

@@ -10,15 +10,20 @@
 //! is never lost, and may run again after a crash: the checkpoint machinery
 //! makes what it commits effectively once.
 //!
-//! Every key of one queue shares the hash tag `{q:NAME}` and every script
-//! ([`crate::commands`]) touches one queue, so the same code runs on a single
-//! Redis, Sentinel or Redis Cluster.
+//! Every key of one queue shares the hash tag `{q:NAME}`, so a queue lives on
+//! one slot of Redis Cluster. [`conn`] connects to a single Redis, Sentinel
+//! or Cluster by URL; the scripts ([`crate::commands`]) touch one queue each,
+//! except a commit's, which also declares the keys of its staged writes,
+//! children and batches, so Cluster refuses it (`CROSSSLOT`) when they lie
+//! elsewhere (issue 16).
 
 pub mod commit;
+pub mod conn;
 pub mod enqueue;
 pub mod fetch;
 pub mod health;
 pub mod keys;
+pub mod manage;
 pub mod outbox;
 pub mod settle;
 pub mod staged;
@@ -28,19 +33,7 @@ pub mod wake;
 /// modules use.
 pub(crate) use crate::commands::SCRIPTS;
 
-/// A Redis connection: multiplexed (concurrent requests are pipelined) and
-/// reconnecting.
-pub type Conn = redis::aio::ConnectionManager;
-
-/// Connects to Redis at `url`.
-pub async fn connect(url: &str) -> redis::RedisResult<Conn> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
-        .set_number_of_retries(2);
-    redis::aio::ConnectionManager::new_with_config(client, config).await
-}
+pub use conn::{Conn, Target, connect};
 
 /// Pauses (or resumes) queue `name`: a paused queue gives nothing to fetch.
 pub async fn set_paused(conn: &mut Conn, name: &str, paused: bool) -> redis::RedisResult<()> {

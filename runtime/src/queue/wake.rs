@@ -12,12 +12,23 @@
 //! another client, is found at the manager's next poll (at most
 //! `--idle-poll` later), as without wake-ups. Only the first job into an
 //! empty list is announced, so a busy queue publishes almost nothing.
+//!
+//! The listener's connection follows the URL's form ([`Target`]): on one
+//! server, a pub/sub connection to it; with Sentinel, one to the primary the
+//! Sentinels name at each (re)subscription (a demoted primary still hears the
+//! messages, which replication carries); on Cluster, a RESP3 cluster
+//! connection subscribed to each channel, which redis-rs resubscribes after a
+//! node is lost. Classic `PUBLISH` reaches every node of a cluster, so any
+//! node will do (sharded pub/sub, `SPUBLISH`, is not used yet).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::{Notify, watch};
+
+use super::Target;
 
 /// Longest pause between attempts to (re)subscribe.
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -31,25 +42,23 @@ pub async fn listen(
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let target = match Target::parse(&redis_url) {
+        Ok(target) => target,
+        Err(e) => {
+            tracing::warn!(error = %e, "no wake-ups; polling only");
+            return;
+        }
+    };
     let mut pause = Duration::from_millis(100);
     loop {
-        let subscribed = async {
-            let client = redis::Client::open(redis_url.as_str())?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            for channel in &channels {
-                pubsub.subscribe(channel).await?;
-            }
-            redis::RedisResult::Ok(pubsub)
-        };
         let outcome = tokio::select! {
-            r = subscribed => r,
+            r = subscribe(&target, &channels) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         match outcome {
-            Ok(pubsub) => {
+            Ok(mut messages) => {
                 pause = Duration::from_millis(100);
                 wake.notify_one();
-                let mut messages = pubsub.into_on_message();
                 loop {
                     tokio::select! {
                         m = messages.next() => match m {
@@ -71,4 +80,59 @@ pub async fn listen(
         }
         pause = (pause * 2).min(RETRY_MAX);
     }
+}
+
+/// Subscribes to `channels` on `target`; a stream with an item per message,
+/// which ends when the subscription is lost.
+async fn subscribe(
+    target: &Target,
+    channels: &[String],
+) -> redis::RedisResult<BoxStream<'static, ()>> {
+    let client = match target {
+        Target::Single(url) => redis::Client::open(url.as_str())?,
+        Target::Sentinel {
+            sentinels,
+            master,
+            db,
+        } => {
+            super::conn::sentinel_client(sentinels, master, *db)?
+                .async_get_client()
+                .await?
+        }
+        Target::Cluster { seeds } => return subscribe_cluster(seeds, channels).await,
+    };
+    let mut pubsub = client.get_async_pubsub().await?;
+    for channel in channels {
+        pubsub.subscribe(channel).await?;
+    }
+    Ok(pubsub.into_on_message().map(|_| ()).boxed())
+}
+
+/// [`subscribe`] on Cluster: messages arrive as RESP3 pushes.
+async fn subscribe_cluster(
+    seeds: &[(String, u16)],
+    channels: &[String],
+) -> redis::RedisResult<BoxStream<'static, ()>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = super::conn::cluster_builder(seeds)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(tx)
+        .build()?;
+    let mut conn = client.get_async_connection().await?;
+    for channel in channels {
+        conn.subscribe(channel).await?;
+    }
+    // The connection lives as long as the stream: dropped, it unsubscribes.
+    let pushes = futures::stream::unfold((rx, conn), |(mut rx, conn)| async move {
+        let push: redis::PushInfo = rx.recv().await?;
+        Some((push.kind, (rx, conn)))
+    });
+    // A (re)subscription may follow missed messages: it wakes too.
+    let wakes = pushes.filter(|kind| {
+        std::future::ready(matches!(
+            kind,
+            redis::PushKind::Message | redis::PushKind::Subscribe
+        ))
+    });
+    Ok(wakes.map(|_| ()).boxed())
 }

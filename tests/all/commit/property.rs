@@ -29,7 +29,7 @@ fn score_text(x: f64) -> String {
     }
 }
 
-async fn write_initial(conn: &mut redis::aio::ConnectionManager, k: &str, v: &Val, ttl: bool) {
+async fn write_initial(conn: &mut stoker::queue::Conn, k: &str, v: &Val, ttl: bool) {
     let mut p = redis::pipe();
     p.del(k);
     match v {
@@ -60,7 +60,7 @@ async fn write_initial(conn: &mut redis::aio::ConnectionManager, k: &str, v: &Va
 }
 
 /// What Redis holds at `k`, as the model describes it.
-async fn read(conn: &mut redis::aio::ConnectionManager, k: &str) -> Option<(Val, bool)> {
+async fn read(conn: &mut stoker::queue::Conn, k: &str) -> Option<(Val, bool)> {
     let kind: String = redis::cmd("TYPE").arg(k).query_async(conn).await.unwrap();
     let val = match kind.as_str() {
         "none" => return None,
@@ -96,7 +96,7 @@ async fn read(conn: &mut redis::aio::ConnectionManager, k: &str) -> Option<(Val,
 }
 
 /// Every key of the case, byte for byte: DUMP and whether it has a TTL.
-async fn dump(conn: &mut redis::aio::ConnectionManager) -> Vec<(Option<Vec<u8>>, bool)> {
+async fn dump(conn: &mut stoker::queue::Conn) -> Vec<(Option<Vec<u8>>, bool)> {
     let mut out = Vec::new();
     for i in 0..KEYS {
         let k = format!("p:k{i}");
@@ -126,8 +126,7 @@ fn staged_writes_commit_all_or_nothing() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = redis::Client::open(env.url.as_str()).unwrap();
-        let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+        let mut conn = stoker::queue::connect(&env.url).await.unwrap();
         let mut rng = StdRng::seed_from_u64(seed);
         let q = Arc::new(QueueKeys::new("default"));
         let (mut applied, mut refused, mut split) = (0, 0, 0);
@@ -231,8 +230,7 @@ fn the_envelope_is_checked_before_anything_is_written() {
     let env = TestEnv::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = redis::Client::open(env.url.as_str()).unwrap();
-        let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+        let mut conn = stoker::queue::connect(&env.url).await.unwrap();
         let q = QueueKeys::new("default");
         let id = "envelope";
         let _: () = conn

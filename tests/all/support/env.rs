@@ -140,15 +140,14 @@ impl TestEnv {
     }
 
     /// The dashboard's "retry now" on dead entry `id` of `queue`.
-    pub fn dashboard_retry(&self, queue: &str, id: &str) -> stoker::dashboard::data::Acted {
+    pub fn dashboard_retry(&self, queue: &str, id: &str) -> stoker::queue::manage::Acted {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let client = redis::Client::open(self.url.as_str()).unwrap();
-            let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-            stoker::dashboard::data::retry_now(
+            let mut conn = stoker::queue::connect(&self.url).await.unwrap();
+            stoker::queue::manage::retry_now(
                 &mut conn,
                 queue,
-                stoker::dashboard::data::Set::Dead,
+                stoker::queue::manage::Set::Dead,
                 id,
             )
             .await

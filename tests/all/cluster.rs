@@ -1,0 +1,288 @@
+//! Redis Cluster and Sentinel: the connection each URL form gives, the errors
+//! a bad URL gets, jobs run to done on queues whose slots live on different
+//! primaries (and `stoker status` over them), and a worker that rides out a
+//! Sentinel failover; every job is started by a wake-up, not by a poll. The servers are
+//! real (see [`crate::cluster_env`]); what does not work on Cluster yet is
+//! listed in the README's "Redis Cluster and Sentinel".
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use redis::AsyncCommands;
+use serde_json::Value;
+use stoker::queue::Conn;
+use stoker::queue::keys::QueueKeys;
+
+use crate::cluster_env::{Cluster, Sentinels, Stoker, query, stoker, stoker_ok};
+use crate::support::{guests_dir, target_dir};
+
+/// How long a job may take to be done.
+const DONE: &str = "60s";
+/// How long the worker idles before each job.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// A scratch directory for one test, emptied first.
+fn scratch(test: &str) -> PathBuf {
+    let dir = target_dir()
+        .join("stoker-tests")
+        .join(format!("{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a test dir");
+    dir
+}
+
+/// Deploys `hello` as class `hello-Q` on each queue `Q` of `queues`.
+fn deploy_hello(url: &str, dir: &std::path::Path, queues: &[&str]) {
+    let mut toml = String::new();
+    for q in queues {
+        toml.push_str(&format!(
+            "[classes.hello-{q}]\nmodule = \"{}/hello.wasm\"\nqueue = \"{q}\"\n\n",
+            guests_dir().display()
+        ));
+    }
+    let manifest = dir.join("stoker.toml");
+    std::fs::write(&manifest, toml).expect("writing the manifest");
+    stoker_ok(url, &["deploy", manifest.to_str().expect("UTF-8")]);
+}
+
+/// A worker on `queues`, with the suite's compile cache. It looks at its
+/// empty queues only every 30 s: a job it starts sooner was announced by a
+/// wake-up.
+fn worker(url: &str, dir: &std::path::Path, queues: &[&str]) -> Stoker {
+    let cache = target_dir().join("stoker-tests").join("cache");
+    let mut args = vec![
+        "worker",
+        "--idle-poll",
+        "30s",
+        "--heartbeat-ttl",
+        "2s",
+        "--cache-dir",
+        cache.to_str().expect("UTF-8"),
+    ];
+    for q in queues {
+        args.extend(["--queue", q]);
+    }
+    Stoker::spawn(url, &args, dir, "worker")
+}
+
+/// Once the worker has been idle a while, enqueues a `hello-Q` job greeting
+/// `name`; waits until it is done and checks its result, and that a wake-up
+/// started it at once.
+fn hello_done(url: &str, queue: &str, name: &str, worker: &mut Stoker) {
+    // Not a wait on a condition: the worker must have been idle this long.
+    std::thread::sleep(IDLE);
+    let class = format!("hello-{queue}");
+    let args = format!(r#"{{"name":"{name}"}}"#);
+    let id = stoker_ok(url, &["enqueue", &class, &args])
+        .trim()
+        .to_owned();
+    let waited = stoker(url, &["wait", &id, "--timeout", DONE]);
+    worker.assert_alive();
+    assert!(
+        waited.status.success(),
+        "job {id} on `{queue}` not done ({}): {}",
+        waited.status,
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let record: Value =
+        serde_json::from_str(&stoker_ok(url, &["job", &id, "--json"])).expect("job JSON");
+    assert_eq!(record["state"], "done", "{record}");
+    assert_eq!(record["queue"], queue, "{record}");
+    assert_eq!(
+        record["result"]["message"],
+        format!("Hello, {name}!"),
+        "{record}"
+    );
+    let waited = record["queue_latency_us"].as_u64().expect("queue latency");
+    assert!(
+        waited < 500_000,
+        "job {id} waited {waited} us in `{queue}`; a wake-up should start it at once"
+    );
+}
+
+/// Two queue names whose keys live on different primaries.
+fn queues_on_two_primaries(cluster: &Cluster) -> (String, String) {
+    let names: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
+    let first = &names[0];
+    let at = |q: &str| cluster.primary_of(&QueueKeys::new(q).pending());
+    let other = names[1..]
+        .iter()
+        .find(|q| at(q) != at(first))
+        .expect("a queue on another primary");
+    (first.clone(), other.clone())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("a runtime")
+}
+
+#[test]
+fn a_cluster_url_reaches_every_primary() {
+    let (cluster, _held) = Cluster::take();
+    runtime().block_on(async {
+        let mut conn = stoker::queue::connect(&cluster.url).await.unwrap();
+        assert!(matches!(conn, Conn::Cluster(_)), "not a cluster connection");
+        let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            let () = conn.set(k, i).await.unwrap();
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let v: usize = conn.get(k).await.unwrap();
+            assert_eq!(v, i, "{k}");
+        }
+        // The keys were spread over the three primaries, each on its own.
+        let primaries: HashSet<u16> = keys.iter().map(|k| cluster.primary_of(k)).collect();
+        assert_eq!(primaries.len(), 3, "{primaries:?}");
+        for k in &keys {
+            let v: Option<String> = query(cluster.primary_of(k), redis::cmd("GET").arg(k));
+            assert!(v.is_some(), "{k} is not on the primary of its slot");
+        }
+        // A pipeline and a script within one queue's slot.
+        let q = QueueKeys::new("c0");
+        let (len, paused): (u64, Option<String>) = redis::pipe()
+            .rpush(q.pending(), "x")
+            .ignore()
+            .llen(q.pending())
+            .get(q.paused())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!((len, paused), (1, None));
+        stoker::queue::set_paused(&mut conn, "c0", true)
+            .await
+            .unwrap();
+        let now = stoker::queue::redis_now_ms(&mut conn).await.unwrap();
+        assert!(now > 0);
+    });
+}
+
+#[test]
+fn a_sentinel_url_reaches_the_primary_and_a_plain_url_one_server() {
+    let (sentinels, _held) = Sentinels::take();
+    let primary = sentinels.primary();
+    runtime().block_on(async {
+        let mut conn = stoker::queue::connect(&sentinels.url).await.unwrap();
+        assert!(
+            matches!(conn, Conn::Sentinel(_)),
+            "not a Sentinel connection"
+        );
+        let () = conn.set("via-sentinel", "1").await.unwrap();
+        let v: Option<String> = query(primary, redis::cmd("GET").arg("via-sentinel"));
+        assert_eq!(v.as_deref(), Some("1"));
+
+        // `/MASTER/DB` selects a database on the primary.
+        let mut db3 = stoker::queue::connect(&format!("{}/3", sentinels.url))
+            .await
+            .unwrap();
+        let () = db3.set("in-db-3", "1").await.unwrap();
+        let mut direct = redis::Client::open(format!("redis://127.0.0.1:{primary}/3"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let v: Option<String> = direct.get("in-db-3").await.unwrap();
+        assert_eq!(v.as_deref(), Some("1"));
+        let () = redis::cmd("FLUSHDB")
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+
+        let mut single = stoker::queue::connect(&format!("redis://127.0.0.1:{primary}/0"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(single, Conn::Single(_)),
+            "not a single-server connection"
+        );
+        let v: Option<String> = single.get("via-sentinel").await.unwrap();
+        assert_eq!(v.as_deref(), Some("1"));
+    });
+}
+
+#[test]
+fn a_bad_url_is_refused_with_the_forms_expected() {
+    for (url, says) in [
+        (
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/2",
+            "database 0 only",
+        ),
+        ("redis+sentinel://127.0.0.1:26379", "no primary's name"),
+        (
+            "redis+sentinel://127.0.0.1:26379/m/x",
+            "database `x` is not a number",
+        ),
+        ("redis://127.0.0.1:7000,127.0.0.1:7001", "several hosts"),
+        ("http://127.0.0.1:6379", "unknown scheme `http`"),
+    ] {
+        let out = stoker(url, &["status"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {err}");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(
+            err.contains("redis+cluster://HOST:PORT,HOST:PORT"),
+            "{url}: {err}"
+        );
+    }
+}
+
+#[test]
+fn jobs_are_done_on_queues_whose_slots_live_on_different_primaries_and_status_reads_both() {
+    let (cluster, _held) = Cluster::take();
+    let dir = scratch("cluster-two-primaries");
+    let (a, b) = queues_on_two_primaries(cluster);
+    deploy_hello(&cluster.url, &dir, &[&a, &b]);
+    let mut worker = worker(&cluster.url, &dir, &[&a, &b]);
+    for name in ["Ada", "Grace"] {
+        hello_done(&cluster.url, &a, name, &mut worker);
+        hello_done(&cluster.url, &b, name, &mut worker);
+    }
+    // Each queue's pending list is on its own primary, and empty.
+    for q in [&a, &b] {
+        let pending = QueueKeys::new(q).pending();
+        let len: u64 = query(
+            cluster.primary_of(&pending),
+            redis::cmd("LLEN").arg(&pending),
+        );
+        assert_eq!(len, 0, "{q}");
+    }
+    worker.assert_alive();
+
+    // `stoker status` reads each queue on its own primary.
+    let status: Value =
+        serde_json::from_str(&stoker_ok(&cluster.url, &["status", "--json"])).expect("JSON");
+    for q in [&a, &b] {
+        let row = status["queues"]
+            .as_array()
+            .and_then(|qs| qs.iter().find(|r| r["name"] == q.as_str()))
+            .unwrap_or_else(|| panic!("no `{q}` in {status}"));
+        assert_eq!(row["processed"], 2, "{row}");
+        assert_eq!(row["pending"], 0, "{row}");
+    }
+    assert_eq!(
+        status["workers"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_worker_follows_a_sentinel_failover_without_restarting() {
+    let (sentinels, _held) = Sentinels::take();
+    let dir = scratch("sentinel-failover");
+    deploy_hello(&sentinels.url, &dir, &["default"]);
+    let mut worker = worker(&sentinels.url, &dir, &["default"]);
+    hello_done(&sentinels.url, "default", "Ada", &mut worker);
+    let before = sentinels.primary();
+    let after = sentinels.failover();
+    assert_ne!(before, after);
+    // The next job is enqueued on the new primary; the same worker takes it.
+    hello_done(&sentinels.url, "default", "Grace", &mut worker);
+    let processed: Option<u64> = query(
+        after,
+        redis::cmd("HGET")
+            .arg(QueueKeys::new("default").stats())
+            .arg("processed"),
+    );
+    assert_eq!(processed, Some(2), "both jobs counted on the new primary");
+    worker.assert_alive();
+}
