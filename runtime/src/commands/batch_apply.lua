@@ -1,3 +1,4 @@
+#!lua
 -- Applies settled jobs to their batch and decides its callbacks, each once.
 -- Completion is kept in sets of job ids, not counters: a job applied twice (a
 -- settle replayed after a crash, an outbox entry applied by two nodes) changes

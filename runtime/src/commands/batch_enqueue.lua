@@ -1,3 +1,4 @@
+#!lua
 -- Enqueues jobs of one batch on one queue, now, each with its record naming
 -- its batch, in one atomic step. Refused whole (nothing written) when one of
 -- the ids already has a record.

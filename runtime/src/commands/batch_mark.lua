@@ -1,3 +1,4 @@
+#!lua
 -- Marks a batch's callback enqueued, when the batch still exists (its keys
 -- may have expired since the callback was decided).
 -- KEYS[1] batch hash; ARGV[1] the event ('success', 'complete'), ARGV[2] the

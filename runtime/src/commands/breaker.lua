@@ -1,3 +1,4 @@
+#!lua
 -- One circuit breaker step for an HTTP destination, by Redis time.
 -- KEYS[1] the breaker's key (`stoker:{breaker:ORIGIN}`), a hash:
 --   failures (consecutive), open_until (ms), probe_until (ms), opened (count)

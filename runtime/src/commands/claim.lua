@@ -1,3 +1,4 @@
+#!lua
 -- A collapsible job about to start: run it, or drop it as superseded.
 -- KEYS[1] the collapse key, KEYS[2] the job's record; ARGV[1] the job's id
 -- Returns {'run', ''} or {'collapsed', the id of the job that superseded it}.

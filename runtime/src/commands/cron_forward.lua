@@ -1,3 +1,4 @@
+#!lua
 -- Records a scheduled class's last tick, only forward (a node with an older
 -- tick never moves it back).
 -- KEYS[1] the cron hash; ARGV[1] the class, ARGV[2] the tick (ms since the epoch)

@@ -1,3 +1,4 @@
+#!lua
 -- The dashboard's delete: the job leaves its set, and its record, snapshot
 -- and any unique key it holds go with it.
 -- KEYS[1] the set, KEYS[2] the job record, KEYS[3] its snapshot; ARGV[1] member, ARGV[2] id

@@ -1,3 +1,4 @@
+#!lua
 -- Enqueue one job: its record and its place in the pending list (or the
 -- scheduled set when it is due later), in one atomic step.
 -- KEYS[1] pending list, KEYS[2] scheduled set, KEYS[3] job record,

@@ -1,3 +1,4 @@
+#!lua
 -- Reliable fetch: moves up to ARGV[1] jobs, oldest first, from the pending list
 -- to this worker's in-flight list and marks each job's record running, with a
 -- lease: the attempt number, which a checkpoint commit must present (commit.lua)

@@ -1,3 +1,4 @@
+#!lua
 -- One decision of a distributed limiter, by Redis time, in one step.
 -- KEYS[1] the limiter's key (`stoker:{limiter:NAME}`)
 -- ARGV[1] op: 'acquire' or 'release', ARGV[2] kind: 'concurrent', 'rate' or

@@ -11,8 +11,16 @@
 //! - `ident`: `ident(payload)`, a payload's id and token without decoding it;
 //! - `now`: Redis's clock, `now` in ms (and `t`, the reply of `TIME`).
 //!
-//! A script may start with a shebang (`#!lua ...`, flags for Redis); it stays
-//! the first line of the resolved script. The scripts are resolved once, on
+//! Every script starts with a shebang (`#!lua`, or `#!lua flags=no-writes` for
+//! one that only reads), which stays the first line of the resolved script.
+//! It is how a script says it touches one hash slot: on Redis Cluster, Redis
+//! refuses a script with a shebang that reaches keys of two slots (declared in
+//! `KEYS` or built inside), so a key that strays from the script's own tag
+//! fails at once instead of working by the accident of two slots on one node.
+//! No script carries `allow-cross-slot-keys`. The one script whose keys span
+//! slots is `commit` (the job's own keys for staged writes, children on other
+//! queues, batches): a single Redis runs it in one step; Redis Cluster refuses
+//! it (see the README's "Redis Cluster and Sentinel"). The scripts are resolved once, on
 //! first use; `redis-rs` runs them by SHA and loads them again after
 //! `NOSCRIPT` (a restarted Redis).
 
@@ -78,9 +86,10 @@ fn resolve(name: &str, depth: usize, out: &mut String) {
     }
 }
 
-/// The loaded scripts, one field each (the file of the same name). Each
-/// touches the keys of one queue, batch, limiter or breaker only, so the same
-/// code runs on a single Redis, Sentinel or Redis Cluster.
+/// The loaded scripts, one field each (the file of the same name). Each but
+/// `commit` touches the keys of one queue, batch, limiter or breaker only
+/// (one hash slot), so the same code runs on a single Redis, Sentinel or Redis
+/// Cluster.
 pub struct Scripts {
     pub enqueue: Script,
     pub fetch: Script,
@@ -131,6 +140,9 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
 mod tests {
     use super::*;
 
+    /// The pieces: included by scripts, never run alone (no shebang).
+    const PIECES: [&str; 3] = ["wake", "ident", "now"];
+
     #[test]
     fn every_include_resolves_and_none_survives() {
         LazyLock::force(&SCRIPTS);
@@ -156,8 +168,19 @@ mod tests {
     }
 
     #[test]
-    fn shebangs_stay_first() {
-        assert!(source("commit").starts_with("#!lua\n"));
+    fn every_script_says_it_keeps_to_one_slot_and_pieces_do_not() {
+        for (name, _) in SOURCES {
+            let first = source(name).lines().next().unwrap_or_default().to_owned();
+            if PIECES.contains(name) {
+                assert!(!first.starts_with("#!"), "piece `{name}` has a shebang");
+            } else {
+                assert!(
+                    first == "#!lua" || first == "#!lua flags=no-writes",
+                    "`{name}` starts with `{first}`, not a shebang without cross-slot flags"
+                );
+            }
+        }
+        // The measured reads write nothing: Redis refuses them any write.
         assert!(source("read").starts_with("#!lua flags=no-writes\n"));
     }
 

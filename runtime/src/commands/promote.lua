@@ -1,3 +1,4 @@
+#!lua
 -- Moves jobs whose time has come (by Redis time) from a scheduled or retry set
 -- to the back of the pending list.
 -- KEYS[1] scheduled or retry set, KEYS[2] pending list

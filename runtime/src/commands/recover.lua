@@ -1,3 +1,4 @@
+#!lua
 -- Returns every job in a dead worker's in-flight list to the front of the
 -- pending list (they are fetched next, oldest first), clearing its lease so a
 -- late commit from the lost attempt is refused. A job recovered ARGV[2] times

@@ -1,3 +1,4 @@
+#!lua
 -- Releases a unique key if the job still holds it (a later job may hold it
 -- already, after the TTL).
 -- KEYS[1] the unique key; ARGV[1] the job's id

@@ -1,3 +1,4 @@
+#!lua
 -- The dashboard's retry now: a scheduled or retrying job (the member: its
 -- payload) or a dead one (the member: its id, re-queued with the payload its
 -- record keeps) moves to be fetched next from its queue's pending list, in

@@ -1,3 +1,4 @@
+#!lua
 -- Settles a batch of jobs one worker took from one queue: each leaves the
 -- worker's in-flight list and goes where its outcome sends it, and its record is
 -- updated, in one atomic step. A job no longer in the in-flight list was
