@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::data;
-use crate::queue::manage::{self, Acted, Set};
 use super::pages::Error;
 use super::{App, authorize};
 use crate::queue;
+use crate::queue::manage::{self, Acted, Set};
 
 /// The form of every action: its CSRF token, the page to go back to, and
 /// the job it acts on.

@@ -10,10 +10,10 @@ use maud::{Markup, html};
 
 use super::App;
 use super::data;
-use crate::queue::manage::Set;
 use super::pages::{
     Ctx, Error, Page, PageQuery, action, ago, ctx, layout, login_hint, pager, uri_of,
 };
+use crate::queue::manage::Set;
 
 /// `GET /queues/{queue}/{set}?page=N&per=M`.
 pub(super) async fn set(

@@ -144,14 +144,9 @@ impl TestEnv {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let mut conn = stoker::queue::connect(&self.url).await.unwrap();
-            stoker::queue::manage::retry_now(
-                &mut conn,
-                queue,
-                stoker::queue::manage::Set::Dead,
-                id,
-            )
-            .await
-            .unwrap()
+            stoker::queue::manage::retry_now(&mut conn, queue, stoker::queue::manage::Set::Dead, id)
+                .await
+                .unwrap()
         })
     }
 
