@@ -400,18 +400,4 @@ mod tests {
         assert_eq!(preview("abcdef", 3), "abc…");
         assert_eq!(preview("ééé", 2), "éé…");
     }
-
-    #[test]
-    fn members_name_their_jobs() {
-        assert_eq!(member_id(Set::Dead, "abc"), "abc");
-        assert_eq!(
-            member_id(Set::Retry, r#"{"id":"j1","class":"x","args":null}"#),
-            "j1"
-        );
-        // A payload naming a key-breaking id names no record.
-        assert_eq!(member_id(Set::Retry, r#"{"id":"a:b","class":"x"}"#), "");
-        assert_eq!(member_id(Set::Scheduled, "not json"), "");
-        assert_eq!(Set::parse("dead"), Some(Set::Dead));
-        assert_eq!(Set::parse("nope"), None);
-    }
 }

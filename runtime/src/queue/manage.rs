@@ -152,3 +152,22 @@ pub async fn delete(
         Acted::Gone
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_name_their_jobs() {
+        assert_eq!(member_id(Set::Dead, "abc"), "abc");
+        assert_eq!(
+            member_id(Set::Retry, r#"{"id":"j1","class":"x","args":null}"#),
+            "j1"
+        );
+        // A payload naming a key-breaking id names no record.
+        assert_eq!(member_id(Set::Retry, r#"{"id":"a:b","class":"x"}"#), "");
+        assert_eq!(member_id(Set::Scheduled, "not json"), "");
+        assert_eq!(Set::parse("dead"), Some(Set::Dead));
+        assert_eq!(Set::parse("nope"), None);
+    }
+}
