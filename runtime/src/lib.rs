@@ -14,9 +14,10 @@
 //! - [`registry`]: what is deployed: classes pointing at module digests, and
 //!   the modules, in Redis.
 //! - [`job`]: the JSON job format, states and error kinds.
-//! - [`queue`]: the connection (one server, Cluster or Sentinel, by URL), the
-//!   Redis key layout, enqueue, wake-ups of idle workers, reliable fetch,
-//!   commits, settling, outboxes, how a node sees Redis.
+//! - [`queue`]: the connection (one server, Cluster or Sentinel, by URL;
+//!   pipelines over many slots split by slot), the Redis key layout,
+//!   enqueue, wake-ups of idle workers, reliable fetch, commits, settling,
+//!   outboxes, how a node sees Redis.
 //! - [`commands`]: every Redis Lua script, one file each, with the includes
 //!   they share, loaded by one loader.
 //! - [`batch`]: batches of jobs, and their callbacks fired once when all have

@@ -3,7 +3,10 @@
 //! primaries (and `stoker status` over them), and a worker that rides out a
 //! Sentinel failover; every job is started by a wake-up, not by a poll. The servers are
 //! real (see [`crate::cluster_env`]); what does not work on Cluster yet is
-//! listed in the README's "Redis Cluster and Sentinel".
+//! listed in the README's "Redis Cluster and Sentinel". [`reads`]: the
+//! report, the dashboard's pages and the pause flags over several primaries.
+
+mod reads;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -40,6 +43,11 @@ fn deploy_hello(url: &str, dir: &std::path::Path, queues: &[&str]) {
             guests_dir().display()
         ));
     }
+    deploy(url, dir, &toml);
+}
+
+/// Deploys the manifest `toml`, written in `dir`.
+fn deploy(url: &str, dir: &std::path::Path, toml: &str) {
     let manifest = dir.join("stoker.toml");
     std::fs::write(&manifest, toml).expect("writing the manifest");
     stoker_ok(url, &["deploy", manifest.to_str().expect("UTF-8")]);
@@ -67,8 +75,8 @@ fn worker(url: &str, dir: &std::path::Path, queues: &[&str]) -> Stoker {
 
 /// Once the worker has been idle a while, enqueues a `hello-Q` job greeting
 /// `name`; waits until it is done and checks its result, and that a wake-up
-/// started it at once.
-fn hello_done(url: &str, queue: &str, name: &str, worker: &mut Stoker) {
+/// started it at once. Returns the job's id.
+fn hello_done(url: &str, queue: &str, name: &str, worker: &mut Stoker) -> String {
     // Not a wait on a condition: the worker must have been idle this long.
     std::thread::sleep(IDLE);
     let class = format!("hello-{queue}");
@@ -98,6 +106,7 @@ fn hello_done(url: &str, queue: &str, name: &str, worker: &mut Stoker) {
         waited < 500_000,
         "job {id} waited {waited} us in `{queue}`; a wake-up should start it at once"
     );
+    id
 }
 
 /// Two queue names whose keys live on different primaries.

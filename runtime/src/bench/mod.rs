@@ -225,13 +225,7 @@ pub(crate) fn pipe_enqueue(pipe: &mut redis::Pipeline, q: &QueueKeys, list: &str
 
 pub(crate) async fn clear_queue(conn: &mut Conn, q: &QueueKeys) -> anyhow::Result<()> {
     let prefix = format!("stoker:{{q:{}}}:*", q.name);
-    let mut keys_found: Vec<String> = Vec::new();
-    {
-        let mut iter: redis::AsyncIter<String> = conn.scan_match(&prefix).await?;
-        while let Some(k) = iter.next_item().await {
-            keys_found.push(k?);
-        }
-    }
+    let keys_found = crate::queue::spread::scan_tagged(conn, &prefix).await?;
     for chunk in keys_found.chunks(1000) {
         let _: () = conn.unlink(chunk).await?;
     }
@@ -266,17 +260,14 @@ fn peak_rss(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Calls and execution time (µs) of each command Redis has run, from
-/// `INFO commandstats`.
+/// `INFO commandstats` (on Cluster, summed over every primary).
 async fn command_stats(
     conn: &mut Conn,
 ) -> anyhow::Result<std::collections::HashMap<String, (u64, u64)>> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await?;
+    let info = crate::queue::spread::info_every_primary(conn, "commandstats").await?;
     // cmdstat_hset:calls=60024,usec=91512,usec_per_call=1.52,...
     let mut stats = std::collections::HashMap::new();
-    for line in info.lines() {
+    for line in info.iter().flat_map(|text| text.lines()) {
         let Some((name, fields)) = line
             .strip_prefix("cmdstat_")
             .and_then(|l| l.split_once(':'))
@@ -290,22 +281,27 @@ async fn command_stats(
                 .and_then(|v| v.parse::<u64>().ok())
         };
         if let (Some(calls), Some(usec)) = (field("calls"), field("usec")) {
-            stats.insert(name.to_owned(), (calls, usec));
+            let sum: &mut (u64, u64) = stats.entry(name.to_owned()).or_default();
+            *sum = (sum.0 + calls, sum.1 + usec);
         }
     }
     Ok(stats)
 }
 
-/// CPU seconds Redis has used (user + system, all threads).
+/// CPU seconds Redis has used (user + system, all threads; on Cluster,
+/// summed over every primary).
 pub(crate) async fn redis_cpu(conn: &mut Conn) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
-    let field = |name: &str| -> f64 {
-        info.lines()
+    let info = crate::queue::spread::info_every_primary(conn, "cpu").await?;
+    let field = |text: &str, name: &str| -> f64 {
+        text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}:")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    Ok(field("used_cpu_user") + field("used_cpu_sys"))
+    Ok(info
+        .iter()
+        .map(|text| field(text, "used_cpu_user") + field(text, "used_cpu_sys"))
+        .sum())
 }
 
 fn nix_kill(pid: u32) -> std::io::Result<()> {

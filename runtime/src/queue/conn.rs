@@ -14,7 +14,9 @@
 //! Every form gives a multiplexed connection (concurrent requests are
 //! pipelined on one socket per server) that reconnects on its own. A single
 //! server is driven exactly as before this type existed: one
-//! `ConnectionManager`, no extra round trip.
+//! `ConnectionManager`, no extra round trip. On Cluster, a pipeline whose
+//! commands touch many slots is split by slot and its parts sent at once
+//! ([`super::spread`]), so every pipeline of the runtime works on every form.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -189,8 +191,9 @@ pub enum Conn {
     Single(ConnectionManager),
     /// Redis Cluster: each command goes to the primary of its key's slot, and
     /// `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN` and `READONLY` are retried
-    /// by redis-rs (within [`CLUSTER_OVERALL_TIMEOUT`]). A pipeline must keep
-    /// to one slot: redis-rs refuses one that does not (`CrossSlot`).
+    /// by redis-rs (within [`CLUSTER_OVERALL_TIMEOUT`]). A pipeline over
+    /// many slots is split by slot, its parts sent at once
+    /// ([`super::spread`]); a transaction must keep to one slot.
     Cluster(ClusterConnection),
     /// The primary named by Sentinel, followed through failovers.
     Sentinel(SentinelConn),
@@ -273,7 +276,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => Box::pin(super::spread::pipeline(c, pipeline, offset, count)),
             Conn::Sentinel(c) => Box::pin(c.pipeline(pipeline, offset, count)),
         }
     }

@@ -12,7 +12,8 @@
 //!
 //! Every key of one queue shares the hash tag `{q:NAME}`, so a queue lives on
 //! one slot of Redis Cluster. [`conn`] connects to a single Redis, Sentinel
-//! or Cluster by URL; the scripts ([`crate::commands`]) touch one queue each,
+//! or Cluster by URL, and on Cluster splits a pipeline over many slots by
+//! slot ([`spread`], which also reads `INFO` from every primary); the scripts ([`crate::commands`]) touch one queue each,
 //! except a commit's, which also declares the keys of its staged writes,
 //! children and batches, so Cluster refuses it (`CROSSSLOT`) when they lie
 //! elsewhere (issue 16).
@@ -26,6 +27,7 @@ pub mod keys;
 pub mod manage;
 pub mod outbox;
 pub mod settle;
+pub mod spread;
 pub mod staged;
 pub mod wake;
 

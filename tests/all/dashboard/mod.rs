@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::support::{TestEnv, wait_until};
 
-const TOKEN: &str = "test-token-0123456789";
+pub(crate) const TOKEN: &str = "test-token-0123456789";
 
 /// A `stoker dashboard` process; killed when dropped.
 struct Dash {
@@ -54,22 +54,22 @@ impl Drop for Dash {
     }
 }
 
-fn wait_ready(port: u16) {
+pub(crate) fn wait_ready(port: u16) {
     wait_until(Duration::from_secs(30), "the dashboard to listen", || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0");
     listener.local_addr().expect("local_addr").port()
 }
 
 /// A response: status code, headers (names lowercased), body.
-struct Response {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: String,
 }
 
 /// One request on a fresh connection. `headers` may override `Host`.
@@ -112,7 +112,7 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
     }
 }
 
-fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
+pub(crate) fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
     request(port, "GET", path, headers, "")
 }
 
