@@ -353,18 +353,20 @@ fn a_paused_primary_stalls_no_other_queue_and_is_logged_once_per_outage() {
     // Up, with the module compiled.
     hello_done(&cluster.url, &healthy, "Ada", &mut worker);
 
+    // Enqueued before the pause (a command run during it waits for the
+    // paused node as it connects), due during it.
+    let class = format!("hello-{healthy}");
+    let id = stoker_ok(
+        &cluster.url,
+        &["enqueue", &class, r#"{"name":"Grace"}"#, "--in", "2s"],
+    )
+    .trim()
+    .to_owned();
     let () = query(
         paused,
         redis::cmd("CLIENT").arg("PAUSE").arg(PAUSE_MS).arg("ALL"),
     );
     let pause = std::time::Instant::now();
-    let class = format!("hello-{healthy}");
-    let id = stoker_ok(
-        &cluster.url,
-        &["enqueue", &class, r#"{"name":"Grace"}"#, "--in", "1s"],
-    )
-    .trim()
-    .to_owned();
     let waited = stoker(&cluster.url, &["wait", &id, "--timeout", DONE]);
     let wall = pause.elapsed();
     worker.assert_alive();
@@ -376,12 +378,13 @@ fn a_paused_primary_stalls_no_other_queue_and_is_logged_once_per_outage() {
     let record: Value =
         serde_json::from_str(&stoker_ok(&cluster.url, &["job", &id, "--json"])).expect("JSON");
     assert_eq!(record["state"], "done", "{record}");
-    let due = record["due_at_ms"].as_u64().expect("due_at_ms");
-    let finished = record["finished_at_ms"].as_u64().expect("finished_at_ms");
+    let ms = |field: &str| record["timings"][field].as_u64().expect(field);
+    let (enqueued, due, finished) = (ms("enqueued_at_ms"), ms("due_at_ms"), ms("finished_at_ms"));
     let late = finished.saturating_sub(due);
     eprintln!(
-        "job due in 1 s on `{healthy}` while `{away}`'s primary {paused} is paused: \
-         done {late} ms after its due time, {wall:?} after the pause began"
+        "job due in 2 s on `{healthy}` while `{away}`'s primary {paused} is paused: \
+         enqueued {enqueued}, due {due}, done {late} ms after its due time, {wall:?} \
+         after the pause began"
     );
     assert!(
         late < DUE_WITHIN_MS,
