@@ -295,3 +295,144 @@ fn a_worker_follows_a_sentinel_failover_without_restarting() {
     assert_eq!(processed, Some(2), "both jobs counted on the new primary");
     worker.assert_alive();
 }
+
+/// How long `CLIENT PAUSE` holds a primary in the isolation test, ms.
+const PAUSE_MS: u64 = 15_000;
+/// The most a job due on a healthy queue may wait past its due time while
+/// another queue's primary is paused: a sweep's step on the paused queue
+/// costs the round at most its bound (2 s), and a round starts every 0.25
+/// to 0.75 s.
+const DUE_WITHIN_MS: u64 = 4_000;
+
+/// The worker's JSON log lines at `level` whose `fields` have a `step`: the
+/// (step, on, message) of each.
+fn steps_logged(log: &str, level: &str) -> Vec<(String, String, String)> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["level"] == level)
+        .filter_map(|l| {
+            let f = &l["fields"];
+            Some((
+                f["step"].as_str()?.to_owned(),
+                f["on"].as_str()?.to_owned(),
+                f["message"].as_str().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_paused_primary_stalls_no_other_queue_and_is_logged_once_per_outage() {
+    let (cluster, _held) = Cluster::take();
+    let dir = scratch("cluster-isolation");
+    // The paused primary holds a queue, but neither the global keys (the
+    // registry, heartbeats, the queue list) nor the healthy queue.
+    let global = cluster.primary_of(&stoker::queue::keys::queues());
+    let at = |q: &str| cluster.primary_of(&QueueKeys::new(q).pending());
+    let names: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
+    let away = names
+        .iter()
+        .find(|q| at(q) != global)
+        .expect("a queue off the global keys' primary")
+        .clone();
+    let paused = at(&away);
+    let healthy = names
+        .iter()
+        .find(|q| at(q) != paused)
+        .expect("a queue on another primary")
+        .clone();
+    deploy_hello(&cluster.url, &dir, &[&healthy, &away]);
+    let cache = target_dir().join("stoker-tests").join("cache");
+    let mut worker = Stoker::spawn(
+        &cluster.url,
+        &[
+            "--log-format",
+            "json",
+            "worker",
+            "--heartbeat-ttl",
+            "2s",
+            "--cache-dir",
+            cache.to_str().expect("UTF-8"),
+            "--queue",
+            &healthy,
+        ],
+        &dir,
+        "worker",
+    );
+    // Up, with the module compiled.
+    hello_done(&cluster.url, &healthy, "Ada", &mut worker);
+
+    // Enqueued before the pause (a command run during it waits for the
+    // paused node as it connects), due during it.
+    let class = format!("hello-{healthy}");
+    let id = stoker_ok(
+        &cluster.url,
+        &["enqueue", &class, r#"{"name":"Grace"}"#, "--in", "2s"],
+    )
+    .trim()
+    .to_owned();
+    let () = query(
+        paused,
+        redis::cmd("CLIENT").arg("PAUSE").arg(PAUSE_MS).arg("ALL"),
+    );
+    let pause = std::time::Instant::now();
+    let waited = stoker(&cluster.url, &["wait", &id, "--timeout", DONE]);
+    let wall = pause.elapsed();
+    worker.assert_alive();
+    assert!(
+        waited.status.success(),
+        "job {id} on `{healthy}` not done: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let record: Value =
+        serde_json::from_str(&stoker_ok(&cluster.url, &["job", &id, "--json"])).expect("JSON");
+    assert_eq!(record["state"], "done", "{record}");
+    let ms = |field: &str| record["timings"][field].as_u64().expect(field);
+    let (enqueued, due, finished) = (ms("enqueued_at_ms"), ms("due_at_ms"), ms("finished_at_ms"));
+    let late = finished.saturating_sub(due);
+    eprintln!(
+        "job due in 2 s on `{healthy}` while `{away}`'s primary {paused} is paused: \
+         enqueued {enqueued}, due {due}, done {late} ms after its due time, {wall:?} \
+         after the pause began"
+    );
+    assert!(
+        late < DUE_WITHIN_MS,
+        "job {id} done {late} ms after its due time (bound {DUE_WITHIN_MS} ms) while \
+         `{away}`'s primary was paused: the sweeps waited for it"
+    );
+
+    // Once the pause is over, the steps on `away` are back, and each
+    // failing (step, queue) was logged once.
+    crate::support::wait_until(
+        std::time::Duration::from_millis(PAUSE_MS + 30_000),
+        "the worker to log promotion on the paused queue back",
+        || {
+            steps_logged(&worker.log(), "INFO")
+                .iter()
+                .any(|(step, on, _)| step == "promote" && *on == away)
+        },
+    );
+    worker.assert_alive();
+    let log = worker.log();
+    let warned = steps_logged(&log, "WARN");
+    let mut seen = HashSet::new();
+    for (step, on, message) in &warned {
+        assert!(
+            seen.insert((step.clone(), on.clone())),
+            "`{step}` on `{on}` warned twice in one outage ({message}); the log:\n{log}"
+        );
+    }
+    assert!(
+        seen.contains(&("promote".to_owned(), away.clone())),
+        "no warning for promotion on `{away}`: {warned:?}"
+    );
+    let back: Vec<_> = steps_logged(&log, "INFO")
+        .into_iter()
+        .filter(|(_, on, _)| *on == away)
+        .collect();
+    assert!(
+        back.iter().all(|(_, _, m)| m.starts_with("back after")),
+        "{back:?}"
+    );
+    eprintln!("warnings during the pause: {warned:?}; back: {back:?}");
+}

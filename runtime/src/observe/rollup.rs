@@ -3,9 +3,12 @@
 //!
 //! Each worker adds what it settles to an in-memory [`Agg`] per class and
 //! minute (the worker's clock), and every heartbeat (and when it stops) adds
-//! them to Redis in one pipeline of `HINCRBY`s: hash
+//! them to Redis, one pipeline of `HINCRBY`s per class: hash
 //! `stoker:{c:CLASS}:m:MINUTE` (minutes since the epoch), kept
-//! [`KEEP`]. A flush that fails is kept for the next one.
+//! [`KEEP`]. A class's minutes share its slot; each class is written by its
+//! own task, so a class whose node is away holds no other (and is left
+//! alone by the next flushes until its write ends). A flush that fails is
+//! kept for the next one, and logged once per outage.
 //!
 //! Fields of a minute's hash:
 //!
@@ -27,6 +30,7 @@ use std::time::Duration;
 
 use super::Outcome;
 use crate::queue::Conn;
+use crate::queue::health::Outages;
 use crate::sandbox::Usage;
 
 /// How long a minute's figures are kept.
@@ -181,6 +185,8 @@ const COUNTERS: [&str; 11] = [
 #[derive(Debug, Default)]
 pub struct Cell {
     minutes: Mutex<BTreeMap<u64, Agg>>,
+    /// Held by the flush of this class under way.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Cell {
@@ -261,6 +267,7 @@ impl Cell {
 #[derive(Debug, Default)]
 pub struct Rollup {
     cells: RwLock<HashMap<String, Arc<Cell>>>,
+    outages: Arc<Outages>,
 }
 
 impl Rollup {
@@ -282,9 +289,14 @@ impl Rollup {
             .clone()
     }
 
-    /// Adds what was gathered since the last flush to Redis, in one pipeline;
-    /// on failure it is kept for the next flush.
-    pub async fn flush(&self, conn: &mut Conn) -> redis::RedisResult<()> {
+    /// Adds what was gathered since the last flush to Redis, each class in
+    /// its own task (one pipeline); a class whose write fails keeps its
+    /// figures for the next flush. Waits up to `wait` for the tasks it
+    /// started; whether they all ended in time and wrote their figures.
+    /// With no `wait` (at a heartbeat) a class whose previous write is still
+    /// under way is left to the next flush; otherwise its write follows that
+    /// one.
+    pub async fn flush(&self, conn: &Conn, wait: Duration) -> bool {
         let cells: Vec<(String, Arc<Cell>)> = self
             .cells
             .read()
@@ -292,40 +304,48 @@ impl Rollup {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let taken: Vec<(String, Arc<Cell>, BTreeMap<u64, Agg>)> = cells
-            .into_iter()
-            .map(|(class, cell)| {
-                let t = cell.take();
-                (class, cell, t)
-            })
-            .filter(|(_, _, t)| !t.is_empty())
-            .collect();
-        if taken.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (class, _, minutes) in &taken {
-            for (minute, agg) in minutes {
-                let key = key(class, *minute);
-                for (f, n) in &agg.counts {
-                    pipe.hincr(&key, *f, *n).ignore();
-                }
-                for ((m, b), n) in &agg.hist {
-                    pipe.hincr(&key, format!("{}:{b}", m.prefix()), *n).ignore();
-                }
-                pipe.expire(&key, KEEP.as_secs() as i64).ignore();
+        let mut writes = Vec::new();
+        for (class, cell) in cells {
+            if wait.is_zero() && cell.flushing.try_lock().is_err() {
+                continue;
             }
+            let (mut conn, outages) = (conn.clone(), self.outages.clone());
+            writes.push(tokio::spawn(async move {
+                let _writing = cell.flushing.lock().await;
+                let wrote = write(&mut conn, &class, &cell).await;
+                outages
+                    .check("write class figures", &class, wrote)
+                    .is_some()
+            }));
         }
-        match pipe.query_async::<()>(conn).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                for (_, cell, minutes) in taken {
-                    cell.put_back(minutes);
-                }
-                Err(e)
-            }
-        }
+        let ended = tokio::time::timeout(wait, futures::future::join_all(writes)).await;
+        ended.is_ok_and(|all| all.into_iter().all(|w| w.unwrap_or(false)))
     }
+}
+
+/// Adds `cell`'s figures, as `class`'s, to Redis in one pipeline (one slot:
+/// the class's); on failure they are put back.
+async fn write(conn: &mut Conn, class: &str, cell: &Cell) -> redis::RedisResult<()> {
+    let minutes = cell.take();
+    if minutes.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (minute, agg) in &minutes {
+        let key = key(class, *minute);
+        for (f, n) in &agg.counts {
+            pipe.hincr(&key, *f, *n).ignore();
+        }
+        for ((m, b), n) in &agg.hist {
+            pipe.hincr(&key, format!("{}:{b}", m.prefix()), *n).ignore();
+        }
+        pipe.expire(&key, KEEP.as_secs() as i64).ignore();
+    }
+    let wrote = pipe.query_async::<()>(conn).await;
+    if wrote.is_err() {
+        cell.put_back(minutes);
+    }
+    wrote
 }
 
 /// Reads `class`'s figures for the `minutes` minutes up to `until_minute`

@@ -199,6 +199,29 @@ pub enum Conn {
     Sentinel(SentinelConn),
 }
 
+impl Conn {
+    /// Runs `cmd`, a command without keys (`INFO`), on the server that holds
+    /// `key`: on Cluster the primary of its slot (redis-rs would send `INFO`
+    /// to every primary and wait for them all, so one node away would hold
+    /// it), elsewhere the one server.
+    pub async fn query_at<T: redis::FromRedisValue>(
+        &mut self,
+        key: &str,
+        cmd: &Cmd,
+    ) -> RedisResult<T> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        match self {
+            Conn::Cluster(c) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let reply = c.route_command(cmd.clone(), routing).await?;
+                Ok(T::from_redis_value(reply)?)
+            }
+            _ => cmd.query_async(self).await,
+        }
+    }
+}
+
 /// Connects to Redis at `url` (any form [`Target::parse`] reads).
 pub async fn connect(url: &str) -> RedisResult<Conn> {
     match Target::parse(url)? {

@@ -25,7 +25,16 @@
 //! A single worker cut off from a Redis that the others still reach is dead
 //! to them once its heartbeat expires, as it should be: the others saw no
 //! outage, and its late commits are refused by its lost leases.
+//!
+//! On Redis Cluster one node may be away while the others answer. The
+//! sweeps that go over every queue (promotion, recovery, batch outboxes,
+//! cron, rollups) take each queue's step in its own bounded attempt
+//! ([`within`], [`STEP_TIMEOUT`]) and go on; [`Outages`] logs a failing step
+//! once when it starts failing and once when it is back, not on every round.
 
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -191,9 +200,202 @@ pub fn unreachable(e: &redis::RedisError) -> bool {
         || matches!(e.code(), Some("LOADING" | "MASTERDOWN" | "BUSY"))
 }
 
+/// How long one queue's step of a sweep may take before it counts as failed
+/// and the sweep goes on without it: a paused node answers late (after
+/// `CLIENT PAUSE`), an unreachable one only at the connection's own timeout
+/// (10 s). A healthy step is one script call or a few, answered in
+/// milliseconds.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `step`, failing it with a timeout error (which [`unreachable`]
+/// takes for Redis away) when it has not ended within `limit`. Only for
+/// steps that may be cut short: each script it calls is atomic, and a cut
+/// leaves what it did not finish to the next round.
+pub async fn within<T>(
+    limit: Duration,
+    step: impl Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(done) => done,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {limit:?}"),
+        ))),
+    }
+}
+
+/// Steps that fail round after round, each logged once per outage.
+///
+/// A sweep runs every half second; a queue whose node is away would fail
+/// it, and log it, twice a second. Instead, for each `(step, on)` (a sweep's
+/// step, and the queue or class it was taken on):
+/// 1. the first failure logs one warning with its error;
+/// 2. the failures after it are only counted;
+/// 3. the first success after them logs one line: back after N failures,
+///    out for D.
+#[derive(Debug, Default)]
+pub struct Outages {
+    open: Mutex<HashMap<(&'static str, String), Outage>>,
+}
+
+/// An outage under way: since its first failure, and how many so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// When the first failure was noted.
+    pub since: Instant,
+    /// Failures noted, the first included.
+    pub failures: u64,
+}
+
+impl Outages {
+    /// `step` on `on` ended as `result`: noted, and logged if it opens or
+    /// closes an outage. The value, if it succeeded.
+    pub fn check<T, E: Display>(
+        &self,
+        step: &'static str,
+        on: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => {
+                self.ok(step, on);
+                Some(v)
+            }
+            Err(e) => {
+                self.failed(step, on, &e);
+                None
+            }
+        }
+    }
+
+    /// `step` on `on` failed with `error`. Whether this failure opened an
+    /// outage (and was logged).
+    pub fn failed(&self, step: &'static str, on: &str, error: &dyn Display) -> bool {
+        let opened = self.failed_at(step, on, Instant::now());
+        if opened {
+            tracing::warn!(step = %step, on = %on, error = %error, "failing; further failures are counted until it is back");
+        }
+        opened
+    }
+
+    /// `step` on `on` succeeded. The outage it closes, if any (logged).
+    pub fn ok(&self, step: &'static str, on: &str) -> Option<Outage> {
+        let closed = self.ok_at(step, on)?;
+        let out_for = closed.since.elapsed();
+        tracing::info!(
+            step = %step,
+            on = %on,
+            failures = closed.failures,
+            "back after {} failures / {:.1} s",
+            closed.failures,
+            out_for.as_secs_f64()
+        );
+        Some(closed)
+    }
+
+    /// The outages under way.
+    pub fn open(&self) -> Vec<(&'static str, String, Outage)> {
+        self.lock()
+            .iter()
+            .map(|((step, on), o)| (*step, on.clone(), *o))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Outage>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failed_at(&self, step: &'static str, on: &str, now: Instant) -> bool {
+        let mut open = self.lock();
+        if let Some(o) = open.get_mut(&(step, on.to_owned())) {
+            o.failures += 1;
+            return false;
+        }
+        open.insert(
+            (step, on.to_owned()),
+            Outage {
+                since: now,
+                failures: 1,
+            },
+        );
+        true
+    }
+
+    fn ok_at(&self, step: &'static str, on: &str) -> Option<Outage> {
+        let mut open = self.lock();
+        if open.is_empty() {
+            return None;
+        }
+        open.remove(&(step, on.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_is_noted_once_counted_and_closed_once() {
+        let o = Outages::default();
+        let t0 = Instant::now();
+        assert!(
+            o.failed_at("promote", "c2", t0),
+            "the first failure opens it"
+        );
+        for _ in 0..9 {
+            assert!(
+                !o.failed_at("promote", "c2", t0),
+                "repeats are only counted"
+            );
+        }
+        // Other steps, and the same step on other queues, are their own.
+        assert!(o.failed_at("recover", "c2", t0));
+        assert!(o.failed_at("promote", "c3", t0));
+        assert_eq!(o.ok_at("promote", "c0"), None, "c0 never failed");
+        assert_eq!(
+            o.ok_at("promote", "c2"),
+            Some(Outage {
+                since: t0,
+                failures: 10
+            })
+        );
+        assert_eq!(o.ok_at("promote", "c2"), None, "closed once");
+        assert_eq!(o.open().len(), 2);
+        // The next failure is a new outage.
+        assert!(o.failed_at("promote", "c2", t0));
+        // Through the logging entry points.
+        let e = redis::RedisError::from(std::io::Error::other("down"));
+        assert_eq!(o.check::<(), _>("cron", "c4", Err(e)), None);
+        assert_eq!(
+            o.check("cron", "c4", Ok::<_, redis::RedisError>(7)),
+            Some(7)
+        );
+        assert!(o.ok("cron", "c4").is_none());
+    }
+
+    #[test]
+    fn a_step_that_takes_too_long_fails_as_unreachable() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slow = async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, redis::RedisError>(1)
+            };
+            let e = within(Duration::from_millis(20), slow).await.unwrap_err();
+            assert!(unreachable(&e), "{e}");
+            assert_eq!(
+                within(Duration::from_secs(1), async {
+                    Ok::<_, redis::RedisError>(2)
+                })
+                .await
+                .unwrap(),
+                2
+            );
+        });
+    }
 
     #[test]
     fn a_node_fetches_only_after_a_beat_sent_since_the_last_outage() {

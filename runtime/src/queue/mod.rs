@@ -50,8 +50,11 @@ pub async fn set_paused(conn: &mut Conn, name: &str, paused: bool) -> redis::Red
 }
 
 /// Milliseconds since the Unix epoch by Redis's clock (`TIME`), the one clock
-/// every node agrees on.
+/// every node agrees on. On Cluster, the clock of the primary of the global
+/// keys (redis-rs would ask a node at random, maybe one away).
 pub async fn redis_now_ms(conn: &mut Conn) -> redis::RedisResult<u64> {
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    let (secs, micros): (u64, u64) = conn
+        .query_at(&keys::global("clock"), &redis::cmd("TIME"))
+        .await?;
     Ok(secs * 1000 + micros / 1000)
 }

@@ -18,14 +18,27 @@
 //!
 //! All are safe to run on any number of nodes at once: each move is one atomic
 //! script, and a second node finds nothing left to move.
+//!
+//! # Isolation
+//! A queue lives on one slot, so on Redis Cluster on one node, which may be
+//! paused or away while the others answer. Every sweep takes each queue's
+//! step (each class's, for cron) in its own attempt bounded by
+//! [`STEP_TIMEOUT`], all at once, and goes on with the others whatever one
+//! of them does; the four sweeps of a round run at once too. A node away
+//! costs a round at most [`STEP_TIMEOUT`] more, and its failures are logged
+//! once per outage ([`Outages`]): one warning when a `(step, queue)` starts
+//! failing, one line when it is back. The queue list itself lives on one
+//! node: while it cannot be read the sweeps go on over the list last read.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
-use crate::queue::health::{self, Health};
+use crate::queue::health::{self, Health, Outages, STEP_TIMEOUT, within};
 use crate::queue::keys::{self, QueueKeys};
 use crate::queue::settle::DEAD_TTL;
 use crate::queue::{Conn, SCRIPTS};
@@ -37,6 +50,8 @@ pub mod quiet;
 /// Average pause between two promotion rounds.
 pub const POLL: Duration = Duration::from_millis(500);
 const PROMOTE_BATCH: usize = 1000;
+/// Most queues whose step is under way at once in one sweep.
+const AT_ONCE: usize = 32;
 
 /// Recoveries in a row, without a checkpoint in between, after which a job is
 /// taken for the cause of its workers' deaths and goes to the dead set as
@@ -55,7 +70,8 @@ pub trait Host: Send + Sync {
     fn scheduled(&self) -> Vec<Class>;
 }
 
-/// Runs promotion and recovery until `quiet` turns true.
+/// Runs promotion, recovery, cron and the batch outboxes until `quiet`
+/// turns true.
 ///
 /// Dead workers are looked for on every round (every [`POLL`] with jitter), so
 /// a killed worker's jobs are back in their queues at most about 0.75 s after
@@ -63,20 +79,34 @@ pub trait Host: Send + Sync {
 /// Redis's return plus a TTL, when Redis was away). A round costs an `INFO
 /// server`, one `ZRANGE` and one pipelined `EXISTS` per registered worker.
 pub async fn run(node: Arc<dyn Host>, mut quiet: watch::Receiver<bool>) {
-    let mut conn = node.conn();
+    let conn = node.conn();
+    let outages = Outages::default();
+    let mut queues: Vec<String> = Vec::new();
     loop {
-        if let Err(e) = promote_all(&mut conn).await {
-            tracing::warn!(error = %e, "promoting due jobs failed");
+        let listed = within(STEP_TIMEOUT, list_queues(conn.clone())).await;
+        let listed = outages.check("list queues", &keys::queues(), listed);
+        // Recovery forgets a dead worker once every queue gave its jobs
+        // back: only over a list just read, never an old one.
+        let fresh = listed.is_some();
+        if let Some(listed) = listed {
+            queues = listed;
         }
-        match recover_dead_workers(&mut conn, node.id(), node.health()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "recovered jobs of dead workers"),
-            Err(e) => tracing::warn!(error = %e, "recovering dead workers failed"),
+        let scheduled = node.scheduled();
+        let recover = async {
+            if !fresh {
+                return 0;
+            }
+            recover_dead_workers(&conn, &queues, node.id(), node.health(), &outages).await
+        };
+        let (_, recovered, _, _) = tokio::join!(
+            promote_all(&conn, &queues, &outages),
+            recover,
+            cron::tick_all(&conn, &scheduled, &outages),
+            sweep_batches(&conn, &queues, &outages),
+        );
+        if recovered > 0 {
+            tracing::info!(jobs = recovered, "recovered jobs of dead workers");
         }
-        if let Err(e) = cron::tick_all(&mut conn, &node.scheduled()).await {
-            tracing::warn!(error = %e, "enqueueing scheduled jobs failed");
-        }
-        sweep_batches(&mut conn).await;
         let jitter = Duration::from_millis(rand::random_range(0..POLL.as_millis() as u64));
         tokio::select! {
             _ = tokio::time::sleep(POLL / 2 + jitter) => {}
@@ -85,30 +115,69 @@ pub async fn run(node: Arc<dyn Host>, mut quiet: watch::Receiver<bool>) {
     }
 }
 
-/// Applies every queue's batch outbox and trims the batch index (a
-/// scheduler duty).
-async fn sweep_batches(conn: &mut Conn) {
-    if let Err(e) = crate::batch::trim_index(conn).await {
-        tracing::warn!(error = %e, "trimming the batch index failed");
-    }
-    let queues: Vec<String> = match conn.smembers(keys::queues()).await {
-        Ok(q) => q,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing queues for the batch outboxes failed");
-            return;
-        }
-    };
-    for name in queues {
-        crate::queue::outbox::apply_logged(conn, &QueueKeys::new(&name)).await;
-    }
+/// Every queue's name.
+async fn list_queues(mut conn: Conn) -> redis::RedisResult<Vec<String>> {
+    conn.smembers(keys::queues()).await
 }
 
-/// Promotes due jobs in every queue; returns how many moved.
-pub async fn promote_all(conn: &mut Conn) -> redis::RedisResult<u64> {
-    let queues: Vec<String> = conn.smembers(keys::queues()).await?;
-    let mut moved = 0;
-    for name in queues {
-        let q = QueueKeys::new(&name);
+/// Takes `step` on every queue of `queues`: `f` on a connection and the
+/// queue's keys, at most [`AT_ONCE`] queues at a time, each within
+/// [`STEP_TIMEOUT`], its failures noted in `outages`. The queues whose step
+/// succeeded, with its value.
+pub async fn each_queue<'q, T, F, Fut>(
+    conn: &Conn,
+    queues: &'q [String],
+    step: &'static str,
+    outages: &Outages,
+    f: F,
+) -> Vec<(&'q str, T)>
+where
+    F: Fn(Conn, QueueKeys) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    // Made first, then run: a stream whose stages are closures over
+    // borrowed names would not be `Send` for every lifetime, as a spawned
+    // task must be.
+    let steps: Vec<_> = queues
+        .iter()
+        .map(|name| {
+            let taken = f(conn.clone(), QueueKeys::new(name));
+            async move { (name.as_str(), within(STEP_TIMEOUT, taken).await) }
+        })
+        .collect();
+    let ended: Vec<_> = futures::stream::iter(steps)
+        .buffer_unordered(AT_ONCE)
+        .collect()
+        .await;
+    ended
+        .into_iter()
+        .filter_map(|(name, done)| outages.check(step, name, done).map(|v| (name, v)))
+        .collect()
+}
+
+/// Applies every queue's batch outbox and trims the batch index (a
+/// scheduler duty).
+async fn sweep_batches(conn: &Conn, queues: &[String], outages: &Outages) {
+    let trimmed = within(STEP_TIMEOUT, async {
+        crate::batch::trim_index(&mut conn.clone()).await
+    })
+    .await;
+    outages.check("trim batch index", &keys::batches(), trimmed);
+    each_queue(
+        conn,
+        queues,
+        "batch outbox",
+        outages,
+        |mut conn, q| async move { crate::queue::outbox::apply(&mut conn, &q).await },
+    )
+    .await;
+}
+
+/// Promotes due jobs in every queue of `queues`, each on its own (see the
+/// module's "Isolation"); returns how many moved.
+pub async fn promote_all(conn: &Conn, queues: &[String], outages: &Outages) -> u64 {
+    each_queue(conn, queues, "promote", outages, |mut conn, q| async move {
+        let mut moved = 0;
         for set in [q.scheduled(), q.retry()] {
             loop {
                 let n: u64 = SCRIPTS
@@ -117,7 +186,7 @@ pub async fn promote_all(conn: &mut Conn) -> redis::RedisResult<u64> {
                     .key(q.pending())
                     .arg(PROMOTE_BATCH)
                     .arg(q.job_prefix())
-                    .invoke_async(conn)
+                    .invoke_async(&mut conn)
                     .await?;
                 moved += n;
                 if n < PROMOTE_BATCH as u64 {
@@ -125,8 +194,12 @@ pub async fn promote_all(conn: &mut Conn) -> redis::RedisResult<u64> {
                 }
             }
         }
-    }
-    Ok(moved)
+        Ok::<_, redis::RedisError>(moved)
+    })
+    .await
+    .into_iter()
+    .map(|(_, n)| n)
+    .sum()
 }
 
 /// Promotes the due jobs of queue `q`'s scheduled set now, for a node that
@@ -142,8 +215,9 @@ pub async fn promote_scheduled(conn: &mut Conn, q: &QueueKeys) -> redis::RedisRe
         .await
 }
 
-/// Recovers the in-flight jobs of every worker (other than `me`) whose heartbeat
-/// expired; returns how many jobs went back to their queues.
+/// Recovers the in-flight jobs, in `queues`, of every worker (other than
+/// `me`) whose heartbeat expired; returns how many jobs went back to their
+/// queues.
 ///
 /// Not while Redis itself may have been away (see [`crate::queue::health`]):
 /// a worker is declared dead only when `health` says Redis has answered this
@@ -151,16 +225,53 @@ pub async fn promote_scheduled(conn: &mut Conn, q: &QueueKeys) -> redis::RedisRe
 /// (`INFO server`: `uptime_in_seconds`, and the same `run_id` as before), and
 /// the look at the heartbeats itself was answered promptly. The look costs
 /// one `ZRANGE` and one pipeline of an `EXISTS` per registered worker and the
-/// `INFO server`.
+/// `INFO server`, all on the server of the heartbeats (on Cluster, the
+/// primary of their slot).
+///
+/// A worker leaves the registry only once every queue gave its jobs back:
+/// a queue whose node is away keeps the worker for the next round.
 pub async fn recover_dead_workers(
-    conn: &mut Conn,
+    conn: &Conn,
+    queues: &[String],
     me: &str,
     health: &Health,
-) -> redis::RedisResult<u64> {
+    outages: &Outages,
+) -> u64 {
+    let looked = within(STEP_TIMEOUT, dead_workers(conn.clone(), me, health)).await;
+    let Some(dead) = outages.check("look for dead workers", &keys::workers(), looked) else {
+        return 0;
+    };
+    let mut recovered = 0;
+    for worker in dead {
+        let (n, all) = recover_worker(conn, queues, &worker, outages).await;
+        recovered += n;
+        if all {
+            let forgot = within(STEP_TIMEOUT, async {
+                conn.clone()
+                    .zrem::<_, _, ()>(keys::workers(), &worker)
+                    .await
+            })
+            .await;
+            outages.check("forget dead worker", &keys::workers(), forgot);
+        }
+    }
+    recovered
+}
+
+/// The workers (other than `me`) whose heartbeat expired, when `health` lets
+/// them be declared dead; none otherwise.
+async fn dead_workers(
+    mut conn: Conn,
+    me: &str,
+    health: &Health,
+) -> redis::RedisResult<Vec<String>> {
     let sent = std::time::Instant::now();
     // A user whose ACL refuses INFO: the uptime is not known, and the other
     // rules alone hold recovery back.
-    let info: String = match redis::cmd("INFO").arg("server").query_async(conn).await {
+    let info = conn
+        .query_at::<String>(&keys::workers(), redis::cmd("INFO").arg("server"))
+        .await;
+    let info = match info {
         Ok(info) => info,
         Err(e) if health::unreachable(&e) => return Err(noted(health, e)),
         Err(_) => String::new(),
@@ -179,7 +290,7 @@ pub async fn recover_dead_workers(
     let alive: Vec<bool> = if others.is_empty() {
         Vec::new()
     } else {
-        match pipe.query_async(conn).await {
+        match pipe.query_async(&mut conn).await {
             Ok(alive) => alive,
             Err(e) => return Err(noted(health, e)),
         }
@@ -190,7 +301,7 @@ pub async fn recover_dead_workers(
         None => true,
     };
     if others.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     if !(prompt && up_long_enough && health.may_recover()) {
         if alive.iter().any(|a| !a) {
@@ -198,27 +309,27 @@ pub async fn recover_dead_workers(
                 "heartbeats missing, but Redis was away or restarted less than a heartbeat TTL ago: waiting before declaring any worker dead"
             );
         }
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let mut recovered = 0;
-    for (worker, alive) in others.iter().zip(alive) {
-        if alive {
-            continue;
-        }
-        recovered += recover_worker(conn, worker).await?;
-        let _: () = conn.zrem(keys::workers(), worker).await?;
-    }
-    Ok(recovered)
+    Ok(others
+        .into_iter()
+        .zip(alive)
+        .filter(|(_, alive)| !alive)
+        .map(|(w, _)| w)
+        .collect())
 }
 
-/// Moves every job in `worker`'s in-flight lists back to their queues (or,
-/// for a job recovered [`POISON_AFTER`] times in a row without a checkpoint,
-/// to the dead set).
-pub async fn recover_worker(conn: &mut Conn, worker: &str) -> redis::RedisResult<u64> {
-    let queues: Vec<String> = conn.smembers(keys::queues()).await?;
-    let mut n = 0;
-    for name in queues {
-        let q = QueueKeys::new(&name);
+/// Moves every job in `worker`'s in-flight lists of `queues` back to their
+/// queues (or, for a job recovered [`POISON_AFTER`] times in a row without
+/// a checkpoint, to the dead set), each queue on its own. How many jobs
+/// moved, and whether every queue's step succeeded.
+pub async fn recover_worker(
+    conn: &Conn,
+    queues: &[String],
+    worker: &str,
+    outages: &Outages,
+) -> (u64, bool) {
+    let done = each_queue(conn, queues, "recover", outages, |mut conn, q| async move {
         let (moved, poisoned): (u64, u64) = SCRIPTS
             .recover
             .key(q.inflight(worker))
@@ -230,14 +341,20 @@ pub async fn recover_worker(conn: &mut Conn, worker: &str) -> redis::RedisResult
             .arg(DEAD_TTL.as_secs())
             .arg(q.snapshot_prefix())
             .arg(worker)
-            .invoke_async(conn)
+            .invoke_async(&mut conn)
             .await?;
+        Ok::<_, redis::RedisError>((moved, poisoned))
+    })
+    .await;
+    let all = done.len() == queues.len();
+    let mut n = 0;
+    for (queue, (moved, poisoned)) in done {
         if moved > 0 {
-            tracing::info!(%worker, queue = %name, jobs = moved, poisoned, "recovered in-flight jobs");
+            tracing::info!(%worker, %queue, jobs = moved, poisoned, "recovered in-flight jobs");
         }
         n += moved;
     }
-    Ok(n)
+    (n, all)
 }
 
 /// Notes a failed look at the workers in `health`; returns the error.

@@ -26,6 +26,7 @@ use super::http::{self, Endpoint};
 use super::manager::Manager;
 use super::{Node, WorkerConfig};
 use crate::queue::fetch::QueueOrder;
+use crate::queue::health::{Outages, STEP_TIMEOUT, within};
 use crate::queue::{self, keys, settle};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
@@ -204,8 +205,8 @@ impl Launcher {
             let _ = http.await;
         }
         let mut conn = self.node.conn.clone();
-        if let Err(e) = self.node.metrics.rollup.flush(&mut conn).await {
-            tracing::warn!(error = %e, "writing class figures failed; they are lost");
+        if !self.node.metrics.rollup.flush(&conn, STEP_TIMEOUT).await {
+            tracing::warn!("writing class figures failed or took too long; some are lost");
         }
         let _: Result<(), _> = conn.del(keys::heartbeat(&self.node.id)).await;
         if clean {
@@ -225,6 +226,9 @@ async fn heartbeat_loop(
 ) {
     let every = config.heartbeat_ttl / 5;
     let mut conn = node.conn.clone();
+    // Each step below fails on every beat while Redis (or the node of its
+    // keys) is away: logged once per outage.
+    let outages = Outages::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -234,25 +238,24 @@ async fn heartbeat_loop(
         }
         let busy = config.concurrency as usize - slots.available_permits();
         let ticket = node.health.beat_ticket();
-        match beat(&mut conn, &node.id, &config, &queues, busy).await {
-            Ok(()) => node.health.beat_written(ticket),
-            Err(e) => {
-                if crate::queue::health::unreachable(&e) {
-                    node.health.failed();
-                }
-                tracing::warn!(error = %e, "heartbeat failed; not fetching until one is written");
-                continue;
-            }
+        let beaten = beat(&mut conn, &node.id, &config, &queues, busy).await;
+        if let Err(e) = &beaten
+            && crate::queue::health::unreachable(e)
+        {
+            node.health.failed();
         }
-        if let Err(e) = node.refresh_classes().await {
-            tracing::warn!(error = %e, "reading classes failed");
+        // While it fails the node does not fetch (see the manager).
+        if outages.check("heartbeat", &node.id, beaten).is_none() {
+            continue;
         }
-        if let Err(e) = node.refresh_paused(&queues).await {
-            tracing::warn!(error = %e, "reading paused queues failed");
-        }
-        if let Err(e) = node.metrics.rollup.flush(&mut conn).await {
-            tracing::warn!(error = %e, "writing class figures failed; kept for the next beat");
-        }
+        node.health.beat_written(ticket);
+        // Reads, which may be cut short: the next beat reads again.
+        let read = within(STEP_TIMEOUT, node.refresh_classes()).await;
+        outages.check("read classes", &keys::classes(), read);
+        let read = within(STEP_TIMEOUT, node.refresh_paused(&queues)).await;
+        outages.check("read paused queues", &queues.join(","), read);
+        // Written by tasks of their own, which this beat does not wait for.
+        node.metrics.rollup.flush(&conn, Duration::ZERO).await;
     }
 }
 

@@ -51,6 +51,8 @@ impl Manager {
     /// Fetches and dispatches until the node is quiet.
     pub async fn run(mut self) {
         let mut idle = IDLE_MIN;
+        // A queue whose node is away fails every fetch: logged once.
+        let outages = crate::queue::health::Outages::default();
         while !*self.quiet.borrow() {
             let first = tokio::select! {
                 permit = self.slots.clone().acquire_owned() => permit.expect("slots are never closed"),
@@ -87,17 +89,14 @@ impl Manager {
                     Err(e) if crate::queue::health::unreachable(e) => self.node.health.failed(),
                     Err(_) => {}
                 }
-                match fetched {
-                    Ok(units) if !units.is_empty() => {
+                match outages.check("fetch", &queue.name, fetched) {
+                    Some(units) if !units.is_empty() => {
                         self.node.saw_unpaused(&queue.name);
                         got = units;
                         break;
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(queue = %queue.name, error = %e, "fetch failed");
-                        idle = self.idle_poll;
-                    }
+                    Some(_) => {}
+                    None => idle = self.idle_poll,
                 }
             }
             if got.is_empty() {
