@@ -57,11 +57,22 @@ fn deploy(url: &str, dir: &std::path::Path, toml: &str) {
 /// empty queues only every 30 s: a job it starts sooner was announced by a
 /// wake-up.
 fn worker(url: &str, dir: &std::path::Path, queues: &[&str]) -> Stoker {
+    worker_polling(url, dir, queues, "30s")
+}
+
+/// A worker on `queues`, with the suite's compile cache, looking at its empty
+/// queues every `idle_poll`.
+pub(crate) fn worker_polling(
+    url: &str,
+    dir: &std::path::Path,
+    queues: &[&str],
+    idle_poll: &str,
+) -> Stoker {
     let cache = target_dir().join("stoker-tests").join("cache");
     let mut args = vec![
         "worker",
         "--idle-poll",
-        "30s",
+        idle_poll,
         "--heartbeat-ttl",
         "2s",
         "--cache-dir",

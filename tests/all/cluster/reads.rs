@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{DONE, deploy, hello_done, queues_on_two_primaries, scratch};
 use crate::cluster_env::{Cluster, Stoker, stoker_ok};
 use crate::dashboard::{TOKEN, free_port, get, wait_ready};
-use crate::support::{guests_dir, target_dir, wait_until};
+use crate::support::{guests_dir, wait_until};
 
 /// How long a page or a report may take to show what was done.
 const SHOWN: Duration = Duration::from_secs(60);
@@ -22,20 +22,7 @@ const SHOWN: Duration = Duration::from_secs(60);
 /// A worker on `queues` that also polls its idle queues every second (a
 /// resumed queue gets no wake-up).
 fn polling_worker(url: &str, dir: &Path, queues: &[&str]) -> Stoker {
-    let cache = target_dir().join("stoker-tests").join("cache");
-    let mut args = vec![
-        "worker",
-        "--idle-poll",
-        "1s",
-        "--heartbeat-ttl",
-        "2s",
-        "--cache-dir",
-        cache.to_str().expect("UTF-8"),
-    ];
-    for q in queues {
-        args.extend(["--queue", q]);
-    }
-    Stoker::spawn(url, &args, dir, "worker")
+    super::worker_polling(url, dir, queues, "1s")
 }
 
 /// `hello-Q` and `steps-Q` on each queue `Q`, and `extra`.
