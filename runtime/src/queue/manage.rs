@@ -73,6 +73,14 @@ fn member_id(set: Set, member: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The queue's keys, the set's key and the job's id that an action on
+/// `member` of `set` works on; none for the pending list (no actions).
+fn locate(queue: &str, set: Set, member: &str) -> Option<(QueueKeys, String, String)> {
+    let q = QueueKeys::new(queue);
+    let key = set_key(&q, set)?;
+    Some((q, key, member_id(set, member)))
+}
+
 fn set_key(q: &QueueKeys, set: Set) -> Option<String> {
     match set {
         Set::Pending => None,
@@ -92,11 +100,9 @@ pub async fn retry_now(
     set: Set,
     member: &str,
 ) -> redis::RedisResult<Acted> {
-    let q = QueueKeys::new(queue);
-    let Some(key) = set_key(&q, set) else {
+    let Some((q, key, id)) = locate(queue, set, member) else {
         return Ok(Acted::Gone);
     };
-    let id = member_id(set, member);
     let moved: redis::Value = crate::commands::SCRIPTS
         .retry_now
         .key(key)
@@ -132,11 +138,9 @@ pub async fn delete(
     set: Set,
     member: &str,
 ) -> redis::RedisResult<Acted> {
-    let q = QueueKeys::new(queue);
-    let Some(key) = set_key(&q, set) else {
+    let Some((q, key, id)) = locate(queue, set, member) else {
         return Ok(Acted::Gone);
     };
-    let id = member_id(set, member);
     let deleted: i64 = crate::commands::SCRIPTS
         .delete
         .key(key)

@@ -269,8 +269,22 @@ fn a_worker_reads_a_pause_among_queues_on_other_primaries() {
     .to_owned();
     // The worker reads the pause flags with its heartbeat (every 0.4 s).
     wait_state(url, &steps, "queued");
-    // Nothing on the paused queue runs over several heartbeats and polls.
-    std::thread::sleep(Duration::from_secs(3));
+    // Nothing on the paused queue runs while the worker beats (and polls
+    // its queues) for 3 s more, by its own heartbeats' Redis time.
+    let beat_at = || -> u64 {
+        let status: Value =
+            serde_json::from_str(&stoker_ok(url, &["status", "--json"])).expect("status JSON");
+        status["workers"]
+            .as_array()
+            .and_then(|ws| ws.iter().find_map(|w| w["heartbeat"]["at_ms"].as_u64()))
+            .expect("the worker's heartbeat")
+    };
+    let from = beat_at();
+    wait_until(
+        Duration::from_secs(30),
+        "3 s more of the worker's heartbeats",
+        || beat_at() >= from + 3_000,
+    );
     assert_eq!(state(url, &steps), "queued");
     assert_eq!(state(url, &hello), "queued");
     let status: Value =
