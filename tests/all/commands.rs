@@ -267,7 +267,7 @@ fn running(env: &TestEnv, q: &QueueKeys, id: &str) {
 
 /// `commit` of job `a` in `mode` with lease `lease` and sequence `seq`, the
 /// field `result` = 42 and the staged writes `writes` (after the write count)
-/// on the keys `extra` (KEYS[6..]).
+/// on the keys `extra` (KEYS[7..]), and no parts for the outbox.
 fn commit(
     env: &TestEnv,
     mode: &str,
@@ -278,13 +278,14 @@ fn commit(
 ) -> String {
     let q = QueueKeys::new("default");
     let (rec, snap, inflight) = (q.job("a"), q.snapshot("a"), q.inflight("w1"));
-    let (stats, outbox) = (q.stats(), q.batch_outbox());
+    let (stats, outbox, parts) = (q.stats(), q.batch_outbox(), q.outbox());
     let mut keys = vec![
         rec.as_str(),
         snap.as_str(),
         inflight.as_str(),
         stats.as_str(),
         outbox.as_str(),
+        parts.as_str(),
     ];
     keys.extend_from_slice(extra);
     let payload = if mode == "done" {
@@ -302,8 +303,11 @@ fn commit(
         "result",
         "42",
     ];
-    args.extend(["0", "0", "0"]);
+    // No children, no batches (index 0), no batch ids indexed alone.
+    args.extend(["0", "0", "0", "0"]);
     args.extend_from_slice(writes);
+    // No parts, no children in parts.
+    args.extend(["0", "0"]);
     run(env, &SCRIPTS.commit, &keys, &args).unwrap()
 }
 
@@ -313,7 +317,7 @@ fn commit_applies_once_and_refuses_bad_envelopes_whole() {
     let q = QueueKeys::new("default");
     running(&env, &q, "a");
     let counter = "stoker:{q:default}:n";
-    let incr = ["1", "INCRBY", "6", "1", "5"];
+    let incr = ["1", "INCRBY", "7", "1", "5"];
 
     // Refused: nothing written, the job still running.
     let before = hash(&env, &q.job("a"));
@@ -322,19 +326,22 @@ fn commit_applies_once_and_refuses_bad_envelopes_whole() {
         commit(&env, "checkpoint", "2", "1", &[counter], &incr),
         "lease_lost"
     );
-    let left_over = bad(&[counter], &["1", "INCRBY", "6", "1", "5", "extra"]);
+    let left_over = bad(
+        &[counter],
+        &["1", "INCRBY", "7", "1", "5", "0", "0", "extra"],
+    );
     assert_eq!(
         left_over,
-        "bad_write:malformed commit envelope: 1 arguments left over"
+        "bad_write:malformed commit envelope: 3 arguments left over"
     );
     let out_of_range = bad(&[counter], &["1", "INCRBY", "9", "1", "5"]);
     assert!(out_of_range.starts_with("bad_write:malformed commit envelope at argument"));
-    let not_int = bad(&[counter], &["1", "INCRBY", "6", "1", "five"]);
+    let not_int = bad(&[counter], &["1", "INCRBY", "7", "1", "five"]);
     assert!(
         not_int.ends_with("the increment is not a 64-bit integer"),
         "{not_int}"
     );
-    let ttl = bad(&[counter], &["1", "SET", "6", "3", "v", "PX", "0"]);
+    let ttl = bad(&[counter], &["1", "SET", "7", "3", "v", "PX", "0"]);
     assert!(ttl.contains("a TTL must be 1 to"), "{ttl}");
     let _: () = env.query(
         redis::cmd("HSET")
@@ -382,6 +389,99 @@ fn commit_applies_once_and_refuses_bad_envelopes_whole() {
     // Done again, from an attempt whose payload is no longer in flight.
     let _: () = env.query(redis::cmd("HDEL").arg(q.job("a")).arg("seq"));
     assert_eq!(commit(&env, "done", "1", "3", &[], &["0"]), "lease_lost");
+}
+
+#[test]
+fn apply_applies_a_part_once_checks_without_writing_and_refuses_whole() {
+    let env = TestEnv::new();
+    let marker = "stoker:{m:1}:applied:default:a:1:0";
+    let (counter, h) = ("mileage:total", "mileage:h");
+    let q = QueueKeys::new("other");
+    let (pending, record) = (q.pending(), q.job("c1"));
+    let child = job("c1");
+    // A child on queue `other`, then INCRBY mileage:total 5.
+    let part = |mode: &'static str| -> Vec<String> {
+        let mut a: Vec<String> = [
+            mode, "60", "a", "1", "3", "4", "c1", &child, "noop", "other",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(
+            [
+                "null", "", "0", "0", "1", "0", "0", "0", "1", "INCRBY", "2", "1", "5",
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let keys = [marker, counter, pending.as_str(), record.as_str()];
+    let apply = |mode: &'static str| -> String {
+        let args = part(mode);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&env, &SCRIPTS.apply, &keys, &args).unwrap()
+    };
+
+    // Checking writes nothing.
+    assert_eq!(apply("check"), "ok");
+    let exists: i64 = env.query(redis::cmd("EXISTS").arg(marker).arg(counter).arg(&record));
+    assert_eq!(exists, 0);
+
+    // Applied once: the write, the child (queued, its parent named), the marker.
+    assert!(wakes(&env, "other", || assert_eq!(apply("apply"), "ok")));
+    assert_eq!(apply("apply"), "applied");
+    let n: i64 = env.query(redis::cmd("GET").arg(counter));
+    assert_eq!(n, 5);
+    assert_eq!(list(&env, &pending), [child.clone()]);
+    let rec = hash(&env, &record);
+    assert_eq!(
+        (rec["state"].as_str(), rec["parent"].as_str()),
+        ("queued", "a")
+    );
+    let ttl: i64 = env.query(redis::cmd("TTL").arg(marker));
+    assert!(ttl > 0 && ttl <= 60, "{ttl}");
+
+    // A part that cannot apply writes nothing of itself.
+    let _: () = env.query(redis::cmd("HSET").arg(h).arg("f").arg("v"));
+    let other = "stoker:{m:2}:applied:default:a:1:1";
+    let args = [
+        "apply", "60", "a", "0", "0", "0", "0", "2", "INCRBY", "2", "1", "1", "INCRBY", "3", "1",
+        "1",
+    ];
+    let refused: String = run(&env, &SCRIPTS.apply, &[other, "mileage:n", h], &args).unwrap();
+    assert!(
+        refused.ends_with("the key holds a hash, not a string"),
+        "{refused}"
+    );
+    let exists: i64 = env.query(redis::cmd("EXISTS").arg(other).arg("mileage:n"));
+    assert_eq!(exists, 0);
+    let mut extra = args.to_vec();
+    extra.push("x");
+    let left: String = run(&env, &SCRIPTS.apply, &[other, "mileage:n", h], &extra).unwrap();
+    assert_eq!(
+        left,
+        "bad_write:malformed commit envelope: 1 arguments left over"
+    );
+
+    // part_done: an applied part leaves the outbox; a refused one goes to the
+    // refused list with its reason; a part already taken is not taken twice.
+    let q = QueueKeys::new("default");
+    let (outbox, kept) = (q.outbox(), q.refused_parts());
+    let _: () = env.query(redis::cmd("RPUSH").arg(&outbox).arg("p1").arg("p2"));
+    let done = |part: &str, why: &str| -> i64 {
+        run(
+            &env,
+            &SCRIPTS.part_done,
+            &[&outbox, &kept],
+            &[part, why, "10"],
+        )
+        .unwrap()
+    };
+    assert_eq!(done("p1", ""), 1);
+    assert_eq!(done("p1", ""), 0);
+    assert_eq!(done("p2", "WRONGTYPE"), 1);
+    assert!(list(&env, &outbox).is_empty());
+    assert_eq!(list(&env, &kept), ["WRONGTYPE\np2"]);
 }
 
 #[test]

@@ -1,48 +1,28 @@
 #!lua
--- Commits a checkpoint, or a job's completion, with its child jobs, batches
--- and staged Redis writes, in one atomic step. Idempotent: a commit retried
--- after its reply was lost finds its sequence already recorded and changes
--- nothing.
+-- Commits a checkpoint, or a job's completion, with its body (child jobs,
+-- batches and staged Redis writes: see the `body` piece) in one atomic step.
+-- Idempotent: a commit retried after its reply was lost finds its sequence
+-- already recorded and changes nothing. All or nothing: nothing is written
+-- until the whole body is proved to apply ('bad_write:REASON' otherwise). The
+-- shebang (`#!lua`, the first line, which stays first when the includes are
+-- resolved) makes Redis refuse the whole script up front when it is out of
+-- memory, instead of failing at the first write.
 --
--- All or nothing. Lua cannot roll back, so nothing is written until every
--- write is proved to apply, in two passes that only read:
--- 1. the envelope: every count and index in range, every command one of the
---    staged forms with its arity, at most MAX_ARGS arguments (Lua's stack,
---    about 8,000 values, bounds `unpack`: the host cuts longer pushes into
---    pieces, see host/redis.rs), TTLs within 0..MAX_TTL ms, increments
---    64-bit integers, scores numbers; and nothing left over;
--- 2. the writes, simulated in order against the keys' types and values (each
---    write sees what the writes before it leave), with Redis's own rules:
---    WRONGTYPE, counters exact to 64 bits (string2ll's syntax, overflow),
---    HINCRBY on a field that is not an integer, a ZINCRBY whose result is NaN,
---    a key emptied by SREM/ZREM/HDEL or deleted by PEXPIRE 0 being gone.
--- A write that would fail refuses the commit whole: 'bad_write:REASON'. Every
--- command then has at most MAX_ARGS arguments and every unpack below is cut
--- into slices of at most SLICE values. The shebang (`#!lua`, the first line,
--- which stays first when the includes are resolved) makes Redis refuse the
--- whole script up front when it is out of memory, instead of failing at the
--- first write.
+-- On Redis Cluster a commit keeps to the job's queue slot: what lives in
+-- other slots goes as parts to the queue's outbox, in this same step, each
+-- applied in its own slot once afterwards (queue/parts.rs, `apply`).
 --
 -- KEYS[1] job record, KEYS[2] snapshot, KEYS[3] the worker's in-flight list,
--- KEYS[4] stats hash, KEYS[5] the queue's batch outbox, then the pending lists
--- and records of the child jobs, the hashes and job sets of the staged batches,
--- then the keys of the staged writes.
+-- KEYS[4] stats hash, KEYS[5] the queue's batch outbox, KEYS[6] the queue's
+-- outbox of parts, then the keys the body names.
 -- ARGV[1] mode: 'checkpoint' (snapshot stored, the job goes on) or 'done'
 --   (result recorded, the job leaves the in-flight list, its snapshot is deleted)
 -- ARGV[2] lease (the attempt number the fetch recorded), ARGV[3] sequence of
 -- this commit (the last committed one + 1), ARGV[4] snapshot (checkpoint) or
 -- the payload as fetched (done), ARGV[5] done record TTL (s), ARGV[6] field
--- count, field, value, ..., then the child count, and per child: index into
--- KEYS of its pending list, index into KEYS of its record, id, payload, class,
--- queue, args, batch id ('' for none), index into KEYS of its scheduled set
--- (0: none), delay in ms (0: pending at once, else scheduled that long after
--- this commit), depth in its job tree; then the batch count, the index into
--- KEYS of the batch index (0: no batches; the scheduler trims it), and per
--- batch: index into KEYS of its hash, index into KEYS of its job set, field
--- count, field, value, ..., member count, member ids (a batch is written
--- sealed, with every member, once, and added to the batch index by its
--- creation time); then the write count, and per write: command, index into
--- KEYS of its key, argument count, arguments.
+-- count, field, value, ..., then the body, then the count of parts for the
+-- outbox and the parts (opaque here), then the count of the commit's children
+-- that are in those parts.
 -- The job's record counts its committed children (`children`, across all its
 -- commits); a job finishing ('done') whose record names a batch is added to
 -- the batch outbox (see settle.lua).
@@ -50,14 +30,8 @@
 -- 'lease_lost' (the job was recovered from this attempt; nothing written) or
 -- 'bad_write:REASON' (a staged write cannot apply; nothing written).
 --@include wake
-
--- The host's limits (host/redis.rs: MAX_WRITE_ARGS, MAX_TTL_MS).
-local MAX_ARGS = 1000
-local MAX_TTL = 3153600000000
--- Values handed to one unpack (Lua's stack takes about 8,000).
-local SLICE = 1000
-
 --@include now
+--@include body
 local rec = KEYS[1]
 local mode, seq = ARGV[1], tonumber(ARGV[3])
 local held = redis.call('HMGET', rec, 'lease', 'seq')
@@ -67,314 +41,24 @@ if mode == 'done' and not redis.call('LPOS', KEYS[3], ARGV[4]) then
   return 'lease_lost'
 end
 
-local function refuse(why) error({refused = why}, 0) end
--- A key, field or member as a reason quotes it: at most 200 bytes.
-local function name(k)
-  if #k > 200 then return string.sub(k, 1, 200) .. '...' end
-  return k
-end
-
--- Redis's integers (string2ll): '0', or an optional '-' and digits without a
--- leading zero, within 64 bits. Kept exact as {hi, lo} = hi * 1e9 + lo, both
--- of the number's sign (a Lua number is exact only to 2^53).
-local B = 1e9
-local function in_range(hi, lo)
-  if hi > 9223372036 or hi < -9223372036 then return false end
-  if hi == 9223372036 then return lo <= 854775807 end
-  if hi == -9223372036 then return lo >= -854775808 end
-  return true
-end
-local function int64(v)
-  if v == '0' then return {0, 0} end
-  if type(v) ~= 'string' or #v > 20 then return nil end
-  local neg, digits = string.match(v, '^(%-?)([1-9]%d*)$')
-  if not digits or #digits > 19 then return nil end
-  local n = #digits
-  local hi = n > 9 and tonumber(string.sub(digits, 1, n - 9)) or 0
-  local lo = tonumber(string.sub(digits, math.max(1, n - 8)))
-  if neg == '-' then hi, lo = -hi, -lo end
-  if not in_range(hi, lo) then return nil end
-  return {hi, lo}
-end
-local function add(a, b)
-  local hi, lo = a[1] + b[1], a[2] + b[2]
-  if lo >= B then hi, lo = hi + 1, lo - B elseif lo <= -B then hi, lo = hi - 1, lo + B end
-  if hi > 0 and lo < 0 then hi, lo = hi - 1, lo + B
-  elseif hi < 0 and lo > 0 then hi, lo = hi + 1, lo - B end
-  if not in_range(hi, lo) then return nil end
-  return {hi, lo}
-end
-local function int_text(n)
-  if n[1] == 0 then return string.format('%.0f', n[2]) end
-  local s = string.format('%.0f%09.0f', math.abs(n[1]), math.abs(n[2]))
-  if n[1] < 0 then s = '-' .. s end
-  return s
-end
-
--- A score as the host writes a double (Rust's `Display`: digits, never an
--- exponent) or an infinity; never NaN.
-local function score(v)
-  if v == '+inf' or v == '-inf' then return tonumber(v) end
-  if #v > 400 or not (string.match(v, '^%-?%d+$') or string.match(v, '^%-?%d+%.%d+$')) then
-    return nil
-  end
-  return tonumber(v)
-end
-
-local nkeys, nargv = #KEYS, #ARGV
-local first, last, children_at, nchildren, batches_at, nbatches, writes
-local check
-
--- Pass 1: the envelope.
-local function envelope()
-  local function num(i, max)
-    local v = ARGV[i]
-    if v == nil or #v > 15 or not string.match(v, '^%d+$') then
-      refuse('malformed commit envelope at argument ' .. i)
-    end
-    local n = tonumber(v)
-    if max and n > max then refuse('malformed commit envelope at argument ' .. i) end
-    return n
-  end
-  local function key_at(i)
-    local n = num(i, nkeys)
-    if n < 1 then refuse('malformed commit envelope at argument ' .. i) end
-    return KEYS[n]
-  end
-  local function key_name(i) return name(key_at(i)) end
-
+local first, last, parts_at, nparts, remote
+local why = refused(function()
   local nfields = num(6, nargv)
   first, last = 7, 6 + nfields * 2
-  children_at = last + 1
-  nchildren = num(children_at, nargv)
-  for c = 0, nchildren - 1 do
-    local i = children_at + 1 + c * 11
-    key_at(i)
-    key_at(i + 1)
-    local scheduled, delay = num(i + 8, nkeys), num(i + 9)
-    num(i + 10)
-    if delay > 0 and scheduled == 0 then refuse('malformed commit envelope at argument ' .. i) end
+  parts_at = body_envelope(last + 1)
+  nparts = num(parts_at, nargv)
+  remote = num(parts_at + nparts + 1, nargv)
+  if parts_at + nparts + 1 ~= nargv then
+    refuse('malformed commit envelope: ' .. (nargv - parts_at - nparts - 1) .. ' arguments left over')
   end
-  batches_at = children_at + 1 + nchildren * 11
-  nbatches = num(batches_at, nargv)
-  if nbatches > 0 then key_at(batches_at + 1) end
-  local b = batches_at + 2
-  for _ = 1, nbatches do
-    key_at(b)
-    key_at(b + 1)
-    local nf = num(b + 2, nargv)
-    b = b + 4 + nf * 2 + num(b + 3 + nf * 2, nargv)
-  end
-  local writes_at = b
+  body_check()
+end)
+if why then return 'bad_write:' .. why end
 
-  -- Arity of each staged command after its key: least, most.
-  local arity = {SET = {1, 3}, DEL = {0, 0}, PEXPIRE = {1, 1}, INCRBY = {1, 1},
-    HSET = {2, 2}, HDEL = {1, 1}, HINCRBY = {2, 2}, SADD = {1, MAX_ARGS},
-    SREM = {1, MAX_ARGS}, ZADD = {2, 2}, ZINCRBY = {2, 2}, ZREM = {1, MAX_ARGS},
-    RPUSH = {1, MAX_ARGS}, LPUSH = {1, MAX_ARGS}}
-  local function ttl(cmd, key, v, least)
-    local n = string.match(v or '', '^%d+$') and #v <= 15 and tonumber(v)
-    if not n or n < least or n > MAX_TTL then
-      refuse(cmd .. ' ' .. key .. ': a TTL must be ' .. least .. ' to ' .. MAX_TTL .. ' ms')
-    end
-    return n
-  end
-  writes = {}
-  local w = writes_at + 1
-  for _ = 1, num(writes_at, nargv) do
-    local cmd, key, nargs = ARGV[w], key_name(w + 1), num(w + 2, nargv)
-    local k = key_at(w + 1)
-    local a = arity[cmd]
-    if not a or nargs < a[1] or nargs > a[2] or w + 2 + nargs > nargv then
-      refuse('malformed commit envelope: ' .. name(tostring(cmd)) .. ' with ' .. nargs .. ' arguments (at most ' .. MAX_ARGS .. ' a command)')
-    end
-    local a1, a2 = ARGV[w + 3], ARGV[w + 4]
-    if cmd == 'SET' and nargs == 3 then
-      if a2 ~= 'PX' then refuse('malformed commit envelope: SET ' .. key) end
-      ttl(cmd, key, ARGV[w + 5], 1)
-    elseif cmd == 'SET' and nargs ~= 1 then
-      refuse('malformed commit envelope: SET ' .. key)
-    elseif cmd == 'PEXPIRE' then
-      ttl(cmd, key, a1, 0)
-    elseif cmd == 'INCRBY' and not int64(a1) then
-      refuse(cmd .. ' ' .. key .. ': the increment is not a 64-bit integer')
-    elseif cmd == 'HINCRBY' and not int64(a2) then
-      refuse(cmd .. ' ' .. key .. ': the increment is not a 64-bit integer')
-    elseif (cmd == 'ZADD' or cmd == 'ZINCRBY') and not score(a1) then
-      refuse(cmd .. ' ' .. key .. ': the score is not a number')
-    end
-    writes[#writes + 1] = {cmd = cmd, key = k, at = w + 3, n = nargs}
-    w = w + 3 + nargs
-  end
-  if w ~= nargv + 1 then refuse('malformed commit envelope: ' .. (nargv + 1 - w) .. ' arguments left over') end
-end
-
--- Pass 2: the writes against the keys. What each written key holds as the
--- writes go: its type `t`; `fresh` when it was created or cleared in this
--- commit (then nothing of it needs reading); a string's value `raw`; and per
--- hash field, set member or sorted-set member `m` what it holds now (false:
--- absent; nil: not read, as in Redis). `cut` marks a key something was removed
--- from since it was last known not to be empty.
-local needs = {INCRBY = 'string', HSET = 'hash', HDEL = 'hash', HINCRBY = 'hash',
-  SADD = 'set', SREM = 'set', ZADD = 'zset', ZINCRBY = 'zset', ZREM = 'zset',
-  RPUSH = 'list', LPUSH = 'list'}
-local removes = {SREM = true, ZREM = true, HDEL = true}
-local sim = {}
-local function state(key)
-  local s = sim[key]
-  if not s then
-    local kind = redis.call('TYPE', key).ok
-    s = {t = kind, m = {}, fresh = kind == 'none'}
-    sim[key] = s
-  end
-  return s
-end
-local function cleared(s, kind, raw)
-  s.t, s.m, s.fresh, s.cut, s.raw = kind, {}, true, false, raw
-end
--- Whether a hash, set or sorted set a removal touched is empty now: the key's
--- size in Redis (untouched so far) plus what this commit changed.
-local present = {hash = function(k, f) return redis.call('HEXISTS', k, f) == 1 end,
-  set = function(k, m) return redis.call('SISMEMBER', k, m) == 1 end,
-  zset = function(k, m) return redis.call('ZSCORE', k, m) ~= false end}
-local size = {hash = 'HLEN', set = 'SCARD', zset = 'ZCARD'}
-local function empty(s, key)
-  local n = 0
-  if not s.fresh then n = redis.call(size[s.t], key) end
-  for m, v in pairs(s.m) do
-    local was = (not s.fresh) and present[s.t](key, m)
-    n = n + ((v ~= false) and 1 or 0) - (was and 1 or 0)
-  end
-  return n == 0
-end
-local function member(s, key, m, read)
-  if s.m[m] == nil then
-    s.m[m] = (not s.fresh and read(key, m)) or false
-  end
-  return s.m[m]
-end
-local function hget(k, f) return redis.call('HGET', k, f) end
-local function zscore(k, m)
-  local v = redis.call('ZSCORE', k, m)
-  return v and tonumber(v)
-end
-local function counter(what, current, by)
-  local cur = {0, 0}
-  if current then
-    cur = int64(current)
-    if not cur then refuse(what .. ': the value is not an integer') end
-  end
-  local n = add(cur, int64(by))
-  if not n then refuse(what .. ': the result would overflow a 64-bit integer') end
-  return int_text(n)
-end
-
-function check()
-  envelope()
-  for _, wr in ipairs(writes) do
-    local cmd, key = wr.cmd, wr.key
-    local a1, a2 = ARGV[wr.at], ARGV[wr.at + 1]
-    local s = state(key)
-    if cmd == 'SET' then
-      cleared(s, 'string', a1)
-    elseif cmd == 'DEL' then
-      cleared(s, 'none', false)
-    elseif cmd == 'PEXPIRE' then
-      -- A TTL of 0 deletes the key at once.
-      if a1 == '0' then cleared(s, 'none', false) end
-    else
-      local need = needs[cmd]
-      if s.t ~= 'none' and s.t ~= need and s.cut and empty(s, key) then
-        cleared(s, 'none', false)
-      end
-      if s.t ~= 'none' and s.t ~= need then
-        refuse(cmd .. ' ' .. name(key) .. ': the key holds a ' .. s.t .. ', not a ' .. need)
-      end
-      local what = cmd .. ' ' .. name(key)
-      if cmd == 'INCRBY' then
-        if s.raw == nil then s.raw = (not s.fresh and redis.call('GET', key)) or false end
-        s.raw = counter(what, s.raw, a1)
-      elseif cmd == 'HINCRBY' then
-        s.m[a1] = counter(what .. ' ' .. name(a1), s.t == 'hash' and member(s, key, a1, hget), a2)
-      elseif cmd == 'HSET' then
-        s.m[a1] = a2
-      elseif cmd == 'ZINCRBY' then
-        local cur = s.t == 'zset' and member(s, key, a2, zscore) or 0
-        local n = cur + score(a1)
-        if n ~= n then refuse(what .. ' ' .. name(a2) .. ': the resulting score would be NaN') end
-        s.m[a2] = n
-      elseif cmd == 'ZADD' then
-        s.m[a2] = score(a1)
-      elseif cmd == 'SADD' then
-        for i = wr.at, wr.at + wr.n - 1 do s.m[ARGV[i]] = true end
-      elseif removes[cmd] and s.t ~= 'none' then
-        for i = wr.at, wr.at + wr.n - 1 do s.m[ARGV[i]] = false end
-        s.cut = true
-      end
-      -- A removal from a missing key creates nothing.
-      if not (removes[cmd] and s.t == 'none') then s.t = need end
-    end
-  end
-end
-
-local ok, err = pcall(check)
-if not ok then
-  if type(err) == 'table' and err.refused then return 'bad_write:' .. err.refused end
-  error(err)
-end
-
--- Pass 3: the writes. Every unpack is cut into slices of at most SLICE values.
-local function sliced(cmd, key, from, to)
-  for i = from, to, SLICE do
-    redis.call(cmd, key, unpack(ARGV, i, math.min(i + SLICE - 1, to)))
-  end
-end
-
-local i = children_at + 1
 local parent = string.match(rec, 'job:([%w_%-]+)$')
-for _ = 1, nchildren do
-  local list, key, id = KEYS[tonumber(ARGV[i])], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
-  -- A child whose id has a record was committed before: never twice.
-  if redis.call('HSETNX', key, 'id', id) == 1 then
-    local delay = tonumber(ARGV[i + 9])
-    local state = 'queued'
-    if delay > 0 then
-      -- Delayed: due `delay` ms after this commit, in its scheduled set.
-      redis.call('ZADD', KEYS[tonumber(ARGV[i + 8])], now + delay, ARGV[i + 3])
-      redis.call('HSET', key, 'due_at', now + delay)
-      state = 'scheduled'
-    else
-      wake(list, redis.call('LPUSH', list, ARGV[i + 3]))
-    end
-    redis.call('HSET', key, 'class', ARGV[i + 4], 'queue', ARGV[i + 5], 'args', ARGV[i + 6],
-      'state', state, 'attempts', 0, 'enqueued_at', now, 'parent', parent,
-      'depth', ARGV[i + 10])
-    if ARGV[i + 7] ~= '' then redis.call('HSET', key, 'batch', ARGV[i + 7]) end
-  end
-  i = i + 11
-end
-if nchildren > 0 then redis.call('HINCRBY', rec, 'children', nchildren) end
-
-local b = batches_at + 2
-local index = tonumber(ARGV[batches_at + 1])
-for _ = 1, nbatches do
-  local meta, jobs, nf = KEYS[tonumber(ARGV[b])], KEYS[tonumber(ARGV[b + 1])], tonumber(ARGV[b + 2])
-  local first_member = b + 4 + nf * 2
-  local last_member = b + 3 + nf * 2 + tonumber(ARGV[b + 3 + nf * 2])
-  if redis.call('EXISTS', meta) == 0 then
-    redis.call('HSET', meta, 'created_at', now, 'sealed', now, 'parent', parent,
-      'total', last_member - first_member + 1)
-    -- Field-value pairs stay whole: SLICE is even.
-    sliced('HSET', meta, b + 3, b + 2 + nf * 2)
-    sliced('SADD', jobs, first_member, last_member)
-    redis.call('ZADD', KEYS[index], now, redis.call('HGET', meta, 'id'))
-  end
-  b = last_member + 1
-end
-
-for _, wr in ipairs(writes) do
-  redis.call(ARGV[wr.at - 3], wr.key, unpack(ARGV, wr.at, wr.at + wr.n - 1))
-end
+body_apply(parent)
+if nparts > 0 then sliced('RPUSH', KEYS[6], parts_at + 1, parts_at + nparts) end
+if nchildren + remote > 0 then redis.call('HINCRBY', rec, 'children', nchildren + remote) end
 
 if mode == 'checkpoint' then
   redis.call('SET', KEYS[2], ARGV[4])

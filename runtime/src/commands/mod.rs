@@ -9,7 +9,10 @@
 //!   workers idle on a queue ([`crate::queue::wake`]), for every script that
 //!   pushes onto a pending list;
 //! - `ident`: `ident(payload)`, a payload's id and token without decoding it;
-//! - `now`: Redis's clock, `now` in ms (and `t`, the reply of `TIME`).
+//! - `now`: Redis's clock, `now` in ms (and `t`, the reply of `TIME`);
+//! - `body`: a commit's body (child jobs, batches, staged writes): its
+//!   envelope, the check that proves it applies whole, and its writes, for
+//!   `commit` and for `apply` (a part of a commit in another slot).
 //!
 //! Every script starts with a shebang (`#!lua`, or `#!lua flags=no-writes` for
 //! one that only reads), which stays the first line of the resolved script.
@@ -17,10 +20,12 @@
 //! refuses a script with a shebang that reaches keys of two slots (declared in
 //! `KEYS` or built inside), so a key that strays from the script's own tag
 //! fails at once instead of working by the accident of two slots on one node.
-//! No script carries `allow-cross-slot-keys`. The one script whose keys span
-//! slots is `commit` (the job's own keys for staged writes, children on other
-//! queues, batches): a single Redis runs it in one step; Redis Cluster refuses
-//! it (see the README's "Redis Cluster and Sentinel"). The scripts are resolved once, on
+//! No script carries `allow-cross-slot-keys`. A commit's keys may span
+//! slots (the job's own keys for staged writes, children on other queues,
+//! batches): a single Redis runs `commit` with all of them in one step; on
+//! Redis Cluster the worker splits the commit by slot ([`crate::queue::parts`]):
+//! `commit` keeps to the job's queue slot and `apply` applies each other
+//! slot's part there. The scripts are resolved once, on
 //! first use; `redis-rs` runs them by SHA and loads them again after
 //! `NOSCRIPT` (a restarted Redis).
 
@@ -30,10 +35,12 @@ use redis::Script;
 
 /// The text of every file of this folder, by name (without `.lua`).
 const SOURCES: &[(&str, &str)] = &[
+    ("apply", include_str!("apply.lua")),
     ("batch_apply", include_str!("batch_apply.lua")),
     ("batch_enqueue", include_str!("batch_enqueue.lua")),
     ("batch_mark", include_str!("batch_mark.lua")),
     ("batch_trim", include_str!("batch_trim.lua")),
+    ("body", include_str!("body.lua")),
     ("breaker", include_str!("breaker.lua")),
     ("claim", include_str!("claim.lua")),
     ("commit", include_str!("commit.lua")),
@@ -44,6 +51,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("ident", include_str!("ident.lua")),
     ("limit", include_str!("limit.lua")),
     ("now", include_str!("now.lua")),
+    ("part_done", include_str!("part_done.lua")),
     ("promote", include_str!("promote.lua")),
     ("read", include_str!("read.lua")),
     ("recover", include_str!("recover.lua")),
@@ -86,15 +94,18 @@ fn resolve(name: &str, depth: usize, out: &mut String) {
     }
 }
 
-/// The loaded scripts, one field each (the file of the same name). Each but
-/// `commit` touches the keys of one queue, batch, limiter or breaker only
-/// (one hash slot), so the same code runs on a single Redis, Sentinel or Redis
-/// Cluster.
+/// The loaded scripts, one field each (the file of the same name). Each
+/// touches the keys of one hash slot when its caller keeps to it (a queue, a
+/// batch, a limiter or breaker; `commit` on Redis Cluster is given its queue
+/// slot's share of a commit, `apply` one other slot's), so the same code runs
+/// on a single Redis, Sentinel or Redis Cluster.
 pub struct Scripts {
     pub enqueue: Script,
     pub fetch: Script,
     pub settle: Script,
     pub commit: Script,
+    pub apply: Script,
+    pub part_done: Script,
     pub limit: Script,
     pub breaker: Script,
     pub claim: Script,
@@ -119,6 +130,8 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         fetch: load("fetch"),
         settle: load("settle"),
         commit: load("commit"),
+        apply: load("apply"),
+        part_done: load("part_done"),
         limit: load("limit"),
         breaker: load("breaker"),
         claim: load("claim"),
@@ -141,7 +154,7 @@ mod tests {
     use super::*;
 
     /// The pieces: included by scripts, never run alone (no shebang).
-    const PIECES: [&str; 3] = ["wake", "ident", "now"];
+    const PIECES: [&str; 4] = ["wake", "ident", "now", "body"];
 
     #[test]
     fn every_include_resolves_and_none_survives() {
@@ -190,6 +203,8 @@ mod tests {
             ("enqueue", "wake"),
             ("settle", "wake"),
             ("commit", "wake"),
+            ("commit", "body"),
+            ("apply", "body"),
             ("promote", "wake"),
             ("recover", "wake"),
             ("batch_enqueue", "wake"),

@@ -16,20 +16,20 @@
 //! job or result is committed twice.
 //!
 //! # Redis Cluster
-//! A commit touches the job's queue, the queues of its children and the keys
-//! of its staged writes, all declared to the script. On a single Redis or
-//! Sentinel that is one script; on Redis Cluster they must share the parent
-//! queue's hash slot (`{q:QUEUE}` in the written keys) or Redis refuses the
-//! commit with `CROSSSLOT`.
+//! A commit touches the job's queue, the queues of its children, its batches
+//! and the keys of its staged writes. On a single Redis or Sentinel that is
+//! one script, one atomic step. On Redis Cluster the commit keeps to the
+//! job's queue slot and carries what lives in other slots as parts, each
+//! applied in its slot once afterwards ([`super::parts`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::body::{Body, t};
 use super::keys::{BatchKeys, QueueKeys};
 use super::settle::DONE_TTL;
 use super::staged::StagedWrite;
-use super::{Conn, SCRIPTS};
+use super::{Conn, SCRIPTS, parts};
 use crate::job::ErrorKind;
 
 /// A child job staged by a running job.
@@ -204,13 +204,22 @@ pub const COMMIT_TRIES: u32 = 5;
 /// turns what refused it into a [`CommitError`]. A commit whose reply was
 /// lost is found applied by its next try and counts as made.
 pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
+    // On Redis Cluster, split by slot (see [`super::parts`]).
+    let split = conn.is_cluster().then(|| parts::split(c));
     let mut pause = Duration::from_millis(20);
     let mut tries = 0;
     loop {
-        match commit(conn, c).await {
-            Ok(Committed::Ok | Committed::AlreadyApplied) => return Ok(()),
-            Ok(Committed::LeaseLost) => return Err(CommitError::LeaseLost),
-            Ok(Committed::BadWrite(reason)) => return Err(CommitError::BadWrite(reason)),
+        let tried = match &split {
+            None => commit(conn, c).await.map(|done| (done, Vec::new())),
+            Some(split) => parts::commit(conn, c, split).await,
+        };
+        match tried {
+            Ok((Committed::Ok | Committed::AlreadyApplied, entries)) => {
+                parts::after(conn, c.queue, &entries).await;
+                return Ok(());
+            }
+            Ok((Committed::LeaseLost, _)) => return Err(CommitError::LeaseLost),
+            Ok((Committed::BadWrite(reason), _)) => return Err(CommitError::BadWrite(reason)),
             Err(e) if !unanswered(&e) => return Err(CommitError::Failed(e.to_string())),
             Err(e) => {
                 tries += 1;
@@ -246,8 +255,9 @@ pub fn child_id(parent: &str, seq: u64, index: usize) -> String {
     hex::encode(&digest[..12])
 }
 
-/// The script's `KEYS` and `ARGV` for `commit`, as `commit.lua` documents
-/// them. Pure: what it builds is what [`commit`] sends.
+/// The script's `KEYS` and `ARGV` for `commit` with the whole body in one
+/// step (a single Redis, Sentinel), as `commit.lua` documents them. Pure:
+/// what it builds is what [`commit`] sends.
 ///
 /// The host keeps every command within the script's limits before it gets
 /// here ([`super::staged::prepare`]: at most
@@ -255,6 +265,19 @@ pub fn child_id(parent: &str, seq: u64, index: usize) -> String {
 /// the script checks the envelope's shape again, and refuses it whole
 /// (`bad_write`) rather than apply part of a malformed one.
 pub fn envelope(commit: &Commit<'_>) -> (Vec<String>, Vec<Vec<u8>>) {
+    let body = Body::whole(commit.children, commit.batches, commit.writes);
+    envelope_of(commit, &body, &[], 0)
+}
+
+/// [`envelope`] with `body` as the part of the commit written with the
+/// snapshot, and `parts` (of `remote_children` children) for the queue's
+/// outbox (Redis Cluster, [`super::parts`]).
+pub(super) fn envelope_of(
+    commit: &Commit<'_>,
+    body: &Body<'_>,
+    parts: &[Vec<u8>],
+    remote_children: usize,
+) -> (Vec<String>, Vec<Vec<u8>>) {
     let q = commit.queue;
     let mut keys = vec![
         q.job(commit.id),
@@ -262,53 +285,9 @@ pub fn envelope(commit: &Commit<'_>) -> (Vec<String>, Vec<Vec<u8>>) {
         q.inflight(commit.worker),
         q.stats(),
         q.batch_outbox(),
+        q.outbox(),
     ];
-    // Then the children's pending lists (each once) and records, the
-    // batches' keys, then the written keys (each once); the arguments refer
-    // to them by index (from 1, as Lua does).
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut index_of = |key: String| -> usize {
-        if let Some(&i) = seen.get(&key) {
-            return i;
-        }
-        keys.push(key.clone());
-        seen.insert(key, keys.len());
-        keys.len()
-    };
-    let children: Vec<(usize, usize, usize)> = commit
-        .children
-        .iter()
-        .map(|c| {
-            // A delayed child goes to its scheduled set (0: none).
-            let scheduled = if c.delay_ms > 0 {
-                index_of(c.queue.scheduled())
-            } else {
-                0
-            };
-            (
-                index_of(c.queue.pending()),
-                index_of(c.queue.job(&c.id)),
-                scheduled,
-            )
-        })
-        .collect();
-    let batches: Vec<(usize, usize)> = commit
-        .batches
-        .iter()
-        .map(|b| (index_of(b.keys.meta()), index_of(b.keys.jobs())))
-        .collect();
-    // The batch index, when there are batches to add to it.
-    let index = if commit.batches.is_empty() {
-        0
-    } else {
-        index_of(super::keys::batches())
-    };
-    let writes: Vec<usize> = commit
-        .writes
-        .iter()
-        .map(|w| index_of(w.key.clone()))
-        .collect();
-    let (mode, body) = match commit.kind {
+    let (mode, snapshot_or_raw) = match commit.kind {
         CommitKind::Checkpoint { snapshot } => ("checkpoint", snapshot),
         CommitKind::Done { raw } => ("done", raw),
     };
@@ -316,58 +295,37 @@ pub fn envelope(commit: &Commit<'_>) -> (Vec<String>, Vec<Vec<u8>>) {
         t(mode),
         t(commit.lease),
         t(commit.seq),
-        body.to_vec(),
+        snapshot_or_raw.to_vec(),
         t(DONE_TTL.as_secs()),
         t(commit.fields.len()),
     ];
     for (field, value) in commit.fields {
         args.extend([t(field), t(value)]);
     }
-    args.push(t(commit.children.len()));
-    for (c, (list, record, scheduled)) in commit.children.iter().zip(children) {
-        args.extend([
-            t(list),
-            t(record),
-            t(&c.id),
-            t(&c.payload),
-            t(&c.class),
-            t(&c.queue.name),
-            t(&c.args),
-            t(c.batch.as_deref().unwrap_or("")),
-            t(scheduled),
-            t(c.delay_ms),
-            t(c.depth),
-        ]);
-    }
-    args.extend([t(commit.batches.len()), t(index)]);
-    for (b, (meta, jobs)) in commit.batches.iter().zip(batches) {
-        args.extend([t(meta), t(jobs), t(b.fields.len())]);
-        for (field, value) in &b.fields {
-            args.extend([t(field), t(value)]);
-        }
-        args.push(t(b.members.len()));
-        args.extend(b.members.iter().map(t));
-    }
-    args.push(t(commit.writes.len()));
-    for (w, key) in commit.writes.iter().zip(writes) {
-        args.extend([t(w.cmd), t(key), t(w.args.len())]);
-        args.extend(w.args.iter().cloned());
-    }
+    body.lay_out(&mut keys, &mut args);
+    args.push(t(parts.len()));
+    args.extend(parts.iter().cloned());
+    args.push(t(remote_children));
     (keys, args)
-}
-
-fn t(a: impl std::fmt::Display) -> Vec<u8> {
-    a.to_string().into_bytes()
 }
 
 /// Runs `commit`: its [`envelope`] through `commit.lua`.
 pub async fn commit(conn: &mut Conn, commit: &Commit<'_>) -> redis::RedisResult<Committed> {
     let (keys, args) = envelope(commit);
+    run(conn, &keys, &args).await
+}
+
+/// Runs `commit.lua` with `keys` and `args`.
+pub(super) async fn run(
+    conn: &mut Conn,
+    keys: &[String],
+    args: &[Vec<u8>],
+) -> redis::RedisResult<Committed> {
     let mut inv = SCRIPTS.commit.prepare_invoke();
-    for k in &keys {
+    for k in keys {
         inv.key(k);
     }
-    for a in &args {
+    for a in args {
         inv.arg(a);
     }
     let reply: String = inv.invoke_async(conn).await?;
@@ -417,7 +375,7 @@ mod tests {
     #[test]
     fn the_script_knows_the_hosts_limits() {
         use crate::queue::staged::{MAX_TTL_MS, MAX_WRITE_ARGS};
-        let lua = include_str!("../commands/commit.lua");
+        let lua = include_str!("../commands/body.lua");
         assert!(lua.contains(&format!("local MAX_ARGS = {MAX_WRITE_ARGS}\n")));
         assert!(lua.contains(&format!("local MAX_TTL = {MAX_TTL_MS}\n")));
     }
@@ -455,9 +413,9 @@ mod tests {
             writes: &writes,
         };
         let (keys, args) = envelope(&c);
-        // 5 fixed, the child's scheduled set, pending list and record, `a` once.
-        assert_eq!(keys.len(), 9);
-        assert_eq!(keys[8], "a");
+        // 6 fixed, the child's scheduled set, pending list and record, `a` once.
+        assert_eq!(keys.len(), 10);
+        assert_eq!(keys[9], "a");
         let text: Vec<String> = args
             .iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -478,13 +436,16 @@ mod tests {
         );
         // Child count, then 11 values per child ending with its depth.
         assert_eq!(text[8], "1");
-        assert_eq!(&text[9..12], ["7", "8", "c1"]);
-        assert_eq!(&text[17..20], ["6", "5", "3"]);
-        // No batches (count, index 0), then the writes.
-        assert_eq!(&text[20..22], ["0", "0"]);
+        assert_eq!(&text[9..12], ["8", "9", "c1"]);
+        assert_eq!(&text[17..20], ["7", "5", "3"]);
+        // No batches (count, index 0), no batch ids indexed alone, then the
+        // writes, then no parts and no children in parts.
+        assert_eq!(&text[20..23], ["0", "0", "0"]);
         assert_eq!(
-            &text[22..],
-            ["2", "INCRBY", "9", "1", "1", "RPUSH", "9", "2", "x", "y"]
+            &text[23..],
+            [
+                "2", "INCRBY", "10", "1", "1", "RPUSH", "10", "2", "x", "y", "0", "0"
+            ]
         );
     }
 }

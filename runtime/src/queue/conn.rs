@@ -200,6 +200,12 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// Whether this is Redis Cluster (where a commit is split by slot, see
+    /// [`super::parts`]).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
     /// Runs `cmd`, a command without keys (`INFO`), on the server that holds
     /// `key`: on Cluster the primary of its slot (redis-rs would send `INFO`
     /// to every primary and wait for them all, so one node away would hold

@@ -14,6 +14,8 @@
 //! | `stoker:{q:QUEUE}:stats` | hash | counters: `processed`, `failed`, `dead` |
 //! | `stoker:{q:QUEUE}:paused` | string | present while the queue is paused: nothing is fetched from it |
 //! | `stoker:{q:QUEUE}:unique:HASH` | string | the id of the job holding a unique key, with the class's TTL |
+//! | `stoker:{q:QUEUE}:outbox` | list | Redis Cluster: parts of its jobs' commits that live in other hash slots (staged writes, children on other queues, batches), in commit order, until applied there (see [`super::parts`]) |
+//! | `stoker:{q:QUEUE}:outbox:refused` | list | `REASON\nPART`: parts that could not apply, newest first, capped |
 //! | `stoker:{q:QUEUE}:batch_outbox` | set | `BATCH JOB done\|dead`: batch members settled in this queue, not yet applied to their batch (see [`crate::batch`]) |
 //!
 //! And one pub/sub channel per queue, `stoker:{q:QUEUE}:wake`: Stoker's
@@ -40,6 +42,9 @@
 //! | `stoker:{stoker}:worker:ID` | string | a worker's heartbeat (JSON: id, pid, host, queues, concurrency, busy, `at_ms` the Redis time of the beat), with a TTL |
 //! | `stoker:{stoker}:cron` | hash | scheduled class → the last tick enqueued (ms, Redis time) |
 //! | `stoker:{stoker}:batches` | sorted set | batch ids, scored by creation time (ms, Redis time): the batches of the last 30 days ([`crate::batch::INDEXED_FOR`]), added in the step that creates each batch |
+//!
+//! Markers of applied parts (Redis Cluster): `stoker:{m:N}:applied:QUEUE:JOB:SEQ:PART`,
+//! with a TTL, where `m:N` is a tag of the part's slot (see [`super::parts`]).
 //!
 //! Limiters and breakers: `stoker:{limiter:NAME}` (and `…:WINDOW` for window
 //! limiters), `stoker:{breaker:ORIGIN}`. Per-class figures by minute:
@@ -126,6 +131,17 @@ impl QueueKeys {
     /// Batch members settled in this queue, not yet applied to their batch.
     pub fn batch_outbox(&self) -> String {
         format!("{}batch_outbox", self.base)
+    }
+
+    /// Parts of this queue's jobs' commits to apply in other slots (Redis
+    /// Cluster; see [`super::parts`]).
+    pub fn outbox(&self) -> String {
+        format!("{}outbox", self.base)
+    }
+
+    /// Parts taken off the outbox because they could not apply, with why.
+    pub fn refused_parts(&self) -> String {
+        format!("{}outbox:refused", self.base)
     }
 }
 

@@ -13,11 +13,13 @@
 //! Every key of one queue shares the hash tag `{q:NAME}`, so a queue lives on
 //! one slot of Redis Cluster. [`conn`] connects to a single Redis, Sentinel
 //! or Cluster by URL, and on Cluster splits a pipeline over many slots by
-//! slot ([`spread`], which also reads `INFO` from every primary); the scripts ([`crate::commands`]) touch one queue each,
-//! except a commit's, which also declares the keys of its staged writes,
-//! children and batches, so Cluster refuses it (`CROSSSLOT`) when they lie
-//! elsewhere (issue 16).
+//! slot ([`spread`], which also reads `INFO` from every primary). The
+//! scripts ([`crate::commands`]) touch one slot each; a commit, whose staged
+//! writes, children and batches lie anywhere, is one script on a single
+//! Redis and on Cluster a script on the job's queue slot plus one part per
+//! other slot, each applied there once ([`parts`]).
 
+pub mod body;
 pub mod commit;
 pub mod conn;
 pub mod enqueue;
@@ -26,6 +28,7 @@ pub mod health;
 pub mod keys;
 pub mod manage;
 pub mod outbox;
+pub mod parts;
 pub mod settle;
 pub mod spread;
 pub mod staged;

@@ -12,7 +12,10 @@
 //! 4. apply each queue's batch outbox to its batches, firing their callbacks
 //!    ([`crate::queue::outbox`]): what a settler did not apply itself (it
 //!    crashed, or the job finished through a commit or a recovery); and trim
-//!    the batch index.
+//!    the batch index;
+//! 5. on Redis Cluster, apply each queue's outbox of commit parts (the parts
+//!    of its jobs' commits that live in other slots, [`crate::queue::parts`]):
+//!    what a committing worker did not apply itself.
 //!
 //! [`quiet`] computes the quiet hours workers keep for classes that have them.
 //!
@@ -24,7 +27,7 @@
 //! paused or away while the others answer. Every sweep takes each queue's
 //! step (each class's, for cron) in its own attempt bounded by
 //! [`STEP_TIMEOUT`], all at once, and goes on with the others whatever one
-//! of them does; the four sweeps of a round run at once too. A node away
+//! of them does; the five sweeps of a round run at once too. A node away
 //! costs a round at most [`STEP_TIMEOUT`] more, and its failures are logged
 //! once per outage ([`Outages`]): one warning when a `(step, queue)` starts
 //! failing, one line when it is back. The queue list itself lives on one
@@ -98,11 +101,12 @@ pub async fn run(node: Arc<dyn Host>, mut quiet: watch::Receiver<bool>) {
             }
             recover_dead_workers(&conn, &queues, node.id(), node.health(), &outages).await
         };
-        let (_, recovered, _, _) = tokio::join!(
+        let (_, recovered, _, _, _) = tokio::join!(
             promote_all(&conn, &queues, &outages),
             recover,
             cron::tick_all(&conn, &scheduled, &outages),
             sweep_batches(&conn, &queues, &outages),
+            sweep_parts(&conn, &queues, &outages),
         );
         if recovered > 0 {
             tracing::info!(jobs = recovered, "recovered jobs of dead workers");
@@ -169,6 +173,22 @@ async fn sweep_batches(conn: &Conn, queues: &[String], outages: &Outages) {
         "batch outbox",
         outages,
         |mut conn, q| async move { crate::queue::outbox::apply(&mut conn, &q).await },
+    )
+    .await;
+}
+
+/// Applies what every queue's outbox of commit parts holds (Redis Cluster
+/// only: elsewhere a commit is one step and writes no parts).
+async fn sweep_parts(conn: &Conn, queues: &[String], outages: &Outages) {
+    if !conn.is_cluster() {
+        return;
+    }
+    each_queue(
+        conn,
+        queues,
+        "commit parts",
+        outages,
+        |mut conn, q| async move { crate::queue::parts::sweep(&mut conn, &q).await },
     )
     .await;
 }
