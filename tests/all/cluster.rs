@@ -6,6 +6,7 @@
 //! listed in the README's "Redis Cluster and Sentinel". [`reads`]: the
 //! report, the dashboard's pages and the pause flags over several primaries.
 
+mod commits;
 mod reads;
 
 use std::collections::HashSet;

@@ -456,6 +456,12 @@ impl Stoker {
         }
     }
 
+    /// Kills the process with SIGKILL (nothing of it runs after) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// What the process wrote to stderr so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
