@@ -11,6 +11,11 @@
 //!    back in the pending list, and to the worker's exit.
 //! 4. kill -9: a checkpointing job on worker A, worker B idle; time from
 //!    `kill -9 A` to the job running again, resumed, on B.
+//! 5. On Redis Cluster only, the delay a reader sees between a commit and its
+//!    parts in other slots ([`crate::queue::parts`]): [`N_COMMITS`] commits
+//!    with 10 staged writes to keys of 10 slots, each timed from the commit's
+//!    answer to the last of its parts applied by the committing worker;
+//!    p50 / p99.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -65,6 +70,11 @@ pub struct CheckpointFigures {
     pub heartbeat_ttl_ms: u64,
     /// kill -9 to the job running again on another worker, ms.
     pub kill9_to_resumed_ms: u64,
+    /// Redis Cluster: commit answered to its 10 parts applied, p50 and p99,
+    /// µs (none elsewhere: a commit is one step).
+    pub apply_delay_us: Option<(u64, u64)>,
+    /// The connection's form: `single`, `cluster` or `sentinel`.
+    pub redis: &'static str,
 }
 
 /// Runs the benchmark against `redis_url`, with the classes of `manifest`
@@ -84,6 +94,11 @@ pub async fn run(
     let plain = commit_latency(&conn, &q, 0, 0).await?;
     let writes = commit_latency(&conn, &q, 0, 10).await?;
     let children = commit_latency(&conn, &q, 10, 0).await?;
+    let apply_delay = if conn.is_cluster() {
+        Some(apply_delay(&conn, &q).await?)
+    } else {
+        None
+    };
     let counters: Vec<String> = (0..10).map(counter).collect();
     let _: () = conn.del(&counters).await?;
     clear_queue(&mut conn, &q).await?;
@@ -106,7 +121,65 @@ pub async fn run(
         sigterm_to_exit_ms: exited.as_millis() as u64,
         heartbeat_ttl_ms: heartbeat_ttl.as_millis() as u64,
         kill9_to_resumed_ms: resumed.as_millis() as u64,
+        apply_delay_us: apply_delay,
+        redis: match conn {
+            Conn::Single(_) => "single",
+            Conn::Cluster(_) => "cluster",
+            Conn::Sentinel(_) => "sentinel",
+        },
     })
+}
+
+/// Redis Cluster: p50 and p99 (µs) of the time from a commit's answer to
+/// the last of its parts applied, for [`N_COMMITS`] commits of 10 staged
+/// writes each (to [`counter`] keys, 10 slots), made and applied the way a
+/// worker does ([`parts::commit`], then [`parts::after`]).
+async fn apply_delay(conn: &Conn, q: &Arc<QueueKeys>) -> anyhow::Result<(u64, u64)> {
+    use crate::queue::commit::{Commit, Committed};
+    use crate::queue::parts;
+    let id = "bench-apply";
+    let _: () = conn
+        .clone()
+        .hset_multiple(
+            q.job(id),
+            &[("id", id), ("lease", "1"), ("state", "running")],
+        )
+        .await?;
+    let writes: Vec<StagedWrite> = (0..10)
+        .map(|k| StagedWrite {
+            cmd: "INCRBY",
+            key: counter(k),
+            args: vec![b"1".to_vec()],
+        })
+        .collect();
+    let mut conn = conn.clone();
+    let mut times = Vec::with_capacity(N_COMMITS);
+    for seq in 1..=N_COMMITS as u64 {
+        let c = Commit {
+            queue: q,
+            id,
+            worker: "bench",
+            lease: 1,
+            seq,
+            kind: CommitKind::Checkpoint { snapshot: b"s" },
+            fields: &[],
+            children: &[],
+            batches: &[],
+            writes: &writes,
+        };
+        let split = parts::split(&c);
+        let (done, entries) = parts::commit(&mut conn, &c, &split).await?;
+        anyhow::ensure!(done == Committed::Ok, "commit {seq}: {done:?}");
+        let answered = Instant::now();
+        parts::after(&mut conn, q, &entries).await;
+        let left: u64 = conn.llen(q.outbox()).await?;
+        anyhow::ensure!(left == 0, "commit {seq}: {left} parts left in the outbox");
+        times.push(answered.elapsed().as_micros() as u64);
+    }
+    let _: () = conn.del(q.job(id)).await?;
+    times.sort_unstable();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
+    Ok((pct(0.50), pct(0.99)))
 }
 
 /// The bench queue is the only queue a child may go to.

@@ -81,7 +81,11 @@ impl Display for MeteringFigures {
 impl Display for CheckpointFigures {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let n = N_COMMITS;
-        writeln!(f, "checkpoints: one Redis, workers as separate processes")?;
+        writeln!(
+            f,
+            "checkpoints: Redis {}, workers as separate processes",
+            self.redis
+        )?;
         writeln!(
             f,
             "  commit, 1 KiB state              p50 {:>6} us  p99 {:>6} us  ({n} commits)",
@@ -97,6 +101,12 @@ impl Display for CheckpointFigures {
             "  commit, 1 KiB state + 10 jobs    p50 {:>6} us  p99 {:>6} us  ({n} commits)",
             self.commit_children_p50_us, self.commit_children_p99_us
         )?;
+        if let Some((p50, p99)) = self.apply_delay_us {
+            writeln!(
+                f,
+                "  commit -> 10 parts applied       p50 {p50:>6} us  p99 {p99:>6} us  ({n} commits, 10 slots)",
+            )?;
+        }
         writeln!(
             f,
             "  checkpoint after every item      {:>10.0} items/s",

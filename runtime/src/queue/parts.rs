@@ -117,6 +117,10 @@ pub struct Part {
     pub args: Vec<Vec<u8>>,
     /// Whether it holds staged writes (checked before the commit).
     pub writes: bool,
+    /// Its phase in its commit (0: batches and writes, 1: the batch index,
+    /// 2: children): the parts of one phase of one commit are independent
+    /// of each other and apply at once.
+    pub phase: u8,
 }
 
 /// The first bytes of an encoded part (and its format's version).
@@ -124,14 +128,16 @@ const MAGIC: &[u8] = b"stoker-part/1\n";
 
 impl Part {
     /// The part as an outbox entry: [`MAGIC`], the key count, the argument
-    /// count and whether it writes (u32 big-endian each), then each key and
-    /// argument as a u32 big-endian length and its bytes.
+    /// count and its flags (whether it writes, bit 0; its phase, bits 8-15),
+    /// u32 big-endian each, then each key and argument as a u32 big-endian
+    /// length and its bytes.
     pub fn encode(&self) -> Vec<u8> {
         let size: usize = self.keys.iter().map(|k| k.len() + 4).sum::<usize>()
             + self.args.iter().map(|a| a.len() + 4).sum::<usize>();
         let mut out = Vec::with_capacity(MAGIC.len() + 12 + size);
         out.extend_from_slice(MAGIC);
-        for n in [self.keys.len(), self.args.len(), self.writes as usize] {
+        let flags = self.writes as usize | (self.phase as usize) << 8;
+        for n in [self.keys.len(), self.args.len(), flags] {
             out.extend_from_slice(&(n as u32).to_be_bytes());
         }
         let items = self.keys.iter().map(|k| k.as_bytes());
@@ -155,7 +161,11 @@ impl Part {
         };
         let nkeys = u32_at(&mut rest)?;
         let nargs = u32_at(&mut rest)?;
-        let writes = u32_at(&mut rest)? == 1;
+        let flags = u32_at(&mut rest)?;
+        let (writes, phase) = (flags & 1 == 1, (flags >> 8) as u8);
+        if flags & !0xff01 != 0 || phase > 2 {
+            return Err("a part with unknown flags".into());
+        }
         if nkeys == 0 || (nkeys + nargs) * 4 > rest.len() {
             return Err("a part with impossible counts".into());
         }
@@ -180,7 +190,23 @@ impl Part {
         if !rest.is_empty() {
             return Err(format!("{} bytes after the part", rest.len()));
         }
-        Ok(Part { keys, args, writes })
+        Ok(Part {
+            keys,
+            args,
+            writes,
+            phase,
+        })
+    }
+
+    /// The commit it belongs to (`QUEUE:JOB:SEQ`, from its marker) and its
+    /// phase: parts with the same may apply at once.
+    fn group(&self) -> (&str, u8) {
+        let marker = self.keys[0].as_str();
+        let commit = marker
+            .split_once(":applied:")
+            .and_then(|(_, rest)| rest.rsplit_once(':'))
+            .map_or(marker, |(commit, _)| commit);
+        (commit, self.phase)
     }
 }
 
@@ -252,7 +278,10 @@ pub fn split<'a>(c: &'a Commit<'a>) -> Split<'a> {
     }
     let mut parts = Vec::new();
     let mut remote_children = 0;
-    for (slot, body) in first.0.into_iter().chain(index.0).chain(last.0) {
+    let phased = (first.0.into_iter().map(|b| (0, b)))
+        .chain(index.0.into_iter().map(|b| (1, b)))
+        .chain(last.0.into_iter().map(|b| (2, b)));
+    for (phase, (slot, body)) in phased {
         remote_children += body.children.len();
         let mut keys = vec![marker(slot, &c.queue.name, c.id, c.seq, parts.len())];
         let mut args = vec![c.id.as_bytes().to_vec()];
@@ -261,6 +290,7 @@ pub fn split<'a>(c: &'a Commit<'a>) -> Split<'a> {
             keys,
             args,
             writes: !body.writes.is_empty(),
+            phase,
         });
     }
     Split {
@@ -323,8 +353,10 @@ pub async fn commit(
 
 /// Applies queue `q`'s outbox from its head, in order, until `mine` (entries
 /// of one commit) are all applied, or, `mine` empty, the outbox is; at most
-/// [`MOST`] parts. Stops at the first part that cannot be sent (its node
-/// away): the parts after it wait. Returns how many parts it took off.
+/// [`MOST`] parts. Consecutive parts of one phase of one commit apply at
+/// once; a group applies only after the groups before it. Stops at the first
+/// part that cannot be sent (its node away): the parts after it wait.
+/// Returns how many parts it took off.
 pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::RedisResult<usize> {
     let outbox = q.outbox();
     let mut left: HashSet<&[u8]> = mine.iter().map(Vec::as_slice).collect();
@@ -339,28 +371,62 @@ pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::R
         if chunk.is_empty() {
             break;
         }
-        for entry in &chunk {
-            let why = match Part::decode(entry) {
-                Ok(part) => match apply(conn, &part, false).await? {
-                    Applied::Now | Applied::Before => String::new(),
-                    Applied::Refused(why) => why,
-                },
-                Err(why) => why,
+        let decoded: Vec<Result<Part, String>> = chunk.iter().map(|e| Part::decode(e)).collect();
+        let mut at = 0;
+        while at < chunk.len() {
+            // The group: this part and the next ones of its commit and phase.
+            let group = decoded[at].as_ref().ok().map(Part::group);
+            let end = match group {
+                None => at + 1,
+                Some(g) => {
+                    at + decoded[at..]
+                        .iter()
+                        .take_while(|d| d.as_ref().ok().map(Part::group) == Some(g))
+                        .count()
+                }
             };
-            if !why.is_empty() {
-                tracing::error!(queue = %q.name, reason = %why, "a part of a commit cannot apply; it is kept in the queue's refused parts");
+            let applies = decoded[at..end].iter().map(|d| {
+                let mut conn = conn.clone();
+                async move {
+                    match d {
+                        Ok(part) => Ok(match apply(&mut conn, part, false).await? {
+                            Applied::Now | Applied::Before => String::new(),
+                            Applied::Refused(why) => why,
+                        }),
+                        Err(why) => Ok::<_, redis::RedisError>(why.clone()),
+                    }
+                }
+            });
+            // Taken off at once (one round trip on the multiplexed
+            // connection; each call loads its script if Redis lost it).
+            let mut offs = Vec::with_capacity(end - at);
+            for (entry, why) in chunk[at..end].iter().zip(join_all(applies).await) {
+                let why = why?;
+                if !why.is_empty() {
+                    tracing::error!(queue = %q.name, reason = %why, "a part of a commit cannot apply; it is kept in the queue's refused parts");
+                }
+                let mut conn = conn.clone();
+                let (outbox, refused) = (&outbox, q.refused_parts());
+                offs.push(async move {
+                    SCRIPTS
+                        .part_done
+                        .key(outbox)
+                        .key(refused)
+                        .arg(entry.as_slice())
+                        .arg(&why)
+                        .arg(MAX_REFUSED)
+                        .invoke_async::<u64>(&mut conn)
+                        .await
+                });
             }
-            let _: u64 = SCRIPTS
-                .part_done
-                .key(&outbox)
-                .key(q.refused_parts())
-                .arg(entry.as_slice())
-                .arg(&why)
-                .arg(MAX_REFUSED)
-                .invoke_async(conn)
-                .await?;
-            taken += 1;
-            left.remove(entry.as_slice());
+            for off in join_all(offs).await {
+                off?;
+            }
+            for entry in &chunk[at..end] {
+                left.remove(entry.as_slice());
+            }
+            taken += end - at;
+            at = end;
             if !mine.is_empty() && left.is_empty() {
                 return Ok(taken);
             }
@@ -477,6 +543,7 @@ mod tests {
             keys: vec!["m".into(), "k".into()],
             args: vec![b"j1".to_vec(), vec![0, 255, 10], Vec::new()],
             writes: true,
+            phase: 2,
         };
         let e = p.encode();
         assert_eq!(Part::decode(&e).unwrap(), p);
@@ -505,6 +572,10 @@ mod tests {
         assert_eq!(s.remote_children, 1);
         assert_eq!(s.parts.len(), 3);
         assert!(s.parts[0].writes && s.parts[1].writes && !s.parts[2].writes);
+        let phases: Vec<u8> = s.parts.iter().map(|p| p.phase).collect();
+        assert_eq!(phases, [0, 0, 2]);
+        assert_eq!(s.parts[0].group(), s.parts[1].group());
+        assert_eq!(s.parts[0].group().0, "default:j1:4");
         for (i, p) in s.parts.iter().enumerate() {
             // Every key of a part shares its marker's slot.
             let slot = Slot::for_key(&p.keys[0]);
