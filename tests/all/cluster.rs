@@ -287,6 +287,38 @@ fn jobs_are_done_on_queues_whose_slots_live_on_different_primaries_and_status_re
 }
 
 #[test]
+fn wake_ups_are_sharded_and_follow_a_cluster_failover() {
+    let (cluster, _held) = Cluster::take();
+    let dir = scratch("cluster-sharded-wake");
+    let (a, b) = queues_on_two_primaries(cluster);
+    deploy_hello(&cluster.url, &dir, &[&a, &b]);
+    let stats = |port: u16| -> String { query(port, redis::cmd("INFO").arg("commandstats")) };
+    for port in cluster.primaries() {
+        let () = query(port, redis::cmd("CONFIG").arg("RESETSTAT"));
+    }
+    let mut worker = worker(&cluster.url, &dir, &[&a, &b]);
+    hello_done(&cluster.url, &a, "Ada", &mut worker);
+    // The queue's slot moves to its replica; the worker's subscription
+    // follows it, and a wake-up still starts the next job at once.
+    let pending = QueueKeys::new(&a).pending();
+    let old = cluster.primary_of(&pending);
+    let new = cluster.failover_of(&pending);
+    assert_ne!(old, new);
+    hello_done(&cluster.url, &a, "Grace", &mut worker);
+    hello_done(&cluster.url, &b, "Edsger", &mut worker);
+    // Sharded messages only: `SPUBLISH` on the queues' primaries, no
+    // broadcast `PUBLISH` anywhere.
+    assert!(stats(new).contains("cmdstat_spublish:"), "{}", stats(new));
+    for port in &cluster.ports {
+        assert!(
+            !stats(*port).contains("cmdstat_publish:"),
+            "PUBLISH on {port}"
+        );
+    }
+    worker.assert_alive();
+}
+
+#[test]
 fn a_worker_follows_a_sentinel_failover_without_restarting() {
     let (sentinels, _held) = Sentinels::take();
     let dir = scratch("sentinel-failover");

@@ -90,6 +90,32 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `CLUSTER FAILOVER` on a replica of the primary serving `key`'s slot;
+    /// waits until that replica is the primary of the slot. Returns the new
+    /// primary's port.
+    pub fn failover_of(&self, key: &str) -> u16 {
+        let old = self.primary_of(key);
+        let replica = self
+            .ports
+            .iter()
+            .copied()
+            .find(|p| {
+                role(*p) == "slave" && {
+                    let info: String = query(*p, redis::cmd("INFO").arg("replication"));
+                    info.lines()
+                        .any(|l| l.trim() == format!("master_port:{old}"))
+                }
+            })
+            .expect("a replica of the primary");
+        let () = query(replica, redis::cmd("CLUSTER").arg("FAILOVER"));
+        wait_until(START, "the replica to take over the slot", || {
+            role(replica) == "master" && self.primary_of(key) == replica
+        });
+        replica
+    }
+}
+
 impl Sentinels {
     /// The Sentinel set, started on first use, held by the caller alone (its
     /// data flushed).

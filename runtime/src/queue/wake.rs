@@ -16,10 +16,14 @@
 //! The listener's connection follows the URL's form ([`Target`]): on one
 //! server, a pub/sub connection to it; with Sentinel, one to the primary the
 //! Sentinels name at each (re)subscription (a demoted primary still hears the
-//! messages, which replication carries); on Cluster, a RESP3 cluster
-//! connection subscribed to each channel, which redis-rs resubscribes after a
-//! node is lost. Classic `PUBLISH` reaches every node of a cluster, so any
-//! node will do (sharded pub/sub, `SPUBLISH`, is not used yet).
+//! messages, which replication carries); on Cluster, sharded pub/sub: the
+//! scripts `SPUBLISH` (a message goes only to the nodes of the channel's slot,
+//! the queue's, instead of being broadcast to every node) and a RESP3 cluster
+//! connection `SSUBSCRIBE`s each channel on its slot's primary. redis-rs
+//! resubscribes after a node is lost; when a slot moves (a failover, a
+//! resharding) Redis ends the subscriptions to its channels (an `SUNSUBSCRIBE`
+//! push nobody asked for), and the listener then subscribes anew from the
+//! current slot map.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,18 +124,22 @@ async fn subscribe_cluster(
         .build()?;
     let mut conn = client.get_async_connection().await?;
     for channel in channels {
-        conn.subscribe(channel).await?;
+        conn.ssubscribe(channel).await?;
     }
     // The connection lives as long as the stream: dropped, it unsubscribes.
     let pushes = futures::stream::unfold((rx, conn), |(mut rx, conn)| async move {
         let push: redis::PushInfo = rx.recv().await?;
         Some((push.kind, (rx, conn)))
     });
+    // The server ended a subscription (its slot moved): the stream ends, and
+    // the listener subscribes anew.
+    let held = pushes
+        .take_while(|kind| std::future::ready(!matches!(kind, redis::PushKind::SUnsubscribe)));
     // A (re)subscription may follow missed messages: it wakes too.
-    let wakes = pushes.filter(|kind| {
+    let wakes = held.filter(|kind| {
         std::future::ready(matches!(
             kind,
-            redis::PushKind::Message | redis::PushKind::Subscribe
+            redis::PushKind::SMessage | redis::PushKind::SSubscribe
         ))
     });
     Ok(wakes.map(|_| ()).boxed())
