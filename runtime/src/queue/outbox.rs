@@ -147,9 +147,12 @@ pub async fn apply(conn: &mut Conn, q: &QueueKeys) -> redis::RedisResult<u64> {
     }
 }
 
-/// [`apply`], its failure logged (the next sweep applies what it missed).
+/// Failures of the settlers' own applies, logged once per outage.
+static SETTLER_OUTAGES: std::sync::LazyLock<super::health::Outages> =
+    std::sync::LazyLock::new(Default::default);
+
+/// [`apply`], its failure noted (logged once per outage of the queue, and
+/// once when it is back; the scheduler's next sweep applies what it missed).
 pub async fn apply_logged(conn: &mut Conn, q: &QueueKeys) {
-    if let Err(e) = apply(conn, q).await {
-        tracing::warn!(queue = %q.name, error = %e, "applying the batch outbox failed; the scheduler will retry");
-    }
+    SETTLER_OUTAGES.check("apply batch outbox", &q.name, apply(conn, q).await);
 }
