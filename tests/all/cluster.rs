@@ -7,6 +7,7 @@
 //! report, the dashboard's pages and the pause flags over several primaries.
 
 mod commits;
+mod durable;
 mod reads;
 
 use std::collections::HashSet;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 
 use redis::AsyncCommands;
 use serde_json::Value;
-use stoker::queue::Conn;
+use stoker::queue::Link;
 use stoker::queue::keys::QueueKeys;
 
 use crate::cluster_env::{Cluster, Sentinels, Stoker, query, stoker, stoker_ok};
@@ -69,6 +70,17 @@ pub(crate) fn worker_polling(
     queues: &[&str],
     idle_poll: &str,
 ) -> Stoker {
+    worker_with(url, dir, queues, idle_poll, &[])
+}
+
+/// [`worker_polling`] with more arguments (`extra`).
+pub(crate) fn worker_with(
+    url: &str,
+    dir: &std::path::Path,
+    queues: &[&str],
+    idle_poll: &str,
+    extra: &[&str],
+) -> Stoker {
     let cache = target_dir().join("stoker-tests").join("cache");
     let mut args = vec![
         "worker",
@@ -82,6 +94,7 @@ pub(crate) fn worker_polling(
     for q in queues {
         args.extend(["--queue", q]);
     }
+    args.extend(extra);
     Stoker::spawn(url, &args, dir, "worker")
 }
 
@@ -142,7 +155,10 @@ fn a_cluster_url_reaches_every_primary() {
     let (cluster, _held) = Cluster::take();
     runtime().block_on(async {
         let mut conn = stoker::queue::connect(&cluster.url).await.unwrap();
-        assert!(matches!(conn, Conn::Cluster(_)), "not a cluster connection");
+        assert!(
+            matches!(conn.link(), Link::Cluster(_)),
+            "not a cluster connection"
+        );
         let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
         for (i, k) in keys.iter().enumerate() {
             let () = conn.set(k, i).await.unwrap();
@@ -184,7 +200,7 @@ fn a_sentinel_url_reaches_the_primary_and_a_plain_url_one_server() {
     runtime().block_on(async {
         let mut conn = stoker::queue::connect(&sentinels.url).await.unwrap();
         assert!(
-            matches!(conn, Conn::Sentinel(_)),
+            matches!(conn.link(), Link::Sentinel(_)),
             "not a Sentinel connection"
         );
         let () = conn.set("via-sentinel", "1").await.unwrap();
@@ -212,7 +228,7 @@ fn a_sentinel_url_reaches_the_primary_and_a_plain_url_one_server() {
             .await
             .unwrap();
         assert!(
-            matches!(single, Conn::Single(_)),
+            matches!(single.link(), Link::Single(_)),
             "not a single-server connection"
         );
         let v: Option<String> = single.get("via-sentinel").await.unwrap();

@@ -138,6 +138,15 @@ impl Sentinels {
         port
     }
 
+    /// The port of the replica (the server that is not the primary now).
+    pub fn replica(&self) -> u16 {
+        let primary = self.primary();
+        self.data
+            .into_iter()
+            .find(|p| *p != primary)
+            .expect("two data servers")
+    }
+
     /// `SENTINEL FAILOVER`, then waits until the Sentinels name the other
     /// server, which says it is the primary, and the old one follows it.
     /// Returns the new primary's port.
@@ -166,6 +175,15 @@ impl Sentinels {
         });
         new
     }
+}
+
+/// The process id of the server at `port` (to stop and resume it).
+pub fn pid_of(port: u16) -> u32 {
+    let info: String = query(port, redis::cmd("INFO").arg("server"));
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("process_id in INFO server")
 }
 
 /// Runs one command on the server at `port`.

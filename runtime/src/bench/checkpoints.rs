@@ -35,7 +35,7 @@ use crate::job::Payload;
 use crate::queue::commit::{Child, CommitKind, child_id};
 use crate::queue::keys::{self, QueueKeys};
 use crate::queue::staged::StagedWrite;
-use crate::queue::{self, Conn};
+use crate::queue::{self, Conn, Durability, Link};
 
 const QUEUE: &str = "bench-ckpt";
 /// Commits timed per series.
@@ -75,16 +75,19 @@ pub struct CheckpointFigures {
     pub apply_delay_us: Option<(u64, u64)>,
     /// The connection's form: `single`, `cluster` or `sentinel`.
     pub redis: &'static str,
+    /// Where acknowledged writes were kept (`--durability`).
+    pub durability: String,
 }
 
 /// Runs the benchmark against `redis_url`, with the classes of `manifest`
 /// (`steps` and `noop`) deployed.
 pub async fn run(
     redis_url: &str,
+    durability: Durability,
     manifest: &Path,
     heartbeat_ttl: Duration,
 ) -> anyhow::Result<CheckpointFigures> {
-    let mut conn = queue::connect(redis_url).await?;
+    let mut conn = queue::connect(redis_url).await?.with_durability(durability);
     let manifest = Manifest::load(manifest)?;
     crate::deploy::deploy(&mut conn, &manifest).await?;
     let q = Arc::new(QueueKeys::new(QUEUE));
@@ -122,11 +125,12 @@ pub async fn run(
         heartbeat_ttl_ms: heartbeat_ttl.as_millis() as u64,
         kill9_to_resumed_ms: resumed.as_millis() as u64,
         apply_delay_us: apply_delay,
-        redis: match conn {
-            Conn::Single(_) => "single",
-            Conn::Cluster(_) => "cluster",
-            Conn::Sentinel(_) => "sentinel",
+        redis: match conn.link() {
+            Link::Single(_) => "single",
+            Link::Cluster(_) => "cluster",
+            Link::Sentinel(_) => "sentinel",
         },
+        durability: conn.durability().to_string(),
     })
 }
 
@@ -276,10 +280,17 @@ async fn commit_latency(
     Ok((pct(0.50), pct(0.99)))
 }
 
-fn spawn_worker(redis_url: &str, concurrency: u32, ttl: Duration) -> anyhow::Result<Process> {
+/// A worker on the benchmark's queue, keeping writes as `conn` does.
+fn spawn_worker(
+    redis_url: &str,
+    conn: &Conn,
+    concurrency: u32,
+    ttl: Duration,
+) -> anyhow::Result<Process> {
     let exe = std::env::current_exe()?;
     tokio::process::Command::new(exe)
         .args(["--redis", redis_url, "worker", "-q", QUEUE])
+        .args(["--durability", &conn.durability().to_string()])
         .args(["--concurrency", &concurrency.to_string()])
         .args(["--heartbeat-ttl", &format!("{}ms", ttl.as_millis())])
         .env("RUST_LOG", "warn")
@@ -297,7 +308,7 @@ async fn enqueue(conn: &mut Conn, args: serde_json::Value) -> anyhow::Result<Str
 
 /// Items/s of `steps` checkpointing a 1 KiB state after every item.
 async fn every_item(redis_url: &str, conn: &mut Conn, q: &QueueKeys) -> anyhow::Result<f64> {
-    let mut worker = spawn_worker(redis_url, 1, Duration::from_secs(10))?;
+    let mut worker = spawn_worker(redis_url, conn, 1, Duration::from_secs(10))?;
     // Warm-up: the module is compiled or loaded from the cache.
     enqueue(conn, serde_json::json!({"items": 1, "every": 1})).await?;
     wait_processed(conn, q, 1, Duration::from_secs(120)).await?;
@@ -319,7 +330,12 @@ async fn sigterm(
     conn: &mut Conn,
     q: &QueueKeys,
 ) -> anyhow::Result<(Duration, Duration)> {
-    let mut worker = spawn_worker(redis_url, SIGTERM_JOBS as u32, Duration::from_secs(10))?;
+    let mut worker = spawn_worker(
+        redis_url,
+        conn,
+        SIGTERM_JOBS as u32,
+        Duration::from_secs(10),
+    )?;
     let mut ids = Vec::new();
     for _ in 0..SIGTERM_JOBS {
         let args = serde_json::json!({"items": 1_000_000_000u64, "every": 0, "sleep_ms": 5});
@@ -359,7 +375,7 @@ async fn kill9(
     q: &QueueKeys,
     ttl: Duration,
 ) -> anyhow::Result<Duration> {
-    let mut a = spawn_worker(redis_url, 1, ttl)?;
+    let mut a = spawn_worker(redis_url, conn, 1, ttl)?;
     let args = serde_json::json!({"items": 1_000_000_000u64, "every": 10, "sleep_ms": 1});
     let id = enqueue(conn, args).await?;
     let key = q.job(&id);
@@ -368,7 +384,7 @@ async fn kill9(
         Ok(seq.unwrap_or(0) >= 1)
     })
     .await?;
-    let mut b = spawn_worker(redis_url, 1, ttl)?;
+    let mut b = spawn_worker(redis_url, conn, 1, ttl)?;
     wait_for(Duration::from_secs(60), "B's heartbeat", async || {
         let n: usize = conn.zcard(keys::workers()).await?;
         Ok(n >= 2)

@@ -129,7 +129,8 @@ pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
             show(&bench::metering(&fib, 32, 9).await?, &a.output)
         }
         Bench::Checkpoints(a) => {
-            let f = bench::checkpoints::run(url, &a.manifest, a.heartbeat_ttl).await?;
+            let f = bench::checkpoints::run(url, redis.durability(), &a.manifest, a.heartbeat_ttl)
+                .await?;
             show(&f, &a.output)
         }
         Bench::Limiters(output) => show(&bench::limiters::run(url).await?, &output),

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::queue::Conn;
+use crate::queue::{Conn, Durability};
 
 pub mod batch;
 pub mod bench;
@@ -36,6 +36,16 @@ pub struct Cli {
     /// Redis URL.
     #[arg(long, env = "STOKER_REDIS_URL", global = true)]
     redis: Option<String>,
+    /// Where a write is kept before Stoker acknowledges it: `local` (the
+    /// primary has it) or `replica[:TIMEOUT]` (a replica has it too, waiting
+    /// at most TIMEOUT, default 1s). See the README's "Durability".
+    #[arg(
+        long,
+        env = "STOKER_DURABILITY",
+        default_value = "local",
+        global = true
+    )]
+    durability: Durability,
     /// Log format on stderr: `text` or `json`. Levels from `RUST_LOG` (default info).
     #[arg(long, default_value = "text", global = true)]
     log_format: String,
@@ -69,6 +79,7 @@ pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 pub struct Redis {
     given: Option<String>,
     url: String,
+    durability: Durability,
 }
 
 impl Redis {
@@ -83,11 +94,17 @@ impl Redis {
         self.given.as_deref()
     }
 
+    /// Where acknowledged writes are kept (`--durability`).
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
     /// A connection, or an error naming the URL.
     pub async fn connect(&self) -> anyhow::Result<Conn> {
-        crate::queue::connect(&self.url)
+        let conn = crate::queue::connect(&self.url)
             .await
-            .with_context(|| format!("cannot connect to Redis at {}", self.url))
+            .with_context(|| format!("cannot connect to Redis at {}", self.url))?;
+        Ok(conn.with_durability(self.durability))
     }
 }
 
@@ -121,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| DEFAULT_REDIS.to_owned()),
         given: cli.redis,
+        durability: cli.durability,
     };
     match cli.command {
         Command::Worker(args) => worker::run(args, &redis).await,

@@ -99,6 +99,7 @@ pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
         max_memory_bytes: max_memory,
         http,
         idle_poll,
+        durability: redis.durability(),
     };
     let launcher = Launcher::start(url, config).await?;
     shutdown_signal().await;

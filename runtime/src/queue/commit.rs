@@ -215,6 +215,9 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
         };
         match tried {
             Ok((Committed::Ok | Committed::AlreadyApplied, entries)) => {
+                // Before the job goes on (an already applied commit too: the
+                // try that applied it did not wait).
+                conn.replicated(&c.queue.pending()).await;
                 parts::after(conn, c.queue, &entries).await;
                 return Ok(());
             }
@@ -236,14 +239,14 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
 
 /// Whether a commit's outcome is unknown or it was not run (worth retrying):
 /// the connection failed, or Redis refused the script up front (out of memory,
-/// loading, busy).
+/// loading, busy, or too few replicas under `min-replicas-to-write`).
 fn unanswered(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_timeout()
         || matches!(
             e.code(),
-            Some("OOM" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
+            Some("OOM" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "NOREPLICAS")
         )
 }
 

@@ -27,6 +27,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Cmd, ConnectionAddr, ErrorKind, RedisError, RedisFuture, RedisResult, Value};
 
+use super::durable::{Durability, Replicas};
+
 /// How long one attempt to open a socket to a server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a reply may take before the request fails.
@@ -183,10 +185,18 @@ fn host_list(hosts: &str, default_port: u16) -> Result<Vec<(String, u16)>, Strin
 }
 
 /// A Redis connection for any [`Target`]: multiplexed and reconnecting.
-/// Cheap to clone (clones share the sockets); every command and pipeline of
-/// the runtime goes through it as [`ConnectionLike`].
+/// Cheap to clone (clones share the sockets and the [`Durability`] setting);
+/// every command and pipeline of the runtime goes through it as
+/// [`ConnectionLike`].
 #[derive(Clone)]
-pub enum Conn {
+pub struct Conn {
+    link: Link,
+    replicas: Replicas,
+}
+
+/// The servers behind a [`Conn`].
+#[derive(Clone)]
+pub enum Link {
     /// One server.
     Single(ConnectionManager),
     /// Redis Cluster: each command goes to the primary of its key's slot, and
@@ -199,11 +209,53 @@ pub enum Conn {
     Sentinel(SentinelConn),
 }
 
+impl From<Link> for Conn {
+    fn from(link: Link) -> Conn {
+        Conn {
+            link,
+            replicas: Replicas::default(),
+        }
+    }
+}
+
 impl Conn {
+    /// The servers it talks to.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// The Cluster connection, on Redis Cluster.
+    pub(crate) fn cluster(&mut self) -> Option<&mut ClusterConnection> {
+        match &mut self.link {
+            Link::Cluster(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Whether this is Redis Cluster (where a commit is split by slot, see
     /// [`super::parts`]).
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
+        matches!(self.link, Link::Cluster(_))
+    }
+
+    /// This connection (and its clones) with acknowledged writes kept as
+    /// `durability` says ([`Conn::replicated`]).
+    pub fn with_durability(mut self, durability: Durability) -> Conn {
+        self.replicas = Replicas::new(durability);
+        self
+    }
+
+    /// How acknowledged writes are kept.
+    pub fn durability(&self) -> Durability {
+        self.replicas.durability()
+    }
+
+    /// Called after a write to `key` that is about to be acknowledged: with
+    /// [`Durability::Replica`], waits until a replica has it (see
+    /// [`super::durable`]); with [`Durability::Local`], returns at once.
+    pub async fn replicated(&mut self, key: &str) {
+        let replicas = self.replicas.clone();
+        replicas.wait(self, key).await;
     }
 
     /// Runs `cmd`, a command without keys (`INFO`), on the server that holds
@@ -216,8 +268,8 @@ impl Conn {
         cmd: &Cmd,
     ) -> RedisResult<T> {
         use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-        match self {
-            Conn::Cluster(c) => {
+        match &mut self.link {
+            Link::Cluster(c) => {
                 let route = Route::with_key(key, SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 let reply = c.route_command(cmd.clone(), routing).await?;
@@ -233,21 +285,20 @@ pub async fn connect(url: &str) -> RedisResult<Conn> {
     match Target::parse(url)? {
         Target::Single(url) => {
             let client = redis::Client::open(url)?;
-            Ok(Conn::Single(
-                ConnectionManager::new_with_config(client, manager_config()).await?,
-            ))
+            Ok(
+                Link::Single(ConnectionManager::new_with_config(client, manager_config()).await?)
+                    .into(),
+            )
         }
         Target::Cluster { seeds } => {
             let client = cluster_builder(&seeds).build()?;
-            Ok(Conn::Cluster(client.get_async_connection().await?))
+            Ok(Link::Cluster(client.get_async_connection().await?).into())
         }
         Target::Sentinel {
             sentinels,
             master,
             db,
-        } => Ok(Conn::Sentinel(
-            SentinelConn::open(&sentinels, &master, db).await?,
-        )),
+        } => Ok(Link::Sentinel(SentinelConn::open(&sentinels, &master, db).await?).into()),
     }
 }
 
@@ -290,10 +341,10 @@ pub(crate) fn sentinel_client(
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-            Conn::Sentinel(c) => Box::pin(c.command(cmd)),
+        match &mut self.link {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+            Link::Sentinel(c) => Box::pin(c.command(cmd)),
         }
     }
 
@@ -303,18 +354,18 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => Box::pin(super::spread::pipeline(c, pipeline, offset, count)),
-            Conn::Sentinel(c) => Box::pin(c.pipeline(pipeline, offset, count)),
+        match &mut self.link {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => Box::pin(super::spread::pipeline(c, pipeline, offset, count)),
+            Link::Sentinel(c) => Box::pin(c.pipeline(pipeline, offset, count)),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-            Conn::Sentinel(c) => c.0.db,
+        match &self.link {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+            Link::Sentinel(c) => c.0.db,
         }
     }
 }

@@ -157,6 +157,7 @@ pub async fn enqueue_keyed(
     let due_ms: u64 = redis::from_redis_value(due)
         .map_err(|e| EnqueueError::Invalid(format!("unexpected enqueue reply: {e}")))?;
     let _: () = conn.sadd(keys::queues(), queue).await?;
+    conn.replicated(&q.pending()).await;
     Ok(Enqueued {
         id: payload.id.clone(),
         state: State::parse(&state).unwrap_or(State::Queued),

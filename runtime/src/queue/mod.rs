@@ -22,6 +22,7 @@
 pub mod body;
 pub mod commit;
 pub mod conn;
+pub mod durable;
 pub mod enqueue;
 pub mod fetch;
 pub mod health;
@@ -38,7 +39,8 @@ pub mod wake;
 /// modules use.
 pub(crate) use crate::commands::SCRIPTS;
 
-pub use conn::{Conn, Target, connect};
+pub use conn::{Conn, Link, Target, connect};
+pub use durable::Durability;
 
 /// Pauses (or resumes) queue `name`: a paused queue gives nothing to fetch.
 pub async fn set_paused(conn: &mut Conn, name: &str, paused: bool) -> redis::RedisResult<()> {

@@ -66,7 +66,7 @@ use super::body::Body;
 use super::commit::{self, Commit, Committed};
 use super::health::{Outages, within};
 use super::keys::{self, QueueKeys};
-use super::{Conn, SCRIPTS};
+use super::{Conn, Durability, SCRIPTS};
 
 /// How long a part's marker is kept: far longer than any part waits in an
 /// outbox after it was applied (the next scheduler round takes it off).
@@ -397,10 +397,25 @@ pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::R
                     }
                 }
             });
+            let applied = join_all(applies).await;
+            // A part leaves the outbox only once its slot's replica has it,
+            // when writes wait for one (every slot of the group at once).
+            if conn.durability() != Durability::Local {
+                let slots: HashMap<Slot, &str> = decoded[at..end]
+                    .iter()
+                    .filter_map(|d| d.as_ref().ok()?.keys.first())
+                    .map(|k| (Slot::for_key(k.as_str()), k.as_str()))
+                    .collect();
+                join_all(slots.into_values().map(|key| {
+                    let mut conn = conn.clone();
+                    async move { conn.replicated(key).await }
+                }))
+                .await;
+            }
             // Taken off at once (one round trip on the multiplexed
             // connection; each call loads its script if Redis lost it).
             let mut offs = Vec::with_capacity(end - at);
-            for (entry, why) in chunk[at..end].iter().zip(join_all(applies).await) {
+            for (entry, why) in chunk[at..end].iter().zip(applied) {
                 let why = why?;
                 if !why.is_empty() {
                     tracing::error!(queue = %q.name, reason = %why, "a part of a commit cannot apply; it is kept in the queue's refused parts");

@@ -125,6 +125,14 @@ pub enum Disposition {
     },
 }
 
+impl Disposition {
+    /// Whether the job's final commit recorded it already (nothing left to
+    /// settle).
+    fn committed(&self) -> bool {
+        matches!(self, Disposition::Committed)
+    }
+}
+
 /// One outcome to commit.
 pub struct Settlement {
     pub(super) queue: Arc<QueueKeys>,
@@ -171,6 +179,11 @@ async fn run(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Set
         }
         for (_, group) in by_queue {
             let outboxed = commit_until_done(&mut conn, &worker, &group).await;
+            // Before the next group is taken; a group its final commits
+            // recorded wrote nothing here (those commits waited).
+            if group.iter().any(|s| !s.disposition.committed()) {
+                conn.replicated(&group[0].queue.pending()).await;
+            }
             release_unique(&mut conn, &group).await;
             if outboxed > 0 {
                 // Batch members settled: their batches hear of it now (the
@@ -224,10 +237,7 @@ async fn commit(
 ) -> redis::RedisResult<(u64, u64)> {
     let q = &group[0].queue;
     // A job its final commit recorded has nothing left for the script.
-    let count = group
-        .iter()
-        .filter(|s| !matches!(s.disposition, Disposition::Committed))
-        .count();
+    let count = group.iter().filter(|s| !s.disposition.committed()).count();
     if count == 0 {
         return Ok((0, 0));
     }

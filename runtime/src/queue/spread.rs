@@ -298,7 +298,7 @@ pub(super) async fn pipeline(
 pub async fn info_every_primary(conn: &mut Conn, section: &str) -> RedisResult<Vec<String>> {
     let mut cmd = redis::cmd("INFO");
     cmd.arg(section);
-    let Conn::Cluster(cluster) = conn else {
+    let Some(cluster) = conn.cluster() else {
         return Ok(vec![cmd.query_async(conn).await?]);
     };
     let every = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
@@ -324,7 +324,7 @@ pub async fn info_every_primary(conn: &mut Conn, section: &str) -> RedisResult<V
 /// primary of that slot (redis-rs would send a `SCAN` to any one node).
 pub async fn scan_tagged(conn: &mut Conn, pattern: &str) -> RedisResult<Vec<String>> {
     let mut keys = Vec::new();
-    let Conn::Cluster(cluster) = conn else {
+    let Some(cluster) = conn.cluster() else {
         let mut iter: redis::AsyncIter<String> =
             redis::AsyncCommands::scan_match(conn, pattern).await?;
         while let Some(key) = iter.next_item().await {

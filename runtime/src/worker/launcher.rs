@@ -62,7 +62,8 @@ impl Launcher {
         let order = QueueOrder::parse(&config.queues).map_err(anyhow::Error::msg)?;
         let mut conn = queue::connect(redis_url)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {redis_url}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {redis_url}: {e}"))?
+            .with_durability(config.durability);
         let sandbox = Sandbox::new(&SandboxConfig {
             concurrency: config.concurrency,
             max_memory_bytes: config.max_memory_bytes,

@@ -66,6 +66,9 @@ pub struct WorkerConfig {
     /// one pushed by a plain `LPUSH`, or whose announcement was lost. Each
     /// idle look is one script call per queue.
     pub idle_poll: Duration,
+    /// Where the node's acknowledged writes are kept (commits, settlements,
+    /// enqueues, see [`crate::queue::durable`]).
+    pub durability: crate::queue::Durability,
 }
 
 impl Default for WorkerConfig {
@@ -79,6 +82,7 @@ impl Default for WorkerConfig {
             max_memory_bytes: 1 << 30,
             http: None,
             idle_poll: Duration::from_millis(100),
+            durability: crate::queue::Durability::Local,
         }
     }
 }

@@ -1,0 +1,306 @@
+//! How acknowledged writes are kept: on the primary only (`local`, the
+//! default), or on a replica too (`replica[:TIMEOUT]`).
+//!
+//! Redis replicates asynchronously: a primary that dies can take with it the
+//! writes it acknowledged and had not passed on, and a replica promoted in its
+//! place (a Sentinel or Cluster failover) never saw them. With
+//! [`Durability::Replica`], every write Stoker is about to acknowledge (a
+//! checkpoint's commit before the job goes on, a settlement before the next
+//! batch of them, an enqueue before its id is printed, a commit's part on
+//! another slot before it leaves the outbox) is followed by
+//! `WAIT 1 TIMEOUT` on the same connection to the same primary: Redis
+//! answers once one replica has every write made on that connection so far.
+//!
+//! `WAIT` holds the connection while it waits (Redis answers a client's
+//! requests in order), and Stoker's connections are multiplexed: a replica
+//! that answers slowly or not at all would hold every request queued behind
+//! the wait, heartbeats included. So after a wait that times out (no replica
+//! acknowledged within `TIMEOUT`), that primary's writes stop waiting: one
+//! warning says so, and its `INFO replication` is asked at most once a
+//! second until a replica is online again without lag; then writes wait again
+//! and one line says after how long. A write that timed out still stands (a
+//! `WAIT` cannot undo it); what is lost in a failover during such a lapse is
+//! what `local` would lose. The README's "Durability" states the contract.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::cluster_routing::Slot;
+
+use super::Conn;
+
+/// The wait for a replica when none is given (`replica`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// During a lapse, the shortest gap between two looks at a primary's
+/// replicas.
+const PROBE_GAP: Duration = Duration::from_secs(1);
+
+/// Where an acknowledged write is kept before Stoker acknowledges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// On the primary: acknowledged as soon as the primary has it.
+    #[default]
+    Local,
+    /// On the primary and one replica, waiting at most `timeout` for the
+    /// replica.
+    Replica {
+        /// The longest wait for a replica's acknowledgment.
+        timeout: Duration,
+    },
+}
+
+impl FromStr for Durability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Durability, String> {
+        let (mode, timeout) = match text.split_once(':') {
+            Some((mode, timeout)) => (mode, Some(timeout)),
+            None => (text, None),
+        };
+        match (mode, timeout) {
+            ("local", None) => Ok(Durability::Local),
+            ("replica", None) => Ok(Durability::Replica {
+                timeout: DEFAULT_TIMEOUT,
+            }),
+            ("replica", Some(t)) => {
+                let timeout = crate::config::parse_duration(t)
+                    .map_err(|e| format!("durability `{text}`: {e}"))?;
+                if timeout < Duration::from_millis(1) {
+                    return Err(format!(
+                        "durability `{text}`: the wait for a replica must be at least 1ms"
+                    ));
+                }
+                Ok(Durability::Replica { timeout })
+            }
+            _ => Err(format!(
+                "durability `{text}`: expected `local` or `replica[:TIMEOUT]` (e.g. `replica:500ms`)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::Local => f.write_str("local"),
+            Durability::Replica { timeout } => write!(f, "replica:{}ms", timeout.as_millis()),
+        }
+    }
+}
+
+/// The waits of one [`Conn`] and its clones: nothing for
+/// [`Durability::Local`].
+#[derive(Clone, Default)]
+pub(crate) struct Replicas(Option<Arc<Waits>>);
+
+struct Waits {
+    timeout: Duration,
+    /// The primaries whose writes do not wait now, by the slot of the key
+    /// that found it out (on Cluster; `None` on a single server and on
+    /// Sentinel).
+    lapses: Mutex<HashMap<Option<Slot>, Lapse>>,
+}
+
+/// A primary without a replica that acknowledges in time.
+struct Lapse {
+    /// When a wait first timed out.
+    since: Instant,
+    /// When its replicas were last looked at.
+    probed: Instant,
+    /// Writes that did not wait since.
+    skipped: u64,
+}
+
+impl Replicas {
+    pub(crate) fn new(durability: Durability) -> Replicas {
+        match durability {
+            Durability::Local => Replicas(None),
+            Durability::Replica { timeout } => Replicas(Some(Arc::new(Waits {
+                timeout,
+                lapses: Mutex::new(HashMap::new()),
+            }))),
+        }
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        match &self.0 {
+            None => Durability::Local,
+            Some(w) => Durability::Replica { timeout: w.timeout },
+        }
+    }
+
+    /// Waits for a replica to have the writes `conn` made to the primary of
+    /// `key`, unless that primary is in a lapse (see the module's doc).
+    pub(crate) async fn wait(&self, conn: &mut Conn, key: &str) {
+        let Some(w) = &self.0 else {
+            return;
+        };
+        let slot = conn.is_cluster().then(|| Slot::for_key(key));
+        if let Some(probe) = w.skip_or_probe(slot) {
+            if !probe || !replica_online(conn, key).await {
+                return;
+            }
+        }
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(1).arg(w.timeout.as_millis() as u64);
+        match conn.query_at::<i64>(key, &cmd).await {
+            Ok(acked) if acked >= 1 => w.back(slot, key),
+            Ok(_) => w.lapsed(slot, key),
+            // The write stands; the next one waits again.
+            Err(e) => tracing::debug!(error = %e, %key, "waiting for a replica failed"),
+        }
+    }
+}
+
+impl Waits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<Slot>, Lapse>> {
+        self.lapses.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `None` when writes on `slot` wait; else whether to look at the
+    /// replicas now (at most once per [`PROBE_GAP`]) rather than skip.
+    fn skip_or_probe(&self, slot: Option<Slot>) -> Option<bool> {
+        let mut lapses = self.lock();
+        let lapse = lapses.get_mut(&slot)?;
+        if lapse.probed.elapsed() < PROBE_GAP {
+            lapse.skipped += 1;
+            return Some(false);
+        }
+        lapse.probed = Instant::now();
+        Some(true)
+    }
+
+    fn lapsed(&self, slot: Option<Slot>, key: &str) {
+        let mut lapses = self.lock();
+        if let Some(lapse) = lapses.get_mut(&slot) {
+            lapse.skipped += 1;
+            return;
+        }
+        let now = Instant::now();
+        lapses.insert(
+            slot,
+            Lapse {
+                since: now,
+                probed: now,
+                skipped: 1,
+            },
+        );
+        tracing::warn!(
+            %key,
+            timeout_ms = self.timeout.as_millis() as u64,
+            "no replica acknowledged writes in time; writes to this primary stop waiting for one until a replica is back (a failover meanwhile can lose them)"
+        );
+    }
+
+    fn back(&self, slot: Option<Slot>, key: &str) {
+        let Some(lapse) = self.lock().remove(&slot) else {
+            return;
+        };
+        tracing::info!(
+            %key,
+            unreplicated = lapse.skipped,
+            "a replica acknowledges writes again after {:.1} s; writes wait for it again",
+            lapse.since.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Whether the primary of `key` has a replica online and up to date (lag of
+/// at most 1 s), from `INFO replication`.
+async fn replica_online(conn: &mut Conn, key: &str) -> bool {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("replication");
+    match conn.query_at::<String>(key, &cmd).await {
+        Ok(info) => online_replicas(&info) > 0,
+        Err(_) => false,
+    }
+}
+
+/// Replicas in `INFO replication` text that are online with a lag of at most
+/// 1 s (`slave0:ip=...,port=...,state=online,offset=...,lag=0`).
+fn online_replicas(info: &str) -> usize {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(':'))
+        .filter(|l| {
+            let fields = l.split_once(':').map_or("", |(_, f)| f);
+            let field = |name: &str| {
+                fields
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            field("state") == Some("online")
+                && field("lag")
+                    .and_then(|lag| lag.trim().parse::<u64>().ok())
+                    .is_some_and(|lag| lag <= 1)
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_reads_and_prints() {
+        assert_eq!("local".parse(), Ok(Durability::Local));
+        assert_eq!(
+            "replica".parse(),
+            Ok(Durability::Replica {
+                timeout: DEFAULT_TIMEOUT
+            })
+        );
+        let d: Durability = "replica:250ms".parse().unwrap();
+        assert_eq!(
+            d,
+            Durability::Replica {
+                timeout: Duration::from_millis(250)
+            }
+        );
+        assert_eq!(d.to_string(), "replica:250ms");
+        assert_eq!(d.to_string().parse(), Ok(d));
+        for bad in [
+            "",
+            "replicas",
+            "local:1s",
+            "replica:",
+            "replica:0ms",
+            "replica:soon",
+        ] {
+            let e = bad.parse::<Durability>().unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_online_replicas_without_lag_count() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n\
+            slave0:ip=127.0.0.1,port=7001,state=online,offset=100,lag=0\r\n\
+            slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n\
+            slave2:ip=127.0.0.1,port=7003,state=online,offset=90,lag=7\r\n\
+            slave_read_repl_offset:1\r\nmaster_repl_offset:100\r\n";
+        assert_eq!(online_replicas(info), 1);
+        assert_eq!(online_replicas("role:master\r\nconnected_slaves:0\r\n"), 0);
+    }
+
+    #[test]
+    fn a_lapse_skips_writes_and_probes_once_a_gap() {
+        let Replicas(Some(w)) = Replicas::new(Durability::Replica {
+            timeout: Duration::from_millis(5),
+        }) else {
+            panic!("replica durability waits");
+        };
+        let (a, b) = (Some(Slot::for_key("a")), Some(Slot::for_key("b")));
+        assert_eq!(w.skip_or_probe(a), None);
+        w.lapsed(a, "a");
+        assert_eq!(w.skip_or_probe(a), Some(false));
+        assert_eq!(w.skip_or_probe(b), None, "another primary still waits");
+        w.lock().get_mut(&a).unwrap().probed -= PROBE_GAP;
+        assert_eq!(w.skip_or_probe(a), Some(true));
+        assert_eq!(w.skip_or_probe(a), Some(false));
+        w.back(a, "a");
+        assert_eq!(w.skip_or_probe(a), None);
+    }
+}
