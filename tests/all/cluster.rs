@@ -5,8 +5,12 @@
 //! real (see [`crate::cluster_env`]); what does not work on Cluster yet is
 //! listed in the README's "Redis Cluster and Sentinel". [`reads`]: the
 //! report, the dashboard's pages and the pause flags over several primaries.
+//! [`commits`]: commits across slots. [`features`]: the single-server tests
+//! of fetch order, retries, cron, unique, collapse and limiters, on queues of
+//! different primaries.
 
 mod commits;
+mod features;
 mod reads;
 
 use std::collections::HashSet;
