@@ -7,9 +7,11 @@
 //! report, the dashboard's pages and the pause flags over several primaries.
 //! [`commits`]: commits across slots. [`features`]: the single-server tests
 //! of fetch order, retries, cron, unique, collapse and limiters, on queues of
-//! different primaries.
+//! different primaries. [`crash`]: kill -9 of a worker and `CLUSTER FAILOVER`
+//! mid-run, each job done and its effect applied once.
 
 mod commits;
+mod crash;
 mod features;
 mod reads;
 
