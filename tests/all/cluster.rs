@@ -5,9 +5,16 @@
 //! real (see [`crate::cluster_env`]); what does not work on Cluster yet is
 //! listed in the README's "Redis Cluster and Sentinel". [`reads`]: the
 //! report, the dashboard's pages and the pause flags over several primaries.
+//! [`commits`]: commits across slots. [`features`]: the single-server tests
+//! of fetch order, retries, cron, unique, collapse and limiters, on queues of
+//! different primaries. [`crash`]: kill -9 of a worker and `CLUSTER FAILOVER`
+//! mid-run, each job done and its effect applied once. [`durable`]: writes
+//! that wait for a replica.
 
 mod commits;
+mod crash;
 mod durable;
+mod features;
 mod reads;
 
 use std::collections::HashSet;
@@ -144,6 +151,32 @@ fn queues_on_two_primaries(cluster: &Cluster) -> (String, String) {
         .find(|q| at(q) != at(first))
         .expect("a queue on another primary");
     (first.clone(), other.clone())
+}
+
+/// Three queue names whose keys live on three different primaries.
+fn queues_on_three_primaries(cluster: &Cluster) -> [String; 3] {
+    let at = |q: &str| cluster.primary_of(&QueueKeys::new(q).pending());
+    let mut found: Vec<String> = Vec::new();
+    for i in 0..256 {
+        let q = format!("x{i}");
+        if found.iter().all(|f| at(f) != at(&q)) {
+            found.push(q);
+        }
+        if found.len() == 3 {
+            break;
+        }
+    }
+    found.try_into().expect("three queues on three primaries")
+}
+
+/// A queue name whose keys live on a primary other than the one of the
+/// node-wide keys (`{stoker}`: the registry, heartbeats, the cron hash).
+fn queue_away_from_global(cluster: &Cluster) -> String {
+    let global = cluster.primary_of(&stoker::queue::keys::queues());
+    (0..64)
+        .map(|i| format!("c{i}"))
+        .find(|q| cluster.primary_of(&QueueKeys::new(q).pending()) != global)
+        .expect("a queue off the global keys' primary")
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -387,14 +420,9 @@ fn a_paused_primary_stalls_no_other_queue_and_is_logged_once_per_outage() {
     let dir = scratch("cluster-isolation");
     // The paused primary holds a queue, but neither the global keys (the
     // registry, heartbeats, the queue list) nor the healthy queue.
-    let global = cluster.primary_of(&stoker::queue::keys::queues());
     let at = |q: &str| cluster.primary_of(&QueueKeys::new(q).pending());
     let names: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
-    let away = names
-        .iter()
-        .find(|q| at(q) != global)
-        .expect("a queue off the global keys' primary")
-        .clone();
+    let away = queue_away_from_global(cluster);
     let paused = at(&away);
     let healthy = names
         .iter()

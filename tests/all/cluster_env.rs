@@ -95,7 +95,14 @@ impl Cluster {
     /// waits until that replica is the primary of the slot. Returns the new
     /// primary's port.
     pub fn failover_of(&self, key: &str) -> u16 {
-        let old = self.primary_of(key);
+        self.failover(self.primary_of(key))
+    }
+
+    /// `CLUSTER FAILOVER` on a replica of the primary at `primary`; waits
+    /// until the replica is a primary, the old one its replica, and the
+    /// cluster says every slot is served with none left to the old one.
+    /// Returns the new primary's port.
+    pub fn failover(&self, primary: u16) -> u16 {
         let replica = self
             .ports
             .iter()
@@ -104,16 +111,39 @@ impl Cluster {
                 role(*p) == "slave" && {
                     let info: String = query(*p, redis::cmd("INFO").arg("replication"));
                     info.lines()
-                        .any(|l| l.trim() == format!("master_port:{old}"))
+                        .any(|l| l.trim() == format!("master_port:{primary}"))
                 }
             })
             .expect("a replica of the primary");
         let () = query(replica, redis::cmd("CLUSTER").arg("FAILOVER"));
-        wait_until(START, "the replica to take over the slot", || {
-            role(replica) == "master" && self.primary_of(key) == replica
+        wait_until(START, "the replica to take over the slots", || {
+            role(replica) == "master"
+                && role(primary) == "slave"
+                && self.ports.iter().all(|p| {
+                    let info: String = query(*p, redis::cmd("CLUSTER").arg("INFO"));
+                    info.contains("cluster_state:ok") && !slot_primaries(*p).contains(&primary)
+                })
         });
         replica
     }
+}
+
+/// The ports of the primaries the node at `port` says serve slots.
+fn slot_primaries(port: u16) -> Vec<u16> {
+    let ranges: Vec<redis::Value> = query(port, redis::cmd("CLUSTER").arg("SLOTS"));
+    ranges
+        .iter()
+        .filter_map(|range| match range {
+            redis::Value::Array(range) => match range.get(2) {
+                Some(redis::Value::Array(primary)) => match primary.get(1) {
+                    Some(redis::Value::Int(p)) => Some(*p as u16),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 impl Sentinels {

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use stoker::queue::keys::QueueKeys;
 
 use crate::support::{TestEnv, state};
 
@@ -13,14 +14,21 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 #[test]
 fn fifty_enqueues_for_one_key_run_once_with_the_latest_args() {
-    let env = TestEnv::new();
-    env.deploy(
+    fifty_enqueues_for_one_key_run_once(&TestEnv::new(), "default");
+}
+
+/// A collapsible class on `queue`: of 50 enqueues for one key, the latest
+/// runs and the others are recorded `collapsed` by the next one; another
+/// key runs on its own; none lost.
+pub(crate) fn fifty_enqueues_for_one_key_run_once(env: &TestEnv, queue: &str) {
+    env.deploy(&format!(
         r#"
 [classes.hello]
 module = "$GUESTS/hello.wasm"
-collapse = { args = ["order"] }
-"#,
-    );
+queue = "{queue}"
+collapse = {{ args = ["order"] }}
+"#
+    ));
     let ids: Vec<String> = (0..50)
         .map(|i| {
             let args = json!({"order": 7, "name": format!("status-{i}")});
@@ -29,26 +37,26 @@ collapse = { args = ["order"] }
         .collect();
     // Another key is its own.
     let other = env.enqueue("hello", r#"{"order": 8, "name": "other"}"#, &[]);
-    let mut w = env.spawn_worker(&[]);
-    let records = env.wait_settled("default", &ids, SETTLE);
+    let mut w = env.spawn_worker(&["-q", queue]);
+    let records = env.wait_settled(queue, &ids, SETTLE);
     let last = &records[49];
     assert_eq!(state(last), "done", "{last:#}");
     assert_eq!(last["result"]["message"], "Hello, status-49!");
     for (i, r) in records[..49].iter().enumerate() {
         assert_eq!(state(r), "collapsed", "{r:#}");
-        let f = env.fields("default", &ids[i]);
+        let f = env.fields(queue, &ids[i]);
         assert_eq!(f["collapsed_by"], ids[i + 1], "replaced by the next one");
         assert!(!f.contains_key("usage"), "a collapsed job never ran: {f:?}");
     }
-    let r = env.wait_settled("default", std::slice::from_ref(&other), SETTLE);
+    let r = env.wait_settled(queue, std::slice::from_ref(&other), SETTLE);
     assert_eq!(r[0]["result"]["message"], "Hello, other!");
     let stats: std::collections::HashMap<String, u64> =
-        env.query(redis::cmd("HGETALL").arg("stoker:{q:default}:stats"));
+        env.query(redis::cmd("HGETALL").arg(QueueKeys::new(queue).stats()));
     assert_eq!(stats.get("processed"), Some(&2), "{stats:?}");
     assert_eq!(stats.get("collapsed"), Some(&49), "{stats:?}");
     let mut all = ids.clone();
     all.push(other);
-    env.assert_no_job_lost("default", &all);
+    env.assert_no_job_lost(queue, &all);
     w.assert_alive();
 }
 

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use stoker::queue::keys::QueueKeys;
+
 use crate::support::{TestEnv, state, wait_until};
 
 /// The ticks (ms) of the scheduled jobs of `class` in the test's database.
-fn ticks(env: &TestEnv, class: &str) -> Vec<u64> {
+pub(crate) fn ticks(env: &TestEnv, class: &str) -> Vec<u64> {
     let keys: Vec<String> = env.query(redis::cmd("KEYS").arg(format!("*:job:cron-{class}-*")));
     let mut ticks: Vec<u64> = keys
         .iter()
@@ -24,35 +26,47 @@ fn ids(env: &TestEnv, class: &str) -> Vec<String> {
         .collect()
 }
 
-const EVERY: &str = r#"
+/// A class ticking every second and a 6-field cron one, both on `queue`.
+fn every(queue: &str) -> String {
+    format!(
+        r#"
 [classes.hello]
 module = "$GUESTS/hello.wasm"
+queue = "{queue}"
 every = "1s"
-args = { name = "tick" }
+args = {{ name = "tick" }}
 
 [classes.fib]
 module = "$GUESTS/fib.wasm"
+queue = "{queue}"
 cron = "*/2 * * * * *"
 timezone = "Europe/Paris"
-args = { n = 10 }
-"#;
+args = {{ n = 10 }}
+"#
+    )
+}
 
 #[test]
 fn three_nodes_enqueue_each_tick_once() {
-    let env = TestEnv::new();
-    env.deploy(EVERY);
-    let mut workers: Vec<_> = (0..3).map(|_| env.spawn_worker(&[])).collect();
+    three_nodes_enqueue_each_tick_of(&TestEnv::new(), "default");
+}
+
+/// Three nodes serving `queue`, with [`every`]'s classes on it: each tick
+/// enqueued once and run once, on the schedule.
+pub(crate) fn three_nodes_enqueue_each_tick_of(env: &TestEnv, queue: &str) {
+    env.deploy(&every(queue));
+    let mut workers: Vec<_> = (0..3).map(|_| env.spawn_worker(&["-q", queue])).collect();
     // Seconds of ticks, then stop looking.
     wait_until(Duration::from_secs(30), "six ticks", || {
-        ticks(&env, "hello").len() >= 6
+        ticks(env, "hello").len() >= 6
     });
-    let hello = ticks(&env, "hello");
+    let hello = ticks(env, "hello");
     // One job per tick: consecutive seconds, none missing, none twice (each
     // tick has one id, and its record one `attempts` history).
     for pair in hello.windows(2) {
         assert_eq!(pair[1] - pair[0], 1000, "ticks {hello:?}");
     }
-    let records = env.wait_settled("default", &ids(&env, "hello")[..6], Duration::from_secs(30));
+    let records = env.wait_settled(queue, &ids(env, "hello")[..6], Duration::from_secs(30));
     for r in &records {
         assert_eq!(state(r), "done", "{r:#}");
         assert_eq!(r["attempts"], 1, "run once: {r:#}");
@@ -60,16 +74,16 @@ fn three_nodes_enqueue_each_tick_once() {
     }
     let processed: u64 = env.query(
         redis::cmd("HGET")
-            .arg("stoker:{q:default}:stats")
+            .arg(QueueKeys::new(queue).stats())
             .arg("processed"),
     );
-    let fib = ticks(&env, "fib");
+    let fib = ticks(env, "fib");
     assert!(!fib.is_empty(), "the 6-field cron ticked");
     for t in &fib {
         assert_eq!(t % 2000, 0, "every 2 s on the second: {fib:?}");
     }
     // Nothing ran that was not a tick (every done job is one of the ids).
-    let all = ticks(&env, "hello").len() + fib.len();
+    let all = ticks(env, "hello").len() + fib.len();
     assert!(
         processed as usize <= all,
         "{processed} processed for {all} ticks"

@@ -8,20 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{TestEnv, payload, state, wait_until};
+use crate::support::{TestEnv, Worker, payload, state, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-/// Two hello classes, one on queue `a` and one on queue `b`.
-const TWO_QUEUES: &str = r#"
-[classes.hello-a]
-module = "$GUESTS/hello.wasm"
-queue = "a"
-
-[classes.hello-b]
-module = "$GUESTS/hello.wasm"
-queue = "b"
-"#;
 
 #[test]
 fn malformed_payloads_go_to_the_dead_set_and_the_worker_stays_up() {
@@ -127,11 +116,20 @@ fn enqueue_in_schedules_by_redis_time() {
     env.assert_all_done("default", &ids, |_| json!({ "message": "Hello, later!" }));
 }
 
-/// `count` + 1 hello jobs on each of `a` and `b`, queued before any worker runs.
-fn jobs_on_both_queues(env: &TestEnv, count: usize) -> (Vec<String>, Vec<String>) {
-    env.deploy(TWO_QUEUES);
+/// A hello class `hello-Q` on each queue `Q` of `queues`, and `count` + 1 of
+/// its jobs on each, queued before any worker runs.
+fn jobs_on_both_queues(
+    env: &TestEnv,
+    queues: [&str; 2],
+    count: usize,
+) -> (Vec<String>, Vec<String>) {
+    let classes: Vec<String> = queues
+        .iter()
+        .map(|q| format!("[classes.hello-{q}]\nmodule = \"$GUESTS/hello.wasm\"\nqueue = \"{q}\"\n"))
+        .collect();
+    env.deploy(&classes.join("\n"));
     let mut both = (Vec::new(), Vec::new());
-    for (queue, ids) in [("a", &mut both.0), ("b", &mut both.1)] {
+    for (queue, ids) in [(queues[0], &mut both.0), (queues[1], &mut both.1)] {
         *ids = (0..count).map(|i| format!("{queue}-{i}")).collect();
         let payloads: Vec<String> = ids
             .iter()
@@ -157,7 +155,7 @@ fn started_at(records: &[Value]) -> Vec<u64> {
 #[test]
 fn strict_order_serves_b_only_once_a_is_empty() {
     let env = TestEnv::new();
-    let (a, b) = jobs_on_both_queues(&env, 30);
+    let (a, b) = jobs_on_both_queues(&env, ["a", "b"], 30);
     let _worker = env.spawn_worker(&["-q", "a", "-q", "b", "--concurrency", "1"]);
     let a_started = started_at(&env.wait_settled("a", &a, SETTLE));
     let b_started = started_at(&env.wait_settled("b", &b, SETTLE));
@@ -175,18 +173,31 @@ fn strict_order_serves_b_only_once_a_is_empty() {
 #[test]
 fn weighted_order_starves_no_queue() {
     let env = TestEnv::new();
-    let (a, b) = jobs_on_both_queues(&env, 200);
-    let _worker = env.spawn_worker(&["-q", "a,3", "-q", "b,1", "--concurrency", "1"]);
-    let a_started = started_at(&env.wait_settled("a", &a, SETTLE));
-    let b_started = started_at(&env.wait_settled("b", &b, SETTLE));
+    weighted_order_starves_neither(&env, ["a", "b"]).assert_alive();
+}
+
+/// 201 hello jobs on each of `queues`, taken by one worker one at a time
+/// with weights 3 and 1: every job done, and the second queue served about
+/// one fetch in four while the first had jobs. Returns the worker.
+pub(crate) fn weighted_order_starves_neither(env: &TestEnv, queues: [&str; 2]) -> Worker {
+    let [qa, qb] = queues;
+    let (a, b) = jobs_on_both_queues(env, queues, 200);
+    let (wa, wb) = (format!("{qa},3"), format!("{qb},1"));
+    let worker = env.spawn_worker(&["-q", &wa, "-q", &wb, "--concurrency", "1"]);
+    let a_started = started_at(&env.wait_settled(qa, &a, SETTLE));
+    let b_started = started_at(&env.wait_settled(qb, &b, SETTLE));
     let last_a = *a_started.iter().max().unwrap();
     // While `a` had jobs, `b` came first in about one fetch in four: about 67
     // b jobs ran before a's last (sd ~9); strict order would run none.
     let b_early = b_started.iter().filter(|&&t| t < last_a).count();
     assert!(
         (20..150).contains(&b_early),
-        "{b_early} b jobs ran before a was empty"
+        "{b_early} `{qb}` jobs ran before `{qa}` was empty"
     );
+    let hello = |id: &str| json!({ "message": format!("Hello, {id}!") });
+    env.assert_all_done(qa, &a, hello);
+    env.assert_all_done(qb, &b, hello);
+    worker
 }
 
 #[test]

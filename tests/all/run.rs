@@ -236,7 +236,7 @@ fn failed_job_retries_with_backoff_then_dies() {
             "wait on a retrying job: {wait:?}"
         );
 
-        due_now(&env, payload);
+        due_now(&env, "default", payload);
     }
     wait_until(SETTLE, "the job to die", || {
         state(&env.record("default", &id)) == "dead"
@@ -281,31 +281,27 @@ fn wait_exits_zero_with_the_result_and_non_zero_when_dead() {
     );
 }
 
-/// Once job `id` waits for retry `n`, makes the retry due now instead of
-/// after its backoff.
-fn retry_now(env: &TestEnv, id: &str, n: u64) {
+/// Once job `id` of `queue` waits for retry `n`, makes the retry due now
+/// instead of after its backoff.
+pub(crate) fn retry_now(env: &TestEnv, queue: &str, id: &str, n: u64) {
     wait_until(SETTLE, &format!("{id} to wait for retry {n}"), || {
-        let r = env.record("default", id);
+        let r = env.record(queue, id);
         state(&r) == "retrying" && r["retry_count"] == n
     });
-    let retry_set: Vec<String> = env.query(
-        redis::cmd("ZRANGE")
-            .arg("stoker:{q:default}:retry")
-            .arg(0)
-            .arg(-1),
-    );
+    let retry = QueueKeys::new(queue).retry();
+    let retry_set: Vec<String> = env.query(redis::cmd("ZRANGE").arg(&retry).arg(0).arg(-1));
     let payload = retry_set
         .iter()
         .find(|p| p.contains(&format!("\"id\":\"{id}\"")))
         .unwrap_or_else(|| panic!("{id} is not in the retry set: {retry_set:?}"));
-    due_now(env, payload);
+    due_now(env, queue, payload);
 }
 
-/// Makes `payload`, waiting in the retry set, due now.
-fn due_now(env: &TestEnv, payload: &str) {
+/// Makes `payload`, waiting in `queue`'s retry set, due now.
+fn due_now(env: &TestEnv, queue: &str, payload: &str) {
     env.query::<()>(
         redis::cmd("ZADD")
-            .arg("stoker:{q:default}:retry")
+            .arg(QueueKeys::new(queue).retry())
             .arg("XX")
             .arg(0)
             .arg(payload),
@@ -319,7 +315,7 @@ fn failed_attempts_stay_on_the_record_after_success() {
     let id = env.enqueue("flaky", r#"{"fail":"not yet","times":2}"#, &[]);
     let _worker = env.spawn_worker(&[]);
     for n in 1..=2 {
-        retry_now(&env, &id, n);
+        retry_now(&env, "default", &id, n);
     }
     env.wait_settled("default", &[id.clone()], SETTLE);
 
@@ -381,7 +377,7 @@ fn a_dead_job_keeps_every_failed_attempt() {
     let panicking = env.enqueue("flaky-once", r#"{"panic":"boom"}"#, &[]);
     let _worker = env.spawn_worker(&[]);
     for n in 1..=2 {
-        retry_now(&env, &failing, n);
+        retry_now(&env, "default", &failing, n);
     }
     let ids = [failing.clone(), panicking.clone()];
     let records = env.wait_settled("default", &ids, SETTLE);

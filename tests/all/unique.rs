@@ -23,34 +23,40 @@ fn enqueue(env: &TestEnv, class: &str, args: &str) -> Result<String, (i32, Strin
 
 #[test]
 fn a_duplicate_is_refused_with_the_holders_id_until_it_succeeds() {
-    let env = TestEnv::new();
-    env.deploy(
+    a_duplicate_is_refused_until_the_holder_succeeds(&TestEnv::new(), "default");
+}
+
+/// A unique class on `queue`: a duplicate refused with the holder's id, other
+/// args their own key, and the key free again once the holder is done.
+pub(crate) fn a_duplicate_is_refused_until_the_holder_succeeds(env: &TestEnv, queue: &str) {
+    env.deploy(&format!(
         r#"
 [classes.hello]
 module = "$GUESTS/hello.wasm"
-unique = { args = ["name"], until = "success", ttl = "1h" }
-"#,
-    );
-    let first = enqueue(&env, "hello", r#"{"name":"Ada","greeting":1}"#).unwrap();
+queue = "{queue}"
+unique = {{ args = ["name"], until = "success", ttl = "1h" }}
+"#
+    ));
+    let first = enqueue(env, "hello", r#"{"name":"Ada","greeting":1}"#).unwrap();
     // Same chosen args (other fields differ, keys in another order): refused.
-    let (code, stderr) = enqueue(&env, "hello", r#"{"greeting":2,"name":"Ada"}"#).unwrap_err();
+    let (code, stderr) = enqueue(env, "hello", r#"{"greeting":2,"name":"Ada"}"#).unwrap_err();
     assert_eq!(code, 4, "{stderr}");
     assert!(
         stderr.contains(&format!("job {first} holds the same unique key")),
         "{stderr}"
     );
     // Other args: their own key.
-    let other = enqueue(&env, "hello", r#"{"name":"Grace"}"#).unwrap();
-    let mut w = env.spawn_worker(&[]);
-    let done = env.wait_settled("default", &[first.clone(), other], SETTLE);
+    let other = enqueue(env, "hello", r#"{"name":"Grace"}"#).unwrap();
+    let mut w = env.spawn_worker(&["-q", queue]);
+    let done = env.wait_settled(queue, &[first.clone(), other], SETTLE);
     assert!(done.iter().all(|r| state(r) == "done"), "{done:#?}");
     // Done: the key is free again (released when the job was settled).
     let mut again = None;
     wait_until(SETTLE, "the key released", || {
-        again = enqueue(&env, "hello", r#"{"name":"Ada"}"#).ok();
+        again = enqueue(env, "hello", r#"{"name":"Ada"}"#).ok();
         again.is_some()
     });
-    let r = env.wait_settled("default", &[again.unwrap()], SETTLE);
+    let r = env.wait_settled(queue, &[again.unwrap()], SETTLE);
     assert_eq!(state(&r[0]), "done");
     w.assert_alive();
 }

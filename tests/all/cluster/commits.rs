@@ -10,28 +10,12 @@ use std::time::Duration;
 use serde_json::Value;
 use stoker::queue::keys::QueueKeys;
 
-use super::{deploy, scratch, worker_polling};
+use super::{deploy, queues_on_three_primaries, scratch, worker_polling};
 use crate::cluster_env::{Cluster, Stoker, query, stoker, stoker_ok};
 use crate::support::{guests_dir, wait_until};
 
 /// How long a run may take to end.
 const END: Duration = Duration::from_secs(120);
-
-/// Three queue names whose keys live on three different primaries.
-fn queues_on_three_primaries(cluster: &Cluster) -> [String; 3] {
-    let at = |q: &str| cluster.primary_of(&QueueKeys::new(q).pending());
-    let mut found: Vec<String> = Vec::new();
-    for i in 0..256 {
-        let q = format!("x{i}");
-        if found.iter().all(|f| at(f) != at(&q)) {
-            found.push(q);
-        }
-        if found.len() == 3 {
-            break;
-        }
-    }
-    found.try_into().expect("three queues on three primaries")
-}
 
 /// Runs `cmd` on the primary of `key`.
 fn at_key<T: redis::FromRedisValue>(cluster: &Cluster, key: &str, cmd: &redis::Cmd) -> T {

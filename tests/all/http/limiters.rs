@@ -7,7 +7,13 @@ use std::time::{Duration, Instant};
 use super::{SETTLE, Server};
 use crate::support::{TestEnv, state, wait_until};
 
-fn limited(server: &Server, limiter: &str) -> String {
+/// The queues of the single-server tests: the limited class's and the fast one's.
+const QUEUES: [&str; 2] = ["default", "fast"];
+
+/// `fetch` limited by `partner` (declared by `limiter`) on queue `queues[0]`,
+/// and `hello` on `queues[1]`.
+fn limited(server: &Server, limiter: &str, queues: [&str; 2]) -> String {
+    let [limited, fast] = queues;
     format!(
         r#"
 [limiters.partner]
@@ -15,6 +21,7 @@ fn limited(server: &Server, limiter: &str) -> String {
 
 [classes.fetch]
 module = "$GUESTS/fetch.wasm"
+queue = "{limited}"
 retry = 0
 limiters = ["partner"]
 
@@ -23,25 +30,40 @@ allow = ["http://{}"]
 
 [classes.hello]
 module = "$GUESTS/hello.wasm"
-queue = "fast"
+queue = "{fast}"
 "#,
         server.addr
     )
 }
 
-fn three_workers(env: &TestEnv) -> Vec<crate::support::Worker> {
-    (0..3)
-        .map(|_| env.spawn_worker(&["-q", "default,1", "-q", "fast,1", "--concurrency", "3"]))
+/// `count` workers on both `queues` at equal weight, 3 jobs at once each.
+fn workers(env: &TestEnv, queues: [&str; 2], count: usize) -> Vec<crate::support::Worker> {
+    let [a, b] = queues.map(|q| format!("{q},1"));
+    (0..count)
+        .map(|_| env.spawn_worker(&["-q", &a, "-q", &b, "--concurrency", "3"]))
         .collect()
 }
 
 #[test]
 fn a_concurrent_limiter_holds_calls_to_its_limit_across_workers() {
+    a_concurrent_limiter_holds_calls_across(&TestEnv::new(), QUEUES, 3);
+}
+
+/// 12 calls held 300 ms each by `fetch` jobs on `queues[0]` under a
+/// concurrent limit of 2, from `count` workers: never more than 2 calls at
+/// once, every job done with no retry used, some deferred; `hello` jobs on
+/// `queues[1]` keep flowing meanwhile.
+pub(crate) fn a_concurrent_limiter_holds_calls_across(
+    env: &TestEnv,
+    queues: [&str; 2],
+    count: usize,
+) {
+    let [limited_q, fast_q] = queues;
     let server = Server::start();
-    let env = TestEnv::new();
     env.deploy(&limited(
         &server,
         "kind = \"concurrent\"\nlimit = 2\nlock_timeout = \"10s\"",
+        queues,
     ));
     let ids: Vec<String> = (0..12)
         .map(|_| {
@@ -52,19 +74,19 @@ fn a_concurrent_limiter_holds_calls_to_its_limit_across_workers() {
             )
         })
         .collect();
-    let mut workers = three_workers(&env);
+    let mut workers = workers(env, queues, count);
     // Fast jobs on another queue keep flowing meanwhile (once the limiter is
     // full and jobs are deferred): deferred jobs hold no slot.
     wait_until(SETTLE, "a job to be deferred", || {
-        env.field_sum("default", &ids, "deferred") > 0
+        env.field_sum(limited_q, &ids, "deferred") > 0
     });
     let started = Instant::now();
     let fast: Vec<String> = (0..5)
         .map(|i| env.enqueue("hello", &format!(r#"{{"name":"{i}"}}"#), &[]))
         .collect();
-    env.wait_settled("fast", &fast, SETTLE);
+    env.wait_settled(fast_q, &fast, SETTLE);
     let fast_took = started.elapsed();
-    let records = env.wait_settled("default", &ids, SETTLE);
+    let records = env.wait_settled(limited_q, &ids, SETTLE);
     for r in &records {
         assert_eq!(state(r), "done", "{r:#}");
         assert_eq!(r["retry_count"], 0, "deferral uses no retry: {r:#}");
@@ -72,15 +94,7 @@ fn a_concurrent_limiter_holds_calls_to_its_limit_across_workers() {
     assert_eq!(server.hits("/hold").len(), 12);
     let max = server.max_active();
     assert!((1..=2).contains(&max), "at most 2 calls at once, saw {max}");
-    let deferred: u64 = ids
-        .iter()
-        .map(|id| {
-            env.fields("default", id)
-                .get("deferred")
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum();
+    let deferred = env.field_sum(limited_q, &ids, "deferred");
     assert!(deferred > 0, "some jobs were deferred");
     assert!(
         fast_took < Duration::from_secs(5),
@@ -98,6 +112,7 @@ fn a_rate_limiter_holds_calls_to_its_rate_across_workers() {
     env.deploy(&limited(
         &server,
         "kind = \"rate\"\nlimit = 10\nperiod = \"1s\"\nburst = 1",
+        QUEUES,
     ));
     let ids: Vec<String> = (0..20)
         .map(|_| {
@@ -108,7 +123,7 @@ fn a_rate_limiter_holds_calls_to_its_rate_across_workers() {
             )
         })
         .collect();
-    let mut workers = three_workers(&env);
+    let mut workers = workers(&env, QUEUES, 3);
     let records = env.wait_settled("default", &ids, SETTLE);
     for r in &records {
         assert_eq!(state(r), "done", "{r:#}");

@@ -13,7 +13,7 @@
 //! here deploy the `fetch` and raw `hostile-http` guests and run them.
 
 mod caps;
-mod limiters;
+pub(crate) mod limiters;
 mod origins;
 mod server;
 mod ssrf;

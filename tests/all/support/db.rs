@@ -1,5 +1,6 @@
 //! A Redis database per test: a lease on one of databases 8-15 (or on a
-//! server the test started itself), flushed when taken and when let go.
+//! server the test started itself), flushed when taken and when let go; or a
+//! deployment the test holds by other means (a Cluster), never flushed.
 
 use std::fs::{self, File};
 use std::os::unix::io::AsRawFd;
@@ -17,7 +18,8 @@ const DBS: std::ops::RangeInclusive<u8> = 8..=15;
 /// waits while all are taken.
 pub(super) struct DbLease {
     pub(super) url: String,
-    _lock: File,
+    /// `None` for a deployment held otherwise.
+    lock: Option<File>,
 }
 
 impl DbLease {
@@ -39,7 +41,7 @@ impl DbLease {
                 if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                     let lease = DbLease {
                         url: format!("{base}/{n}"),
-                        _lock: lock,
+                        lock: Some(lock),
                     };
                     lease.flush().unwrap_or_else(|e| {
                         panic!("no Redis at {} (set STOKER_TEST_REDIS_URL): {e}", lease.url)
@@ -64,7 +66,7 @@ impl DbLease {
         );
         let lease = DbLease {
             url: url.to_owned(),
-            _lock: File::create(locks.join(name)).expect("lock file"),
+            lock: Some(File::create(locks.join(name)).expect("lock file")),
         };
         lease
             .flush()
@@ -72,14 +74,71 @@ impl DbLease {
         lease
     }
 
+    /// A multi-node deployment the test holds through its own lock (see
+    /// `crate::cluster_env`), which flushes it: left as it is.
+    pub(super) fn borrow(url: &str) -> DbLease {
+        DbLease {
+            url: url.to_owned(),
+            lock: None,
+        }
+    }
+
     fn flush(&self) -> redis::RedisResult<()> {
         let mut conn = redis::Client::open(self.url.as_str())?.get_connection()?;
         redis::cmd("FLUSHDB").query(&mut conn)
+    }
+
+    /// A connection to the database, or to the Cluster of a
+    /// `redis+cluster://HOST:PORT,...` URL.
+    pub(super) fn connect(&self) -> redis::RedisResult<DbConn> {
+        if self.url.starts_with("redis+cluster://") {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let conn = rt.block_on(stoker::queue::connect(&self.url))?;
+            return Ok(DbConn::Cluster(rt, conn));
+        }
+        Ok(DbConn::One(
+            redis::Client::open(self.url.as_str())?.get_connection()?,
+        ))
+    }
+}
+
+/// A test's connection: a plain one, or on a Cluster the runtime's own
+/// (each command sent to its key's primary, a pipeline split by slot; see
+/// `stoker::queue::Conn`), driven on a runtime of its own.
+pub(super) enum DbConn {
+    One(redis::Connection),
+    Cluster(tokio::runtime::Runtime, stoker::queue::Conn),
+}
+
+impl DbConn {
+    pub(super) fn query<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        match self {
+            DbConn::One(conn) => cmd.query(conn),
+            DbConn::Cluster(rt, conn) => rt.block_on(cmd.query_async(conn)),
+        }
+    }
+
+    pub(super) fn query_pipe<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match self {
+            DbConn::One(conn) => pipe.query(conn),
+            DbConn::Cluster(rt, conn) => rt.block_on(pipe.query_async(conn)),
+        }
     }
 }
 
 impl Drop for DbLease {
     fn drop(&mut self) {
-        let _ = self.flush();
+        if self.lock.is_some() {
+            let _ = self.flush();
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use super::db::DbLease;
+use super::db::{DbConn, DbLease};
 use super::paths::paths;
 
 /// One test's world: its database, a temp dir, and the CLI pointed at both.
@@ -18,7 +18,7 @@ pub struct TestEnv {
     /// The database's URL, `redis://HOST:PORT/N`.
     pub url: String,
     pub(super) dir: PathBuf,
-    pub(super) conn: RefCell<redis::Connection>,
+    pub(super) conn: RefCell<DbConn>,
     pub(super) workers: Cell<usize>,
     pub(super) db: Arc<DbLease>,
 }
@@ -35,11 +35,16 @@ impl TestEnv {
         TestEnv::with(DbLease::own(url))
     }
 
+    /// A world on the Redis Cluster at `url` (`redis+cluster://`), which the
+    /// test holds through its own lock (see `crate::cluster_env`): nothing
+    /// flushed. Raw commands go to their key's primary.
+    pub fn on_cluster(url: &str) -> TestEnv {
+        TestEnv::with(DbLease::borrow(url))
+    }
+
     fn with(db: DbLease) -> TestEnv {
         let db = Arc::new(db);
-        let conn = redis::Client::open(db.url.as_str())
-            .and_then(|c| c.get_connection())
-            .expect("connecting to the test database");
+        let conn = db.connect().expect("connecting to the test database");
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let test = std::thread::current()
             .name()
@@ -62,9 +67,7 @@ impl TestEnv {
 
     /// Connects the test's own connection again (after its Redis restarted).
     pub fn reconnect(&self) {
-        let conn = redis::Client::open(self.url.as_str())
-            .and_then(|c| c.get_connection())
-            .expect("connecting to the test database");
+        let conn = self.db.connect().expect("connecting to the test database");
         *self.conn.borrow_mut() = conn;
     }
 

@@ -81,13 +81,17 @@ impl TestEnv {
 
     /// Runs one Redis command on the test's database.
     pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
-        cmd.query(&mut *self.conn.borrow_mut())
+        self.conn
+            .borrow_mut()
+            .query(cmd)
             .unwrap_or_else(|e| panic!("redis: {e}"))
     }
 
     /// Runs a pipeline on the test's database.
     pub fn query_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> T {
-        pipe.query(&mut *self.conn.borrow_mut())
+        self.conn
+            .borrow_mut()
+            .query_pipe(pipe)
             .unwrap_or_else(|e| panic!("redis: {e}"))
     }
 
