@@ -43,7 +43,7 @@ const DISTANCE: &str = "mileage:distance";
 const SLOT: u64 = 2_000_000;
 const BUCKETS: u64 = 6;
 /// How often the parent checkpoints (and so commits children), ms.
-const CHECKPOINT_MS: u64 = 10;
+pub const CHECKPOINT_MS: u64 = 10;
 
 /// Figures of `stoker bench fanout`.
 #[derive(Debug, serde::Serialize)]

@@ -6,7 +6,7 @@ use std::fmt::{self, Display, Formatter};
 use super::batches::BatchFigures;
 use super::checkpoints::{CheckpointFigures, N_COMMITS};
 use super::dashboard::{DashboardFigures, REQUESTS};
-use super::fanout::FanoutFigures;
+use super::fanout::{CHECKPOINT_MS, FanoutFigures};
 use super::host_calls::HostCallFigures;
 use super::limiters::{DECISIONS, LimiterFigures};
 use super::{DrainFigures, MeteringFigures};
@@ -274,7 +274,7 @@ impl Display for FanoutFigures {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "fanout: a `mileage` parent committing {} children (checkpoint every 10 ms), each staging INCRBY mileage:total; one worker process, concurrency {}, Redis {}",
+            "fanout: a `mileage` parent committing {} children (checkpoint every {CHECKPOINT_MS} ms), each staging INCRBY mileage:total; one worker process, concurrency {}, Redis {}",
             self.children, self.concurrency, self.redis
         )?;
         writeln!(
