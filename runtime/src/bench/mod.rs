@@ -3,18 +3,24 @@
 //! fuel versus epochs; [`checkpoints`] measures commits, yields and recovery;
 //! [`limiters`] times limiter decisions; [`host_calls`] times one host call
 //! from inside a job and the HTTP policy point against a plain client;
-//! [`batches`] what batch membership costs Redis; [`dashboard`] times the
+//! [`batches`] what batch membership costs Redis; [`fanout`] what a
+//! `mileage` fan-out costs across Cluster slots; [`dashboard`] times the
 //! dashboard's pages with a million jobs in Redis. Each returns its figures,
 //! which print themselves as a table ([`report`]) or serialize as JSON.
 //!
 //! The drain benchmark:
-//! 1. Deploy the example classes and start one worker process on queue `bench`.
-//! 2. Warm up: run one `noop` job (the module is compiled or loaded from cache).
+//! 1. Deploy the example classes and start one worker process on queue
+//!    `bench` (with `--queues Q`, on Q queues, named so that on Cluster they
+//!    take the primaries in turn: [`queues`]).
+//! 2. Warm up: run one `noop` job per queue (the module is compiled or loaded
+//!    from cache).
 //! 3. Pre-fill: enqueue N `noop` jobs (records and payloads, as `stoker enqueue`
 //!    does) into a side list, then `RENAME` it onto the pending list, so the
-//!    queue is full the moment measuring starts.
+//!    queue is full the moment measuring starts (Q queues: the jobs split
+//!    evenly, every rename in one pipeline).
 //! 4. Measure until every job is done: jobs/s, the worker's CPU (from
-//!    `/proc/PID/stat`) and Redis's CPU (`INFO cpu`) per job, the worker's peak
+//!    `/proc/PID/stat`) and Redis's CPU (`INFO cpu`; on Cluster summed over
+//!    every node, replicas included, their share shown) per job, the worker's peak
 //!    RSS (`VmHWM`), and the p50/p99 of each job's instantiate+run time as the
 //!    worker recorded it.
 
@@ -33,8 +39,10 @@ use crate::queue::{self, Conn, SCRIPTS};
 pub mod batches;
 pub mod checkpoints;
 pub mod dashboard;
+pub mod fanout;
 pub mod host_calls;
 pub mod limiters;
+pub mod queues;
 pub mod report;
 
 const QUEUE: &str = "bench";
@@ -46,20 +54,30 @@ pub struct DrainFigures {
     pub jobs: u64,
     /// Worker concurrency.
     pub concurrency: u32,
+    /// The queues drained (one worker serving all), the jobs split evenly.
+    pub queues: Vec<String>,
+    /// The primaries those queues live on (1 off Cluster).
+    pub primaries: usize,
     /// Jobs per second, pre-filled queue to empty and all settled.
     pub jobs_per_sec: f64,
     /// Worker process CPU (user + system) per job, µs.
     pub worker_cpu_us_per_job: f64,
-    /// Redis CPU (user + system) per job, µs.
+    /// Redis CPU (user + system) per job, µs: on Cluster summed over every
+    /// node, replicas included.
     pub redis_cpu_us_per_job: f64,
+    /// The replicas' share of `redis_cpu_us_per_job`, µs (0 off Cluster).
+    pub redis_replica_cpu_us_per_job: f64,
+    /// The Redis nodes whose CPU is counted (1 off Cluster).
+    pub redis_nodes: usize,
     /// Instantiate + run, p50, µs.
     pub run_p50_us: u64,
     /// Instantiate + run, p99, µs.
     pub run_p99_us: u64,
     /// Worker peak resident set, bytes.
     pub worker_peak_rss_bytes: u64,
-    /// Where Redis's time went, by command (`INFO commandstats`), most first.
-    /// A script's time (`evalsha`) includes the commands it ran.
+    /// Where Redis's time went, by command (`INFO commandstats`; on Cluster
+    /// the primaries'), most first. A script's time (`evalsha`) includes the
+    /// commands it ran.
     pub redis_commands: Vec<CommandFigure>,
 }
 
@@ -74,23 +92,43 @@ pub struct CommandFigure {
     pub us_per_job: f64,
 }
 
-/// Runs the drain benchmark.
+/// Runs the drain benchmark over `queue_count` queues (one worker serving
+/// them all; on Cluster, each on a primary of its own as far as the
+/// primaries go: see [`queues::spread`]).
 pub async fn drain(
     redis_url: &str,
     manifest: &Path,
     jobs: u64,
     concurrency: u32,
     threads: Option<usize>,
+    queue_count: usize,
 ) -> anyhow::Result<DrainFigures> {
+    anyhow::ensure!(queue_count >= 1, "at least one queue");
     let mut conn = queue::connect(redis_url).await?;
     let manifest = Manifest::load(manifest)?;
     crate::deploy::deploy(&mut conn, &manifest).await?;
-    let q = QueueKeys::new(QUEUE);
-    clear_queue(&mut conn, &q).await?;
+    let candidates = queues::probe(&conn, QUEUE, (8 * queue_count).max(64)).await?;
+    let names = queues::spread(queue_count, &candidates);
+    let primaries = {
+        let mut owners: Vec<&Option<String>> = Vec::new();
+        for (name, owner) in &candidates {
+            if names.contains(name) && !owners.contains(&owner) {
+                owners.push(owner);
+            }
+        }
+        owners.len()
+    };
+    let qs: Vec<QueueKeys> = names.iter().map(|n| QueueKeys::new(n)).collect();
+    for q in &qs {
+        clear_queue(&mut conn, q).await?;
+    }
 
     let exe = std::env::current_exe()?;
     let mut worker = tokio::process::Command::new(exe);
-    worker.args(["--redis", redis_url, "worker", "-q", QUEUE]);
+    worker.args(["--redis", redis_url, "worker"]);
+    for name in &names {
+        worker.args(["-q", name]);
+    }
     worker.args(["--concurrency", &concurrency.to_string()]);
     if let Some(n) = threads {
         worker.args(["--threads", &n.to_string()]);
@@ -103,34 +141,54 @@ pub async fn drain(
         .context("starting the worker")?;
     let pid = worker.id().context("worker pid")?;
 
-    let warm = Payload::new("noop", serde_json::Value::Null);
-    crate::queue::enqueue::enqueue(&mut conn, QUEUE, &warm, crate::queue::enqueue::When::Now)
-        .await?;
-    wait_processed(&mut conn, &q, 1, Duration::from_secs(120)).await?;
+    // One warm-up job per queue: the module is loaded, and the worker has
+    // reached every queue's node.
+    for name in &names {
+        let warm = Payload::new("noop", serde_json::Value::Null);
+        crate::queue::enqueue::enqueue(&mut conn, name, &warm, crate::queue::enqueue::When::Now)
+            .await?;
+    }
+    wait_processed_all(&mut conn, &qs, qs.len() as u64, Duration::from_secs(120)).await?;
 
-    let side = format!("stoker:{{q:{QUEUE}}}:prefill");
-    let mut ids = Vec::with_capacity(jobs as usize);
-    for chunk in 0..jobs.div_ceil(1000) {
-        let mut pipe = redis::pipe();
-        for _ in (chunk * 1000)..((chunk + 1) * 1000).min(jobs) {
-            let p = Payload::new("noop", serde_json::Value::Null);
-            pipe_enqueue(&mut pipe, &q, &side, &p);
-            ids.push(p.id);
+    // Queue i gets jobs / N, the first jobs % N one more.
+    let share = |i: usize| jobs / qs.len() as u64 + u64::from((i as u64) < jobs % qs.len() as u64);
+    let sides: Vec<String> = names
+        .iter()
+        .map(|n| format!("stoker:{{q:{n}}}:prefill"))
+        .collect();
+    let mut ids: Vec<Vec<String>> = Vec::with_capacity(qs.len());
+    for (i, (q, side)) in qs.iter().zip(&sides).enumerate() {
+        let n = share(i);
+        let mut queue_ids = Vec::with_capacity(n as usize);
+        for chunk in 0..n.div_ceil(1000) {
+            let mut pipe = redis::pipe();
+            for _ in (chunk * 1000)..((chunk + 1) * 1000).min(n) {
+                let p = Payload::new("noop", serde_json::Value::Null);
+                pipe_enqueue(&mut pipe, q, side, &p);
+                queue_ids.push(p.id);
+            }
+            // A pipeline cannot recover from NOSCRIPT: load the script first
+            // (on Cluster, on every primary).
+            SCRIPTS.enqueue.load_async(&mut conn).await?;
+            let _: () = pipe.query_async(&mut conn).await?;
         }
-        // A pipeline cannot recover from NOSCRIPT: load the script first.
-        SCRIPTS.enqueue.load_async(&mut conn).await?;
-        let _: () = pipe.query_async(&mut conn).await?;
+        ids.push(queue_ids);
     }
 
     let worker_cpu0 = process_cpu(pid)?;
     let commands0 = command_stats(&mut conn).await?;
-    let redis_cpu0 = redis_cpu(&mut conn).await?;
+    let redis_cpu0 = redis_cpu_by_role(&mut conn).await?;
+    let mut renames = redis::pipe();
+    for (q, side) in qs.iter().zip(&sides) {
+        renames.rename(side, q.pending()).ignore();
+    }
     let t0 = Instant::now();
-    let _: () = conn.rename(&side, q.pending()).await?;
-    wait_processed(&mut conn, &q, jobs + 1, Duration::from_secs(600)).await?;
+    let _: () = renames.query_async(&mut conn).await?;
+    let target = jobs + qs.len() as u64;
+    wait_processed_all(&mut conn, &qs, target, Duration::from_secs(600)).await?;
     let elapsed = t0.elapsed();
     let worker_cpu = process_cpu(pid)? - worker_cpu0;
-    let redis_cpu = redis_cpu(&mut conn).await? - redis_cpu0;
+    let redis_cpu = redis_cpu_by_role(&mut conn).await?;
     let mut redis_commands: Vec<CommandFigure> = command_stats(&mut conn)
         .await?
         .into_iter()
@@ -146,18 +204,20 @@ pub async fn drain(
     redis_commands.sort_by(|a, b| b.us_per_job.total_cmp(&a.us_per_job));
     let peak_rss = peak_rss(pid)?;
 
-    let mut runs = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.hget(q.job(id), "usage");
+    let mut runs = Vec::with_capacity(jobs as usize);
+    for (q, queue_ids) in qs.iter().zip(&ids) {
+        for chunk in queue_ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.hget(q.job(id), "usage");
+            }
+            let got: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+            let measured = got
+                .iter()
+                .flatten()
+                .filter_map(|u| crate::job::Measured::decode(u));
+            runs.extend(measured.map(|m| m.run_us));
         }
-        let got: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        let measured = got
-            .iter()
-            .flatten()
-            .filter_map(|u| crate::job::Measured::decode(u));
-        runs.extend(measured.map(|m| m.run_us));
     }
     runs.sort_unstable();
     let pct = |p: f64| {
@@ -168,18 +228,51 @@ pub async fn drain(
 
     let _ = nix_kill(pid);
     let _ = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await;
-    clear_queue(&mut conn, &q).await?;
+    for q in &qs {
+        clear_queue(&mut conn, q).await?;
+    }
+    let per_job = |secs: f64| secs * 1e6 / jobs as f64;
     Ok(DrainFigures {
         jobs,
         concurrency,
+        queues: names,
+        primaries,
         jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
-        worker_cpu_us_per_job: worker_cpu * 1e6 / jobs as f64,
-        redis_cpu_us_per_job: redis_cpu * 1e6 / jobs as f64,
+        worker_cpu_us_per_job: per_job(worker_cpu),
+        redis_cpu_us_per_job: per_job(redis_cpu.all - redis_cpu0.all),
+        redis_replica_cpu_us_per_job: per_job(redis_cpu.replicas - redis_cpu0.replicas),
+        redis_nodes: redis_cpu.nodes,
         run_p50_us: pct(0.50),
         run_p99_us: pct(0.99),
         worker_peak_rss_bytes: peak_rss,
         redis_commands,
     })
+}
+
+/// Waits until the `processed` counts of `qs` add up to `n`.
+async fn wait_processed_all(
+    conn: &mut Conn,
+    qs: &[QueueKeys],
+    n: u64,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let mut pipe = redis::pipe();
+        for q in qs {
+            pipe.hget(q.stats(), "processed");
+        }
+        let counts: Vec<Option<u64>> = pipe.query_async(conn).await?;
+        let done: u64 = counts.into_iter().flatten().sum();
+        if done >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "timed out: {done} of {n} jobs done"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 pub(crate) async fn wait_processed(
@@ -289,19 +382,50 @@ async fn command_stats(
 }
 
 /// CPU seconds Redis has used (user + system, all threads; on Cluster,
-/// summed over every primary).
+/// summed over every node, replicas included).
 pub(crate) async fn redis_cpu(conn: &mut Conn) -> anyhow::Result<f64> {
-    let info = crate::queue::spread::info_every_primary(conn, "cpu").await?;
-    let field = |text: &str, name: &str| -> f64 {
+    Ok(redis_cpu_by_role(conn).await?.all)
+}
+
+/// CPU seconds Redis has used, as [`RedisCpu`] counts them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RedisCpu {
+    /// User + system, all threads, every node the connection knows: the
+    /// server, or on Cluster every primary and replica (on Sentinel, the
+    /// primary only).
+    pub all: f64,
+    /// The replicas' part of `all` (none off Cluster).
+    pub replicas: f64,
+    /// The nodes counted.
+    pub nodes: usize,
+}
+
+/// Reads [`RedisCpu`] (`INFO cpu replication` from every node).
+pub(crate) async fn redis_cpu_by_role(conn: &mut Conn) -> anyhow::Result<RedisCpu> {
+    let info = crate::queue::spread::info_every_node(conn, &["cpu", "replication"]).await?;
+    Ok(cpu_of_nodes(&info))
+}
+
+/// Sums the `INFO cpu replication` texts of a set of nodes.
+fn cpu_of_nodes(info: &[String]) -> RedisCpu {
+    let field = |text: &str, name: &str| -> Option<String> {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+            .map(|v| v.trim().to_owned())
     };
-    Ok(info
-        .iter()
-        .map(|text| field(text, "used_cpu_user") + field(text, "used_cpu_sys"))
-        .sum())
+    let mut cpu = RedisCpu::default();
+    for text in info {
+        let used: f64 = ["used_cpu_user", "used_cpu_sys"]
+            .iter()
+            .filter_map(|f| field(text, f)?.parse::<f64>().ok())
+            .sum();
+        cpu.all += used;
+        if field(text, "role").as_deref() == Some("slave") {
+            cpu.replicas += used;
+        }
+        cpu.nodes += 1;
+    }
+    cpu
 }
 
 fn nix_kill(pid: u32) -> std::io::Result<()> {

@@ -6,6 +6,7 @@ use std::fmt::{self, Display, Formatter};
 use super::batches::BatchFigures;
 use super::checkpoints::{CheckpointFigures, N_COMMITS};
 use super::dashboard::{DashboardFigures, REQUESTS};
+use super::fanout::{CHECKPOINT_MS, FanoutFigures};
 use super::host_calls::HostCallFigures;
 use super::limiters::{DECISIONS, LimiterFigures};
 use super::{DrainFigures, MeteringFigures};
@@ -13,11 +14,22 @@ use crate::render::bytes;
 
 impl Display for DrainFigures {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "drain: {} no-op jobs, one worker process, concurrency {}",
-            self.jobs, self.concurrency
-        )?;
+        match self.queues.as_slice() {
+            [_] => writeln!(
+                f,
+                "drain: {} no-op jobs, one worker process, concurrency {}",
+                self.jobs, self.concurrency
+            )?,
+            queues => writeln!(
+                f,
+                "drain: {} no-op jobs over {} queues ({}) on {} primaries, one worker process, concurrency {}",
+                self.jobs,
+                queues.len(),
+                queues.join(", "),
+                self.primaries,
+                self.concurrency
+            )?,
+        }
         writeln!(
             f,
             "  throughput            {:>10.0} jobs/s",
@@ -33,6 +45,13 @@ impl Display for DrainFigures {
             "  redis CPU             {:>10.1} us/job",
             self.redis_cpu_us_per_job
         )?;
+        if self.redis_nodes > 1 {
+            writeln!(
+                f,
+                "    of which replicas   {:>10.1} us/job  (redis CPU summed over {} nodes)",
+                self.redis_replica_cpu_us_per_job, self.redis_nodes
+            )?;
+        }
         writeln!(
             f,
             "  total CPU             {:>10.1} us/job",
@@ -47,7 +66,12 @@ impl Display for DrainFigures {
         )?;
         writeln!(
             f,
-            "  redis time by command (a script's includes its commands):"
+            "  redis time by command (a script's includes its commands){}:",
+            if self.redis_nodes > 1 {
+                ", primaries"
+            } else {
+                ""
+            }
         )?;
         for c in self.redis_commands.iter().take(10) {
             writeln!(
@@ -246,11 +270,96 @@ impl Display for BatchFigures {
     }
 }
 
+impl Display for FanoutFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "fanout: a `mileage` parent committing {} children (checkpoint every {CHECKPOINT_MS} ms), each staging INCRBY mileage:total; one worker process, concurrency {}, Redis {}",
+            self.children, self.concurrency, self.redis
+        )?;
+        writeln!(
+            f,
+            "  {:<13} {:>5} {:>9} {:>11} {:>13} {:>13} {:>10}  queues (parent, children)",
+            "layout", "round", "wall ms", "children/s", "worker us/ch", "redis us/ch", "replicas"
+        )?;
+        for r in &self.runs {
+            writeln!(
+                f,
+                "  {:<13} {:>5} {:>9.1} {:>11.0} {:>13.1} {:>13.1} {:>10.1}  {}, {} ({} primaries)",
+                r.layout,
+                r.round,
+                r.wall_ms,
+                r.children_per_sec,
+                r.worker_cpu_us_per_child,
+                r.redis_cpu_us_per_child,
+                r.redis_replica_cpu_us_per_child,
+                r.parent_queue,
+                r.children_queue,
+                r.primaries
+            )?;
+        }
+        if let Some(o) = &self.cross_slot_overhead {
+            writeln!(
+                f,
+                "  across slots - one slot, per child (means): wall {:+.1} us, worker CPU {:+.1} us, redis CPU {:+.1} us",
+                o.wall_us_per_child, o.worker_cpu_us_per_child, o.redis_cpu_us_per_child
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::MeteringFigure;
     use super::super::limiters::LimiterFigure;
     use super::*;
+
+    fn drain(queues: &[&str], nodes: usize) -> DrainFigures {
+        DrainFigures {
+            jobs: 20000,
+            concurrency: 64,
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+            primaries: queues.len().min(nodes),
+            jobs_per_sec: 41234.4,
+            worker_cpu_us_per_job: 15.52,
+            redis_cpu_us_per_job: 15.71,
+            redis_replica_cpu_us_per_job: if nodes > 1 { 4.0 } else { 0.0 },
+            redis_nodes: nodes,
+            run_p50_us: 5,
+            run_p99_us: 19,
+            worker_peak_rss_bytes: 18 << 20,
+            redis_commands: vec![super::super::CommandFigure {
+                command: "evalsha".into(),
+                calls_per_job: 0.032,
+                us_per_job: 13.8,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_drain_on_one_server_reads_as_before() {
+        assert_eq!(
+            drain(&["bench"], 1).to_string(),
+            "drain: 20000 no-op jobs, one worker process, concurrency 64\n\
+             \x20 throughput                 41234 jobs/s\n\
+             \x20 worker CPU                  15.5 us/job\n\
+             \x20 redis CPU                   15.7 us/job\n\
+             \x20 total CPU                   31.2 us/job\n\
+             \x20 instantiate+run p50            5 us\n\
+             \x20 instantiate+run p99           19 us\n\
+             \x20 worker peak RSS         18.0 MiB\n\
+             \x20 redis time by command (a script's includes its commands):\n\
+             \x20   evalsha             0.032 calls/job   13.80 us/job\n"
+        );
+        let cluster = drain(&["bench", "bench-2", "bench-7"], 6).to_string();
+        assert!(cluster.starts_with(
+            "drain: 20000 no-op jobs over 3 queues (bench, bench-2, bench-7) on 3 primaries,"
+        ));
+        assert!(cluster.contains(
+            "\n    of which replicas          4.0 us/job  (redis CPU summed over 6 nodes)\n"
+        ));
+    }
 
     #[test]
     fn tables_read_as_before_and_json_is_unchanged() {

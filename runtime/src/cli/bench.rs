@@ -47,6 +47,9 @@ pub enum Bench {
     /// overhead of batch membership), each drained as the drain benchmark
     /// does.
     Batch(DrainArgs),
+    /// The `mileage` fan-out: a parent committing one child per user, each
+    /// child a staged write; on Cluster, across slots and within one slot.
+    Fanout(FanoutArgs),
 }
 
 /// How the figures are printed.
@@ -72,6 +75,29 @@ pub struct DrainArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Queues the jobs are spread over, one worker serving all (on Cluster,
+    /// each on a primary of its own as far as the primaries go).
+    #[arg(long, default_value_t = 1)]
+    pub queues: usize,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// The `mileage` fan-out.
+#[derive(clap::Args)]
+pub struct FanoutArgs {
+    /// The manifest with the `mileage` and `mileage-user` classes.
+    #[arg(long, default_value = "examples/stoker.toml")]
+    pub manifest: PathBuf,
+    /// Children of the parent (users of its hour).
+    #[arg(long, default_value_t = 5_000)]
+    pub children: u64,
+    /// Worker concurrency.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u32,
+    /// Rounds (on Cluster, each runs both layouts, alternated).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
     #[command(flatten)]
     pub output: Output,
 }
@@ -117,7 +143,8 @@ pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
     let url = redis.url();
     match args.command.unwrap_or(Bench::Drain(args.drain)) {
         Bench::Drain(a) => {
-            let f = bench::drain(url, &a.manifest, a.jobs, a.concurrency, a.threads).await?;
+            let f =
+                bench::drain(url, &a.manifest, a.jobs, a.concurrency, a.threads, a.queues).await?;
             show(&f, &a.output)
         }
         Bench::Metering(a) => {
@@ -137,7 +164,13 @@ pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
         Bench::HostCalls(a) => show(&bench::host_calls::run(url, &a.manifest).await?, &a.output),
         Bench::Dashboard(output) => show(&bench::dashboard::run(url).await?, &output),
         Bench::Batch(a) => {
+            anyhow::ensure!(a.queues == 1, "bench batch drains one queue");
             let f = bench::batches::run(url, &a.manifest, a.jobs, a.concurrency, a.threads).await?;
+            show(&f, &a.output)
+        }
+        Bench::Fanout(a) => {
+            let f =
+                bench::fanout::run(url, &a.manifest, a.children, a.concurrency, a.rounds).await?;
             show(&f, &a.output)
         }
     }

@@ -47,7 +47,9 @@ local why = refused(function()
   first, last = 7, 6 + nfields * 2
   parts_at = body_envelope(last + 1)
   nparts = num(parts_at, nargv)
-  remote = num(parts_at + nparts + 1, nargv)
+  -- A count, not an index: a part is one argument however many children
+  -- it carries, so the children in the parts may outnumber the arguments.
+  remote = num(parts_at + nparts + 1)
   if parts_at + nparts + 1 ~= nargv then
     refuse('malformed commit envelope: ' .. (nargv - parts_at - nparts - 1) .. ' arguments left over')
   end

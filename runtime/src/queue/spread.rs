@@ -1,7 +1,8 @@
 //! Reads (and writes) across the nodes of a Redis Cluster: a pipeline whose
 //! commands touch keys of many slots ([`pipeline`]), `INFO` from every
-//! primary ([`info_every_primary`]), and a `SCAN` of one hash tag's keys
-//! ([`scan_tagged`]).
+//! primary ([`info_every_primary`]) or every node ([`info_every_node`]),
+//! which primary serves a key ([`primary_of`]), and a `SCAN` of one hash
+//! tag's keys ([`scan_tagged`]).
 //!
 //! Stoker's pipelines often gather one figure per queue, class or batch
 //! (`stoker status`, `stoker report`, the dashboard's pages, a worker's
@@ -317,6 +318,51 @@ pub async fn info_every_primary(conn: &mut Conn, section: &str) -> RedisResult<V
     }
     texts.sort();
     Ok(texts.into_iter().map(|(_, text)| text).collect())
+}
+
+/// `INFO SECTIONS...`: the server's text, or on Cluster the text of every
+/// node the connection knows, primaries and replicas alike, ordered by the
+/// node's address. What replication costs shows only here: a primary's CPU
+/// includes feeding its replicas, a replica's is the cost of applying the
+/// stream.
+pub async fn info_every_node(conn: &mut Conn, sections: &[&str]) -> RedisResult<Vec<String>> {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg(sections);
+    let Conn::Cluster(cluster) = conn else {
+        return Ok(vec![cmd.query_async(conn).await?]);
+    };
+    let every = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+    let Value::Map(replies) = cluster.route_command(cmd, every).await? else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "INFO on every node gave no reply per node",
+        )));
+    };
+    let mut texts = Vec::with_capacity(replies.len());
+    for (addr, text) in replies {
+        let addr: String = redis::from_redis_value(addr)?;
+        let text: String = redis::from_redis_value(text)?;
+        texts.push((addr, text));
+    }
+    texts.sort();
+    Ok(texts.into_iter().map(|(_, text)| text).collect())
+}
+
+/// The id of the Cluster node that is the primary of `key`'s slot, as the
+/// connection routes it (`CLUSTER MYID` sent there); `None` on a single
+/// server and on Sentinel, where one primary serves every key.
+pub async fn primary_of(conn: &mut Conn, key: &str) -> RedisResult<Option<String>> {
+    let Conn::Cluster(cluster) = conn else {
+        return Ok(None);
+    };
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+        key,
+        SlotAddr::Master,
+    )));
+    let id = cluster
+        .route_command(redis::cmd("CLUSTER").arg("MYID").clone(), route)
+        .await?;
+    Ok(Some(redis::from_redis_value(id)?))
 }
 
 /// The keys matching `pattern`, whose hash tag names their slot (as

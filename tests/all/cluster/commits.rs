@@ -369,3 +369,71 @@ fn parts_a_crash_left_are_applied_once_by_the_scheduler_and_by_racing_appliers()
     assert_eq!(queued.len(), 2, "each child once: {queued:?}");
     assert!(outbox(cluster, &home).1.is_empty());
 }
+
+#[test]
+fn a_checkpoint_with_more_children_on_another_primary_than_arguments_commits() {
+    use std::sync::Arc;
+    use stoker::queue::commit::{Child, Commit, CommitKind, Committed};
+    use stoker::queue::parts;
+
+    // The children of one slot travel as one part, one argument of the
+    // commit: their count must not be bounded by the arguments'.
+    let (cluster, _held) = Cluster::take();
+    let [home, other, _] = queues_on_three_primaries(cluster);
+    let q = Arc::new(QueueKeys::new(&home));
+    let to = Arc::new(QueueKeys::new(&other));
+    let children: Vec<Child> = (0..300)
+        .map(|i| Child {
+            queue: to.clone(),
+            id: format!("many-{i}"),
+            class: "noop".into(),
+            payload: format!(r#"{{"id":"many-{i}","class":"noop","args":null}}"#),
+            args: "null".into(),
+            batch: None,
+            delay_ms: 0,
+            depth: 1,
+        })
+        .collect();
+    let record = q.job("many");
+    // What an earlier test left in the other queue is not counted.
+    let _: u64 = at_key(cluster, &to.pending(), redis::cmd("DEL").arg(to.pending()));
+    let () = at_key(
+        cluster,
+        &record,
+        redis::cmd("HSET")
+            .arg(&record)
+            .arg(&["lease", "1", "state", "running"]),
+    );
+    let c = Commit {
+        queue: &q,
+        id: "many",
+        worker: "w",
+        lease: 1,
+        seq: 1,
+        kind: CommitKind::Checkpoint { snapshot: b"s" },
+        fields: &[],
+        children: &children,
+        batches: &[],
+        writes: &[],
+    };
+    let split = parts::split(&c);
+    assert_eq!(split.parts.len(), 1, "the children are one part");
+    let rt = super::runtime();
+    let mut conn = rt
+        .block_on(stoker::queue::connect(&cluster.url))
+        .expect("connecting");
+    let (done, entries) = rt
+        .block_on(parts::commit(&mut conn, &c, &split))
+        .expect("a commit");
+    assert_eq!(done, Committed::Ok);
+    let counted: u64 = at_key(
+        cluster,
+        &record,
+        redis::cmd("HGET").arg(&record).arg("children"),
+    );
+    assert_eq!(counted, 300);
+    rt.block_on(parts::after(&mut conn, &q, &entries));
+    let queued: u64 = at_key(cluster, &to.pending(), redis::cmd("LLEN").arg(to.pending()));
+    assert_eq!(queued, 300);
+    assert_eq!(outbox(cluster, &home), (0, Vec::new()));
+}
