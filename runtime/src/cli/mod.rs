@@ -33,8 +33,8 @@ pub mod worker;
 #[derive(Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// Redis URL.
-    #[arg(long, env = "STOKER_REDIS_URL", global = true)]
+    /// Redis URL (its password is never printed).
+    #[arg(long, env = "STOKER_REDIS_URL", hide_env_values = true, global = true)]
     redis: Option<String>,
     /// Log format on stderr: `text` or `json`. Levels from `RUST_LOG` (default info).
     #[arg(long, default_value = "text", global = true)]
@@ -87,7 +87,12 @@ impl Redis {
     pub async fn connect(&self) -> anyhow::Result<Conn> {
         crate::queue::connect(&self.url)
             .await
-            .with_context(|| format!("cannot connect to Redis at {}", self.url))
+            .with_context(|| {
+                format!(
+                    "cannot connect to Redis at {}",
+                    crate::queue::redact(&self.url)
+                )
+            })
     }
 }
 

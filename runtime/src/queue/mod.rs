@@ -38,7 +38,7 @@ pub mod wake;
 /// modules use.
 pub(crate) use crate::commands::SCRIPTS;
 
-pub use conn::{Conn, Target, connect};
+pub use conn::{Conn, Target, connect, redact};
 
 /// Pauses (or resumes) queue `name`: a paused queue gives nothing to fetch.
 pub async fn set_paused(conn: &mut Conn, name: &str, paused: bool) -> redis::RedisResult<()> {
