@@ -5,7 +5,9 @@
 //! real (see [`crate::cluster_env`]); what does not work on Cluster yet is
 //! listed in the README's "Redis Cluster and Sentinel". [`reads`]: the
 //! report, the dashboard's pages and the pause flags over several primaries.
+//! [`auth`]: credentials and TLS in each form of URL, on servers of their own.
 
+mod auth;
 mod commits;
 mod reads;
 

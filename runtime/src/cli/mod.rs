@@ -85,14 +85,12 @@ impl Redis {
 
     /// A connection, or an error naming the URL.
     pub async fn connect(&self) -> anyhow::Result<Conn> {
-        crate::queue::connect(&self.url)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to Redis at {}",
-                    crate::queue::redact(&self.url)
-                )
-            })
+        crate::queue::connect(&self.url).await.with_context(|| {
+            format!(
+                "cannot connect to Redis at {}",
+                crate::queue::redact(&self.url)
+            )
+        })
     }
 }
 

@@ -251,7 +251,9 @@ fn tls_params(
         if let Some(key) = given {
             return Err(format!(
                 "`{key}` is a TLS setting, and `{scheme}://` is plain TCP; write `{}://`",
-                scheme.replacen("redis", "rediss", 1).replacen("valkey", "valkeys", 1)
+                scheme
+                    .replacen("redis", "rediss", 1)
+                    .replacen("valkey", "valkeys", 1)
             ));
         }
         return Ok(None);
@@ -293,6 +295,9 @@ impl Target {
             return Err(bad("no scheme".into()));
         };
         let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        // A fragment (`#insecure`, which redis-rs reads in the single form)
+        // ends the query.
+        let (query, fragment) = query.split_once('#').unwrap_or((query, ""));
         let mut given = params(query).map_err(bad)?;
         let tls = match scheme {
             "redis+cluster" | "redis+sentinel" => false,
@@ -333,7 +338,7 @@ impl Target {
             Some((info, after)) => (userinfo(info).map_err(bad)?, after),
             None => (Auth::default(), main),
         };
-        if hostpath.contains('#') {
+        if hostpath.contains('#') || !fragment.is_empty() {
             return Err(bad(
                 "a `#` fragment; for TLS without checks write ?insecure_skip_verify=true, \
                  and percent-encode a `#` in a password as %23"
@@ -980,6 +985,16 @@ mod tests {
             }
         );
         assert_eq!(
+            Target::parse("rediss://h:6380/0?ca=/ca.pem#insecure").unwrap(),
+            Target::Single {
+                url: Url("rediss://h:6380/0?ca=/ca.pem#insecure".into()),
+                tls: Some(Tls {
+                    ca: Some("/ca.pem".into()),
+                    insecure: false
+                }),
+            }
+        );
+        assert_eq!(
             Target::parse("rediss://h:6380").unwrap(),
             Target::Single {
                 url: Url("rediss://h:6380".into()),
@@ -1026,11 +1041,18 @@ mod tests {
                 "without `sentinel_password`",
             ),
             ("rediss+cluster://a:1#insecure", "insecure_skip_verify=true"),
+            (
+                "rediss+cluster://a:1?ca=/x#insecure",
+                "insecure_skip_verify=true",
+            ),
             ("redis://a:1/0?sentinel_password=x", "redis+sentinel://"),
         ] {
             let e = Target::parse(url).unwrap_err().to_string();
             assert!(e.contains(says), "{url}: {e}");
-            assert!(e.contains("redis+sentinel://[USER:PASSWORD@]HOST:PORT"), "{url}: {e}");
+            assert!(
+                e.contains("redis+sentinel://[USER:PASSWORD@]HOST:PORT"),
+                "{url}: {e}"
+            );
         }
     }
 
@@ -1050,8 +1072,8 @@ mod tests {
             assert!(!e.contains("hunter2") && !e.contains("ter2"), "{url}: {e}");
             assert!(e.contains("***"), "{url}: {e}");
         }
-        let parsed = Target::parse("rediss+sentinel://u:hunter2@a/m?sentinel_password=hunter2")
-            .unwrap();
+        let parsed =
+            Target::parse("rediss+sentinel://u:hunter2@a/m?sentinel_password=hunter2").unwrap();
         assert!(!format!("{parsed:?}").contains("hunter2"), "{parsed:?}");
         let parsed = Target::parse("redis://u:hunter2@a:1/0").unwrap();
         assert!(!format!("{parsed:?}").contains("hunter2"), "{parsed:?}");
