@@ -211,11 +211,23 @@ fn a_tls_cluster_with_an_acl_user_runs_jobs() {
         assert!(n > 0, "no key on {p}");
     }
 
-    // A job runs to done, started at once by a sharded wake-up whose
-    // subscription authenticated as `app` over TLS.
+    // The worker subscribes to its queue's wake-ups, as `app` over TLS, and
+    // a job runs to done, started at once by one.
     let work = scratch("tls-cluster-jobs");
     deploy_hello(&url, &work, &["tls"]);
     let mut w = worker(&url, &work, &["tls"]);
+    let channel = stoker::queue::keys::QueueKeys::new("tls").wake();
+    wait_until(START, "the worker's sharded subscription", || {
+        let subscribers = |p: &u16| -> i64 {
+            tls_query::<(String, i64)>(
+                *p,
+                &creds,
+                redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(&channel),
+            )
+            .map_or(0, |(_, n)| n)
+        };
+        data.iter().map(subscribers).sum::<i64>() > 0
+    });
     hello_done(&url, "tls", "Ada", &mut w);
     w.assert_alive();
     drop(w);
@@ -305,10 +317,20 @@ fn a_tls_sentinel_with_passwords_of_its_own_names_its_primary() {
         tls_query_db(data, &creds, 3, redis::cmd("GET").arg("via-tls-sentinel")).unwrap();
     assert_eq!(got.as_deref(), Some("1"), "not written to database 3");
 
-    // A job runs to done, started by a wake-up through the Sentinel.
+    // The worker subscribes on the primary the Sentinel names, and a job
+    // runs to done, started by a wake-up.
     let work = scratch("tls-sentinel-jobs");
     deploy_hello(&url, &work, &["tls"]);
     let mut w = worker(&url, &work, &["tls"]);
+    let channel = stoker::queue::keys::QueueKeys::new("tls").wake();
+    wait_until(START, "the worker's subscription on the primary", || {
+        tls_query::<(String, i64)>(
+            data,
+            &creds,
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel),
+        )
+        .is_ok_and(|(_, n)| n > 0)
+    });
     hello_done(&url, "tls", "Grace", &mut w);
     w.assert_alive();
     drop(w);
