@@ -10,7 +10,9 @@
 //! different primaries. [`crash`]: kill -9 of a worker and `CLUSTER FAILOVER`
 //! mid-run, each job done and its effect applied once. [`durable`]: writes
 //! that wait for a replica.
+//! [`auth`]: credentials and TLS in each form of URL, on servers of their own.
 
+mod auth;
 mod commits;
 mod crash;
 mod durable;
@@ -283,15 +285,20 @@ fn a_bad_url_is_refused_with_the_forms_expected() {
         ),
         ("redis://127.0.0.1:7000,127.0.0.1:7001", "several hosts"),
         ("http://127.0.0.1:6379", "unknown scheme `http`"),
+        (
+            "redis+cluster://app:hunter2@127.0.0.1:7000?ca=/ca.pem",
+            "`ca` is a TLS setting",
+        ),
     ] {
         let out = stoker(url, &["status"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{url}: {err}");
         assert!(err.contains(says), "{url}: {err}");
         assert!(
-            err.contains("redis+cluster://HOST:PORT,HOST:PORT"),
+            err.contains("redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT"),
             "{url}: {err}"
         );
+        assert!(!err.contains("hunter2"), "the password is printed: {err}");
     }
 }
 

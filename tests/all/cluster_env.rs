@@ -251,7 +251,7 @@ fn replica_online(port: u16) -> bool {
 }
 
 /// `count` distinct free loopback ports.
-fn free_ports(count: usize) -> Vec<u16> {
+pub fn free_ports(count: usize) -> Vec<u16> {
     // Held open together, so no port is handed out twice.
     let held: Vec<TcpListener> = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
@@ -263,7 +263,7 @@ fn free_ports(count: usize) -> Vec<u16> {
 
 /// A fresh directory `target/stoker-tests/NAME-PID`, after removing those of
 /// earlier runs whose process is gone.
-fn fresh_dir(name: &str) -> PathBuf {
+pub fn fresh_dir(name: &str) -> PathBuf {
     let scratch = target_dir().join("stoker-tests");
     if let Ok(entries) = fs::read_dir(&scratch) {
         for entry in entries.flatten() {
@@ -288,12 +288,12 @@ fn fresh_dir(name: &str) -> PathBuf {
 
 /// What the keeper thread is asked to start: a program and its arguments, in
 /// a working directory.
-type Launch = (String, Vec<String>, PathBuf);
+pub type Launch = (String, Vec<String>, PathBuf);
 
 /// Starts `launch` as a child of the keeper thread, which lives as long as
 /// the test binary (a child started with `PR_SET_PDEATHSIG` dies with the
 /// thread that forked it).
-fn spawn(launch: Launch) {
+pub fn spawn(launch: Launch) {
     static KEEPER: OnceLock<Mutex<mpsc::Sender<(Launch, mpsc::Sender<String>)>>> = OnceLock::new();
     let keeper = KEEPER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<(Launch, mpsc::Sender<String>)>();
@@ -352,7 +352,7 @@ fn spawn(launch: Launch) {
 }
 
 /// Starts a `redis-server` with `args` (after the common ones) in `dir`.
-fn server(dir: &Path, port: u16, args: &[&str]) {
+pub fn server(dir: &Path, port: u16, args: &[&str]) {
     fs::create_dir_all(dir).expect("a server dir");
     let mut all: Vec<String> = [
         "--port",
@@ -573,4 +573,115 @@ pub fn stoker_ok(url: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Certificates for TLS servers: a CA, and a certificate it signed for
+/// `127.0.0.1` and `localhost` with its key, PEM files made once per test
+/// binary with the `openssl` CLI.
+pub struct Certs {
+    /// The CA's certificate (what a client trusts: `?ca=`).
+    pub ca: PathBuf,
+    /// The servers' certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+/// [`Certs`], made on first use.
+pub fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = fresh_dir("tls-certs");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("running openssl (install Debian's openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509", "-days", "2", "-subj", "/CN=Stoker test CA"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat());
+        fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("writing ext.cnf");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        Certs {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    })
+}
+
+/// The arguments (after [`server`]'s) that make a `redis-server` speak TLS
+/// only, on `port`, with [`certs`], asking no client certificate; on a
+/// cluster node, the bus and replication speak TLS too.
+pub fn tls_args(port: u16) -> Vec<String> {
+    let c = certs();
+    let mut args: Vec<String> = ["--port", "0", "--tls-port", &port.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (flag, path) in [
+        ("--tls-cert-file", &c.cert),
+        ("--tls-key-file", &c.key),
+        ("--tls-ca-cert-file", &c.ca),
+    ] {
+        args.extend([flag.to_string(), path.display().to_string()]);
+    }
+    args.extend(
+        ["--tls-auth-clients", "no", "--tls-replication", "yes"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args
 }

@@ -61,7 +61,7 @@ fn enqueue(env: &TestEnv, q: &QueueKeys, id: &str, delay: &str) -> RedisResult<(
         env,
         &SCRIPTS.enqueue,
         &[&q.pending(), &q.scheduled(), &q.job(id)],
-        &[&p, id, "noop", &q.name, "null", delay, "0"],
+        &[&p, id, "noop", &q.name, "null", delay, "0", ""],
     )
 }
 
@@ -125,6 +125,7 @@ fn enqueue_queues_schedules_and_refuses_duplicates() {
         "null",
         "0",
         "0",
+        "",
         "60000",
         "start",
     ];
@@ -134,6 +135,77 @@ fn enqueue_queues_schedules_and_refuses_duplicates() {
     let (what, by): (String, String) = run(&env, &SCRIPTS.enqueue, &keys, &args).unwrap();
     assert_eq!((what.as_str(), by.as_str()), ("duplicate", "u1"));
     assert!(hash(&env, &q.job("u2")).is_empty());
+}
+
+#[test]
+fn an_enqueue_run_twice_answers_as_the_first_and_queues_once() {
+    // On Cluster, redis-rs sends a request again when its connection drops
+    // before the reply: the second run of one enqueue must not fail it as a
+    // duplicate of itself, nor queue the job twice.
+    let env = TestEnv::new();
+    let q = QueueKeys::new("default");
+    let send = |id: &str, delay: &str, nonce: &str| {
+        let p = job(id);
+        run::<(String, i64)>(
+            &env,
+            &SCRIPTS.enqueue,
+            &[&q.pending(), &q.scheduled(), &q.job(id)],
+            &[&p, id, "noop", &q.name, "null", delay, "0", nonce],
+        )
+    };
+    for (id, delay, state) in [("now", "0", "queued"), ("later", "60000", "scheduled")] {
+        let first = send(id, delay, "n1").unwrap();
+        assert_eq!(first.0, state);
+        assert_eq!(
+            send(id, delay, "n1").unwrap(),
+            first,
+            "{id}: the second run"
+        );
+        // Another request with the same id is refused.
+        let e = send(id, delay, "n2").unwrap_err();
+        assert!(e.to_string().contains("DUPLICATE"), "{e}");
+    }
+    assert_eq!(list(&env, &q.pending()), [job("now")]);
+    assert_eq!(zset(&env, &q.scheduled()), [job("later")]);
+}
+
+#[test]
+fn a_fetch_run_twice_with_its_nonce_answers_the_same_jobs() {
+    // On Cluster, a fetch redis-rs sends again must hand the worker the jobs
+    // the first run moved, not strand them in its in-flight list.
+    let env = TestEnv::new();
+    let q = QueueKeys::new("default");
+    for id in ["a", "b", "c"] {
+        enqueue(&env, &q, id, "0").unwrap();
+    }
+    let send = |nonce: &str| -> Vec<redis::Value> {
+        run(
+            &env,
+            &SCRIPTS.fetch,
+            &[
+                &q.pending(),
+                &q.inflight("w1"),
+                &q.paused(),
+                &q.fetched("w1"),
+            ],
+            &["2", "w1", &q.job_prefix(), &q.name, nonce],
+        )
+        .unwrap()
+    };
+    let first = send("n1");
+    assert_eq!(first.len(), 2 * 8);
+    assert_eq!(send("n1"), first, "the second run answers the first's jobs");
+    assert_eq!(list(&env, &q.inflight("w1")), [job("b"), job("a")]);
+    assert_eq!(
+        hash(&env, &q.job("a"))["attempts"],
+        "1",
+        "not fetched twice"
+    );
+    // The next call (another nonce) takes the next job.
+    let next = send("n2");
+    assert_eq!(next.len(), 8);
+    assert_eq!(next[0], redis::Value::BulkString(job("c").into_bytes()));
+    assert_eq!(list(&env, &q.pending()), Vec::<String>::new());
 }
 
 #[test]

@@ -102,8 +102,14 @@ fn batch_enqueue_queues_all_or_nothing() {
         ("queued", "B1")
     );
     assert_eq!(env.pending_ids("default"), ["a", "b"]);
+    // The same call again (a request redis-rs sent again on Cluster): the
+    // jobs are queued already, none twice.
+    let n: i64 = run(&env, &SCRIPTS.batch_enqueue, &[&pending], &args).unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(env.pending_ids("default"), ["a", "b"]);
 
-    // `a` has a record now: the whole call is refused, `c` not queued.
+    // `a` has a record of another batch now: the whole call is refused, `c`
+    // not queued.
     let c = job("c");
     let mut again = vec![prefix.as_str(), "default", "B2"];
     again.extend([

@@ -35,7 +35,7 @@ use crate::job::Payload;
 use crate::queue::commit::{Child, CommitKind, child_id};
 use crate::queue::keys::{self, QueueKeys};
 use crate::queue::staged::StagedWrite;
-use crate::queue::{self, Conn, Durability, Link};
+use crate::queue::{self, Conn, Durability};
 
 const QUEUE: &str = "bench-ckpt";
 /// Commits timed per series.
@@ -125,11 +125,7 @@ pub async fn run(
         heartbeat_ttl_ms: heartbeat_ttl.as_millis() as u64,
         kill9_to_resumed_ms: resumed.as_millis() as u64,
         apply_delay_us: apply_delay,
-        redis: match conn.link() {
-            Link::Single(_) => "single",
-            Link::Cluster(_) => "cluster",
-            Link::Sentinel(_) => "sentinel",
-        },
+        redis: conn.link().name(),
         durability: conn.durability().to_string(),
     })
 }

@@ -165,11 +165,7 @@ pub async fn run(
     Ok(FanoutFigures {
         children,
         concurrency,
-        redis: match conn {
-            Conn::Single(_) => "single",
-            Conn::Cluster(_) => "cluster",
-            Conn::Sentinel(_) => "sentinel",
-        },
+        redis: conn.link().name(),
         runs,
         cross_slot_overhead,
     })

@@ -313,6 +313,7 @@ pub(crate) fn pipe_enqueue(pipe: &mut redis::Pipeline, q: &QueueKeys, list: &str
         .arg(p.args.to_string())
         .arg(0)
         .arg(0)
+        .arg("")
         .ignore();
 }
 

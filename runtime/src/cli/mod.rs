@@ -33,8 +33,8 @@ pub mod worker;
 #[derive(Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// Redis URL.
-    #[arg(long, env = "STOKER_REDIS_URL", global = true)]
+    /// Redis URL (its password is never printed).
+    #[arg(long, env = "STOKER_REDIS_URL", hide_env_values = true, global = true)]
     redis: Option<String>,
     /// Where a write is kept before Stoker acknowledges it: `local` (the
     /// primary has it) or `replica[:TIMEOUT]` (a replica has it too, waiting
@@ -101,9 +101,12 @@ impl Redis {
 
     /// A connection, or an error naming the URL.
     pub async fn connect(&self) -> anyhow::Result<Conn> {
-        let conn = crate::queue::connect(&self.url)
-            .await
-            .with_context(|| format!("cannot connect to Redis at {}", self.url))?;
+        let conn = crate::queue::connect(&self.url).await.with_context(|| {
+            format!(
+                "cannot connect to Redis at {}",
+                crate::queue::redact(&self.url)
+            )
+        })?;
         Ok(conn.with_durability(self.durability))
     }
 }

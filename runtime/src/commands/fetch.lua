@@ -6,8 +6,16 @@
 -- stays in the in-flight list until its outcome is settled (settle.lua) or the
 -- worker is declared dead and its jobs are recovered (recover.lua).
 -- KEYS[1] pending list, KEYS[2] this worker's in-flight list, KEYS[3] the
--- queue's pause flag (a paused queue gives nothing)
--- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4] queue name
+-- queue's pause flag (a paused queue gives nothing), KEYS[4] the worker's
+-- last fetch (below)
+-- ARGV[1] max jobs, ARGV[2] worker id, ARGV[3] job record key prefix, ARGV[4]
+-- queue name, ARGV[5] this call's nonce ('' for none)
+-- On Redis Cluster, redis-rs sends a request again when its connection
+-- dropped (or its reply was late) before the reply: the jobs the first run
+-- moved would sit in the in-flight list, running on a worker that never
+-- heard of them, until that worker stops. So a call with a nonce keeps its
+-- reply in KEYS[4] (60 s), and a second run with the same nonce answers it
+-- again, moving nothing.
 -- Returns {payload, attempt, id, seq, waited, batch, duplicate, stalls,
 -- payload, ...}, seq being the
 -- job's last committed checkpoint (0: none, a fresh start), waited the ms since
@@ -90,6 +98,13 @@ local function start(payload)
   return attempt, id, seq or 0, waited, batch, '', stalls
 end
 
+local nonce = ARGV[5] or ''
+if nonce ~= '' then
+  local last = redis.call('GET', KEYS[4])
+  if last and string.sub(last, 1, #nonce + 1) == nonce .. '\n' then
+    return cmsgpack.unpack(string.sub(last, #nonce + 2))
+  end
+end
 local out = {}
 if redis.call('EXISTS', KEYS[3]) == 1 then return out end
 for _ = 1, tonumber(ARGV[1]) do
@@ -105,5 +120,8 @@ for _ = 1, tonumber(ARGV[1]) do
   out[#out + 1] = batch or 0
   out[#out + 1] = duplicate or ''
   out[#out + 1] = stalls or 0
+end
+if nonce ~= '' and #out > 0 then
+  redis.call('SET', KEYS[4], nonce .. '\n' .. cmsgpack.pack(out), 'EX', 60)
 end
 return out

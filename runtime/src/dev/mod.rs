@@ -187,8 +187,8 @@ pub async fn run(
     };
     let mut conn = queue::connect(&url)
         .await
-        .with_context(|| format!("connecting to {url}"))?;
-    println!("Redis: {url}");
+        .with_context(|| format!("connecting to {}", queue::redact(&url)))?;
+    println!("Redis: {}", queue::redact(&url));
 
     let manifest = Manifest::load(manifest_path)?;
     let deployed = crate::deploy::deploy(&mut conn, &manifest).await?;

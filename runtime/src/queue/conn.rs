@@ -3,13 +3,24 @@
 //!
 //! - `redis://HOST:PORT/DB` (also `rediss://`, `unix://`, `redis+unix://`):
 //!   one server, parsed by redis-rs as before;
-//! - `redis+cluster://HOST:PORT,HOST:PORT,...`: Redis Cluster, from any of
-//!   these seed nodes (the rest is discovered); a cluster has database 0 only,
-//!   so a database in the URL is refused;
-//! - `redis+sentinel://HOST:PORT,HOST:PORT,.../MASTER[/DB]`: the primary the
-//!   Sentinels know as `MASTER` (database `DB`, default 0), followed through
-//!   failovers. Ports default to 6379 for Cluster nodes and 26379 for
-//!   Sentinels.
+//! - `redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT,...`: Redis
+//!   Cluster, from any of these seed nodes (the rest is discovered); a cluster
+//!   has database 0 only, so a database in the URL is refused;
+//! - `redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT,.../MASTER[/DB]`:
+//!   the primary the Sentinels know as `MASTER` (database `DB`, default 0),
+//!   followed through failovers. Ports default to 6379 for Cluster nodes and
+//!   26379 for Sentinels.
+//!
+//! Credentials and TLS, for managed services: the URL's `USER:PASSWORD` is
+//! for the data nodes (the Cluster's nodes, Sentinel's primary), each
+//! percent-decoded; Sentinels that have a password of their own take it from
+//! `?sentinel_password=...` (and `sentinel_username`), since a Sentinel set
+//! and the servers it watches are configured apart. `rediss://`,
+//! `rediss+cluster://` and `rediss+sentinel://` speak TLS (rustls, Mozilla's
+//! roots) to every server, Sentinels included; `?ca=PATH` trusts the PEM
+//! certificates of that file instead of those roots, and
+//! `?insecure_skip_verify=true` checks no certificate at all. A password is
+//! never printed: errors show the URL through [`redact`].
 //!
 //! Every form gives a multiplexed connection (concurrent requests are
 //! pipelined on one socket per server) that reconnects on its own. A single
@@ -18,6 +29,7 @@
 //! commands touch many slots is split by slot and its parts sent at once
 //! ([`super::spread`]), so every pipeline of the runtime works on every form.
 
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,7 +37,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{Cmd, ConnectionAddr, ErrorKind, RedisError, RedisFuture, RedisResult, Value};
+use redis::{
+    Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisFuture, RedisResult,
+    TlsCertificates, TlsMode, Value,
+};
 
 use super::durable::{Durability, Replicas};
 
@@ -44,18 +59,81 @@ const LOOKUP_GAP: Duration = Duration::from_millis(250);
 
 /// What every form of URL looks like, for error messages.
 const EXPECTED: &str = "redis://HOST:PORT/DB (one server), \
-     redis+cluster://HOST:PORT,HOST:PORT (Redis Cluster seed nodes) or \
-     redis+sentinel://HOST:PORT,HOST:PORT/MASTER[/DB] (Sentinels and the name of their primary)";
+     redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT (Redis Cluster seed nodes) or \
+     redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT/MASTER[/DB] (Sentinels and the name \
+     of their primary); rediss... for TLS, with ?ca=PATH or ?insecure_skip_verify=true";
+
+/// The query parameters that hold a secret, masked by [`redact`].
+const SECRET_PARAMS: &[&str] = &["sentinel_password", "password", "pass"];
+
+/// A password from a URL: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The password itself, for the server's `AUTH`.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Who a connection authenticates as (`AUTH [USER] PASSWORD`); none: no
+/// `AUTH`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// The ACL user; none: `default`.
+    pub user: Option<String>,
+    /// The password.
+    pub password: Option<Secret>,
+}
+
+/// The TLS settings of a `rediss...` URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// `?ca=PATH`: a PEM file of the certificates to trust, instead of
+    /// Mozilla's roots (a private CA, a self-signed server).
+    pub ca: Option<PathBuf>,
+    /// `?insecure_skip_verify=true`: no certificate is checked (anyone on
+    /// the path can read and change the traffic; for tests only).
+    pub insecure: bool,
+}
+
+/// A URL, which `Debug` shows [`redact`]ed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Url(pub String);
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Url({:?})", redact(&self.0))
+    }
+}
 
 /// Where a URL says Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// One server; the URL as redis-rs reads it.
-    Single(String),
+    /// One server.
+    Single {
+        /// The URL as redis-rs reads it (credentials, `/DB`, `#insecure`
+        /// and `?protocol=` included).
+        url: Url,
+        /// Stoker's own TLS parameters of a `rediss://` URL (none for a
+        /// plain one).
+        tls: Option<Tls>,
+    },
     /// Redis Cluster, reached through these seed nodes.
     Cluster {
         /// `(host, port)` of each seed node.
         seeds: Vec<(String, u16)>,
+        /// For every node.
+        auth: Auth,
+        /// TLS to every node, or none.
+        tls: Option<Tls>,
     },
     /// The primary that the Sentinels call `master`.
     Sentinel {
@@ -65,25 +143,167 @@ pub enum Target {
         master: String,
         /// The database on the primary.
         db: i64,
+        /// For the primary.
+        auth: Auth,
+        /// For the Sentinels (`sentinel_username`, `sentinel_password`).
+        sentinel_auth: Auth,
+        /// TLS to the Sentinels and to the primary, or none.
+        tls: Option<Tls>,
     },
+}
+
+/// `url` with its password, and any query parameter that holds a secret,
+/// replaced by `***`: the form every message and log shows.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL; it may still hold a password.
+        return match url.rsplit_once('@') {
+            Some((_, after)) => format!("***@{after}"),
+            None => url.to_owned(),
+        };
+    };
+    let (main, query) = match rest.split_once('?') {
+        Some((main, query)) => (main, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = format!("{scheme}://");
+    match main.rsplit_once('@') {
+        Some((userinfo, after)) => {
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***@")),
+                None => out.push_str(&format!("{userinfo}@")),
+            }
+            out.push_str(after);
+        }
+        None => out.push_str(main),
+    }
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if SECRET_PARAMS.contains(&key) => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+/// `s` percent-decoded (`%40` is `@`; a `+` stays a `+`), as UTF-8.
+fn decode(s: &str, what: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|d| d.into_owned())
+        .map_err(|_| format!("the {what} is not UTF-8 once percent-decoded"))
+}
+
+/// The query parameters of a URL, each once, percent-decoded.
+fn params(query: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(key, "name of a query parameter")?;
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(format!("query parameter `{key}` is given twice"));
+        }
+        let value = decode(value, &format!("value of `{key}`"))?;
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// Takes Stoker's TLS parameters out of `params`: `Some` for a TLS scheme,
+/// an error when a TLS parameter comes with a plain one.
+fn tls_params(
+    params: &mut Vec<(String, String)>,
+    tls: bool,
+    scheme: &str,
+) -> Result<Option<Tls>, String> {
+    let mut out = Tls::default();
+    let mut given = None;
+    let mut rest = Vec::new();
+    for (key, value) in params.drain(..) {
+        match key.as_str() {
+            "ca" => {
+                if value.is_empty() {
+                    return Err("`ca=` names no file".into());
+                }
+                out.ca = Some(PathBuf::from(value));
+                given = Some("ca");
+            }
+            "insecure_skip_verify" => {
+                out.insecure = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(format!(
+                            "`insecure_skip_verify` is `true` or `false`, not `{value}`"
+                        ));
+                    }
+                };
+                given = Some("insecure_skip_verify");
+            }
+            _ => rest.push((key, value)),
+        }
+    }
+    *params = rest;
+    if !tls {
+        if let Some(key) = given {
+            return Err(format!(
+                "`{key}` is a TLS setting, and `{scheme}://` is plain TCP; write `{}://`",
+                scheme
+                    .replacen("redis", "rediss", 1)
+                    .replacen("valkey", "valkeys", 1)
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
+/// `USER:PASSWORD` (each percent-decoded; `:PASSWORD` for the default user).
+fn userinfo(userinfo: &str) -> Result<Auth, String> {
+    let Some((user, password)) = userinfo.split_once(':') else {
+        return Err(
+            "credentials without a password (`USER@`): write `USER:PASSWORD@`, or \
+             `:PASSWORD@` for the default user"
+                .into(),
+        );
+    };
+    if password.is_empty() {
+        return Err("an empty password in the credentials".into());
+    }
+    let user = decode(user, "user")?;
+    Ok(Auth {
+        user: (!user.is_empty()).then_some(user),
+        password: Some(Secret(decode(password, "password")?)),
+    })
 }
 
 impl Target {
     /// Reads a Redis URL. An error names what was wrong and the forms
-    /// expected.
+    /// expected, with the URL [`redact`]ed.
     pub fn parse(url: &str) -> RedisResult<Target> {
         let bad = |why: String| {
             RedisError::from((
                 ErrorKind::InvalidClientConfig,
                 "bad Redis URL",
-                format!("`{url}`: {why}; expected {EXPECTED}"),
+                format!("`{}`: {why}; expected {EXPECTED}", redact(url)),
             ))
         };
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(bad("no scheme".into()));
         };
-        match scheme {
-            "redis+cluster" | "redis+sentinel" => {}
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        // A fragment (`#insecure`, which redis-rs reads in the single form)
+        // ends the query.
+        let (query, fragment) = query.split_once('#').unwrap_or((query, ""));
+        let mut given = params(query).map_err(bad)?;
+        let tls = match scheme {
+            "redis+cluster" | "redis+sentinel" => false,
+            "rediss+cluster" | "rediss+sentinel" => true,
             "redis" | "rediss" | "valkey" | "valkeys" => {
                 let authority = rest.split(['/', '?']).next().unwrap_or("");
                 // After the credentials, if any (a password may hold a comma).
@@ -94,28 +314,62 @@ impl Target {
                          redis+cluster://, for Sentinel redis+sentinel://.../MASTER"
                     )));
                 }
+                let secure = matches!(scheme, "rediss" | "valkeys");
+                let tls = tls_params(&mut given, secure, scheme).map_err(bad)?;
+                if let Some((key, _)) = given.iter().find(|(k, _)| k.starts_with("sentinel_")) {
+                    return Err(bad(format!("`{key}` is for redis+sentinel:// URLs")));
+                }
+                // redis-rs reads the rest (and ignores what it does not know).
                 redis::Client::open(url).map_err(|e| bad(e.to_string()))?;
-                return Ok(Target::Single(url.to_owned()));
+                return Ok(Target::Single {
+                    url: Url(url.to_owned()),
+                    tls,
+                });
             }
             "unix" | "redis+unix" | "valkey+unix" => {
                 redis::Client::open(url).map_err(|e| bad(e.to_string()))?;
-                return Ok(Target::Single(url.to_owned()));
-            }
-            "rediss+cluster" | "rediss+sentinel" => {
-                return Err(bad("TLS to Cluster or Sentinel is not supported yet".into()));
+                return Ok(Target::Single {
+                    url: Url(url.to_owned()),
+                    tls: None,
+                });
             }
             other => return Err(bad(format!("unknown scheme `{other}`"))),
-        }
-        if rest.contains('@') {
+        };
+        let tls = tls_params(&mut given, tls, scheme).map_err(bad)?;
+        let (auth, hostpath) = match main.rsplit_once('@') {
+            Some((info, after)) => (userinfo(info).map_err(bad)?, after),
+            None => (Auth::default(), main),
+        };
+        if hostpath.contains('#') || !fragment.is_empty() {
             return Err(bad(
-                "credentials in a Cluster or Sentinel URL are not supported yet".into(),
+                "a `#` fragment; for TLS without checks write ?insecure_skip_verify=true, \
+                 and percent-encode a `#` in a password as %23"
+                    .into(),
             ));
         }
-        if rest.contains('?') {
-            return Err(bad("query parameters are not supported here".into()));
+        let (hosts, path) = hostpath.split_once('/').unwrap_or((hostpath, ""));
+        let cluster = scheme.ends_with("+cluster");
+        let mut sentinel_auth = Auth::default();
+        for (key, value) in given {
+            match key.as_str() {
+                "sentinel_username" if !cluster => sentinel_auth.user = Some(value),
+                "sentinel_password" if !cluster => sentinel_auth.password = Some(Secret(value)),
+                _ => {
+                    let known = if cluster {
+                        "ca, insecure_skip_verify"
+                    } else {
+                        "ca, insecure_skip_verify, sentinel_username, sentinel_password"
+                    };
+                    return Err(bad(format!(
+                        "unknown query parameter `{key}` (known here: {known})"
+                    )));
+                }
+            }
         }
-        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if scheme == "redis+cluster" {
+        if sentinel_auth.user.is_some() && sentinel_auth.password.is_none() {
+            return Err(bad("`sentinel_username` without `sentinel_password`".into()));
+        }
+        if cluster {
             let path = path.trim_end_matches('/');
             if !path.is_empty() {
                 return Err(bad(format!(
@@ -123,7 +377,7 @@ impl Target {
                 )));
             }
             let seeds = host_list(hosts, 6379).map_err(bad)?;
-            return Ok(Target::Cluster { seeds });
+            return Ok(Target::Cluster { seeds, auth, tls });
         }
         let sentinels = host_list(hosts, 26379).map_err(bad)?;
         let mut parts = path.trim_end_matches('/').split('/');
@@ -150,6 +404,9 @@ impl Target {
             sentinels,
             master: master.to_owned(),
             db,
+            auth,
+            sentinel_auth,
+            tls,
         })
     }
 }
@@ -207,6 +464,17 @@ pub enum Link {
     Cluster(ClusterConnection),
     /// The primary named by Sentinel, followed through failovers.
     Sentinel(SentinelConn),
+}
+
+impl Link {
+    /// The form's name: `single`, `cluster` or `sentinel`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Link::Single(_) => "single",
+            Link::Cluster(_) => "cluster",
+            Link::Sentinel(_) => "sentinel",
+        }
+    }
 }
 
 impl From<Link> for Conn {
@@ -283,22 +551,29 @@ impl Conn {
 /// Connects to Redis at `url` (any form [`Target::parse`] reads).
 pub async fn connect(url: &str) -> RedisResult<Conn> {
     match Target::parse(url)? {
-        Target::Single(url) => {
-            let client = redis::Client::open(url)?;
+        Target::Single { url, tls } => {
+            let client = single_client(&url, tls.as_ref())?;
             Ok(
                 Link::Single(ConnectionManager::new_with_config(client, manager_config()).await?)
                     .into(),
             )
         }
-        Target::Cluster { seeds } => {
-            let client = cluster_builder(&seeds).build()?;
+        Target::Cluster { seeds, auth, tls } => {
+            let client = cluster_builder(&seeds, &auth, tls.as_ref())?.build()?;
             Ok(Link::Cluster(client.get_async_connection().await?).into())
         }
         Target::Sentinel {
             sentinels,
             master,
             db,
-        } => Ok(Link::Sentinel(SentinelConn::open(&sentinels, &master, db).await?).into()),
+            auth,
+            sentinel_auth,
+            tls,
+        } => {
+            let sentinel =
+                sentinel_client(&sentinels, &master, db, &auth, &sentinel_auth, tls.as_ref())?;
+            Ok(Link::Sentinel(SentinelConn::open(sentinel, db).await?).into())
+        }
     }
 }
 
@@ -310,33 +585,133 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_number_of_retries(2)
 }
 
-/// A Cluster client for `seeds`, with the runtime's timeouts and retries.
-pub(crate) fn cluster_builder(seeds: &[(String, u16)]) -> ClusterClientBuilder {
+/// The certificates `tls` trusts instead of the built-in roots, if it names
+/// a file; an error names the file.
+fn certificates(tls: &Tls) -> RedisResult<Option<TlsCertificates>> {
+    let Some(ca) = &tls.ca else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(ca).map_err(|e| {
+        RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "cannot read the CA file",
+            format!("`{}` (from the URL's ca=): {e}", ca.display()),
+        ))
+    })?;
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
+fn tls_mode(tls: &Tls) -> TlsMode {
+    if tls.insecure {
+        TlsMode::Insecure
+    } else {
+        TlsMode::Secure
+    }
+}
+
+/// A client for one server at `url`, with Stoker's TLS parameters `tls`.
+pub(crate) fn single_client(url: &Url, tls: Option<&Tls>) -> RedisResult<redis::Client> {
+    let Some(tls) = tls else {
+        return redis::Client::open(url.0.as_str());
+    };
+    let mut info = url.0.as_str().into_connection_info()?;
+    if tls.insecure
+        && let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone()
+    {
+        info = info.set_addr(ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: true,
+            tls_params: None,
+        });
+    }
+    match certificates(tls)? {
+        Some(certs) => redis::Client::build_with_tls(info, certs),
+        None => redis::Client::open(info),
+    }
+}
+
+/// A Cluster client for `seeds`, with the runtime's timeouts and retries,
+/// `auth` on every node and TLS if `tls`.
+pub(crate) fn cluster_builder(
+    seeds: &[(String, u16)],
+    auth: &Auth,
+    tls: Option<&Tls>,
+) -> RedisResult<ClusterClientBuilder> {
     let nodes = seeds
         .iter()
         .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
-    ClusterClientBuilder::new(nodes)
+    let mut builder = ClusterClientBuilder::new(nodes)
         .connection_timeout(CONNECT_TIMEOUT)
         .response_timeout(RESPONSE_TIMEOUT)
         .overall_response_timeout(Some(CLUSTER_OVERALL_TIMEOUT))
         // Waits between retries from 50 ms, doubling to 1 s.
         .retries(16)
         .min_retry_wait(50)
-        .max_retry_wait(1000)
+        .max_retry_wait(1000);
+    if let Some(user) = &auth.user {
+        builder = builder.username(user);
+    }
+    if let Some(password) = &auth.password {
+        builder = builder.password(password.expose());
+    }
+    if let Some(tls) = tls {
+        // The nodes discovered from the seeds are reached the same way.
+        builder = builder.tls(tls_mode(tls));
+        if let Some(certs) = certificates(tls)? {
+            builder = builder.certs(certs);
+        }
+    }
+    Ok(builder)
 }
 
-/// A Sentinel client for the primary `master` of `sentinels`.
+/// A Sentinel client for the primary `master` of `sentinels`: `auth` for the
+/// primary, `sentinel_auth` for the Sentinels, TLS to both if `tls`.
 pub(crate) fn sentinel_client(
     sentinels: &[(String, u16)],
     master: &str,
     db: i64,
+    auth: &Auth,
+    sentinel_auth: &Auth,
+    tls: Option<&Tls>,
 ) -> RedisResult<SentinelClient> {
-    let addrs = sentinels
-        .iter()
-        .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
-    SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?
-        .set_client_to_redis_db(db)
-        .build()
+    let addrs = sentinels.iter().map(|(host, port)| match tls {
+        None => ConnectionAddr::Tcp(host.clone(), *port),
+        Some(tls) => ConnectionAddr::TcpTls {
+            host: host.clone(),
+            port: *port,
+            insecure: tls.insecure,
+            tls_params: None,
+        },
+    });
+    let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?
+        .set_client_to_redis_db(db);
+    if let Some(user) = &auth.user {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &auth.password {
+        builder = builder.set_client_to_redis_password(password.expose());
+    }
+    if let Some(user) = &sentinel_auth.user {
+        builder = builder.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = &sentinel_auth.password {
+        builder = builder.set_client_to_sentinel_password(password.expose());
+    }
+    if let Some(tls) = tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(tls_mode(tls))
+            .set_client_to_sentinel_tls_mode(tls_mode(tls));
+        if let Some(certs) = certificates(tls)? {
+            builder = builder
+                .set_client_to_redis_certificates(certs.clone())
+                .set_client_to_sentinel_certificates(certs);
+        }
+    }
+    builder.build()
 }
 
 impl ConnectionLike for Conn {
@@ -403,8 +778,7 @@ struct Primary {
 }
 
 impl SentinelConn {
-    async fn open(sentinels: &[(String, u16)], master: &str, db: i64) -> RedisResult<SentinelConn> {
-        let mut sentinel = sentinel_client(sentinels, master, db)?;
+    async fn open(mut sentinel: SentinelClient, db: i64) -> RedisResult<SentinelConn> {
         let client = sentinel.async_get_client().await?;
         let addr = client.get_connection_info().addr().to_string();
         let conn = ConnectionManager::new_with_config(client, manager_config()).await?;
@@ -551,20 +925,36 @@ mod tests {
         list.iter().map(|(h, p)| (h.to_string(), *p)).collect()
     }
 
+    fn single(url: &str) -> Target {
+        Target::Single {
+            url: Url(url.into()),
+            tls: None,
+        }
+    }
+
+    fn auth(user: Option<&str>, password: &str) -> Auth {
+        Auth {
+            user: user.map(str::to_owned),
+            password: Some(Secret(password.into())),
+        }
+    }
+
     #[test]
     fn each_form_of_url_reads() {
         assert_eq!(
             Target::parse("redis://127.0.0.1:6379/3").unwrap(),
-            Target::Single("redis://127.0.0.1:6379/3".into())
+            single("redis://127.0.0.1:6379/3")
         );
         assert_eq!(
             Target::parse("redis://u:p,w@h:1/2").unwrap(),
-            Target::Single("redis://u:p,w@h:1/2".into())
+            single("redis://u:p,w@h:1/2")
         );
         assert_eq!(
             Target::parse("redis+cluster://a:7000,b:7001,[::1]:7002,c").unwrap(),
             Target::Cluster {
-                seeds: hosts(&[("a", 7000), ("b", 7001), ("::1", 7002), ("c", 6379)])
+                seeds: hosts(&[("a", 7000), ("b", 7001), ("::1", 7002), ("c", 6379)]),
+                auth: Auth::default(),
+                tls: None,
             }
         );
         assert_eq!(
@@ -572,7 +962,10 @@ mod tests {
             Target::Sentinel {
                 sentinels: hosts(&[("a", 26380), ("b", 26379)]),
                 master: "mymaster".into(),
-                db: 0
+                db: 0,
+                auth: Auth::default(),
+                sentinel_auth: Auth::default(),
+                tls: None,
             }
         );
         assert_eq!(
@@ -580,7 +973,96 @@ mod tests {
             Target::Sentinel {
                 sentinels: hosts(&[("a", 26380)]),
                 master: "mymaster".into(),
-                db: 4
+                db: 4,
+                auth: Auth::default(),
+                sentinel_auth: Auth::default(),
+                tls: None,
+            }
+        );
+    }
+
+    #[test]
+    fn credentials_and_tls_read_in_every_form() {
+        // Percent-decoded; a raw `@`, `,` or `/` in a password works too (the
+        // credentials end at the last `@` before the query); `+` stays `+`.
+        assert_eq!(
+            Target::parse("redis+cluster://app:p%40ss%3Aw+rd@a:7000,b:7001").unwrap(),
+            Target::Cluster {
+                seeds: hosts(&[("a", 7000), ("b", 7001)]),
+                auth: auth(Some("app"), "p@ss:w+rd"),
+                tls: None,
+            }
+        );
+        assert_eq!(
+            Target::parse("redis+cluster://:s3,cr@t/x@a:7000").unwrap(),
+            Target::Cluster {
+                seeds: hosts(&[("a", 7000)]),
+                auth: auth(None, "s3,cr@t/x"),
+                tls: None,
+            }
+        );
+        assert_eq!(
+            Target::parse("rediss+cluster://a:7000?ca=/etc/redis/ca.pem").unwrap(),
+            Target::Cluster {
+                seeds: hosts(&[("a", 7000)]),
+                auth: Auth::default(),
+                tls: Some(Tls {
+                    ca: Some("/etc/redis/ca.pem".into()),
+                    insecure: false
+                }),
+            }
+        );
+        assert_eq!(
+            Target::parse(
+                "rediss+sentinel://app:pw@a,b:26380/mymaster/2?sentinel_username=watch&\
+                 sentinel_password=s%26p&insecure_skip_verify=true"
+            )
+            .unwrap(),
+            Target::Sentinel {
+                sentinels: hosts(&[("a", 26379), ("b", 26380)]),
+                master: "mymaster".into(),
+                db: 2,
+                auth: auth(Some("app"), "pw"),
+                sentinel_auth: auth(Some("watch"), "s&p"),
+                tls: Some(Tls {
+                    ca: None,
+                    insecure: true
+                }),
+            }
+        );
+        // A Sentinel password alone (the Sentinels' `requirepass`).
+        let Target::Sentinel { sentinel_auth, .. } =
+            Target::parse("redis+sentinel://a/m?sentinel_password=x").unwrap()
+        else {
+            panic!("not Sentinel")
+        };
+        assert_eq!(sentinel_auth, auth(None, "x"));
+        // One server: redis-rs reads the URL; Stoker's TLS parameters too.
+        assert_eq!(
+            Target::parse("rediss://u:p@h:6380/1?ca=/ca.pem").unwrap(),
+            Target::Single {
+                url: Url("rediss://u:p@h:6380/1?ca=/ca.pem".into()),
+                tls: Some(Tls {
+                    ca: Some("/ca.pem".into()),
+                    insecure: false
+                }),
+            }
+        );
+        assert_eq!(
+            Target::parse("rediss://h:6380/0?ca=/ca.pem#insecure").unwrap(),
+            Target::Single {
+                url: Url("rediss://h:6380/0?ca=/ca.pem#insecure".into()),
+                tls: Some(Tls {
+                    ca: Some("/ca.pem".into()),
+                    insecure: false
+                }),
+            }
+        );
+        assert_eq!(
+            Target::parse("rediss://h:6380").unwrap(),
+            Target::Single {
+                url: Url("rediss://h:6380".into()),
+                tls: Some(Tls::default()),
             }
         );
     }
@@ -603,12 +1085,68 @@ mod tests {
             ("redis://a:1,b:2/0", "several hosts"),
             ("http://a:1", "unknown scheme `http`"),
             ("127.0.0.1:6379", "no scheme"),
-            ("redis+cluster://u:p@a:1", "credentials"),
-            ("rediss+cluster://a:1", "TLS"),
+            ("redis+cluster://app@a:1", "without a password"),
+            ("redis+cluster://app:@a:1", "empty password"),
+            ("redis+cluster://a:1?ca=/x.pem", "write `rediss+cluster://`"),
+            ("redis://a:1?insecure_skip_verify=true", "write `rediss://`"),
+            (
+                "rediss+cluster://a:1?insecure_skip_verify=yes",
+                "`true` or `false`",
+            ),
+            ("rediss+cluster://a:1?ca=", "names no file"),
+            (
+                "redis+cluster://a:1?sentinel_password=x",
+                "unknown query parameter `sentinel_password`",
+            ),
+            ("redis+sentinel://a/m?db=2", "unknown query parameter `db`"),
+            ("redis+sentinel://a/m?ca=1&ca=2", "given twice"),
+            (
+                "redis+sentinel://a/m?sentinel_username=w",
+                "without `sentinel_password`",
+            ),
+            ("rediss+cluster://a:1#insecure", "insecure_skip_verify=true"),
+            (
+                "rediss+cluster://a:1?ca=/x#insecure",
+                "insecure_skip_verify=true",
+            ),
+            ("redis://a:1/0?sentinel_password=x", "redis+sentinel://"),
         ] {
             let e = Target::parse(url).unwrap_err().to_string();
             assert!(e.contains(says), "{url}: {e}");
-            assert!(e.contains("redis+sentinel://HOST:PORT"), "{url}: {e}");
+            assert!(
+                e.contains("redis+sentinel://[USER:PASSWORD@]HOST:PORT"),
+                "{url}: {e}"
+            );
         }
+    }
+
+    #[test]
+    fn a_password_is_never_shown() {
+        for url in [
+            "redis+cluster://app:hunter2@a:port",
+            "redis+cluster://:hunter2@a:1/3",
+            "redis+cluster://app:hunter2@a:1?nope=1",
+            "redis+sentinel://app:hunter2@a/m/x",
+            "redis+sentinel://a/m?sentinel_password=hunter2&bad=1",
+            "rediss+sentinel://app:hun%74er2@a/m?sentinel_password=hunter2&ca=",
+            "redis://app:hunter2@a:1,b:2",
+            "redis+cluster://app:hun@ter2@a:x",
+        ] {
+            let e = Target::parse(url).unwrap_err().to_string();
+            assert!(!e.contains("hunter2") && !e.contains("ter2"), "{url}: {e}");
+            assert!(e.contains("***"), "{url}: {e}");
+        }
+        let parsed =
+            Target::parse("rediss+sentinel://u:hunter2@a/m?sentinel_password=hunter2").unwrap();
+        assert!(!format!("{parsed:?}").contains("hunter2"), "{parsed:?}");
+        let parsed = Target::parse("redis://u:hunter2@a:1/0").unwrap();
+        assert!(!format!("{parsed:?}").contains("hunter2"), "{parsed:?}");
+        assert_eq!(
+            redact("redis+sentinel://u:p@a/m?ca=/x&sentinel_password=q"),
+            "redis+sentinel://u:***@a/m?ca=/x&sentinel_password=***"
+        );
+        assert_eq!(redact("redis://a:1/0"), "redis://a:1/0");
+        assert_eq!(redact("redis://tok@a:1"), "redis://tok@a:1");
+        assert_eq!(redact("u:p@a:1"), "***@a:1");
     }
 }

@@ -141,7 +141,10 @@ pub async fn enqueue_keyed(
         .arg(queue)
         .arg(payload.args.to_string())
         .arg(delay_ms)
-        .arg(at_ms);
+        .arg(at_ms)
+        // Tells this request's second run (a re-send) from another enqueue
+        // of the same id.
+        .arg(format!("{:016x}", rand::random::<u64>()));
     if let Some((key, ttl, until)) = &lock {
         script.key(key).arg(ttl).arg(until);
     }

@@ -175,15 +175,23 @@ pub async fn fetch(
     settler: &Settler,
 ) -> redis::RedisResult<Vec<Unit>> {
     type Row = (Vec<u8>, u32, String, u64, i64, u8, String, u32);
+    // Only Cluster sends a request twice (see `commands/fetch.lua`); one
+    // server and Sentinel skip keeping the reply.
+    let nonce = match conn.is_cluster() {
+        true => format!("{:016x}", rand::random::<u64>()),
+        false => String::new(),
+    };
     let reply: Vec<Row> = SCRIPTS
         .fetch
         .key(queue.pending())
         .key(queue.inflight(worker))
         .key(queue.paused())
+        .key(queue.fetched(worker))
         .arg(max)
         .arg(worker)
         .arg(queue.job_prefix())
         .arg(&queue.name)
+        .arg(nonce)
         .invoke_async(conn)
         .await?;
     Ok(reply

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `stoker:{q:QUEUE}:pending` | list | job payloads waiting; `LPUSH` to enqueue, fetched from the right |
 //! | `stoker:{q:QUEUE}:inflight:WORKER` | list | payloads a worker has taken and not settled |
+//! | `stoker:{q:QUEUE}:fetched:WORKER` | string | Redis Cluster: `NONCE\nREPLY` of the worker's last fetch (MessagePack), for 60 s, so a fetch redis-rs sends again gets the jobs the first run took |
 //! | `stoker:{q:QUEUE}:scheduled` | sorted set | payloads due later, scored by due time (ms, Redis time) |
 //! | `stoker:{q:QUEUE}:retry` | sorted set | payloads of failed jobs waiting for their next attempt |
 //! | `stoker:{q:QUEUE}:dead` | sorted set | ids of dead jobs, scored by time of death; capped |
@@ -75,6 +76,11 @@ impl QueueKeys {
     /// A worker's in-flight list.
     pub fn inflight(&self, worker: &str) -> String {
         format!("{}inflight:{worker}", self.base)
+    }
+
+    /// A worker's last fetch on Redis Cluster (see `commands/fetch.lua`).
+    pub fn fetched(&self, worker: &str) -> String {
+        format!("{}fetched:{worker}", self.base)
     }
 
     /// The scheduled set.

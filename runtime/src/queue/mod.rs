@@ -39,7 +39,7 @@ pub mod wake;
 /// modules use.
 pub(crate) use crate::commands::SCRIPTS;
 
-pub use conn::{Conn, Link, Target, connect};
+pub use conn::{Conn, Link, Target, connect, redact};
 pub use durable::Durability;
 
 /// Pauses (or resumes) queue `name`: a paused queue gives nothing to fetch.

@@ -328,7 +328,7 @@ pub async fn info_every_primary(conn: &mut Conn, section: &str) -> RedisResult<V
 pub async fn info_every_node(conn: &mut Conn, sections: &[&str]) -> RedisResult<Vec<String>> {
     let mut cmd = redis::cmd("INFO");
     cmd.arg(sections);
-    let Conn::Cluster(cluster) = conn else {
+    let Some(cluster) = conn.cluster() else {
         return Ok(vec![cmd.query_async(conn).await?]);
     };
     let every = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
@@ -352,7 +352,7 @@ pub async fn info_every_node(conn: &mut Conn, sections: &[&str]) -> RedisResult<
 /// connection routes it (`CLUSTER MYID` sent there); `None` on a single
 /// server and on Sentinel, where one primary serves every key.
 pub async fn primary_of(conn: &mut Conn, key: &str) -> RedisResult<Option<String>> {
-    let Conn::Cluster(cluster) = conn else {
+    let Some(cluster) = conn.cluster() else {
         return Ok(None);
     };
     let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(

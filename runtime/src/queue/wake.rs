@@ -93,17 +93,22 @@ async fn subscribe(
     channels: &[String],
 ) -> redis::RedisResult<BoxStream<'static, ()>> {
     let client = match target {
-        Target::Single(url) => redis::Client::open(url.as_str())?,
+        Target::Single { url, tls } => super::conn::single_client(url, tls.as_ref())?,
         Target::Sentinel {
             sentinels,
             master,
             db,
+            auth,
+            sentinel_auth,
+            tls,
         } => {
-            super::conn::sentinel_client(sentinels, master, *db)?
+            super::conn::sentinel_client(sentinels, master, *db, auth, sentinel_auth, tls.as_ref())?
                 .async_get_client()
                 .await?
         }
-        Target::Cluster { seeds } => return subscribe_cluster(seeds, channels).await,
+        Target::Cluster { seeds, auth, tls } => {
+            return subscribe_cluster(seeds, auth, tls.as_ref(), channels).await;
+        }
     };
     let mut pubsub = client.get_async_pubsub().await?;
     for channel in channels {
@@ -115,10 +120,12 @@ async fn subscribe(
 /// [`subscribe`] on Cluster: messages arrive as RESP3 pushes.
 async fn subscribe_cluster(
     seeds: &[(String, u16)],
+    auth: &super::conn::Auth,
+    tls: Option<&super::conn::Tls>,
     channels: &[String],
 ) -> redis::RedisResult<BoxStream<'static, ()>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let client = super::conn::cluster_builder(seeds)
+    let client = super::conn::cluster_builder(seeds, auth, tls)?
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(tx)
         .build()?;
