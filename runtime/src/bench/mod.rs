@@ -97,6 +97,7 @@ pub struct CommandFigure {
 /// primaries go: see [`queues::spread`]).
 pub async fn drain(
     redis_url: &str,
+    durability: crate::queue::Durability,
     manifest: &Path,
     jobs: u64,
     concurrency: u32,
@@ -126,6 +127,7 @@ pub async fn drain(
     let exe = std::env::current_exe()?;
     let mut worker = tokio::process::Command::new(exe);
     worker.args(["--redis", redis_url, "worker"]);
+    worker.args(["--durability", &durability.to_string()]);
     for name in &names {
         worker.args(["-q", name]);
     }

@@ -143,8 +143,16 @@ pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
     let url = redis.url();
     match args.command.unwrap_or(Bench::Drain(args.drain)) {
         Bench::Drain(a) => {
-            let f =
-                bench::drain(url, &a.manifest, a.jobs, a.concurrency, a.threads, a.queues).await?;
+            let f = bench::drain(
+                url,
+                redis.durability(),
+                &a.manifest,
+                a.jobs,
+                a.concurrency,
+                a.threads,
+                a.queues,
+            )
+            .await?;
             show(&f, &a.output)
         }
         Bench::Metering(a) => {
