@@ -297,27 +297,7 @@ pub(super) async fn pipeline(
 /// `INFO SECTION`: the server's text, or on Cluster each primary's, ordered
 /// by the primary's address.
 pub async fn info_every_primary(conn: &mut Conn, section: &str) -> RedisResult<Vec<String>> {
-    let mut cmd = redis::cmd("INFO");
-    cmd.arg(section);
-    let Some(cluster) = conn.cluster() else {
-        return Ok(vec![cmd.query_async(conn).await?]);
-    };
-    let every = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-    // One entry per primary: its address, and its reply.
-    let Value::Map(replies) = cluster.route_command(cmd, every).await? else {
-        return Err(redis::RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "INFO on every primary gave no reply per primary",
-        )));
-    };
-    let mut texts = Vec::with_capacity(replies.len());
-    for (addr, text) in replies {
-        let addr: String = redis::from_redis_value(addr)?;
-        let text: String = redis::from_redis_value(text)?;
-        texts.push((addr, text));
-    }
-    texts.sort();
-    Ok(texts.into_iter().map(|(_, text)| text).collect())
+    info_on(conn, &[section], MultipleNodeRoutingInfo::AllMasters).await
 }
 
 /// `INFO SECTIONS...`: the server's text, or on Cluster the text of every
@@ -326,16 +306,27 @@ pub async fn info_every_primary(conn: &mut Conn, section: &str) -> RedisResult<V
 /// includes feeding its replicas, a replica's is the cost of applying the
 /// stream.
 pub async fn info_every_node(conn: &mut Conn, sections: &[&str]) -> RedisResult<Vec<String>> {
+    info_on(conn, sections, MultipleNodeRoutingInfo::AllNodes).await
+}
+
+/// `INFO SECTIONS...` on the one server, or on Cluster on the nodes `nodes`
+/// names, ordered by the node's address.
+async fn info_on(
+    conn: &mut Conn,
+    sections: &[&str],
+    nodes: MultipleNodeRoutingInfo,
+) -> RedisResult<Vec<String>> {
     let mut cmd = redis::cmd("INFO");
     cmd.arg(sections);
     let Some(cluster) = conn.cluster() else {
         return Ok(vec![cmd.query_async(conn).await?]);
     };
-    let every = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+    let every = RoutingInfo::MultiNode((nodes, None));
+    // One entry per node: its address, and its reply.
     let Value::Map(replies) = cluster.route_command(cmd, every).await? else {
         return Err(redis::RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,
-            "INFO on every node gave no reply per node",
+            "INFO on several nodes gave no reply per node",
         )));
     };
     let mut texts = Vec::with_capacity(replies.len());
