@@ -26,7 +26,11 @@
 -- The job's record counts its committed children (`children`, across all its
 -- commits); a job finishing ('done') whose record names a batch is added to
 -- the batch outbox (see settle.lua).
--- Returns 'ok', 'applied' (this sequence was already committed),
+-- The record counts its parts not yet taken off the outbox
+-- (`parts_waiting`; part_done.lua counts them down).
+-- Returns 'ok', 'behind' (written, and earlier parts of this job still wait
+-- in the outbox: this commit's parts must apply after them), 'applied' (this
+-- sequence was already committed),
 -- 'lease_lost' (the job was recovered from this attempt; nothing written) or
 -- 'bad_write:REASON' (a staged write cannot apply; nothing written).
 --@include wake
@@ -59,7 +63,11 @@ if why then return 'bad_write:' .. why end
 
 local parent = string.match(rec, 'job:([%w_%-]+)$')
 body_apply(parent)
-if nparts > 0 then sliced('RPUSH', KEYS[6], parts_at + 1, parts_at + nparts) end
+local behind = false
+if nparts > 0 then
+  sliced('RPUSH', KEYS[6], parts_at + 1, parts_at + nparts)
+  behind = redis.call('HINCRBY', rec, 'parts_waiting', nparts) > nparts
+end
 if nchildren + remote > 0 then redis.call('HINCRBY', rec, 'children', nchildren + remote) end
 
 if mode == 'checkpoint' then
@@ -77,4 +85,5 @@ if mode == 'done' then
   local batch = redis.call('HGET', rec, 'batch')
   if batch then redis.call('SADD', KEYS[5], batch .. ' ' .. parent .. ' done') end
 end
+if behind then return 'behind' end
 return 'ok'

@@ -109,6 +109,9 @@ pub struct Commit<'a> {
 pub enum Committed {
     /// Written now.
     Ok,
+    /// Written now, and earlier parts of the same job still wait in the
+    /// queue's outbox (Redis Cluster): this commit's parts apply after them.
+    Behind,
     /// Written by an earlier try of the same commit.
     AlreadyApplied,
     /// The job is no longer this attempt's: nothing written.
@@ -214,11 +217,17 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
             Some(split) => parts::commit(conn, c, split).await,
         };
         match tried {
-            Ok((Committed::Ok | Committed::AlreadyApplied, entries)) => {
+            Ok((
+                done @ (Committed::Ok | Committed::Behind | Committed::AlreadyApplied),
+                entries,
+            )) => {
                 // Before the job goes on (an already applied commit too: the
                 // try that applied it did not wait).
                 conn.replicated(&c.queue.pending()).await;
-                parts::after(conn, c.queue, &entries).await;
+                // A commit found applied may have been behind: its parts
+                // then wait for the ones before them.
+                let behind = done != Committed::Ok;
+                parts::after(conn, c.queue, &entries, behind).await;
                 return Ok(());
             }
             Ok((Committed::LeaseLost, _)) => return Err(CommitError::LeaseLost),
@@ -334,6 +343,7 @@ pub(super) async fn run(
     let reply: String = inv.invoke_async(conn).await?;
     Ok(match reply.as_str() {
         "ok" => Committed::Ok,
+        "behind" => Committed::Behind,
         "applied" => Committed::AlreadyApplied,
         other => match other.strip_prefix("bad_write:") {
             Some(reason) => Committed::BadWrite(reason.to_owned()),

@@ -29,31 +29,46 @@
 //! be undone: the commit it belongs to stands).
 //!
 //! # Order
-//! Parts apply in outbox order, one after another, by every applier: a part
-//! is applied only once every part before it in its queue's outbox is. Within
-//! one commit the parts come in three phases: batches and writes (by slot),
-//! then the batch index, then children (by slot), so a child never runs
-//! before the batch it belongs to exists or before the writes committed with
-//! it are in place; children that share the queue's slot go with the commit
-//! only when the commit has no part of the first two phases. The commits of
-//! one job come in sequence order, so its parts do too.
+//! The parts of one job apply in its commits' order: within one commit, in
+//! three phases: batches and writes (by slot), then the batch index, then
+//! children (by slot), so a child never runs before the batch it belongs to
+//! exists or before the writes committed with it are in place; children
+//! that share the queue's slot go with the commit only when the commit has
+//! no part of the first two phases. A group (the parts of one phase of one
+//! commit) applies only once every earlier group of its job is applied.
+//! The parts of different jobs apply independently of each other: a part
+//! whose slot's node is away holds only the later parts of its own job, not
+//! the others'. So two jobs committing writes to one key at once may see
+//! them applied in either order (increments add up the same; of two `SET`s
+//! of one key, the one applied last stays), as two commits racing for one
+//! key on a single Redis may land in either order.
 //!
 //! # Who applies, and when
-//! The committing worker, right after its commit is answered ([`after`]):
-//! one round trip per part, plus one to take it off. Every node's scheduler,
-//! every round (half a second), applies what is left ([`sweep`]): what a
-//! crash, an unreachable node or a timeout left behind. Any number of
-//! appliers may run at once: the markers make a second apply a no-op.
+//! The committing worker, right after its commit is answered ([`after`]).
+//! When no earlier part of its job waits in the outbox (the job's record
+//! counts its parts not yet taken off, `parts_waiting`, kept by the commit
+//! and the take-off in the queue's slot, so the commit's answer says so),
+//! it applies its own parts directly: one round trip per phase, plus one
+//! to take them off, however many other commits' parts are in the outbox.
+//! Otherwise (its job's earlier parts wait: a node was away, or the job was
+//! recovered from a worker that crashed before applying) it drains the
+//! outbox from its head until its parts are applied. Every node's
+//! scheduler, every round (half a second), drains what is left ([`sweep`]):
+//! what a crash, an unreachable node or a timeout left behind; a group
+//! that does not apply within [`GROUP_LIMIT`] blocks its job and its slot
+//! for the rest of that drain, and the drain goes on with the other jobs.
+//! Any number of appliers may run at once: the markers make a second apply
+//! a no-op.
 //!
 //! # What a reader sees
 //! Between the commit and the apply of its parts (normally one round trip
-//! per part; after a crash or while a slot's node is away, until the next
+//! per phase and one to take them off; after a crash or while a slot's node is away, until the next
 //! scheduler round that reaches it), the job's snapshot, record and
 //! same-slot writes are there and the parts' writes, children and batches
 //! are not yet. Each part applies atomically in its slot; two parts of one
 //! commit (two slots) do not apply at one instant. A part whose slot's node is
-//! away holds the parts after it in its queue's outbox until the node is
-//! back (or its replica takes over).
+//! away holds the later parts of its job until the node is back (or its
+//! replica takes over).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
@@ -80,6 +95,11 @@ const MOST: usize = 1024;
 /// How long a worker applies its commit's parts before it leaves them to
 /// the scheduler.
 const AFTER_LIMIT: Duration = Duration::from_secs(1);
+/// How long one group of parts may take to apply before the drain leaves
+/// its slot for this round (a node paused or away would otherwise hold the
+/// drain for the connection's whole request timeout; a cut apply is safe:
+/// its marker makes the next apply a no-op, or it never ran).
+const GROUP_LIMIT: Duration = Duration::from_secs(1);
 /// After its parts failed to apply, how long a worker leaves a queue's parts
 /// to the scheduler.
 const BACK_OFF: Duration = Duration::from_secs(1);
@@ -166,7 +186,7 @@ impl Part {
         if flags & !0xff01 != 0 || phase > 2 {
             return Err("a part with unknown flags".into());
         }
-        if nkeys == 0 || (nkeys + nargs) * 4 > rest.len() {
+        if nkeys == 0 || nargs == 0 || (nkeys + nargs) * 4 > rest.len() {
             return Err("a part with impossible counts".into());
         }
         let item = |rest: &mut &[u8]| -> Result<Vec<u8>, String> {
@@ -196,6 +216,11 @@ impl Part {
             writes,
             phase,
         })
+    }
+
+    /// The id of the job whose commit it belongs to.
+    fn job(&self) -> String {
+        String::from_utf8_lossy(&self.args[0]).into_owned()
     }
 
     /// The commit it belongs to (`QUEUE:JOB:SEQ`, from its marker) and its
@@ -351,103 +376,214 @@ pub async fn commit(
     Ok((commit::run(conn, &keys, &args).await?, entries))
 }
 
-/// Applies queue `q`'s outbox from its head, in order, until `mine` (entries
-/// of one commit) are all applied, or, `mine` empty, the outbox is; at most
-/// [`MOST`] parts. Consecutive parts of one phase of one commit apply at
-/// once; a group applies only after the groups before it. Stops at the first
-/// part that cannot be sent (its node away): the parts after it wait.
-/// Returns how many parts it took off.
+/// How one group of parts (one phase of one commit) ended.
+enum GroupEnd {
+    /// Applied (or refused for good) and taken off the outbox.
+    Done,
+    /// Not applied: a part's slot did not answer (the error, and the slots
+    /// that failed). It stays in the outbox.
+    Blocked(redis::RedisError, Vec<Slot>),
+}
+
+/// Applies one group of parts (`entries`, decoded as `decoded`) at once,
+/// each in its slot within [`GROUP_LIMIT`], then takes them off `q`'s outbox
+/// (all at once: one round trip on the multiplexed connection; each call
+/// loads its script if Redis lost it). Fails only when taking them off
+/// fails (the queue's own slot did not answer).
+async fn apply_group(
+    conn: &Conn,
+    q: &QueueKeys,
+    entries: &[Vec<u8>],
+    decoded: &[Result<Part, String>],
+) -> redis::RedisResult<GroupEnd> {
+    let applies = decoded.iter().map(|d| {
+        let mut conn = conn.clone();
+        async move {
+            match d {
+                Ok(part) => match within(GROUP_LIMIT, apply(&mut conn, part, false)).await {
+                    Ok(Applied::Now | Applied::Before) => Ok(String::new()),
+                    Ok(Applied::Refused(why)) => Ok(why),
+                    Err(e) => Err((e, Slot::for_key(part.keys[0].as_str()))),
+                },
+                Err(why) => Ok(why.clone()),
+            }
+        }
+    });
+    let mut whys = Vec::with_capacity(entries.len());
+    let mut failed: Option<(redis::RedisError, Vec<Slot>)> = None;
+    for applied in join_all(applies).await {
+        match applied {
+            Ok(why) => whys.push(why),
+            Err((e, slot)) => match &mut failed {
+                None => failed = Some((e, vec![slot])),
+                Some((_, slots)) => slots.push(slot),
+            },
+        }
+    }
+    if let Some((e, slots)) = failed {
+        return Ok(GroupEnd::Blocked(e, slots));
+    }
+    // A part leaves the outbox only once its slot's replica has it, when
+    // writes wait for one (every slot of the group at once).
+    if conn.durability() != Durability::Local {
+        let slots: HashMap<Slot, &str> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok()?.keys.first())
+            .map(|k| (Slot::for_key(k.as_str()), k.as_str()))
+            .collect();
+        join_all(slots.into_values().map(|key| {
+            let mut conn = conn.clone();
+            async move { conn.replicated(key).await }
+        }))
+        .await;
+    }
+    let outbox = q.outbox();
+    let offs = entries.iter().zip(decoded).zip(&whys).map(|((entry, d), why)| {
+        if !why.is_empty() {
+            tracing::error!(queue = %q.name, reason = %why, "a part of a commit cannot apply; it is kept in the queue's refused parts");
+        }
+        let record = match d {
+            Ok(part) => q.job(&part.job()),
+            Err(_) => outbox.clone(),
+        };
+        let mut conn = conn.clone();
+        let (outbox, refused) = (&outbox, q.refused_parts());
+        async move {
+            SCRIPTS
+                .part_done
+                .key(outbox)
+                .key(refused)
+                .key(record)
+                .arg(entry.as_slice())
+                .arg(why)
+                .arg(MAX_REFUSED)
+                .invoke_async::<u64>(&mut conn)
+                .await
+        }
+    });
+    for off in join_all(offs).await {
+        off?;
+    }
+    Ok(GroupEnd::Done)
+}
+
+/// Where the group starting at `at` ends: this part and the next ones of
+/// its commit and phase.
+fn group_end(decoded: &[Result<Part, String>], at: usize) -> usize {
+    match decoded[at].as_ref().ok().map(Part::group) {
+        None => at + 1,
+        Some(g) => {
+            at + decoded[at..]
+                .iter()
+                .take_while(|d| d.as_ref().ok().map(Part::group) == Some(g))
+                .count()
+        }
+    }
+}
+
+/// Applies queue `q`'s outbox from its head, in order for each job, until
+/// `mine` (entries of one commit) are all applied, or, `mine` empty, the
+/// outbox is; at most [`MOST`] parts. Consecutive parts of one phase of one
+/// commit apply at once; a group applies only after the groups of its job
+/// before it. A group that cannot be applied (its slot's node away) blocks
+/// its job, and its slot, for the rest of this drain: their later parts
+/// stay, every other job's go on. Returns how many parts it took off, or
+/// the first error once nothing more can be applied.
 pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::RedisResult<usize> {
     let outbox = q.outbox();
     let mut left: HashSet<&[u8]> = mine.iter().map(Vec::as_slice).collect();
+    let own_job = mine
+        .first()
+        .and_then(|e| Part::decode(e).ok())
+        .map(|p| p.job());
+    let mut blocked_jobs: HashSet<String> = HashSet::new();
+    let mut blocked_slots: HashSet<Slot> = HashSet::new();
+    let mut first_error = None;
+    // Entries left at the head (blocked ones): read past them.
+    let mut skipped = 0;
     let mut taken = 0;
-    while taken < MOST {
+    while taken < MOST && skipped < MOST {
+        let window = skipped + CHUNK as usize;
         let chunk: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(&outbox)
             .arg(0)
-            .arg(CHUNK - 1)
+            .arg(window - 1)
             .query_async(conn)
             .await?;
-        if chunk.is_empty() {
-            break;
-        }
         let decoded: Vec<Result<Part, String>> = chunk.iter().map(|e| Part::decode(e)).collect();
+        let (mut progressed, mut skipped_now) = (false, 0);
         let mut at = 0;
         while at < chunk.len() {
-            // The group: this part and the next ones of its commit and phase.
-            let group = decoded[at].as_ref().ok().map(Part::group);
-            let end = match group {
-                None => at + 1,
-                Some(g) => {
-                    at + decoded[at..]
-                        .iter()
-                        .take_while(|d| d.as_ref().ok().map(Part::group) == Some(g))
-                        .count()
-                }
+            let end = group_end(&decoded, at);
+            let job = decoded[at].as_ref().ok().map(Part::job);
+            let blocked = job.as_ref().is_some_and(|j| blocked_jobs.contains(j))
+                || decoded[at..end].iter().any(|d| {
+                    d.as_ref()
+                        .is_ok_and(|p| blocked_slots.contains(&Slot::for_key(p.keys[0].as_str())))
+                });
+            let ended = match blocked {
+                true => None,
+                false => Some(apply_group(conn, q, &chunk[at..end], &decoded[at..end]).await?),
             };
-            let applies = decoded[at..end].iter().map(|d| {
-                let mut conn = conn.clone();
-                async move {
-                    match d {
-                        Ok(part) => Ok(match apply(&mut conn, part, false).await? {
-                            Applied::Now | Applied::Before => String::new(),
-                            Applied::Refused(why) => why,
-                        }),
-                        Err(why) => Ok::<_, redis::RedisError>(why.clone()),
+            match ended {
+                Some(GroupEnd::Done) => {
+                    for entry in &chunk[at..end] {
+                        left.remove(entry.as_slice());
+                    }
+                    taken += end - at;
+                    progressed = true;
+                    if !mine.is_empty() && left.is_empty() {
+                        return Ok(taken);
                     }
                 }
-            });
-            let applied = join_all(applies).await;
-            // A part leaves the outbox only once its slot's replica has it,
-            // when writes wait for one (every slot of the group at once).
-            if conn.durability() != Durability::Local {
-                let slots: HashMap<Slot, &str> = decoded[at..end]
-                    .iter()
-                    .filter_map(|d| d.as_ref().ok()?.keys.first())
-                    .map(|k| (Slot::for_key(k.as_str()), k.as_str()))
-                    .collect();
-                join_all(slots.into_values().map(|key| {
-                    let mut conn = conn.clone();
-                    async move { conn.replicated(key).await }
-                }))
-                .await;
-            }
-            // Taken off at once (one round trip on the multiplexed
-            // connection; each call loads its script if Redis lost it).
-            let mut offs = Vec::with_capacity(end - at);
-            for (entry, why) in chunk[at..end].iter().zip(applied) {
-                let why = why?;
-                if !why.is_empty() {
-                    tracing::error!(queue = %q.name, reason = %why, "a part of a commit cannot apply; it is kept in the queue's refused parts");
+                blocked => {
+                    if let Some(GroupEnd::Blocked(e, slots)) = blocked {
+                        blocked_slots.extend(slots);
+                        first_error.get_or_insert(e);
+                    }
+                    skipped_now += end - at;
+                    if let Some(job) = job {
+                        blocked_jobs.insert(job);
+                    }
+                    if let Some(own) = &own_job
+                        && blocked_jobs.contains(own)
+                        && let Some(e) = first_error.take()
+                    {
+                        // Its own parts cannot all apply now: they are left
+                        // to the scheduler.
+                        return Err(e);
+                    }
                 }
-                let mut conn = conn.clone();
-                let (outbox, refused) = (&outbox, q.refused_parts());
-                offs.push(async move {
-                    SCRIPTS
-                        .part_done
-                        .key(outbox)
-                        .key(refused)
-                        .arg(entry.as_slice())
-                        .arg(&why)
-                        .arg(MAX_REFUSED)
-                        .invoke_async::<u64>(&mut conn)
-                        .await
-                });
             }
-            for off in join_all(offs).await {
-                off?;
-            }
-            for entry in &chunk[at..end] {
-                left.remove(entry.as_slice());
-            }
-            taken += end - at;
             at = end;
-            if !mine.is_empty() && left.is_empty() {
-                return Ok(taken);
-            }
         }
+        if !progressed && chunk.len() < window {
+            break;
+        }
+        skipped = skipped_now;
     }
-    Ok(taken)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(taken),
+    }
+}
+
+/// Applies `mine`, the parts of one commit, phase by phase, each phase's
+/// parts at once (see [`apply_group`]); the first group that cannot apply
+/// fails it, leaving it and the groups after it in the outbox.
+async fn apply_own(conn: &Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::RedisResult<usize> {
+    let decoded: Vec<Result<Part, String>> = mine.iter().map(|e| Part::decode(e)).collect();
+    let mut at = 0;
+    while at < mine.len() {
+        let end = group_end(&decoded, at);
+        if let GroupEnd::Blocked(e, _) =
+            apply_group(conn, q, &mine[at..end], &decoded[at..end]).await?
+        {
+            return Err(e);
+        }
+        at = end;
+    }
+    Ok(mine.len())
 }
 
 /// Applies what queue `q`'s outbox holds (the scheduler's round).
@@ -460,11 +596,15 @@ static AFTER_OUTAGES: LazyLock<Outages> = LazyLock::new(Outages::default);
 /// Queues whose parts the workers leave to the scheduler until then.
 static BACKED_OFF: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Default::default);
 
-/// Right after a commit: applies its parts `mine` (and any left before them)
-/// within [`AFTER_LIMIT`]; what it cannot apply is left to the scheduler.
-/// After a failure the queue's parts are left to the scheduler for
+/// Right after a commit: applies its parts `mine` within [`AFTER_LIMIT`];
+/// what it cannot apply is left to the scheduler. When no earlier part of
+/// its job waits in the outbox (`behind` false, as the commit answered), it
+/// applies its own parts directly, one round trip per phase and one to take
+/// them off, however long the outbox is; otherwise it drains the outbox
+/// from the head until its parts are applied, so they follow the earlier
+/// ones. After a failure the queue's parts are left to the scheduler for
 /// [`BACK_OFF`], so a node away does not slow every commit.
-pub async fn after(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) {
+pub async fn after(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>], behind: bool) {
     if mine.is_empty() {
         return;
     }
@@ -475,7 +615,10 @@ pub async fn after(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) {
     if backed_off(Instant::now()) {
         return;
     }
-    let done = within(AFTER_LIMIT, drain(conn, q, mine)).await;
+    let done = match behind {
+        true => within(AFTER_LIMIT, drain(conn, q, mine)).await,
+        false => within(AFTER_LIMIT, apply_own(conn, q, mine)).await,
+    };
     if done.is_err() {
         let mut map = BACKED_OFF.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(q.name.clone(), Instant::now() + BACK_OFF);

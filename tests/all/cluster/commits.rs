@@ -432,8 +432,159 @@ fn a_checkpoint_with_more_children_on_another_primary_than_arguments_commits() {
         redis::cmd("HGET").arg(&record).arg("children"),
     );
     assert_eq!(counted, 300);
-    rt.block_on(parts::after(&mut conn, &q, &entries));
+    rt.block_on(parts::after(&mut conn, &q, &entries, false));
     let queued: u64 = at_key(cluster, &to.pending(), redis::cmd("LLEN").arg(to.pending()));
     assert_eq!(queued, 300);
     assert_eq!(outbox(cluster, &home), (0, Vec::new()));
+}
+
+#[test]
+fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_holds_only_its_job() {
+    use redis::cluster_routing::Slot;
+    use std::sync::Arc;
+    use stoker::queue::commit::{Commit, CommitKind, Committed};
+    use stoker::queue::parts::{self, Part};
+    use stoker::queue::staged::StagedWrite;
+
+    let (cluster, _held) = Cluster::take();
+    let [home, _, _] = queues_on_three_primaries(cluster);
+    let q = Arc::new(QueueKeys::new(&home));
+    let rt = super::runtime();
+    let mut conn = rt
+        .block_on(stoker::queue::connect(&cluster.url))
+        .expect("connecting");
+    let get = |key: &str| -> Option<String> { at_key(cluster, key, redis::cmd("GET").arg(key)) };
+    let waiting = |job: &str| -> Option<u64> {
+        let record = q.job(job);
+        at_key(
+            cluster,
+            &record,
+            redis::cmd("HGET").arg(&record).arg("parts_waiting"),
+        )
+    };
+    // Commit `seq` of `job`: `SET key value` (the key on another primary
+    // than the queue's), the parts left in the outbox.
+    let commit = |conn: &mut stoker::queue::Conn, job: &str, seq: u64, key: &str, value: &str| {
+        assert_ne!(cluster.primary_of(key), cluster.primary_of(&q.outbox()));
+        let record = q.job(job);
+        let () = at_key(
+            cluster,
+            &record,
+            redis::cmd("HSET")
+                .arg(&record)
+                .arg(&["lease", "1", "state", "running"]),
+        );
+        let writes = [StagedWrite {
+            cmd: "SET",
+            key: key.into(),
+            args: vec![value.as_bytes().to_vec()],
+        }];
+        let c = Commit {
+            queue: &q,
+            id: job,
+            worker: "w",
+            lease: 1,
+            seq,
+            kind: CommitKind::Checkpoint { snapshot: b"s" },
+            fields: &[],
+            children: &[],
+            batches: &[],
+            writes: &writes,
+        };
+        let split = parts::split(&c);
+        rt.block_on(parts::commit(conn, &c, &split))
+            .expect("a commit")
+    };
+    let key_on_other_primary = |stem: &str| -> String {
+        (0..)
+            .map(|i| format!("kv:{stem}:{i}"))
+            .find(|k| cluster.primary_of(k) != cluster.primary_of(&q.outbox()))
+            .unwrap()
+    };
+    let llen = || outbox(cluster, &home).0;
+
+    // 1. A job whose earlier parts wait: its next commit says so, and its
+    // parts apply after them (the last SET stays).
+    let ord = key_on_other_primary("ord");
+    let (done, first) = commit(&mut conn, "x", 1, &ord, "1");
+    assert_eq!(done, Committed::Ok);
+    assert_eq!(waiting("x"), Some(1));
+    let (done, second) = commit(&mut conn, "x", 2, &ord, "2");
+    assert_eq!(done, Committed::Behind, "its commit 1's part still waits");
+    rt.block_on(parts::after(&mut conn, &q, &second, true));
+    assert_eq!(llen(), 0, "both commits' parts applied");
+    assert_eq!(get(&ord).as_deref(), Some("2"), "in commit order");
+    assert_eq!(waiting("x"), None, "none waits");
+    assert_eq!(first.len() + second.len(), 2);
+
+    // 2. A job with nothing waiting applies its own parts only, however
+    // many other jobs' parts the outbox holds.
+    let others: Vec<String> = (0..5)
+        .map(|i| key_on_other_primary(&format!("z{i}")))
+        .collect();
+    for (i, key) in others.iter().enumerate() {
+        assert_eq!(
+            commit(&mut conn, &format!("z{i}"), 1, key, "z").0,
+            Committed::Ok
+        );
+    }
+    let mine = key_on_other_primary("y");
+    let (done, entries) = commit(&mut conn, "y", 1, &mine, "y");
+    assert_eq!(done, Committed::Ok);
+    rt.block_on(parts::after(&mut conn, &q, &entries, false));
+    assert_eq!(get(&mine).as_deref(), Some("y"));
+    assert_eq!(llen(), 5, "the other jobs' parts are left to the scheduler");
+    assert!(others.iter().all(|k| get(k).is_none()));
+
+    // 3. A part that cannot apply (here: keys in two slots, which Redis
+    // refuses) at the head holds the later parts of its own job, not the
+    // other jobs'.
+    let blocked = key_on_other_primary("blocked");
+    let (done, later) = commit(&mut conn, "b", 1, &blocked, "b");
+    assert_eq!(done, Committed::Ok);
+    let stuck_slot = Slot::for_key(&q.outbox());
+    let bad = Part {
+        keys: vec![parts::marker(stuck_slot, &home, "b", 0, 0), blocked.clone()],
+        args: vec![b"b".to_vec()],
+        writes: true,
+        phase: 0,
+    };
+    let () = at_key(
+        cluster,
+        &q.outbox(),
+        redis::cmd("LPUSH").arg(q.outbox()).arg(bad.encode()),
+    );
+    let swept = rt.block_on(parts::sweep(&mut conn, &q));
+    assert!(
+        swept.is_err(),
+        "the part that cannot apply is reported: {swept:?}"
+    );
+    assert!(
+        others.iter().all(|k| get(k).as_deref() == Some("z")),
+        "the other jobs' parts applied"
+    );
+    assert_eq!(
+        get(&blocked),
+        None,
+        "job b's later part waits for its earlier one"
+    );
+    let left: Vec<Vec<u8>> = at_key(
+        cluster,
+        &q.outbox(),
+        redis::cmd("LRANGE").arg(q.outbox()).arg(0).arg(-1),
+    );
+    assert_eq!(left, [bad.encode(), later[0].clone()]);
+
+    // Clean up the queue's keys and the written keys.
+    let del = |key: &str| {
+        let () = at_key(cluster, key, redis::cmd("DEL").arg(key));
+    };
+    del(&q.outbox());
+    for job in ["x", "y", "b", "z0", "z1", "z2", "z3", "z4"] {
+        del(&q.job(job));
+        del(&q.snapshot(job));
+    }
+    for key in others.iter().chain([&ord, &mine, &blocked]) {
+        del(key);
+    }
 }
