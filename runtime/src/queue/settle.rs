@@ -1,8 +1,9 @@
 //! Settling: each unit's outcome, committed with its leaving the in-flight list.
 //!
 //! Outcomes are batched: processors hand them to one settler task per worker,
-//! which commits everything that has accumulated since its last round trip in one
-//! script call per queue. A commit whose reply was lost is retried: the script
+//! which hands them to one lane per queue; each lane commits everything that
+//! has accumulated since its last round trip in one script call. A queue whose
+//! node is away holds its own lane only. A commit whose reply was lost is retried: the script
 //! removes the payload from the in-flight list first and skips a payload that is
 //! no longer there, so a retried commit applies nothing twice.
 
@@ -170,27 +171,56 @@ pub fn spawn(conn: Conn, worker: String) -> (Settler, tokio::task::JoinHandle<()
     (Settler { tx }, task)
 }
 
-async fn run(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Settlement>) {
+/// Hands each outcome to its queue's lane: one task per queue, so a queue
+/// whose node is away (its settlements retried until it answers) holds only
+/// its own outcomes, never another queue's.
+async fn run(conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Settlement>) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut lanes: HashMap<String, Lane> = HashMap::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut by_queue: HashMap<String, Vec<Settlement>> = HashMap::new();
         for s in batch.drain(..) {
-            by_queue.entry(s.queue.name.clone()).or_default().push(s);
-        }
-        for (_, group) in by_queue {
-            let outboxed = commit_until_done(&mut conn, &worker, &group).await;
-            // Before the next group is taken; a group its final commits
-            // recorded wrote nothing here (those commits waited).
-            if group.iter().any(|s| !s.disposition.committed()) {
-                conn.replicated(&group[0].queue.pending()).await;
+            if !lanes.contains_key(&s.queue.name) {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = tokio::spawn(lane(conn.clone(), worker.clone(), rx));
+                lanes.insert(s.queue.name.clone(), Lane { tx, task });
             }
-            release_unique(&mut conn, &group).await;
-            if outboxed > 0 {
-                // Batch members settled: their batches hear of it now (the
-                // scheduler's sweep applies whatever this misses).
-                super::outbox::apply_logged(&mut conn, &group[0].queue).await;
-            }
+            let lane = &lanes[&s.queue.name];
+            // A lane ends only when its sender is dropped, below.
+            let _ = lane.tx.send(s);
         }
+    }
+    for (_, Lane { tx, task }) in lanes {
+        drop(tx);
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a settler lane ended abnormally");
+        }
+    }
+}
+
+/// One queue's lane of the settler.
+struct Lane {
+    tx: mpsc::UnboundedSender<Settlement>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Commits one queue's outcomes: everything that has accumulated since its
+/// last round trip in one script call.
+async fn lane(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Settlement>) {
+    let mut group = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut group, BATCH).await > 0 {
+        let outboxed = commit_until_done(&mut conn, &worker, &group).await;
+        // Before the next group is taken; a group its final commits
+        // recorded wrote nothing here (those commits waited).
+        if group.iter().any(|s| !s.disposition.committed()) {
+            conn.replicated(&group[0].queue.pending()).await;
+        }
+        release_unique(&mut conn, &group).await;
+        if outboxed > 0 {
+            // Batch members settled: their batches hear of it now (the
+            // scheduler's sweep applies whatever this misses).
+            super::outbox::apply_logged(&mut conn, &group[0].queue).await;
+        }
+        group.clear();
     }
 }
 
