@@ -17,6 +17,7 @@ mod commits;
 mod crash;
 mod durable;
 mod features;
+mod lanes;
 mod reads;
 
 use std::collections::HashSet;
