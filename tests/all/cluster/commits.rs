@@ -41,6 +41,17 @@ fn outbox(cluster: &Cluster, q: &str) -> (u64, Vec<String>) {
     (waiting, refused)
 }
 
+/// Makes `record` a job's record running under lease 1, as a fetch does.
+fn running(cluster: &Cluster, record: &str) {
+    let () = at_key(
+        cluster,
+        record,
+        redis::cmd("HSET")
+            .arg(record)
+            .arg(&["lease", "1", "state", "running"]),
+    );
+}
+
 /// A worker on `queues` that looks at its empty queues every 200 ms.
 fn worker(cluster: &Cluster, dir: &std::path::Path, queues: &[&str]) -> Stoker {
     worker_polling(&cluster.url, dir, queues, "200ms")
@@ -290,13 +301,7 @@ fn parts_a_crash_left_are_applied_once_by_the_scheduler_and_by_racing_appliers()
         depth: 1,
     };
     let record = q.job("p");
-    let () = at_key(
-        cluster,
-        &record,
-        redis::cmd("HSET")
-            .arg(&record)
-            .arg(&["lease", "1", "state", "running"]),
-    );
+    running(cluster, &record);
     let get = |key: &str| -> Option<i64> { at_key(cluster, key, redis::cmd("GET").arg(key)) };
     let rt = super::runtime();
     let mut conn = rt
@@ -397,13 +402,7 @@ fn a_checkpoint_with_more_children_on_another_primary_than_arguments_commits() {
     let record = q.job("many");
     // What an earlier test left in the other queue is not counted.
     let _: u64 = at_key(cluster, &to.pending(), redis::cmd("DEL").arg(to.pending()));
-    let () = at_key(
-        cluster,
-        &record,
-        redis::cmd("HSET")
-            .arg(&record)
-            .arg(&["lease", "1", "state", "running"]),
-    );
+    running(cluster, &record);
     let c = Commit {
         queue: &q,
         id: "many",
@@ -467,13 +466,7 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
     let commit = |conn: &mut stoker::queue::Conn, job: &str, seq: u64, key: &str, value: &str| {
         assert_ne!(cluster.primary_of(key), cluster.primary_of(&q.outbox()));
         let record = q.job(job);
-        let () = at_key(
-            cluster,
-            &record,
-            redis::cmd("HSET")
-                .arg(&record)
-                .arg(&["lease", "1", "state", "running"]),
-        );
+        running(cluster, &record);
         let writes = [StagedWrite {
             cmd: "SET",
             key: key.into(),
