@@ -169,7 +169,13 @@ impl Shared {
     /// end, and the manager woken to fetch from it again.
     async fn late(self: Arc<Self>, queue: Arc<QueueKeys>, sent: Instant, fetching: Fetching) {
         let fetched = fetching.await;
-        tracing::debug!(queue = %queue.name, after = ?sent.elapsed(), ok = fetched.is_ok(), "a fetch left running answered");
+        tracing::debug!(
+            queue = %queue.name,
+            after = ?sent.elapsed(),
+            units = fetched.as_ref().map_or(0, Vec::len),
+            ok = fetched.is_ok(),
+            "a fetch left running answered"
+        );
         let units = self.answered(&queue, sent, fetched).unwrap_or_default();
         let gave = !units.is_empty();
         let mut quiet = self.quiet.clone();

@@ -167,16 +167,21 @@ fn a_stopped_primary_holds_no_other_queues_fetches_and_its_fetch_is_answered_onc
     env.deploy(&classes.join("\n"));
     // Strict order, A first: every fetch round asks A before B. The queues
     // are polled every 100 ms (a plain LPUSH wakes nobody).
-    let mut worker = env.spawn_worker(&[
-        "-q",
-        &a,
-        "-q",
-        &b,
-        "--concurrency",
-        "2",
-        "--idle-poll",
-        "100ms",
-    ]);
+    // The manager's debug lines say when a fetch is left running and when
+    // it answers.
+    let mut worker = env.spawn_worker_env(
+        &[
+            "-q",
+            &a,
+            "-q",
+            &b,
+            "--concurrency",
+            "2",
+            "--idle-poll",
+            "100ms",
+        ],
+        &[("RUST_LOG", "info,stoker::worker::manager=debug")],
+    );
     let ids = |q: &str, what: &str, n: usize| -> Vec<String> {
         (0..n).map(|i| format!("{q}-{what}-{i}")).collect()
     };
@@ -257,4 +262,21 @@ fn a_stopped_primary_holds_no_other_queues_fetches_and_its_fetch_is_answered_onc
         }
     }
     worker.assert_alive();
+    // The jobs of A that the waiting fetch took ran from its own task.
+    let log = worker.log();
+    let answered: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("a fetch left running answered") && l.contains(a.as_str()))
+        .collect();
+    assert!(
+        answered
+            .iter()
+            .any(|l| l.contains("units=") && !l.contains("units=0")),
+        "no fetch on `{a}` left running answered with jobs: {answered:?}"
+    );
+    let manager: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("stoker::worker::manager"))
+        .collect();
+    eprintln!("the manager's lines: {manager:#?}");
 }
