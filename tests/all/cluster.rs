@@ -9,7 +9,8 @@
 //! of fetch order, retries, cron, unique, collapse and limiters, on queues of
 //! different primaries. [`crash`]: kill -9 of a worker and `CLUSTER FAILOVER`
 //! mid-run, each job done and its effect applied once. [`durable`]: writes
-//! that wait for a replica.
+//! that wait for a replica. [`stopped`]: a primary stopped with SIGSTOP
+//! holds no other queue's fetches.
 //! [`auth`]: credentials and TLS in each form of URL, on servers of their own.
 
 mod auth;
@@ -19,6 +20,7 @@ mod durable;
 mod features;
 mod lanes;
 mod reads;
+mod stopped;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
