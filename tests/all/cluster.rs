@@ -17,6 +17,7 @@ mod commits;
 mod crash;
 mod durable;
 mod features;
+mod primary_killed;
 mod reads;
 
 use std::collections::HashSet;

@@ -406,11 +406,19 @@ pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::R
                     .filter_map(|d| d.as_ref().ok()?.keys.first())
                     .map(|k| (Slot::for_key(k.as_str()), k.as_str()))
                     .collect();
-                join_all(slots.into_values().map(|key| {
+                let kept = join_all(slots.into_values().map(|key| {
                     let mut conn = conn.clone();
                     async move { conn.replicated(key).await }
                 }))
                 .await;
+                // Not confirmed (its primary may have died with it): the part
+                // stays in the outbox, and the next drain applies it again
+                // on the slot's primary now (or finds its marker there).
+                if kept.contains(&false) {
+                    return Err(redis::RedisError::from(std::io::Error::other(
+                        "no replica confirmed a part's write; it stays in the outbox",
+                    )));
+                }
             }
             // Taken off at once (one round trip on the multiplexed
             // connection; each call loads its script if Redis lost it).

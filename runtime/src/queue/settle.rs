@@ -2,9 +2,13 @@
 //!
 //! Outcomes are batched: processors hand them to one settler task per worker,
 //! which commits everything that has accumulated since its last round trip in one
-//! script call per queue. A commit whose reply was lost is retried: the script
-//! removes the payload from the in-flight list first and skips a payload that is
-//! no longer there, so a retried commit applies nothing twice.
+//! script call per queue. A commit whose reply was lost is retried, and so is one
+//! a replica did not confirm (`--durability replica`: the primary may have died
+//! with it): the script removes the payload from the in-flight list first and
+//! skips a payload that is no longer there, so a retried commit applies nothing
+//! twice. A skipped payload whose record still names this worker and attempt was
+//! settled by the first send (nothing to say); any other was recovered from this
+//! worker and belongs to another attempt (a warning).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -138,6 +142,8 @@ pub struct Settlement {
     pub(super) queue: Arc<QueueKeys>,
     pub(super) raw: Vec<u8>,
     pub(super) id: String,
+    /// The attempt's number (its lease), 0 for a payload that is not a job.
+    pub(super) attempt: u32,
     pub(super) disposition: Disposition,
     pub(super) fields: Vec<(&'static str, String)>,
     /// A unique key to release once this settlement is committed.
@@ -178,12 +184,20 @@ async fn run(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Set
             by_queue.entry(s.queue.name.clone()).or_default().push(s);
         }
         for (_, group) in by_queue {
-            let outboxed = commit_until_done(&mut conn, &worker, &group).await;
-            // Before the next group is taken; a group its final commits
-            // recorded wrote nothing here (those commits waited).
-            if group.iter().any(|s| !s.disposition.committed()) {
-                conn.replicated(&group[0].queue.pending()).await;
-            }
+            let outboxed = loop {
+                let outboxed = commit_until_done(&mut conn, &worker, &group).await;
+                // Before the next group is taken; a group its final commits
+                // recorded wrote nothing here (those commits waited).
+                if !group.iter().any(|s| !s.disposition.committed())
+                    || conn.replicated(&group[0].queue.pending()).await
+                {
+                    break outboxed;
+                }
+                // No replica confirmed it (the primary may have died with
+                // it): sent again, to whichever primary holds the queue now.
+                tracing::debug!(queue = %group[0].queue.name, "settlements not confirmed by a replica; sending them again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             release_unique(&mut conn, &group).await;
             if outboxed > 0 {
                 // Batch members settled: their batches hear of it now (the
@@ -199,8 +213,16 @@ async fn commit_until_done(conn: &mut Conn, worker: &str, group: &[Settlement]) 
     let mut pause = Duration::from_millis(50);
     loop {
         match commit(conn, worker, group).await {
-            Ok((0, outboxed)) => return outboxed,
-            Ok((lost, outboxed)) => {
+            Ok((0, outboxed, already)) => {
+                if already > 0 {
+                    tracing::debug!(
+                        already,
+                        "outcomes found recorded already: a request sent again after its first send applied"
+                    );
+                }
+                return outboxed;
+            }
+            Ok((lost, outboxed, _)) => {
                 tracing::warn!(
                     lost,
                     "outcomes not recorded: those jobs were recovered from this worker (heartbeat expired) and will run again"
@@ -230,16 +252,18 @@ async fn release_unique(conn: &mut Conn, group: &[Settlement]) {
     }
 }
 
+/// Runs the settle script on `group`: (jobs lost, jobs added to the batch
+/// outbox, jobs settled already by an earlier send of this request).
 async fn commit(
     conn: &mut Conn,
     worker: &str,
     group: &[Settlement],
-) -> redis::RedisResult<(u64, u64)> {
+) -> redis::RedisResult<(u64, u64, u64)> {
     let q = &group[0].queue;
     // A job its final commit recorded has nothing left for the script.
     let count = group.iter().filter(|s| !s.disposition.committed()).count();
     if count == 0 {
-        return Ok((0, 0));
+        return Ok((0, 0, 0));
     }
     let mut inv = SCRIPTS.settle.prepare_invoke();
     inv.key(q.inflight(worker))
@@ -257,7 +281,8 @@ async fn commit(
         .arg(q.snapshot_prefix())
         .arg(FAILURES_KEPT)
         .arg(FAILURE_MESSAGE_MAX)
-        .arg(FAILURE_BACKTRACE_MAX);
+        .arg(FAILURE_BACKTRACE_MAX)
+        .arg(worker);
     let snap = |has: bool| if has { "snap" } else { "" }.to_owned();
     for s in group {
         let (action, arg, next): (&str, String, &[u8]) = match &s.disposition {
@@ -291,6 +316,7 @@ async fn commit(
             .arg(arg)
             .arg(next)
             .arg(if s.batch { "b" } else { "" })
+            .arg(s.attempt)
             .arg(s.fields.len());
         for (field, value) in &s.fields {
             inv.arg(*field).arg(value);
