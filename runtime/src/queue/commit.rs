@@ -253,7 +253,8 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
 /// Whether a commit's outcome is unknown or it was not run (worth retrying):
 /// the connection failed or was refused, or Redis refused the script up front
 /// (out of memory, loading, busy, too few replicas under
-/// `min-replicas-to-write`, a Cluster slot without a primary, a demoted one).
+/// `min-replicas-to-write`, a Cluster slot without a primary or moved, a
+/// demoted primary).
 fn unanswered(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
@@ -273,6 +274,10 @@ fn unanswered(e: &redis::RedisError) -> bool {
                     // to replica: the script did not run.
                     | "CLUSTERDOWN"
                     | "READONLY"
+                    // The slot is served by another node now (a failover
+                    // that redis-rs had not seen yet): not run here.
+                    | "MOVED"
+                    | "ASK"
             )
         )
 }

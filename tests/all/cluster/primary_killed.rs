@@ -283,6 +283,7 @@ fn cluster_primary_killed(durability: &str) -> (usize, Vec<String>) {
     let downed = downed.expect("killed");
     downed.promoted();
     let promoted = killed.elapsed();
+    env.reconnect();
     let again = resumed(&env, &a);
     eprintln!(
         "`{a}` on {primary}, killed with {done_before} of its jobs done; {} promoted \
@@ -322,6 +323,9 @@ fn sentinel_primary_killed(durability: &str) -> (usize, Vec<String>) {
     let downed = downed.expect("killed");
     downed.promoted();
     let promoted = killed.elapsed();
+    // The test's own connection failed on the dead primary; a new one
+    // asks the Sentinels.
+    env.reconnect();
     let again = resumed(&env, "sa");
     eprintln!(
         "primary {} killed with {done_before} jobs of `sa` done; {} promoted {promoted:?} \
