@@ -19,6 +19,7 @@ mod crash;
 mod durable;
 mod features;
 mod lanes;
+mod primary_killed;
 mod reads;
 mod stopped;
 

@@ -9,6 +9,7 @@
 //! lives as long as the test binary and is started with `PR_SET_PDEATHSIG`:
 //! when the binary exits, however it exits, the kernel kills them all.
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -57,19 +58,29 @@ impl Cluster {
         (c, guard)
     }
 
-    /// The ports of the current primaries.
+    /// The ports of the current primaries (of the nodes that answer).
     pub fn primaries(&self) -> Vec<u16> {
         self.ports
             .iter()
             .copied()
-            .filter(|p| role(*p) == "master")
+            .filter(|p| answers(*p) && role(*p) == "master")
             .collect()
+    }
+
+    /// A node that answers.
+    fn any_node(&self) -> u16 {
+        self.ports
+            .iter()
+            .copied()
+            .find(|p| answers(*p))
+            .expect("a cluster node that answers")
     }
 
     /// The port of the primary serving `key`'s slot.
     pub fn primary_of(&self, key: &str) -> u16 {
-        let slot: u16 = query(self.ports[0], redis::cmd("CLUSTER").arg("KEYSLOT").arg(key));
-        let ranges: Vec<redis::Value> = query(self.ports[0], redis::cmd("CLUSTER").arg("SLOTS"));
+        let node = self.any_node();
+        let slot: u16 = query(node, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key));
+        let ranges: Vec<redis::Value> = query(node, redis::cmd("CLUSTER").arg("SLOTS"));
         for range in ranges {
             let redis::Value::Array(range) = range else {
                 continue;
@@ -103,18 +114,7 @@ impl Cluster {
     /// cluster says every slot is served with none left to the old one.
     /// Returns the new primary's port.
     pub fn failover(&self, primary: u16) -> u16 {
-        let replica = self
-            .ports
-            .iter()
-            .copied()
-            .find(|p| {
-                role(*p) == "slave" && {
-                    let info: String = query(*p, redis::cmd("INFO").arg("replication"));
-                    info.lines()
-                        .any(|l| l.trim() == format!("master_port:{primary}"))
-                }
-            })
-            .expect("a replica of the primary");
+        let replica = self.replica_of(primary);
         let () = query(replica, redis::cmd("CLUSTER").arg("FAILOVER"));
         wait_until(START, "the replica to take over the slots", || {
             role(replica) == "master"
@@ -125,6 +125,111 @@ impl Cluster {
                 })
         });
         replica
+    }
+}
+
+impl Cluster {
+    /// The port of the replica of the primary at `primary`.
+    pub fn replica_of(&self, primary: u16) -> u16 {
+        self.ports
+            .iter()
+            .copied()
+            .find(|p| {
+                *p != primary && answers(*p) && role(*p) == "slave" && {
+                    let info: String = query(*p, redis::cmd("INFO").arg("replication"));
+                    info.lines()
+                        .any(|l| l.trim() == format!("master_port:{primary}"))
+                }
+            })
+            .expect("a replica of the primary")
+    }
+
+    /// kill -9 of the primary at `primary` (no `CLUSTER FAILOVER`: its
+    /// replica takes over by itself once the other primaries agree it is
+    /// down, after `cluster-node-timeout`, 2 s here, and an election). The
+    /// node is started again when the [`Downed`] is dropped, if
+    /// [`Downed::restore`] did not. `replica`: its replica, looked up
+    /// beforehand ([`Cluster::replica_of`]; it may be stopped by now).
+    pub fn kill_primary(&self, primary: u16, replica: u16) -> Downed<'_> {
+        kill9(primary);
+        Downed {
+            cluster: self,
+            port: primary,
+            replica,
+            restored: false,
+        }
+    }
+
+    /// Whether the cluster is whole: every node answers and says
+    /// `cluster_state:ok` with every slot served by an answering primary,
+    /// three primaries, each with one replica online.
+    pub fn whole(&self) -> bool {
+        if !self.ports.iter().all(|p| answers(*p)) {
+            return false;
+        }
+        let primaries = self.primaries();
+        primaries.len() == 3
+            && primaries.iter().all(|p| replica_online(*p))
+            && self.ports.iter().all(|p| {
+                let info: String = query(*p, redis::cmd("CLUSTER").arg("INFO"));
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && slot_primaries(*p).iter().all(|s| primaries.contains(s))
+            })
+    }
+}
+
+/// A Cluster primary killed by [`Cluster::kill_primary`].
+pub struct Downed<'a> {
+    cluster: &'a Cluster,
+    /// The killed node's port.
+    pub port: u16,
+    /// Its replica when it was killed (the one to take over).
+    pub replica: u16,
+    restored: bool,
+}
+
+impl Downed<'_> {
+    /// Waits until the replica is the primary of the killed node's slots,
+    /// by itself: it says `master` and every live node says
+    /// `cluster_state:ok` with no slot left to the dead node.
+    pub fn promoted(&self) {
+        let live: Vec<u16> = (self.cluster.ports.iter().copied())
+            .filter(|p| *p != self.port)
+            .collect();
+        wait_until(START, "the replica to take over by itself", || {
+            role(self.replica) == "master"
+                && live.iter().all(|p| {
+                    let info: String = query(*p, redis::cmd("CLUSTER").arg("INFO"));
+                    info.contains("cluster_state:ok") && !slot_primaries(*p).contains(&self.port)
+                })
+        });
+    }
+
+    /// Starts the killed node again from its directory: its `nodes.conf`
+    /// names it a primary of slots the cluster gave another since (a newer
+    /// config epoch), so it turns itself into that one's replica and syncs
+    /// from it. Waits until the cluster is [`Cluster::whole`] again, the
+    /// node the new primary's replica.
+    pub fn restore(mut self) {
+        self.restored = true;
+        restart(self.port, &[]);
+        wait_until(
+            START,
+            "the killed node back as a replica, the cluster whole",
+            || role(self.port) == "slave" && self.cluster.whole(),
+        );
+    }
+}
+
+impl Drop for Downed<'_> {
+    fn drop(&mut self) {
+        // A test that failed with the node down: the later tests get a whole
+        // cluster anyway (no second panic here).
+        if !self.restored {
+            restart(self.port, &[]);
+            let _ = poll_until(START, || self.cluster.whole());
+        }
     }
 }
 
@@ -204,6 +309,103 @@ impl Sentinels {
                 && replica_online(new)
         });
         new
+    }
+}
+
+impl Sentinels {
+    /// kill -9 of the primary (no `SENTINEL FAILOVER`: the Sentinels see it
+    /// down after `down-after-milliseconds`, 1 s here, agree and promote
+    /// the replica). Returns a guard that starts it again when dropped, if
+    /// [`DownedPrimary::restore`] did not.
+    pub fn kill_primary(&self) -> DownedPrimary<'_> {
+        let port = self.primary();
+        let replica = self.replica();
+        kill9(port);
+        DownedPrimary {
+            sentinels: self,
+            port,
+            replica,
+            restored: false,
+        }
+    }
+
+    /// Whether every Sentinel names `port` the primary, which says it is
+    /// one and has its replica in sync, and every Sentinel sees the replica
+    /// up.
+    fn whole_with(&self, port: u16) -> bool {
+        self.data.iter().all(|p| answers(*p))
+            && self.sentinels.iter().all(|s| {
+                let (_, named): (String, u16) = query(
+                    *s,
+                    redis::cmd("SENTINEL")
+                        .arg("GET-MASTER-ADDR-BY-NAME")
+                        .arg(MASTER),
+                );
+                named == port && {
+                    let replicas: Vec<HashMap<String, String>> =
+                        query(*s, redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER));
+                    replicas.len() == 1
+                        && replicas.iter().all(|r| {
+                            r.get("flags").is_some_and(|f| f == "slave")
+                                && r.get("master-link-status").is_some_and(|l| l == "ok")
+                        })
+                }
+            })
+            && role(port) == "master"
+            && replica_online(port)
+    }
+}
+
+/// The Sentinels' primary killed by [`Sentinels::kill_primary`].
+pub struct DownedPrimary<'a> {
+    sentinels: &'a Sentinels,
+    /// The killed server's port.
+    pub port: u16,
+    /// The replica when it was killed (the one to be promoted).
+    pub replica: u16,
+    restored: bool,
+}
+
+impl DownedPrimary<'_> {
+    /// Waits until every Sentinel names the replica the primary and it says
+    /// it is one.
+    pub fn promoted(&self) {
+        wait_until(START, "the Sentinels to promote the replica", || {
+            self.sentinels.sentinels.iter().all(|s| {
+                let (_, port): (String, u16) = query(
+                    *s,
+                    redis::cmd("SENTINEL")
+                        .arg("GET-MASTER-ADDR-BY-NAME")
+                        .arg(MASTER),
+                );
+                port == self.replica
+            }) && role(self.replica) == "master"
+        });
+    }
+
+    /// Starts the killed server again, as a replica of the new primary from
+    /// its first breath (started as it was, it could come up as an empty
+    /// primary until the Sentinels reconfigure it), and waits until it is in
+    /// sync and every Sentinel sees the set whole.
+    pub fn restore(mut self) {
+        self.restored = true;
+        let new = self.replica.to_string();
+        restart(self.port, &["--replicaof", "127.0.0.1", &new]);
+        wait_until(
+            START,
+            "the old primary back as a replica, seen by the Sentinels",
+            || self.sentinels.whole_with(self.replica),
+        );
+    }
+}
+
+impl Drop for DownedPrimary<'_> {
+    fn drop(&mut self) {
+        if !self.restored {
+            let new = self.replica.to_string();
+            restart(self.port, &["--replicaof", "127.0.0.1", &new]);
+            let _ = poll_until(START, || self.sentinels.whole_with(self.replica));
+        }
     }
 }
 
@@ -374,7 +576,50 @@ pub fn server(dir: &Path, port: u16, args: &[&str]) {
     .map(|s| s.to_string())
     .collect();
     all.extend(args.iter().map(|s| s.to_string()));
-    spawn(("redis-server".into(), all, dir.to_owned()));
+    let launch: Launch = ("redis-server".into(), all, dir.to_owned());
+    launches()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(port, launch.clone());
+    spawn(launch);
+}
+
+/// How each server [`server`] started was started, by port.
+fn launches() -> &'static Mutex<HashMap<u16, Launch>> {
+    static LAUNCHES: OnceLock<Mutex<HashMap<u16, Launch>>> = OnceLock::new();
+    LAUNCHES.get_or_init(Default::default)
+}
+
+/// Kills the server at `port` with SIGKILL (nothing of it runs after: no
+/// reply, no replication, no goodbye on the cluster bus) and waits until
+/// the port is closed.
+pub fn kill9(port: u16) {
+    let pid = pid_of(port) as libc::pid_t;
+    // SAFETY: kill(2) on a server this binary started.
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGKILL) },
+        0,
+        "kill -9 {pid}"
+    );
+    wait_until(START, "the killed server's port to close", || {
+        !answers(port)
+    });
+}
+
+/// Starts the server once at `port` (see [`server`]) again, in its directory
+/// and with its arguments, `extra` after them (a later option wins), and
+/// waits until it answers. Its data is gone (no persistence); a Cluster node
+/// keeps its `nodes.conf`.
+pub fn restart(port: u16, extra: &[&str]) {
+    let (program, mut args, dir) = launches()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&port)
+        .cloned()
+        .unwrap_or_else(|| panic!("no server was started on {port}"));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn((program, args, dir.clone()));
+    wait_answers(&[port], &dir);
 }
 
 fn wait_answers(ports: &[u16], dir: &Path) {
@@ -428,6 +673,13 @@ fn start_cluster() -> Cluster {
                 && info.contains("cluster_slots_ok:16384")
                 && info.contains("cluster_known_nodes:6")
         })
+    });
+    // Each primary's replica done with its first sync: a write that waits
+    // for a replica (`--durability replica`) is not held by it.
+    wait_until(START, "every primary's replica in sync", || {
+        data.iter()
+            .filter(|p| role(**p) == "master")
+            .all(|p| replica_online(*p))
     });
     let seeds: Vec<String> = data.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     Cluster {

@@ -1,17 +1,23 @@
 #!lua
 -- Settles a batch of jobs one worker took from one queue: each leaves the
 -- worker's in-flight list and goes where its outcome sends it, and its record is
--- updated, in one atomic step. A job no longer in the in-flight list was
--- recovered from this worker (its heartbeat expired) and now belongs to another
--- attempt: it is left alone and counted in the reply.
+-- updated, in one atomic step. A job no longer in the in-flight list is left
+-- alone and counted in the reply, as one of two cases its record tells apart:
+-- - settled already by this very call: a re-sent request (a reply lost, a
+--   write a replica did not confirm) whose first run was applied. The record
+--   still names this worker and this attempt's lease, and is no longer
+--   `running` (recover.lua clears the lease; a later fetch sets another);
+-- - lost: recovered from this worker (its heartbeat expired), so it belongs to
+--   another attempt now.
 -- KEYS[1] in-flight list, KEYS[2] pending list, KEYS[3] retry set, KEYS[4] dead set,
 -- KEYS[5] stats hash, KEYS[6] scheduled set, KEYS[7] batch outbox
 -- ARGV[1] job record key prefix, ARGV[2] dead set cap, ARGV[3] done record TTL (s),
 -- ARGV[4] dead record TTL (s), ARGV[5] number of jobs, ARGV[6] snapshot key prefix,
 -- ARGV[7] failed attempts kept per record, ARGV[8] and ARGV[9] the longest
--- message and backtrace (bytes) kept in each, then per job: payload, id,
--- action, arg, next payload, batch ('b' when the job's record names a batch, as
--- its fetch found), field count, field, value, ...
+-- message and backtrace (bytes) kept in each, ARGV[10] the worker's id, then per
+-- job: payload, id, action, arg, next payload, batch ('b' when the job's record
+-- names a batch, as its fetch found), attempt (its fetch's lease), field count,
+-- field, value, ...
 --   done:    result recorded; record expires after the done TTL; arg 'snap':
 --            the job's snapshot is deleted
 --   retry:   next payload into the retry set, due in arg ms (a snapshot stays:
@@ -37,7 +43,9 @@
 -- would fail the whole batch of settlements.
 -- A done or dead job whose record names a batch is added to the batch outbox
 -- (`BATCH ID done|dead`), applied to the batch by `batch_apply.lua`.
--- Returns {jobs lost, jobs added to the batch outbox}.
+-- Returns {jobs lost, jobs added to the batch outbox, jobs settled already}; a
+-- batch member settled already counts as added (its entry may wait to be
+-- applied).
 -- A plain done job costs one LREM, one HSET and one EXPIRE (see fetch.lua on
 -- why calls are counted), and the time is turned into a string once per call.
 --@include wake
@@ -47,8 +55,9 @@ local prefix, cap = ARGV[1], tonumber(ARGV[2])
 local done_ttl, dead_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local snap = ARGV[6]
 local history, message_max, backtrace_max = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local i, lost, processed, failed, dead, parked, collapsed = 10, 0, 0, 0, 0, 0, 0
-local outboxed = 0
+local i, lost, processed, failed, dead, parked, collapsed = 11, 0, 0, 0, 0, 0, 0
+local outboxed, already = 0, 0
+local me = ARGV[10]
 local function outbox(key, id, what, member)
   if member ~= 'b' then return end
   local batch = redis.call('HGET', key, 'batch')
@@ -93,14 +102,20 @@ local function failures(key, first, last)
 end
 for _ = 1, tonumber(ARGV[5]) do
   local payload, id, action, arg, next_payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local member = ARGV[i + 5]
-  local nfields = tonumber(ARGV[i + 6])
+  local member, attempt = ARGV[i + 5], ARGV[i + 6]
+  local nfields = tonumber(ARGV[i + 7])
   -- The job's fields are ARGV[first..last], passed to HSET without copying.
-  local first, last = i + 7, i + 6 + nfields * 2
+  local first, last = i + 8, i + 7 + nfields * 2
   i = last + 1
   -- The oldest jobs sit at the tail of the in-flight list: search from there.
   if redis.call('LREM', KEYS[1], -1, payload) == 0 then
-    lost = lost + 1
+    local held = redis.call('HMGET', prefix .. id, 'worker', 'lease', 'state')
+    if attempt ~= '0' and held[1] == me and held[2] == attempt and held[3] and held[3] ~= 'running' then
+      already = already + 1
+      if member == 'b' then outboxed = outboxed + 1 end
+    else
+      lost = lost + 1
+    end
   else
     local key = prefix .. id
     if action == 'done' then
@@ -161,4 +176,4 @@ if failed > 0 then redis.call('HINCRBY', KEYS[5], 'failed', failed) end
 if dead > 0 then redis.call('HINCRBY', KEYS[5], 'dead', dead) end
 if parked > 0 then redis.call('HINCRBY', KEYS[5], 'parked', parked) end
 if collapsed > 0 then redis.call('HINCRBY', KEYS[5], 'collapsed', collapsed) end
-return {lost, outboxed}
+return {lost, outboxed, already}

@@ -223,12 +223,25 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
             )) => {
                 // Before the job goes on (an already applied commit too: the
                 // try that applied it did not wait).
-                conn.replicated(&c.queue.pending()).await;
-                // A commit found applied may have been behind: its parts
-                // then wait for the ones before them.
-                let behind = done != Committed::Ok;
-                parts::after(conn, c.queue, &entries, behind).await;
-                return Ok(());
+                if conn.replicated(&c.queue.pending()).await {
+                    // A commit found applied may have been behind: its parts
+                    // then wait for the ones before them.
+                    let behind = done != Committed::Ok;
+                    parts::after(conn, c.queue, &entries, behind).await;
+                    return Ok(());
+                }
+                // No replica confirmed it (its primary may have died with
+                // it): the next try sends it to the queue's primary now,
+                // which applies it or finds it applied.
+                tries += 1;
+                if tries >= COMMIT_TRIES {
+                    return Err(CommitError::Unavailable(
+                        "no replica confirmed the commit".to_owned(),
+                    ));
+                }
+                tracing::debug!(retry_in = ?pause, "commit not confirmed by a replica; sending it again");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
             }
             Ok((Committed::LeaseLost, _)) => return Err(CommitError::LeaseLost),
             Ok((Committed::BadWrite(reason), _)) => return Err(CommitError::BadWrite(reason)),
@@ -247,15 +260,34 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
 }
 
 /// Whether a commit's outcome is unknown or it was not run (worth retrying):
-/// the connection failed, or Redis refused the script up front (out of memory,
-/// loading, busy, or too few replicas under `min-replicas-to-write`).
+/// the connection failed or was refused, or Redis refused the script up front
+/// (out of memory, loading, busy, too few replicas under
+/// `min-replicas-to-write`, a Cluster slot without a primary or moved, a
+/// demoted primary).
 fn unanswered(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
+        || e.is_connection_refusal()
         || e.is_timeout()
         || matches!(
             e.code(),
-            Some("OOM" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "NOREPLICAS")
+            Some(
+                "OOM"
+                    | "LOADING"
+                    | "BUSY"
+                    | "TRYAGAIN"
+                    | "MASTERDOWN"
+                    | "NOREPLICAS"
+                    // A Cluster without a primary for some slot (one died,
+                    // its replica not promoted yet), and a primary demoted
+                    // to replica: the script did not run.
+                    | "CLUSTERDOWN"
+                    | "READONLY"
+                    // The slot is served by another node now (a failover
+                    // that redis-rs had not seen yet): not run here.
+                    | "MOVED"
+                    | "ASK"
+            )
         )
 }
 

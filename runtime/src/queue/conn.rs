@@ -521,9 +521,13 @@ impl Conn {
     /// Called after a write to `key` that is about to be acknowledged: with
     /// [`Durability::Replica`], waits until a replica has it (see
     /// [`super::durable`]); with [`Durability::Local`], returns at once.
-    pub async fn replicated(&mut self, key: &str) {
+    /// `false`: no replica confirmed it (the wait failed or timed out; its
+    /// primary may have died with it): send the write again before
+    /// acknowledging it.
+    #[must_use = "a write no replica confirmed is sent again"]
+    pub async fn replicated(&mut self, key: &str) -> bool {
         let replicas = self.replicas.clone();
-        replicas.wait(self, key).await;
+        replicas.wait(self, key).await
     }
 
     /// Runs `cmd`, a command without keys (`INFO`), on the server that holds

@@ -21,6 +21,18 @@
 //! and one line says after how long. A write that timed out still stands (a
 //! `WAIT` cannot undo it); what is lost in a failover during such a lapse is
 //! what `local` would lose. The README's "Durability" states the contract.
+//!
+//! A wait that ends without a replica's acknowledgment (it failed, or timed
+//! out) tells its caller so, and the caller sends its write again before it
+//! acknowledges anything (every write that waits is idempotent: a second run
+//! applies nothing twice). The primary that took the write may have died
+//! under the wait (kill -9, a crash): the write may never have reached the
+//! replica promoted in its place, and the wait's failure (one server,
+//! Sentinel) or its answer from the new primary (Cluster: redis-rs sends the
+//! `WAIT` again to the slot's new primary, which has no replica yet) is all
+//! there is to see. Sent again, the write lands on whichever primary holds
+//! the key now: applied there if it was lost, found applied if it was not.
+//! A timeout starts a lapse, so the write sent again does not wait.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -98,11 +110,19 @@ pub(crate) struct Replicas(Option<Arc<Waits>>);
 
 struct Waits {
     timeout: Duration,
-    /// The primaries whose writes do not wait now, by the slot of the key
-    /// that found it out (on Cluster; `None` on a single server and on
-    /// Sentinel).
-    lapses: Mutex<HashMap<Option<Slot>, Lapse>>,
+    /// The primaries whose writes do not wait now, by [`Node`].
+    lapses: Mutex<HashMap<Node, Lapse>>,
+    /// On Cluster, while a lapse is open: the node each slot was on when
+    /// last asked (`CLUSTER MYID`), and when; kept [`PROBE_GAP`] (a
+    /// failover moves slots).
+    nodes: Mutex<HashMap<Slot, (String, Instant)>>,
 }
+
+/// A primary: on Cluster its node id (one lapse covers every slot it
+/// holds: a primary that lost its replica costs one timed-out wait, not
+/// one per slot written to); `None` for the one primary of a single server
+/// or a Sentinel set.
+type Node = Option<String>;
 
 /// A primary without a replica that acknowledges in time.
 struct Lapse {
@@ -121,6 +141,7 @@ impl Replicas {
             Durability::Replica { timeout } => Replicas(Some(Arc::new(Waits {
                 timeout,
                 lapses: Mutex::new(HashMap::new()),
+                nodes: Mutex::new(HashMap::new()),
             }))),
         }
     }
@@ -134,37 +155,89 @@ impl Replicas {
 
     /// Waits for a replica to have the writes `conn` made to the primary of
     /// `key`, unless that primary is in a lapse (see the module's doc).
-    pub(crate) async fn wait(&self, conn: &mut Conn, key: &str) {
+    /// Whether the write may be acknowledged: `false` when the wait failed or
+    /// timed out, and the caller must send the write again first.
+    pub(crate) async fn wait(&self, conn: &mut Conn, key: &str) -> bool {
         let Some(w) = &self.0 else {
-            return;
+            return true;
         };
-        let slot = conn.is_cluster().then(|| Slot::for_key(key));
-        if let Some(probe) = w.skip_or_probe(slot) {
-            if !probe || !replica_online(conn, key).await {
-                return;
-            }
+        // On Cluster the key's node is asked only while a lapse is open, or
+        // once one starts: a healthy cluster pays no extra round trip.
+        let mut node: Option<Node> = match conn.is_cluster() {
+            false => Some(None),
+            true if w.any_lapse() => Some(Some(w.node_of(conn, key).await)),
+            true => None,
+        };
+        if let Some(n) = &node
+            && let Some(probe) = w.skip_or_probe(n)
+            && (!probe || !replica_online(conn, key).await)
+        {
+            return true;
         }
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(1).arg(w.timeout.as_millis() as u64);
         match conn.query_at::<i64>(key, &cmd).await {
-            Ok(acked) if acked >= 1 => w.back(slot, key),
-            Ok(_) => w.lapsed(slot, key),
-            // The write stands; the next one waits again.
-            Err(e) => tracing::debug!(error = %e, %key, "waiting for a replica failed"),
+            Ok(acked) if acked >= 1 => {
+                if let Some(n) = &node {
+                    w.back(n, key);
+                }
+                true
+            }
+            Ok(_) => {
+                let n = match node.take() {
+                    Some(n) => n,
+                    None => Some(w.node_of(conn, key).await),
+                };
+                w.lapsed(n, key);
+                false
+            }
+            // The primary may be gone with the write; the next wait (after
+            // the write is sent again) waits again.
+            Err(e) => {
+                tracing::debug!(error = %e, %key, "waiting for a replica failed");
+                false
+            }
         }
     }
 }
 
 impl Waits {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<Slot>, Lapse>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Node, Lapse>> {
         self.lapses.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `None` when writes on `slot` wait; else whether to look at the
+    fn any_lapse(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
+    /// The id of the Cluster node that holds `key`'s slot: as asked within
+    /// [`PROBE_GAP`], or asked now. A node that does not answer
+    /// `CLUSTER MYID` (an ACL that refuses it) is named by the slot.
+    async fn node_of(&self, conn: &mut Conn, key: &str) -> String {
+        let slot = Slot::for_key(key);
+        let nodes = || self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, at)) = nodes().get(&slot)
+            && at.elapsed() < PROBE_GAP
+        {
+            return id.clone();
+        }
+        match conn
+            .query_at::<String>(key, redis::cmd("CLUSTER").arg("MYID"))
+            .await
+        {
+            Ok(id) => {
+                nodes().insert(slot, (id.clone(), Instant::now()));
+                id
+            }
+            Err(_) => format!("{slot:?}"),
+        }
+    }
+
+    /// `None` when writes to `node` wait; else whether to look at the
     /// replicas now (at most once per [`PROBE_GAP`]) rather than skip.
-    fn skip_or_probe(&self, slot: Option<Slot>) -> Option<bool> {
+    fn skip_or_probe(&self, node: &Node) -> Option<bool> {
         let mut lapses = self.lock();
-        let lapse = lapses.get_mut(&slot)?;
+        let lapse = lapses.get_mut(node)?;
         if lapse.probed.elapsed() < PROBE_GAP {
             lapse.skipped += 1;
             return Some(false);
@@ -173,15 +246,15 @@ impl Waits {
         Some(true)
     }
 
-    fn lapsed(&self, slot: Option<Slot>, key: &str) {
+    fn lapsed(&self, node: Node, key: &str) {
         let mut lapses = self.lock();
-        if let Some(lapse) = lapses.get_mut(&slot) {
+        if let Some(lapse) = lapses.get_mut(&node) {
             lapse.skipped += 1;
             return;
         }
         let now = Instant::now();
         lapses.insert(
-            slot,
+            node,
             Lapse {
                 since: now,
                 probed: now,
@@ -195,10 +268,15 @@ impl Waits {
         );
     }
 
-    fn back(&self, slot: Option<Slot>, key: &str) {
-        let Some(lapse) = self.lock().remove(&slot) else {
+    fn back(&self, node: &Node, key: &str) {
+        let mut lapses = self.lock();
+        let Some(lapse) = lapses.remove(node) else {
             return;
         };
+        if lapses.is_empty() {
+            self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        drop(lapses);
         tracing::info!(
             %key,
             unreplicated = lapse.skipped,
@@ -292,15 +370,18 @@ mod tests {
         }) else {
             panic!("replica durability waits");
         };
-        let (a, b) = (Some(Slot::for_key("a")), Some(Slot::for_key("b")));
-        assert_eq!(w.skip_or_probe(a), None);
-        w.lapsed(a, "a");
-        assert_eq!(w.skip_or_probe(a), Some(false));
-        assert_eq!(w.skip_or_probe(b), None, "another primary still waits");
+        let (a, b): (Node, Node) = (Some("node-a".into()), Some("node-b".into()));
+        assert!(!w.any_lapse());
+        assert_eq!(w.skip_or_probe(&a), None);
+        w.lapsed(a.clone(), "a");
+        assert!(w.any_lapse());
+        assert_eq!(w.skip_or_probe(&a), Some(false));
+        assert_eq!(w.skip_or_probe(&b), None, "another primary still waits");
         w.lock().get_mut(&a).unwrap().probed -= PROBE_GAP;
-        assert_eq!(w.skip_or_probe(a), Some(true));
-        assert_eq!(w.skip_or_probe(a), Some(false));
-        w.back(a, "a");
-        assert_eq!(w.skip_or_probe(a), None);
+        assert_eq!(w.skip_or_probe(&a), Some(true));
+        assert_eq!(w.skip_or_probe(&a), Some(false));
+        w.back(&a, "a");
+        assert_eq!(w.skip_or_probe(&a), None);
+        assert!(!w.any_lapse());
     }
 }

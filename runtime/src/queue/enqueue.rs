@@ -66,6 +66,10 @@ pub fn unique_key(queue: &str, digest: &str) -> String {
     )
 }
 
+/// Sends of one enqueue while no replica confirms it
+/// ([`super::Conn::replicated`]).
+const UNCONFIRMED_TRIES: u32 = 5;
+
 /// Enqueues `payload` on `queue`, refused while a job holding the same unique
 /// key (`unique`: the class's rule) is pending.
 pub async fn enqueue_unique(
@@ -148,7 +152,25 @@ pub async fn enqueue_keyed(
     if let Some((key, ttl, until)) = &lock {
         script.key(key).arg(ttl).arg(until);
     }
-    let (state, due): (String, redis::Value) = script.invoke_async(conn).await?;
+    // Sent again while no replica confirms it (its primary may have died
+    // with it): the nonce makes a second run answer as the first did.
+    let mut tries = 0;
+    let (state, due) = loop {
+        let (state, due): (String, redis::Value) = script.invoke_async(conn).await?;
+        if state == "duplicate" || conn.replicated(&q.pending()).await {
+            break (state, due);
+        }
+        tries += 1;
+        if tries >= UNCONFIRMED_TRIES {
+            return Err(redis::RedisError::from(std::io::Error::other(format!(
+                "no replica confirmed the enqueue of job `{}` after {tries} tries; \
+                 it may or may not be queued",
+                payload.id
+            )))
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     if state == "duplicate" {
         let holder: String = redis::from_redis_value(due).unwrap_or_default();
         let until = match lock.map(|l| l.2) {
@@ -160,7 +182,6 @@ pub async fn enqueue_keyed(
     let due_ms: u64 = redis::from_redis_value(due)
         .map_err(|e| EnqueueError::Invalid(format!("unexpected enqueue reply: {e}")))?;
     let _: () = conn.sadd(keys::queues(), queue).await?;
-    conn.replicated(&q.pending()).await;
     Ok(Enqueued {
         id: payload.id.clone(),
         state: State::parse(&state).unwrap_or(State::Queued),

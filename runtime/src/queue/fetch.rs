@@ -136,6 +136,7 @@ impl Unit {
                 queue: self.queue.clone(),
                 raw: std::mem::take(&mut self.raw),
                 id: id.to_owned(),
+                attempt: self.attempt,
                 disposition,
                 fields,
                 unique: self.unique.take(),
@@ -154,6 +155,7 @@ impl Drop for Unit {
                 queue: self.queue.clone(),
                 raw: std::mem::take(&mut self.raw),
                 id,
+                attempt: self.attempt,
                 disposition: Disposition::Requeue {
                     front: true,
                     next: None,

@@ -431,11 +431,27 @@ async fn apply_group(
             .filter_map(|d| d.as_ref().ok()?.keys.first())
             .map(|k| (Slot::for_key(k.as_str()), k.as_str()))
             .collect();
-        join_all(slots.into_values().map(|key| {
+        let slots: Vec<(Slot, &str)> = slots.into_iter().collect();
+        let kept = join_all(slots.iter().map(|(_, key)| {
             let mut conn = conn.clone();
             async move { conn.replicated(key).await }
         }))
         .await;
+        // Not confirmed (its primary may have died with it): the group
+        // stays in the outbox, and the next drain applies it again on the
+        // slot's primary now (or finds its marker there).
+        let unconfirmed: Vec<Slot> = slots
+            .iter()
+            .zip(&kept)
+            .filter(|(_, kept)| !**kept)
+            .map(|((slot, _), _)| *slot)
+            .collect();
+        if !unconfirmed.is_empty() {
+            let e = redis::RedisError::from(std::io::Error::other(
+                "no replica confirmed a part's write; it stays in the outbox",
+            ));
+            return Ok(GroupEnd::Blocked(e, unconfirmed));
+        }
     }
     let outbox = q.outbox();
     let offs = entries.iter().zip(decoded).zip(&whys).map(|((entry, d), why)| {

@@ -2,10 +2,15 @@
 //!
 //! Outcomes are batched: processors hand them to one settler task per worker,
 //! which hands them to one lane per queue; each lane commits everything that
-//! has accumulated since its last round trip in one script call. A queue whose
-//! node is away holds its own lane only. A commit whose reply was lost is retried: the script
-//! removes the payload from the in-flight list first and skips a payload that is
-//! no longer there, so a retried commit applies nothing twice.
+//! has accumulated since its last round trip in one script call (a queue whose
+//! node is away holds its own lane only). A commit whose reply was lost is
+//! retried, and so is one a replica did not confirm (`--durability replica`:
+//! the primary may have died with it): the script removes the payload from the
+//! in-flight list first and skips a payload that is no longer there, so a
+//! retried commit applies nothing twice. A skipped payload whose record still
+//! names this worker and attempt was settled by the first send (nothing to
+//! say); any other was recovered from this worker and belongs to another
+//! attempt (a warning).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,6 +144,8 @@ pub struct Settlement {
     pub(super) queue: Arc<QueueKeys>,
     pub(super) raw: Vec<u8>,
     pub(super) id: String,
+    /// The attempt's number (its lease), 0 for a payload that is not a job.
+    pub(super) attempt: u32,
     pub(super) disposition: Disposition,
     pub(super) fields: Vec<(&'static str, String)>,
     /// A unique key to release once this settlement is committed.
@@ -208,12 +215,20 @@ struct Lane {
 async fn lane(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Settlement>) {
     let mut group = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut group, BATCH).await > 0 {
-        let outboxed = commit_until_done(&mut conn, &worker, &group).await;
-        // Before the next group is taken; a group its final commits
-        // recorded wrote nothing here (those commits waited).
-        if group.iter().any(|s| !s.disposition.committed()) {
-            conn.replicated(&group[0].queue.pending()).await;
-        }
+        let outboxed = loop {
+            let outboxed = commit_until_done(&mut conn, &worker, &group).await;
+            // Before the next group is taken; a group its final commits
+            // recorded wrote nothing here (those commits waited).
+            if !group.iter().any(|s| !s.disposition.committed())
+                || conn.replicated(&group[0].queue.pending()).await
+            {
+                break outboxed;
+            }
+            // No replica confirmed it (the primary may have died with it):
+            // sent again, to whichever primary holds the queue now.
+            tracing::debug!(queue = %group[0].queue.name, "settlements not confirmed by a replica; sending them again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         release_unique(&mut conn, &group).await;
         if outboxed > 0 {
             // Batch members settled: their batches hear of it now (the
@@ -229,8 +244,16 @@ async fn commit_until_done(conn: &mut Conn, worker: &str, group: &[Settlement]) 
     let mut pause = Duration::from_millis(50);
     loop {
         match commit(conn, worker, group).await {
-            Ok((0, outboxed)) => return outboxed,
-            Ok((lost, outboxed)) => {
+            Ok((0, outboxed, already)) => {
+                if already > 0 {
+                    tracing::debug!(
+                        already,
+                        "outcomes found recorded already: a request sent again after its first send applied"
+                    );
+                }
+                return outboxed;
+            }
+            Ok((lost, outboxed, _)) => {
                 tracing::warn!(
                     lost,
                     "outcomes not recorded: those jobs were recovered from this worker (heartbeat expired) and will run again"
@@ -260,16 +283,18 @@ async fn release_unique(conn: &mut Conn, group: &[Settlement]) {
     }
 }
 
+/// Runs the settle script on `group`: (jobs lost, jobs added to the batch
+/// outbox, jobs settled already by an earlier send of this request).
 async fn commit(
     conn: &mut Conn,
     worker: &str,
     group: &[Settlement],
-) -> redis::RedisResult<(u64, u64)> {
+) -> redis::RedisResult<(u64, u64, u64)> {
     let q = &group[0].queue;
     // A job its final commit recorded has nothing left for the script.
     let count = group.iter().filter(|s| !s.disposition.committed()).count();
     if count == 0 {
-        return Ok((0, 0));
+        return Ok((0, 0, 0));
     }
     let mut inv = SCRIPTS.settle.prepare_invoke();
     inv.key(q.inflight(worker))
@@ -287,7 +312,8 @@ async fn commit(
         .arg(q.snapshot_prefix())
         .arg(FAILURES_KEPT)
         .arg(FAILURE_MESSAGE_MAX)
-        .arg(FAILURE_BACKTRACE_MAX);
+        .arg(FAILURE_BACKTRACE_MAX)
+        .arg(worker);
     let snap = |has: bool| if has { "snap" } else { "" }.to_owned();
     for s in group {
         let (action, arg, next): (&str, String, &[u8]) = match &s.disposition {
@@ -321,6 +347,7 @@ async fn commit(
             .arg(arg)
             .arg(next)
             .arg(if s.batch { "b" } else { "" })
+            .arg(s.attempt)
             .arg(s.fields.len());
         for (field, value) in &s.fields {
             inv.arg(*field).arg(value);

@@ -44,6 +44,8 @@ pub struct Launcher {
     heartbeat: JoinHandle<()>,
     settler: JoinHandle<()>,
     http: Option<JoinHandle<()>>,
+    /// The queues it serves.
+    queues: Vec<String>,
 }
 
 /// How a stop went.
@@ -152,6 +154,7 @@ impl Launcher {
             heartbeat,
             settler: settler_task,
             http,
+            queues: names,
         })
     }
 
@@ -211,7 +214,27 @@ impl Launcher {
         }
         let _: Result<(), _> = conn.del(keys::heartbeat(&self.node.id)).await;
         if clean {
-            let _: Result<(), _> = conn.zrem(keys::workers(), &self.node.id).await;
+            // Every unit is settled: whatever its in-flight lists still hold
+            // runs nowhere (a settlement or fetch a failover lost: the
+            // replica promoted in its primary's place never saw it, see the
+            // README's "Durability"). Back to its queue before the worker
+            // leaves the registry, which no one would recover it from.
+            let (orphans, all) = crate::scheduler::recover_worker(
+                &conn,
+                &self.queues,
+                &self.node.id,
+                &Outages::default(),
+            )
+            .await;
+            if orphans > 0 {
+                tracing::warn!(
+                    jobs = orphans,
+                    "jobs this worker was not running were left in its in-flight lists (their settlement or fetch was lost, as in a failover that loses writes); back in their queues"
+                );
+            }
+            if all {
+                let _: Result<(), _> = conn.zrem(keys::workers(), &self.node.id).await;
+            }
         }
         tracing::info!(interrupted, clean, "worker stopped");
         StopReport { interrupted, clean }

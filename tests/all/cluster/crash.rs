@@ -15,10 +15,10 @@ use crate::cluster_env::{Cluster, stoker_ok};
 use crate::support::{TestEnv, payload, wait_until};
 
 /// How long the jobs of a test may take to settle.
-const SETTLE: Duration = Duration::from_secs(45);
+pub(super) const SETTLE: Duration = Duration::from_secs(45);
 
 /// `kv-Q` on each queue `Q`, writing the counters.
-fn deploy_counting(env: &TestEnv, queues: &[&str]) {
+pub(super) fn deploy_counting(env: &TestEnv, queues: &[&str]) {
     let classes: Vec<String> = queues
         .iter()
         .map(|q| {
@@ -37,12 +37,17 @@ fn counting(id: &str, sleep_ms: u64) -> Value {
 }
 
 /// What every counting job returns.
-fn counted(_: &str) -> Value {
+pub(super) fn counted(_: &str) -> Value {
     json!([null, "staged"])
 }
 
 /// Pushes `count` counting jobs onto `queue` (as any producer may); their ids.
-fn push_counting(env: &TestEnv, queue: &str, count: usize, sleep_ms: u64) -> Vec<String> {
+pub(super) fn push_counting(
+    env: &TestEnv,
+    queue: &str,
+    count: usize,
+    sleep_ms: u64,
+) -> Vec<String> {
     let ids: Vec<String> = (0..count).map(|i| format!("{queue}-{i}")).collect();
     let payloads: Vec<String> = ids
         .iter()
@@ -55,7 +60,7 @@ fn push_counting(env: &TestEnv, queue: &str, count: usize, sleep_ms: u64) -> Vec
 /// Every job of `ids` on `queue` done once with its result, nothing left of
 /// the queue, its done count `ids.len()`, each counter at exactly 1, and the
 /// queue's outbox of parts empty (none refused). Returns the records.
-fn assert_each_done_once(env: &TestEnv, queue: &str, ids: &[String]) -> Vec<Value> {
+pub(super) fn assert_each_done_once(env: &TestEnv, queue: &str, ids: &[String]) -> Vec<Value> {
     env.wait_settled(queue, ids, SETTLE);
     env.assert_all_done(queue, ids, counted);
     let q = QueueKeys::new(queue);
@@ -74,7 +79,7 @@ fn assert_each_done_once(env: &TestEnv, queue: &str, ids: &[String]) -> Vec<Valu
 }
 
 /// How many of `records` had each number of attempts.
-fn attempts(records: &[Value]) -> BTreeMap<u64, usize> {
+pub(super) fn attempts(records: &[Value]) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
     for r in records {
         *seen.entry(r["attempts"].as_u64().unwrap_or(0)).or_default() += 1;

@@ -89,9 +89,10 @@ impl DbLease {
     }
 
     /// A connection to the database, or to the Cluster of a
-    /// `redis+cluster://HOST:PORT,...` URL.
+    /// `redis+cluster://HOST:PORT,...` URL, or to the primary of a
+    /// `redis+sentinel://` one (followed through failovers).
     pub(super) fn connect(&self) -> redis::RedisResult<DbConn> {
-        if self.url.starts_with("redis+cluster://") {
+        if self.url.starts_with("redis+cluster://") || self.url.starts_with("redis+sentinel://") {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

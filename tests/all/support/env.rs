@@ -42,6 +42,13 @@ impl TestEnv {
         TestEnv::with(DbLease::borrow(url))
     }
 
+    /// A world on the Sentinel set at `url` (`redis+sentinel://`), which the
+    /// test holds through its own lock: nothing flushed. Raw commands go to
+    /// the primary the Sentinels name, followed through failovers.
+    pub fn on_sentinel(url: &str) -> TestEnv {
+        TestEnv::with(DbLease::borrow(url))
+    }
+
     fn with(db: DbLease) -> TestEnv {
         let db = Arc::new(db);
         let conn = db.connect().expect("connecting to the test database");
