@@ -14,6 +14,7 @@
 
 mod auth;
 mod commits;
+mod connect;
 mod crash;
 mod durable;
 mod features;

@@ -44,8 +44,26 @@ use redis::{
 
 use super::durable::{Durability, Replicas};
 
-/// How long one attempt to open a socket to a server may take.
+/// How long one attempt to open a socket to a server may take; on Cluster,
+/// how long a connect keeps trying when no seed node answered in time.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// On Cluster, how long one attempt to connect to one node may take: the
+/// socket, TLS, and the first commands (`AUTH`/`HELLO`, `CLIENT SETINFO`)
+/// answered. redis-rs connects to every seed, then to every node that
+/// `CLUSTER SLOTS` names, and waits for the slowest each time (a slot refresh
+/// does so again, holding every request meanwhile): a node that accepts the
+/// socket but never answers (stopped, its host frozen) costs this twice per
+/// connect, whatever the command needs. A working node answers those round
+/// trips in about a millisecond on one network (a few with TLS, or behind a
+/// command it is running); 500 ms leaves room for a stall of the node (a
+/// fork, a slow command ahead of ours) and for a link far away. Missing it is
+/// no failure: the node is left out, connected again in the background and
+/// on demand, and a request for its slots is retried (see
+/// [`CLUSTER_OVERALL_TIMEOUT`]); when no seed answered in time, the connect
+/// itself tries again for [`CONNECT_TIMEOUT`] ([`cluster_connection`]). So
+/// a busy cluster is waited for as long as before, one silent node no
+/// longer.
+const CLUSTER_NODE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a reply may take before the request fails.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// On Cluster, how long a request may take in all, with its redirections
@@ -540,7 +558,11 @@ impl Conn {
             Link::Cluster(c) => {
                 let route = Route::with_key(key, SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let reply = c.route_command(cmd.clone(), routing).await?;
+                let started = Instant::now();
+                let reply = c
+                    .route_command(cmd.clone(), routing)
+                    .await
+                    .map_err(|e| unreached(e, Some(key.as_bytes()), started))?;
                 Ok(T::from_redis_value(reply)?)
             }
             _ => cmd.query_async(self).await,
@@ -560,7 +582,7 @@ pub async fn connect(url: &str) -> RedisResult<Conn> {
         }
         Target::Cluster { seeds, auth, tls } => {
             let client = cluster_builder(&seeds, &auth, tls.as_ref())?.build()?;
-            Ok(Link::Cluster(client.get_async_connection().await?).into())
+            Ok(Link::Cluster(cluster_connection(&client).await?).into())
         }
         Target::Sentinel {
             sentinels,
@@ -634,6 +656,34 @@ pub(crate) fn single_client(url: &Url, tls: Option<&Tls>) -> RedisResult<redis::
     }
 }
 
+/// A connection to Cluster through `client` (from [`cluster_builder`]).
+///
+/// An attempt fails when no seed answered within
+/// [`CLUSTER_NODE_CONNECT_TIMEOUT`]; such a failure is tried again, waits
+/// from 50 ms doubling to 500 ms, until [`CONNECT_TIMEOUT`] has passed: the
+/// patience a single server gets. A failure that came sooner (every seed
+/// refused the connection, a bad password) is returned at once, as before.
+pub(crate) async fn cluster_connection(
+    client: &redis::cluster::ClusterClient,
+) -> RedisResult<ClusterConnection> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let attempt = Instant::now();
+        let e = match client.get_async_connection().await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => e,
+        };
+        let timed_out = attempt.elapsed() >= CLUSTER_NODE_CONNECT_TIMEOUT;
+        if !timed_out || start.elapsed() + pause >= CONNECT_TIMEOUT {
+            return Err(e);
+        }
+        tracing::debug!(error = %e, "no Cluster seed answered in time; connecting again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
 /// A Cluster client for `seeds`, with the runtime's timeouts and retries,
 /// `auth` on every node and TLS if `tls`.
 pub(crate) fn cluster_builder(
@@ -645,11 +695,18 @@ pub(crate) fn cluster_builder(
         .iter()
         .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
     let mut builder = ClusterClientBuilder::new(nodes)
-        .connection_timeout(CONNECT_TIMEOUT)
+        .connection_timeout(CLUSTER_NODE_CONNECT_TIMEOUT)
+        // Kept long: a reply is late when the node is busy with a long
+        // command or script, and a timed-out request is sent again.
         .response_timeout(RESPONSE_TIMEOUT)
         .overall_response_timeout(Some(CLUSTER_OVERALL_TIMEOUT))
-        // Waits between retries from 50 ms, doubling to 1 s.
-        .retries(16)
+        // Waits between retries from 50 ms, doubling to 1 s (each drawn at
+        // random below that). Enough retries that the overall timeout, not
+        // their count, ends a request whose node is away: one for a silent
+        // node takes about 0.5 s (a `MOVED` from its replica, a connection
+        // that times out, a wait), so 16 ran out in about 8 s, before a
+        // failover could be seen.
+        .retries(64)
         .min_retry_wait(50)
         .max_retry_wait(1000);
     if let Some(user) = &auth.user {
@@ -718,7 +775,12 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.link {
             Link::Single(c) => c.req_packed_command(cmd),
-            Link::Cluster(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => Box::pin(async move {
+                let started = Instant::now();
+                c.req_packed_command(cmd)
+                    .await
+                    .map_err(|e| unreached(e, super::spread::slot_key(cmd), started))
+            }),
             Link::Sentinel(c) => Box::pin(c.command(cmd)),
         }
     }
@@ -731,7 +793,12 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.link {
             Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Link::Cluster(c) => Box::pin(super::spread::pipeline(c, pipeline, offset, count)),
+            Link::Cluster(c) => Box::pin(async move {
+                let started = Instant::now();
+                super::spread::pipeline(c, pipeline, offset, count)
+                    .await
+                    .map_err(|e| unreached(e, one_slot_key(pipeline), started))
+            }),
             Link::Sentinel(c) => Box::pin(c.pipeline(pipeline, offset, count)),
         }
     }
@@ -892,6 +959,50 @@ impl SentinelConn {
         }
         reply
     }
+}
+
+/// A Cluster request's error, said plainly when the node serving its slot
+/// could not be reached: redis-rs reports a bare `timed out` when the
+/// request's time ran out ([`CLUSTER_OVERALL_TIMEOUT`], or no reply within
+/// [`RESPONSE_TIMEOUT`]), and the last `MOVED` (to that node) when its
+/// retries ran out. Either becomes an I/O error of kind `TimedOut` that names
+/// `key` (the request's, when it has one slot) or the node, and the time
+/// waited since `started`; as an I/O error, every caller reads it as Redis
+/// not reached (worth retrying), not as an answer. Any other error is
+/// returned as it is.
+fn unreached(e: RedisError, key: Option<&[u8]>, started: Instant) -> RedisError {
+    let what = match (e.kind(), e.redirect_node()) {
+        (ErrorKind::Server(redis::ServerErrorKind::Moved), Some((node, slot))) => {
+            format!("the primary of slot {slot}, {node}, could not be reached")
+        }
+        _ if e.is_timeout() => match key {
+            Some(key) => {
+                let key = String::from_utf8_lossy(key);
+                let key: String = key.chars().take(120).collect();
+                format!("no reply for key `{key}`")
+            }
+            None => "no reply".to_owned(),
+        },
+        _ => return e,
+    };
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "Redis Cluster: {what} in {:.1} s (the node serving it may be down, stopped, \
+             overloaded or failing over)",
+            started.elapsed().as_secs_f64()
+        ),
+    )
+    .into()
+}
+
+/// The key of `pipeline`'s slot, when all its commands are in one slot.
+fn one_slot_key(pipeline: &redis::Pipeline) -> Option<&[u8]> {
+    let plan = super::spread::Plan::of(pipeline);
+    if plan.slots.len() != 1 || !plan.alone.is_empty() {
+        return None;
+    }
+    pipeline.cmd_iter().find_map(super::spread::slot_key)
 }
 
 /// Whether an error says the server is no longer the primary.
