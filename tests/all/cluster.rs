@@ -11,6 +11,7 @@
 //! mid-run, each job done and its effect applied once. [`durable`]: writes
 //! that wait for a replica.
 //! [`auth`]: credentials and TLS in each form of URL, on servers of their own.
+//! [`connect`]: connecting, and commands, while a primary is stopped.
 
 mod auth;
 mod commits;
