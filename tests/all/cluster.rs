@@ -12,9 +12,11 @@
 //! that wait for a replica. [`stopped`]: a primary stopped with SIGSTOP
 //! holds no other queue's fetches.
 //! [`auth`]: credentials and TLS in each form of URL, on servers of their own.
+//! [`connect`]: connecting, and commands, while a primary is stopped.
 
 mod auth;
 mod commits;
+mod connect;
 mod crash;
 mod durable;
 mod features;

@@ -24,7 +24,6 @@
 //!   being in both.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -273,15 +272,18 @@ async fn run_once(
     }
     let _: () = conn.del(TOTAL).await?;
 
-    let mut worker = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["--redis", redis_url, "worker"])
-        .args(["-q", &layout.parent, "-q", &layout.children])
-        .args(["--concurrency", &concurrency.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the worker")?;
+    let concurrency = concurrency.to_string();
+    let mut worker = super::spawn_worker(
+        redis_url,
+        [
+            "-q",
+            &layout.parent,
+            "-q",
+            &layout.children,
+            "--concurrency",
+            &concurrency,
+        ],
+    )?;
     let pid = worker.id().context("worker pid")?;
     // Warm-up: a parent of an empty hour (the module is loaded once for
     // both classes).

@@ -92,6 +92,23 @@ pub struct CommandFigure {
     pub us_per_job: f64,
 }
 
+/// Starts the worker process a benchmark measures: this binary as
+/// `stoker --redis URL worker ARGS...`, logging warnings only, its stdout
+/// dropped, killed when the handle is dropped.
+fn spawn_worker(
+    redis_url: &str,
+    args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+) -> anyhow::Result<tokio::process::Child> {
+    tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--redis", redis_url, "worker"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the worker")
+}
+
 /// Runs the drain benchmark over `queue_count` queues (one worker serving
 /// them all; on Cluster, each on a primary of its own as far as the
 /// primaries go: see [`queues::spread`]).
@@ -124,23 +141,15 @@ pub async fn drain(
         clear_queue(&mut conn, q).await?;
     }
 
-    let exe = std::env::current_exe()?;
-    let mut worker = tokio::process::Command::new(exe);
-    worker.args(["--redis", redis_url, "worker"]);
-    worker.args(["--durability", &durability.to_string()]);
+    let mut args = vec!["--durability".to_owned(), durability.to_string()];
     for name in &names {
-        worker.args(["-q", name]);
+        args.extend(["-q".to_owned(), name.clone()]);
     }
-    worker.args(["--concurrency", &concurrency.to_string()]);
+    args.extend(["--concurrency".to_owned(), concurrency.to_string()]);
     if let Some(n) = threads {
-        worker.args(["--threads", &n.to_string()]);
+        args.extend(["--threads".to_owned(), n.to_string()]);
     }
-    let mut worker = worker
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the worker")?;
+    let mut worker = spawn_worker(redis_url, &args)?;
     let pid = worker.id().context("worker pid")?;
 
     // One warm-up job per queue: the module is loaded, and the worker has

@@ -118,6 +118,11 @@ impl Plan {
 /// other command: it goes on its own, and redis-rs routes it (to a random
 /// node, every primary, or each key's slot).
 fn slot_of(cmd: &Cmd) -> Option<Slot> {
+    slot_key(cmd).map(Slot::for_key)
+}
+
+/// The key whose slot is `cmd`'s, as [`slot_of`] finds it.
+pub(super) fn slot_key(cmd: &Cmd) -> Option<&[u8]> {
     // A cursor (of an `SCAN`-like iteration) is no key.
     let mut args = cmd.args_iter().map(|a| match a {
         Arg::Simple(bytes) => bytes,
@@ -131,15 +136,15 @@ fn slot_of(cmd: &Cmd) -> Option<Slot> {
             if keys == 0 {
                 return None;
             }
-            rest.get(2)?
+            *rest.get(2)?
         }
         // redis-rs splits these by key when they name several.
         b"DEL" | b"EXISTS" | b"MGET" | b"TOUCH" | b"UNLINK" if rest.len() == 1 => rest[0],
         b"MSET" if rest.len() == 2 => rest[0],
-        name if FIRST_KEY.binary_search(&name).is_ok() => rest.first()?,
+        name if FIRST_KEY.binary_search(&name).is_ok() => *rest.first()?,
         _ => return None,
     };
-    Some(Slot::for_key(key))
+    Some(key)
 }
 
 /// Commands whose first argument is a key whose slot is the command's

@@ -129,7 +129,7 @@ async fn subscribe_cluster(
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(tx)
         .build()?;
-    let mut conn = client.get_async_connection().await?;
+    let mut conn = super::conn::cluster_connection(&client).await?;
     for channel in channels {
         conn.ssubscribe(channel).await?;
     }
