@@ -21,19 +21,44 @@ pub struct JobRecord {
     pub fields: HashMap<String, String>,
 }
 
-/// Finds a job's record in any known queue.
+/// Queues looked up at once by [`find_job`].
+const LOOKUPS_AT_ONCE: usize = 32;
+
+/// Finds a job's record in any known queue. The queues are looked up at
+/// once (a few at a time), so on Redis Cluster a queue whose node is away
+/// delays the answer only when the record is not found elsewhere: a record
+/// found is returned whatever the other queues answered; with none found,
+/// the first error is.
 pub async fn find_job(conn: &mut Conn, id: &str) -> redis::RedisResult<Option<JobRecord>> {
+    use futures::StreamExt;
+
     if crate::job::check_id(id).is_err() {
         return Ok(None);
     }
     let queues: Vec<String> = conn.smembers(keys::queues()).await?;
-    for queue in queues {
-        let fields: HashMap<String, String> = conn.hgetall(QueueKeys::new(&queue).job(id)).await?;
-        if !fields.is_empty() {
-            return Ok(Some(JobRecord { queue, fields }));
+    let lookups = queues.into_iter().map(|queue| {
+        let mut conn = conn.clone();
+        async move {
+            let key = QueueKeys::new(&queue).job(id);
+            let fields: redis::RedisResult<HashMap<String, String>> = conn.hgetall(key).await;
+            (queue, fields)
+        }
+    });
+    let mut found = futures::stream::iter(lookups).buffer_unordered(LOOKUPS_AT_ONCE);
+    let mut failed = None;
+    while let Some((queue, fields)) = found.next().await {
+        match fields {
+            Ok(fields) if !fields.is_empty() => return Ok(Some(JobRecord { queue, fields })),
+            Ok(_) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
         }
     }
-    Ok(None)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
 }
 
 impl JobRecord {

@@ -184,6 +184,19 @@ fn a_stopped_primary_delays_no_command_on_healthy_nodes() {
         "a worker started while {stopped} was stopped did its first job after {done_after:?}"
     );
 
+    // `stoker job` looks the job up in every queue at once: the stopped
+    // node's queue does not hold the answer from the healthy one.
+    let (out, took) = timed(&cluster.url, &["job", &id, "--json"]);
+    eprintln!("`stoker job` of a job on `{healthy}` with {stopped} stopped: {took:?}");
+    assert!(out.status.success(), "stoker job failed: {}", stderr(&out));
+    let record: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stoker job --json prints JSON");
+    assert_eq!(record["state"], "done", "{record}");
+    assert!(
+        took < HEALTHY_WITHIN,
+        "`stoker job` took {took:?} while primary {stopped} (not the job's node) was stopped"
+    );
+
     // The stopped node's queue: a plain error, in bounded time.
     let (out, took) = timed(&cluster.url, &["enqueue", &hello_away, "{}"]);
     let err = stderr(&out);
