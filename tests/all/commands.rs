@@ -592,20 +592,37 @@ fn apply_applies_a_part_once_checks_without_writing_and_refuses_whole() {
     let q = QueueKeys::new("default");
     let (outbox, kept) = (q.outbox(), q.refused_parts());
     let _: () = env.query(redis::cmd("RPUSH").arg(&outbox).arg("p1").arg("p2"));
-    let done = |part: &str, why: &str| -> i64 {
+    // The third key is the part's job record (the outbox again for an
+    // entry that is not a part): its count of parts waiting goes down.
+    let record = q.job("j1");
+    let _: () = env.query(redis::cmd("HSET").arg(&record).arg("parts_waiting").arg(2));
+    let done = |part: &str, why: &str, record: &str| -> i64 {
         run(
             &env,
             &SCRIPTS.part_done,
-            &[&outbox, &kept],
+            &[&outbox, &kept, record],
             &[part, why, "10"],
         )
         .unwrap()
     };
-    assert_eq!(done("p1", ""), 1);
-    assert_eq!(done("p1", ""), 0);
-    assert_eq!(done("p2", "WRONGTYPE"), 1);
+    let waiting =
+        || -> Option<u64> { env.query(redis::cmd("HGET").arg(&record).arg("parts_waiting")) };
+    assert_eq!(done("p1", "", &record), 1);
+    assert_eq!(waiting(), Some(1));
+    assert_eq!(done("p1", "", &record), 0, "taken once");
+    assert_eq!(waiting(), Some(1), "counted down once");
+    assert_eq!(done("p2", "WRONGTYPE", &record), 1);
+    assert_eq!(waiting(), None, "none waits: the field is gone");
     assert!(list(&env, &outbox).is_empty());
     assert_eq!(list(&env, &kept), ["WRONGTYPE\np2"]);
+    // Not a part (the outbox as its record), and a record gone: nothing
+    // counted, nothing created.
+    let _: () = env.query(redis::cmd("RPUSH").arg(&outbox).arg("p3").arg("p4"));
+    assert_eq!(done("p3", "", &outbox), 1);
+    let _: () = env.query(redis::cmd("DEL").arg(&record));
+    assert_eq!(done("p4", "", &record), 1);
+    let exists: u64 = env.query(redis::cmd("EXISTS").arg(&record));
+    assert_eq!(exists, 0, "a record gone is not created again");
 }
 
 #[test]
