@@ -114,14 +114,7 @@ impl Shared {
         sent: Instant,
         fetched: redis::RedisResult<Vec<Unit>>,
     ) -> Option<Vec<Unit>> {
-        // The node's health is about the server that holds its heartbeat.
-        // On Redis Cluster a queue's fetch goes to the primary of the
-        // queue's slot, which may not be that one: a queue whose node is
-        // away says nothing of the heartbeat's (the heartbeat's own writes
-        // and the scheduler's reads tell), and must not stop the fetches
-        // from the other queues or this node's recoveries.
         match &fetched {
-            _ if self.node.conn.is_cluster() => {}
             Ok(_) => {
                 self.node.health.answered(sent);
             }
