@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use stoker::queue::keys::{self, QueueKeys};
 
-use crate::support::{TestEnv, payload, state, wait_until};
+use crate::support::{TestEnv, fields, num, payload, state, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -178,5 +179,80 @@ fn a_lone_healthy_worker_logs_no_warnings() {
     assert!(
         !log.contains("WARN") && !log.contains("ERROR"),
         "a healthy worker logged:\n{log}"
+    );
+}
+
+#[test]
+fn a_live_worker_takes_back_what_its_in_flight_list_holds_and_it_does_not_run() {
+    // What a failover with `--durability local` leaves: a settlement the
+    // dead primary acknowledged is gone, and its job sits in the live
+    // worker's in-flight list, `running` there, run by nobody. Here such
+    // entries are written by hand, while the worker runs a long job and
+    // fetches short ones: the orphans go back to the queue and run, the
+    // jobs it holds are left alone.
+    let env = TestEnv::new();
+    env.deploy(SLOW);
+    let mut worker = env.spawn_worker(&["--concurrency", "4"]);
+    env.wait_beats(&worker, 1, SETTLE);
+    let ids: Vec<String> = env.query(redis::cmd("ZRANGE").arg(keys::workers()).arg(0).arg(-1));
+    let [id] = &ids[..] else {
+        panic!("one worker expected: {ids:?}");
+    };
+    // fib(40): well over a second of CPU, across reconciliation rounds (one
+    // per heartbeat TTL, 2 s).
+    let long = vec!["long".to_owned()];
+    env.lpush(
+        "stoker:{q:default}:pending",
+        &[payload("long", "slow", json!({ "n": 40 }))],
+    );
+    wait_until(SETTLE, "the long job running", || {
+        state(&env.records("default", &long)[0]) == "running"
+    });
+    let q = QueueKeys::new("default");
+    let orphans: Vec<String> = (0..3).map(|i| format!("lost-{i}")).collect();
+    for o in &orphans {
+        env.query::<()>(
+            redis::cmd("HSET")
+                .arg(q.job(o))
+                .arg("state")
+                .arg("running")
+                .arg("worker")
+                .arg(id)
+                .arg("class")
+                .arg("slow"),
+        );
+        env.query::<()>(redis::cmd("LPUSH").arg(q.inflight(id)).arg(payload(
+            o,
+            "slow",
+            json!({ "n": 20 }),
+        )));
+    }
+    let short = push_fib_jobs(&env, 40, 25);
+    let records = env.wait_settled("default", &orphans, SETTLE);
+    env.assert_all_done("default", &orphans, |_| json!(fib(20)));
+    for (o, r) in orphans.iter().zip(&records) {
+        assert_eq!(r["recovered"], json!(1), "{r}");
+        assert_eq!(
+            num(&fields(&env, o), "crashes"),
+            0,
+            "no crash was seen: {r}"
+        );
+    }
+    env.wait_settled("default", &short, SETTLE);
+    env.wait_settled("default", &long, SETTLE);
+    let held: Vec<String> = short.iter().chain(&long).cloned().collect();
+    for (id, r) in held.iter().zip(env.records("default", &held)) {
+        assert_eq!(state(&r), "done", "{id}: {r}");
+        assert!(
+            r["recovered"] == json!(0) && r["attempts"] == json!(1),
+            "a job the worker held was taken back: {r}"
+        );
+    }
+    assert!(env.in_flight("default").is_empty());
+    worker.assert_alive();
+    let log = worker.log();
+    assert!(
+        log.contains("were left in its in-flight lists"),
+        "no word of the orphans:\n{log}"
     );
 }

@@ -13,7 +13,8 @@
 -- On Redis Cluster, redis-rs sends a request again when its connection
 -- dropped (or its reply was late) before the reply: the jobs the first run
 -- moved would sit in the in-flight list, running on a worker that never
--- heard of them, until that worker stops. So a call with a nonce keeps its
+-- heard of them, until its reconciliation takes them back (a heartbeat TTL
+-- or two later, worker/reconcile.rs). So a call with a nonce keeps its
 -- reply in KEYS[4] (60 s), and a second run with the same nonce answers it
 -- again, moving nothing.
 -- Returns {payload, attempt, id, seq, waited, batch, duplicate, stalls,

@@ -113,6 +113,8 @@ pub struct Unit {
     /// Attempts in a row that yielded without committing a checkpoint, as
     /// the record says (see [`crate::worker::stall`]).
     pub stalls: u32,
+    /// Its key in the worker's [`super::held::Held`].
+    held: u64,
     settler: Option<Settler>,
 }
 
@@ -120,7 +122,9 @@ impl Unit {
     /// Lets the unit go without settling it: the job belongs to another
     /// attempt now (its lease was lost).
     pub fn forget(mut self) {
-        self.settler = None;
+        if let Some(settler) = self.settler.take() {
+            settler.held().release(self.held);
+        }
     }
 
     /// Commits this unit's outcome (batched with others; see [`super::settle`]).
@@ -141,6 +145,7 @@ impl Unit {
                 fields,
                 unique: self.unique.take(),
                 batch: self.batch,
+                held: self.held,
             });
         }
     }
@@ -163,6 +168,7 @@ impl Drop for Unit {
                 fields: Vec::new(),
                 unique: None,
                 batch: self.batch,
+                held: self.held,
             });
         }
     }
@@ -183,6 +189,8 @@ pub async fn fetch(
         true => format!("{:016x}", rand::random::<u64>()),
         false => String::new(),
     };
+    // Counted answered when this returns, its jobs held by then.
+    let _fetching = settler.held().fetching(&queue.name);
     let reply: Vec<Row> = SCRIPTS
         .fetch
         .key(queue.pending())
@@ -207,6 +215,7 @@ pub async fn fetch(
                 };
                 Unit {
                     queue: queue.clone(),
+                    held: settler.held().hold(&queue.name, &raw),
                     raw,
                     attempt,
                     id,

@@ -128,6 +128,22 @@ impl Health {
         true
     }
 
+    /// A request to a server other than the one that holds the heartbeat
+    /// answered (on Redis Cluster, a queue's primary). Its promptness says
+    /// nothing about the heartbeat's server, but its arrival says this
+    /// process runs: an answer long after the last one (more than half the
+    /// TTL) shows this node was itself paused, an outage as in
+    /// [`Health::answered`].
+    pub fn heard(&self) {
+        let now = Instant::now();
+        let mut h = self.lock();
+        if now.duration_since(h.last_answer) > self.gap() {
+            h.outages += 1;
+            h.steady_since = Some(now);
+        }
+        h.last_answer = now;
+    }
+
     /// A request failed for want of Redis.
     pub fn failed(&self) {
         let mut h = self.lock();
@@ -333,6 +349,32 @@ impl Outages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_from_another_server_shows_only_a_pause_of_this_node() {
+        let h = Health::new(Duration::from_millis(400));
+        h.beat_written(h.beat_ticket());
+        assert!(h.may_fetch());
+        // Sent long ago, answered now: late for the heartbeat's server, but
+        // from another server it says nothing of it.
+        h.heard();
+        assert!(h.may_fetch(), "an answer of another server is no outage");
+        let late = Instant::now() - Duration::from_millis(300);
+        assert!(
+            !h.answered(late),
+            "the heartbeat's server answering late is"
+        );
+        assert!(!h.may_fetch());
+        h.beat_written(h.beat_ticket());
+        assert!(h.may_fetch());
+        // Nothing heard for more than half the TTL: this node was paused.
+        std::thread::sleep(Duration::from_millis(250));
+        h.heard();
+        assert!(
+            !h.may_fetch(),
+            "a node that was paused beats before fetching"
+        );
+    }
 
     #[test]
     fn an_outage_is_noted_once_counted_and_closed_once() {

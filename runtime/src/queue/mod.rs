@@ -26,6 +26,7 @@ pub mod durable;
 pub mod enqueue;
 pub mod fetch;
 pub mod health;
+pub mod held;
 pub mod keys;
 pub mod manage;
 pub mod outbox;

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::held::Held;
 use super::keys::QueueKeys;
 use super::{Conn, SCRIPTS};
 
@@ -152,15 +153,24 @@ pub struct Settlement {
     pub(super) unique: Option<String>,
     /// Whether the job belongs to a batch, as its fetch found.
     pub(super) batch: bool,
+    /// Its key in the worker's [`Held`], released once this is written.
+    pub(super) held: u64,
 }
 
 /// The handle processors settle through.
 #[derive(Clone)]
 pub struct Settler {
     tx: mpsc::UnboundedSender<Settlement>,
+    held: Arc<Held>,
 }
 
 impl Settler {
+    /// What the worker holds: every unit from its fetch until its
+    /// settlement is written.
+    pub fn held(&self) -> &Arc<Held> {
+        &self.held
+    }
+
     pub(super) fn send(&self, s: Settlement) {
         if self.tx.send(s).is_err() {
             // Only after the settler task ended: the job stays in the in-flight
@@ -174,26 +184,34 @@ impl Settler {
 /// (and every unit holding one) is dropped and all outcomes are committed.
 pub fn spawn(conn: Conn, worker: String) -> (Settler, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(conn, worker, rx));
-    (Settler { tx }, task)
+    let held = Arc::new(Held::default());
+    let task = tokio::spawn(run(conn, worker, held.clone(), rx));
+    (Settler { tx, held }, task)
 }
 
 /// Hands each outcome to its queue's lane: one task per queue, so a queue
 /// whose node is away (its settlements retried until it answers) holds only
 /// its own outcomes, never another queue's.
-async fn run(conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Settlement>) {
+async fn run(
+    conn: Conn,
+    worker: String,
+    held: Arc<Held>,
+    mut rx: mpsc::UnboundedReceiver<Settlement>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut lanes: HashMap<String, Lane> = HashMap::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         for s in batch.drain(..) {
-            if !lanes.contains_key(&s.queue.name) {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let task = tokio::spawn(lane(conn.clone(), worker.clone(), rx));
-                lanes.insert(s.queue.name.clone(), Lane { tx, task });
-            }
-            let lane = &lanes[&s.queue.name];
             // A lane ends only when its sender is dropped, below.
-            let _ = lane.tx.send(s);
+            if let Some(lane) = lanes.get(&s.queue.name) {
+                let _ = lane.tx.send(s);
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(lane(conn.clone(), worker.clone(), held.clone(), rx));
+            let name = s.queue.name.clone();
+            let _ = tx.send(s);
+            lanes.insert(name, Lane { tx, task });
         }
     }
     for (_, Lane { tx, task }) in lanes {
@@ -212,7 +230,12 @@ struct Lane {
 
 /// Commits one queue's outcomes: everything that has accumulated since its
 /// last round trip in one script call.
-async fn lane(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Settlement>) {
+async fn lane(
+    mut conn: Conn,
+    worker: String,
+    held: Arc<Held>,
+    mut rx: mpsc::UnboundedReceiver<Settlement>,
+) {
     let mut group = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut group, BATCH).await > 0 {
         let outboxed = loop {
@@ -229,6 +252,9 @@ async fn lane(mut conn: Conn, worker: String, mut rx: mpsc::UnboundedReceiver<Se
             tracing::debug!(queue = %group[0].queue.name, "settlements not confirmed by a replica; sending them again");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        for s in &group {
+            held.release(s.held);
+        }
         release_unique(&mut conn, &group).await;
         if outboxed > 0 {
             // Batch members settled: their batches hear of it now (the

@@ -10,8 +10,10 @@
 //!    class table fresh, and add the node's per-class figures to Redis
 //!    ([`crate::observe::rollup`]) at each beat; serve `/metrics` when asked to
 //!    (`--http`);
-//! 3. quiet: stop fetching;
-//! 4. stop(deadline): quiet, let running jobs finish until the deadline, then
+//! 3. take back the jobs its in-flight lists hold that it is not running
+//!    ([`super::reconcile`]);
+//! 4. quiet: stop fetching;
+//! 5. stop(deadline): quiet, let running jobs finish until the deadline, then
 //!    interrupt the rest (they are re-queued at the front), commit every outcome,
 //!    and unregister.
 
@@ -40,6 +42,7 @@ pub struct Launcher {
     stopped: watch::Sender<bool>,
     manager: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    reconciler: JoinHandle<()>,
     waker: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     settler: JoinHandle<()>,
@@ -119,6 +122,14 @@ impl Launcher {
             stopped_rx,
         ));
         let scheduler = tokio::spawn(crate::scheduler::run(node.clone(), quiet_rx.clone()));
+        let reconciler = tokio::spawn(super::reconcile::run(
+            conn.clone(),
+            id.clone(),
+            names.clone(),
+            settler.held().clone(),
+            config.heartbeat_ttl,
+            quiet_rx.clone(),
+        ));
         let wake = Arc::new(tokio::sync::Notify::new());
         let channels = order.queues().map(|q| q.wake()).collect();
         let waker = tokio::spawn(crate::queue::wake::listen(
@@ -150,6 +161,7 @@ impl Launcher {
             stopped: stopped_tx,
             manager,
             scheduler,
+            reconciler,
             waker,
             heartbeat,
             settler: settler_task,
@@ -202,6 +214,7 @@ impl Launcher {
             .await
             .is_ok();
         let _ = self.scheduler.await;
+        let _ = self.reconciler.await;
         let _ = self.waker.await;
         self.stopped.send_replace(true);
         let _ = self.heartbeat.await;

@@ -26,7 +26,10 @@
 //!    the front of their queue), and end; on stop, the node waits for the
 //!    slots to drain;
 //! 6. fetch only while the node's heartbeat is known to be written: after an
-//!    outage, have it beat first ([`crate::queue::health`]).
+//!    outage, have it beat first ([`crate::queue::health`]). On Cluster a
+//!    fetch tells of the heartbeat's server only when its queue shares the
+//!    node-wide keys' slot; another queue's failing primary stops only that
+//!    queue's fetches.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,7 +45,7 @@ use super::Node;
 use super::processor;
 use crate::queue::fetch::{self, QueueOrder, Unit};
 use crate::queue::health::Outages;
-use crate::queue::keys::QueueKeys;
+use crate::queue::keys::{self, QueueKeys};
 use crate::queue::settle::Settler;
 
 /// Most jobs taken in one fetch.
@@ -88,38 +91,68 @@ struct Shared {
     wake: Arc<Notify>,
     /// A queue whose node is away fails every fetch: logged once.
     outages: Outages,
-    /// One flag per queue of the order (by position): `true` while a fetch
-    /// on it is outstanding.
-    outstanding: Vec<(Arc<QueueKeys>, Arc<AtomicBool>)>,
+    /// Each queue of the order, as the fetches see it.
+    queues: Vec<Fetched>,
     quiet: watch::Receiver<bool>,
     cancel: watch::Receiver<bool>,
 }
 
+/// One queue of the order, as the fetches see it.
+struct Fetched {
+    queue: Arc<QueueKeys>,
+    /// `true` while a fetch on it is outstanding.
+    outstanding: Arc<AtomicBool>,
+    /// Whether its fetches go to the server of the node's heartbeat: always
+    /// on one server or Sentinel; on Cluster, when its keys share the slot
+    /// of the node-wide keys. Only those fetches tell of that server's
+    /// health (see [`crate::queue::health`]): a queue whose primary is away
+    /// must not keep the node beating before every fetch, nor restart its
+    /// steady window for recoveries, while the heartbeat is written.
+    with_heartbeat: bool,
+}
+
+impl Fetched {
+    fn new(queue: &Arc<QueueKeys>, cluster: bool) -> Fetched {
+        use redis::cluster_routing::Slot;
+        Fetched {
+            queue: queue.clone(),
+            outstanding: Arc::new(AtomicBool::new(false)),
+            with_heartbeat: !cluster
+                || Slot::for_key(queue.pending()) == Slot::for_key(keys::workers()),
+        }
+    }
+}
+
 impl Shared {
+    /// What the fetches know of `queue`.
+    fn of(&self, queue: &Arc<QueueKeys>) -> &Fetched {
+        self.queues
+            .iter()
+            .find(|f| Arc::ptr_eq(&f.queue, queue))
+            .expect("a queue of the order")
+    }
+
     /// The outstanding flag of `queue`.
     fn flag(&self, queue: &Arc<QueueKeys>) -> &Arc<AtomicBool> {
-        &self
-            .outstanding
-            .iter()
-            .find(|(q, _)| Arc::ptr_eq(q, queue))
-            .expect("a queue of the order")
-            .1
+        &self.of(queue).outstanding
     }
 
     /// The fetch on `queue`, sent at `sent`, ended as `fetched`: noted in
     /// the node's health and the outage log. Its jobs, if it answered.
     fn answered(
         &self,
-        queue: &QueueKeys,
+        queue: &Arc<QueueKeys>,
         sent: Instant,
         fetched: redis::RedisResult<Vec<Unit>>,
     ) -> Option<Vec<Unit>> {
-        match &fetched {
-            Ok(_) => {
-                self.node.health.answered(sent);
+        let health = &self.node.health;
+        match (&fetched, self.of(queue).with_heartbeat) {
+            (Ok(_), true) => {
+                health.answered(sent);
             }
-            Err(e) if crate::queue::health::unreachable(e) => self.node.health.failed(),
-            Err(_) => {}
+            (Ok(_), false) => health.heard(),
+            (Err(e), true) if crate::queue::health::unreachable(e) => health.failed(),
+            (Err(_), _) => {}
         }
         let units = self.outages.check("fetch", &queue.name, fetched)?;
         if !units.is_empty() {
@@ -211,10 +244,10 @@ impl Manager {
             slots: self.slots.clone(),
             wake: self.wake.clone(),
             outages: Outages::default(),
-            outstanding: self
+            queues: self
                 .order
                 .queues()
-                .map(|q| (q.clone(), Arc::new(AtomicBool::new(false))))
+                .map(|q| Fetched::new(q, self.node.conn.is_cluster()))
                 .collect(),
             quiet: self.quiet.clone(),
             cancel: self.cancel.clone(),

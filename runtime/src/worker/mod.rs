@@ -4,6 +4,8 @@
 //! - [`launcher::Launcher`]: the node; starts and stops everything below and
 //!   keeps the heartbeat.
 //! - [`manager`]: fetches work into free slots.
+//! - [`reconcile`]: takes back what the node's in-flight lists hold and it
+//!   is not running (a settlement or fetch lost).
 //! - [`processor`]: runs one unit of work and settles it: [`attempt`]
 //!   prepares and runs it in the sandbox, [`verdict`] judges how it ended,
 //!   [`settle`] records the verdict.
@@ -20,6 +22,7 @@ pub mod http;
 pub mod launcher;
 pub mod manager;
 pub mod processor;
+pub mod reconcile;
 pub mod retry;
 pub mod settle;
 pub mod stall;
