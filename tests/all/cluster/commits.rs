@@ -431,7 +431,7 @@ fn a_checkpoint_with_more_children_on_another_primary_than_arguments_commits() {
         redis::cmd("HGET").arg(&record).arg("children"),
     );
     assert_eq!(counted, 300);
-    rt.block_on(parts::after(&mut conn, &q, &entries, false));
+    rt.block_on(parts::after(&mut conn, &q, &split.parts, &entries, false));
     let queued: u64 = at_key(cluster, &to.pending(), redis::cmd("LLEN").arg(to.pending()));
     assert_eq!(queued, 300);
     assert_eq!(outbox(cluster, &home), (0, Vec::new()));
@@ -462,7 +462,8 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
         )
     };
     // Commit `seq` of `job`: `SET key value` (the key on another primary
-    // than the queue's), the parts left in the outbox.
+    // than the queue's), the parts left in the outbox (and their entries
+    // there).
     let commit = |conn: &mut stoker::queue::Conn, job: &str, seq: u64, key: &str, value: &str| {
         assert_ne!(cluster.primary_of(key), cluster.primary_of(&q.outbox()));
         let record = q.job(job);
@@ -485,8 +486,10 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
             writes: &writes,
         };
         let split = parts::split(&c);
-        rt.block_on(parts::commit(conn, &c, &split))
-            .expect("a commit")
+        let (done, entries) = rt
+            .block_on(parts::commit(conn, &c, &split))
+            .expect("a commit");
+        (done, split.parts, entries)
     };
     let key_on_other_primary = |stem: &str| -> String {
         (0..)
@@ -499,12 +502,12 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
     // 1. A job whose earlier parts wait: its next commit says so, and its
     // parts apply after them (the last SET stays).
     let ord = key_on_other_primary("ord");
-    let (done, first) = commit(&mut conn, "x", 1, &ord, "1");
+    let (done, _, first) = commit(&mut conn, "x", 1, &ord, "1");
     assert_eq!(done, Committed::Ok);
     assert_eq!(waiting("x"), Some(1));
-    let (done, second) = commit(&mut conn, "x", 2, &ord, "2");
+    let (done, second_parts, second) = commit(&mut conn, "x", 2, &ord, "2");
     assert_eq!(done, Committed::Behind, "its commit 1's part still waits");
-    rt.block_on(parts::after(&mut conn, &q, &second, true));
+    rt.block_on(parts::after(&mut conn, &q, &second_parts, &second, true));
     assert_eq!(llen(), 0, "both commits' parts applied");
     assert_eq!(get(&ord).as_deref(), Some("2"), "in commit order");
     assert_eq!(waiting("x"), None, "none waits");
@@ -522,9 +525,9 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
         );
     }
     let mine = key_on_other_primary("y");
-    let (done, entries) = commit(&mut conn, "y", 1, &mine, "y");
+    let (done, own_parts, entries) = commit(&mut conn, "y", 1, &mine, "y");
     assert_eq!(done, Committed::Ok);
-    rt.block_on(parts::after(&mut conn, &q, &entries, false));
+    rt.block_on(parts::after(&mut conn, &q, &own_parts, &entries, false));
     assert_eq!(get(&mine).as_deref(), Some("y"));
     assert_eq!(llen(), 5, "the other jobs' parts are left to the scheduler");
     assert!(others.iter().all(|k| get(k).is_none()));
@@ -533,7 +536,7 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
     // refuses) at the head holds the later parts of its own job, not the
     // other jobs'.
     let blocked = key_on_other_primary("blocked");
-    let (done, later) = commit(&mut conn, "b", 1, &blocked, "b");
+    let (done, _, later) = commit(&mut conn, "b", 1, &blocked, "b");
     assert_eq!(done, Committed::Ok);
     let stuck_slot = Slot::for_key(&q.outbox());
     let bad = Part {

@@ -63,6 +63,9 @@ pub async fn apply(conn: &mut Conn, part: &Part, check: bool) -> redis::RedisRes
     })
 }
 
+/// An outbox entry as read: its part, or why it is not one.
+type Decoded<'p> = Result<&'p Part, &'p str>;
+
 /// How one group of parts (one phase of one commit) ended.
 enum GroupEnd {
     /// Applied (or refused for good) and taken off the outbox.
@@ -81,7 +84,7 @@ async fn apply_group(
     conn: &Conn,
     q: &QueueKeys,
     entries: &[Vec<u8>],
-    decoded: &[Result<Part, String>],
+    decoded: &[Decoded<'_>],
 ) -> redis::RedisResult<GroupEnd> {
     let applies = decoded.iter().map(|d| {
         let mut conn = conn.clone();
@@ -92,7 +95,7 @@ async fn apply_group(
                     Ok(Applied::Refused(why)) => Ok(why),
                     Err(e) => Err((e, Slot::for_key(part.keys[0].as_str()))),
                 },
-                Err(why) => Ok(why.clone()),
+                Err(why) => Ok(why.to_string()),
             }
         }
     });
@@ -115,7 +118,7 @@ async fn apply_group(
     if conn.durability() != Durability::Local {
         let slots: HashMap<Slot, &str> = decoded
             .iter()
-            .filter_map(|d| d.as_ref().ok()?.keys.first())
+            .filter_map(|d| d.ok()?.keys.first())
             .map(|k| (Slot::for_key(k.as_str()), k.as_str()))
             .collect();
         let slots: Vec<(Slot, &str)> = slots.into_iter().collect();
@@ -172,33 +175,35 @@ async fn apply_group(
 
 /// Where the group starting at `at` ends: this part and the next ones of
 /// its commit and phase.
-fn group_end(decoded: &[Result<Part, String>], at: usize) -> usize {
-    match decoded[at].as_ref().ok().map(Part::group) {
+fn group_end(decoded: &[Decoded<'_>], at: usize) -> usize {
+    match decoded[at].ok().map(Part::group) {
         None => at + 1,
         Some(g) => {
             at + decoded[at..]
                 .iter()
-                .take_while(|d| d.as_ref().ok().map(Part::group) == Some(g))
+                .take_while(|d| d.ok().map(Part::group) == Some(g))
                 .count()
         }
     }
 }
 
 /// Applies queue `q`'s outbox from its head, in order for each job, until
-/// `mine` (entries of one commit) are all applied, or, `mine` empty, the
-/// outbox is; at most [`MOST`] parts. Consecutive parts of one phase of one
+/// `mine` (the parts of one commit, `entries` in the outbox) are all
+/// applied, or, `mine` empty, the outbox is; at most [`MOST`] parts. Consecutive parts of one phase of one
 /// commit apply at once; a group applies only after the groups of its job
 /// before it. A group that cannot be applied (its slot's node away) blocks
 /// its job, and its slot, for the rest of this drain: their later parts
 /// stay, every other job's go on. Returns how many parts it took off, or
 /// the first error once nothing more can be applied.
-pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::RedisResult<usize> {
+pub async fn drain(
+    conn: &mut Conn,
+    q: &QueueKeys,
+    mine: &[Part],
+    entries: &[Vec<u8>],
+) -> redis::RedisResult<usize> {
     let outbox = q.outbox();
-    let mut left: HashSet<&[u8]> = mine.iter().map(Vec::as_slice).collect();
-    let own_job = mine
-        .first()
-        .and_then(|e| Part::decode(e).ok())
-        .map(|p| p.job());
+    let mut left: HashSet<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+    let own_job = mine.first().map(Part::job);
     let mut blocked_jobs: HashSet<String> = HashSet::new();
     let mut blocked_slots: HashSet<Slot> = HashSet::new();
     let mut first_error = None;
@@ -213,16 +218,19 @@ pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::R
             .arg(window - 1)
             .query_async(conn)
             .await?;
-        let decoded: Vec<Result<Part, String>> = chunk.iter().map(|e| Part::decode(e)).collect();
+        let read: Vec<Result<Part, String>> = chunk.iter().map(|e| Part::decode(e)).collect();
+        let decoded: Vec<Decoded<'_>> = read
+            .iter()
+            .map(|r| r.as_ref().map_err(String::as_str))
+            .collect();
         let (mut progressed, mut skipped_now) = (false, 0);
         let mut at = 0;
         while at < chunk.len() {
             let end = group_end(&decoded, at);
-            let job = decoded[at].as_ref().ok().map(Part::job);
+            let job = decoded[at].ok().map(Part::job);
             let blocked = job.as_ref().is_some_and(|j| blocked_jobs.contains(j))
                 || decoded[at..end].iter().any(|d| {
-                    d.as_ref()
-                        .is_ok_and(|p| blocked_slots.contains(&Slot::for_key(p.keys[0].as_str())))
+                    d.is_ok_and(|p| blocked_slots.contains(&Slot::for_key(p.keys[0].as_str())))
                 });
             let ended = match blocked {
                 true => None,
@@ -235,7 +243,7 @@ pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::R
                     }
                     taken += end - at;
                     progressed = true;
-                    if !mine.is_empty() && left.is_empty() {
+                    if !entries.is_empty() && left.is_empty() {
                         return Ok(taken);
                     }
                 }
@@ -271,27 +279,33 @@ pub async fn drain(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::R
     }
 }
 
-/// Applies `mine`, the parts of one commit, phase by phase, each phase's
-/// parts at once (see [`apply_group`]); the first group that cannot apply
-/// fails it, leaving it and the groups after it in the outbox.
-async fn apply_own(conn: &Conn, q: &QueueKeys, mine: &[Vec<u8>]) -> redis::RedisResult<usize> {
-    let decoded: Vec<Result<Part, String>> = mine.iter().map(|e| Part::decode(e)).collect();
+/// Applies `mine`, the parts of one commit (`entries` in the outbox),
+/// phase by phase, each phase's parts at once (see [`apply_group`]); the
+/// first group that cannot apply fails it, leaving it and the groups after
+/// it in the outbox.
+async fn apply_own(
+    conn: &Conn,
+    q: &QueueKeys,
+    mine: &[Part],
+    entries: &[Vec<u8>],
+) -> redis::RedisResult<usize> {
+    let decoded: Vec<Decoded<'_>> = mine.iter().map(Ok).collect();
     let mut at = 0;
-    while at < mine.len() {
+    while at < entries.len() {
         let end = group_end(&decoded, at);
         if let GroupEnd::Blocked(e, _) =
-            apply_group(conn, q, &mine[at..end], &decoded[at..end]).await?
+            apply_group(conn, q, &entries[at..end], &decoded[at..end]).await?
         {
             return Err(e);
         }
         at = end;
     }
-    Ok(mine.len())
+    Ok(entries.len())
 }
 
 /// Applies what queue `q`'s outbox holds (the scheduler's round).
 pub async fn sweep(conn: &mut Conn, q: &QueueKeys) -> redis::RedisResult<usize> {
-    drain(conn, q, &[]).await
+    drain(conn, q, &[], &[]).await
 }
 
 /// Failures of the workers' own applies, logged once per outage.
@@ -299,7 +313,8 @@ static AFTER_OUTAGES: LazyLock<Outages> = LazyLock::new(Outages::default);
 /// Queues whose parts the workers leave to the scheduler until then.
 static BACKED_OFF: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Default::default);
 
-/// Right after a commit: applies its parts `mine` within [`AFTER_LIMIT`];
+/// Right after a commit: applies its parts `mine` (`entries` in the
+/// outbox, as [`commit`](super::commit) answered) within [`AFTER_LIMIT`];
 /// what it cannot apply is left to the scheduler. When no earlier part of
 /// its job waits in the outbox (`behind` false, as the commit answered), it
 /// applies its own parts directly, one round trip per phase and one to take
@@ -307,10 +322,17 @@ static BACKED_OFF: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Def
 /// from the head until its parts are applied, so they follow the earlier
 /// ones. After a failure the queue's parts are left to the scheduler for
 /// [`BACK_OFF`], so a node away does not slow every commit.
-pub async fn after(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>], behind: bool) {
-    if mine.is_empty() {
+pub async fn after(
+    conn: &mut Conn,
+    q: &QueueKeys,
+    mine: &[Part],
+    entries: &[Vec<u8>],
+    behind: bool,
+) {
+    if entries.is_empty() {
         return;
     }
+    debug_assert_eq!(mine.len(), entries.len(), "a part for each entry");
     let backed_off = |now: Instant| {
         let map = BACKED_OFF.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&q.name).is_some_and(|until| now < *until)
@@ -319,8 +341,8 @@ pub async fn after(conn: &mut Conn, q: &QueueKeys, mine: &[Vec<u8>], behind: boo
         return;
     }
     let done = match behind {
-        true => within(AFTER_LIMIT, drain(conn, q, mine)).await,
-        false => within(AFTER_LIMIT, apply_own(conn, q, mine)).await,
+        true => within(AFTER_LIMIT, drain(conn, q, mine, entries)).await,
+        false => within(AFTER_LIMIT, apply_own(conn, q, mine, entries)).await,
     };
     if done.is_err() {
         let mut map = BACKED_OFF.lock().unwrap_or_else(|e| e.into_inner());
