@@ -135,6 +135,19 @@ impl Cluster {
         }
     }
 
+    /// Sets `cluster-node-timeout` to `ms` on every node.
+    pub fn set_node_timeout(&self, ms: u64) {
+        for port in &self.ports {
+            let () = query(
+                *port,
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("cluster-node-timeout")
+                    .arg(ms),
+            );
+        }
+    }
+
     /// Whether the cluster is whole: every node answers and says
     /// `cluster_state:ok` with every slot served by an answering primary,
     /// three primaries, each with one replica online.
