@@ -76,12 +76,41 @@ fn enqueue(env: &TestEnv, q: &QueueKeys, id: &str, delay: &str) -> RedisResult<(
     )
 }
 
+/// Fetches at most `max` jobs of `q` for worker `w1`.
 fn fetch(env: &TestEnv, q: &QueueKeys, max: &str) -> Vec<String> {
+    fetch_by(env, q, "w1", max)
+}
+
+/// Fetches at most `max` jobs of `q` for `worker`.
+fn fetch_by(env: &TestEnv, q: &QueueKeys, worker: &str, max: &str) -> Vec<String> {
     run(
         env,
         &SCRIPTS.fetch,
-        &[&q.pending(), &q.inflight("w1"), &q.paused()],
-        &[max, "w1", &q.job_prefix(), &q.name],
+        &[&q.pending(), &q.inflight(worker), &q.paused()],
+        &[max, worker, &q.job_prefix(), &q.name],
+    )
+    .unwrap()
+}
+
+/// Enqueues the jobs `ids` on `q`, then fetches them all for worker `w1`.
+fn fetched(env: &TestEnv, q: &QueueKeys, ids: &[&str]) {
+    for id in ids {
+        enqueue(env, q, id, "0").unwrap();
+    }
+    fetch(env, q, &ids.len().to_string());
+}
+
+/// Recovers the jobs of worker `w1` of `q` (3 crashes make a job poison,
+/// the dead keep 600 s): (jobs moved, poison ones).
+fn recover(env: &TestEnv, q: &QueueKeys) -> (i64, i64) {
+    let keys = [q.inflight("w1"), q.pending(), q.dead(), q.batch_outbox()];
+    let keys = keys.each_ref().map(String::as_str);
+    let (prefix, snap) = (q.job_prefix(), q.snapshot_prefix());
+    run(
+        env,
+        &SCRIPTS.recover,
+        &keys,
+        &[&prefix, "3", "600", &snap, "w1"],
     )
     .unwrap()
 }

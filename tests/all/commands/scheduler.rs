@@ -3,7 +3,7 @@
 use stoker::commands::SCRIPTS;
 use stoker::queue::keys::QueueKeys;
 
-use super::{enqueue, fetch, hash, job, list, run, wakes, zset};
+use super::{fetched, hash, job, list, recover, run, wakes, zset};
 use crate::support::TestEnv;
 
 #[test]
@@ -42,10 +42,7 @@ fn promote_moves_what_is_due_and_only_that() {
 fn recover_returns_a_dead_workers_jobs_and_finds_poison() {
     let env = TestEnv::new();
     let q = QueueKeys::new("default");
-    for id in ["a", "p"] {
-        enqueue(&env, &q, id, "0").unwrap();
-    }
-    fetch(&env, &q, "2");
+    fetched(&env, &q, &["a", "p"]);
     // `p` has crashed its workers twice already; a copy of `a` that another
     // worker's record does not name is a duplicate, put back untouched.
     let _: () = env.query(redis::cmd("HSET").arg(q.job("p")).arg("crashes").arg(2));
@@ -53,14 +50,8 @@ fn recover_returns_a_dead_workers_jobs_and_finds_poison() {
         &q.inflight("w1"),
         &[r#"{"id":"a","class":"noop","token":7,"args":null}"#.into()],
     );
-    let keys = [q.inflight("w1"), q.pending(), q.dead(), q.batch_outbox()];
-    let keys = keys.each_ref().map(String::as_str);
-    let (prefix, snap) = (q.job_prefix(), q.snapshot_prefix());
-    let args: [&str; 5] = [&prefix, "3", "600", &snap, "w1"];
     let mut reply = (0, 0);
-    assert!(wakes(&env, "default", || {
-        reply = run(&env, &SCRIPTS.recover, &keys, &args).unwrap();
-    }));
+    assert!(wakes(&env, "default", || reply = recover(&env, &q)));
     assert_eq!(reply, (3, 1));
     assert!(list(&env, &q.inflight("w1")).is_empty());
     assert_eq!(list(&env, &q.pending()).len(), 2, "a and its duplicate");

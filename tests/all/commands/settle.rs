@@ -4,7 +4,7 @@
 use stoker::commands::SCRIPTS;
 use stoker::queue::keys::QueueKeys;
 
-use super::{enqueue, fetch, hash, job, list, run, wakes, zset};
+use super::{enqueue, fetch, fetch_by, fetched, hash, job, list, recover, run, wakes, zset};
 use crate::support::TestEnv;
 
 /// Settle's KEYS for queue `q` and worker `w1`.
@@ -48,10 +48,7 @@ fn settle(env: &TestEnv, q: &QueueKeys, jobs: &[[&str; 6]]) -> (i64, i64, i64) {
 fn settle_records_outcomes_and_leaves_lost_jobs_alone() {
     let env = TestEnv::new();
     let q = QueueKeys::new("default");
-    for id in ["a", "b", "c"] {
-        enqueue(&env, &q, id, "0").unwrap();
-    }
-    fetch(&env, &q, "3");
+    fetched(&env, &q, &["a", "b", "c"]);
     let (a, b, c) = (job("a"), job("b"), job("c"));
     let reply = settle(
         &env,
@@ -94,10 +91,7 @@ fn settle_records_outcomes_and_leaves_lost_jobs_alone() {
 fn a_settle_sent_again_after_it_applied_is_told_from_a_recovered_job() {
     let env = TestEnv::new();
     let q = QueueKeys::new("default");
-    for id in ["a", "b", "c"] {
-        enqueue(&env, &q, id, "0").unwrap();
-    }
-    fetch(&env, &q, "3");
+    fetched(&env, &q, &["a", "b", "c"]);
     let (a, b, c) = (job("a"), job("b"), job("c"));
     let jobs = [
         [&a[..], "a", "done", "", "", ""],
@@ -112,28 +106,10 @@ fn a_settle_sent_again_after_it_applied_is_told_from_a_recovered_job() {
     assert_eq!(zset(&env, &q.retry()), [b.clone()]);
     // `c` recovered from this worker (recover.lua clears the lease) and
     // fetched again by another: lost, both before and after the new fetch.
-    let moved: (i64, i64) = run(
-        &env,
-        &SCRIPTS.recover,
-        &[
-            &q.inflight("w1"),
-            &q.pending(),
-            &q.dead(),
-            &q.batch_outbox(),
-        ],
-        &[&q.job_prefix(), "3", "600", &q.snapshot_prefix(), "w1"],
-    )
-    .unwrap();
-    assert_eq!(moved, (1, 0));
+    assert_eq!(recover(&env, &q), (1, 0));
     let gone = [[&c[..], "c", "done", "", "", ""]];
     assert_eq!(settle(&env, &q, &gone), (1, 0, 0));
-    let _: Vec<String> = run(
-        &env,
-        &SCRIPTS.fetch,
-        &[&q.pending(), &q.inflight("w2"), &q.paused()],
-        &["1", "w2", &q.job_prefix(), &q.name],
-    )
-    .unwrap();
+    fetch_by(&env, &q, "w2", "1");
     assert_eq!(hash(&env, &q.job("c"))["worker"], "w2");
     assert_eq!(settle(&env, &q, &gone), (1, 0, 0));
     assert_eq!(hash(&env, &q.job("c"))["state"], "running");
