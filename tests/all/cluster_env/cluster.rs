@@ -239,32 +239,33 @@ fn slot_primaries(port: u16) -> Vec<u16> {
         .collect()
 }
 
-fn start_cluster() -> Cluster {
-    let dir = fresh_dir("redis-cluster");
-    // Each node's port and its cluster bus port.
-    let ports = free_ports(12);
-    let (data, bus) = ports.split_at(6);
-    for (port, bus) in data.iter().zip(bus) {
-        server(
-            &dir.join(port.to_string()),
-            *port,
-            &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                &bus.to_string(),
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-            ],
-        );
-    }
-    wait_answers(data, &dir);
+/// The arguments (after [`server`]'s) that make a `redis-server` a Cluster
+/// node, its cluster bus on `bus`, its `cluster-node-timeout` 2 s.
+pub fn node_args(bus: u16) -> Vec<String> {
+    [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",
+        &bus.to_string(),
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Makes the nodes on `data` one cluster, `replicas` replicas to a primary
+/// (`redis-cli --cluster create`); `cli`: what redis-cli needs first (TLS,
+/// a user).
+pub fn create_cluster(data: &[u16], replicas: usize, cli: &[&str]) {
     let mut create = Command::new("redis-cli");
+    create.args(cli);
     create.args(["--cluster", "create"]);
     create.args(data.iter().map(|p| format!("127.0.0.1:{p}")));
-    create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+    create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
     let out = create
         .output()
         .expect("running redis-cli (install Debian's redis-tools)");
@@ -274,6 +275,20 @@ fn start_cluster() -> Cluster {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn start_cluster() -> Cluster {
+    let dir = fresh_dir("redis-cluster");
+    // Each node's port and its cluster bus port.
+    let ports = free_ports(12);
+    let (data, bus) = ports.split_at(6);
+    for (port, bus) in data.iter().zip(bus) {
+        let args = node_args(*bus);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        server(&dir.join(port.to_string()), *port, &args);
+    }
+    wait_answers(data, &dir);
+    create_cluster(data, 1, &[]);
     wait_until(START, "cluster_state:ok on every node", || {
         data.iter().all(|p| {
             let info: String = query(*p, redis::cmd("CLUSTER").arg("INFO"));

@@ -12,16 +12,17 @@
 mod cluster;
 mod sentinel;
 mod servers;
-mod stoker;
 mod tls;
+mod worker;
 
 use std::time::Duration;
 
-pub use cluster::Cluster;
+pub use crate::support::{stoker, stoker_ok};
+pub use cluster::{Cluster, create_cluster, node_args};
 pub use sentinel::{MASTER, Sentinels};
 pub use servers::{free_ports, fresh_dir, pid_of, query, server, spawn};
-pub use stoker::{Stoker, stoker, stoker_ok};
 pub use tls::{certs, tls_args};
+pub use worker::Stoker;
 
 /// How long a deployment may take to come up.
 const START: Duration = Duration::from_secs(60);

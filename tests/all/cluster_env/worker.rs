@@ -1,4 +1,5 @@
-//! `stoker` processes on these deployments.
+//! `stoker` worker processes on these deployments (the CLI run to its end:
+//! [`crate::support::stoker`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -57,27 +58,4 @@ impl Drop for Stoker {
             eprintln!("--- {} ---\n{}", self.log.display(), self.log());
         }
     }
-}
-
-/// Runs `stoker --redis URL ARGS...` to its end.
-pub fn stoker(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(stoker_path())
-        .arg("--redis")
-        .arg(url)
-        .args(args)
-        .output()
-        .expect("running stoker")
-}
-
-/// [`stoker`], which must succeed; its stdout.
-pub fn stoker_ok(url: &str, args: &[&str]) -> String {
-    let out = stoker(url, args);
-    assert!(
-        out.status.success(),
-        "`stoker {}` failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
 }
