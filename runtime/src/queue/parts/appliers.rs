@@ -189,12 +189,13 @@ fn group_end(decoded: &[Decoded<'_>], at: usize) -> usize {
 
 /// Applies queue `q`'s outbox from its head, in order for each job, until
 /// `mine` (the parts of one commit, `entries` in the outbox) are all
-/// applied, or, `mine` empty, the outbox is; at most [`MOST`] parts. Consecutive parts of one phase of one
-/// commit apply at once; a group applies only after the groups of its job
-/// before it. A group that cannot be applied (its slot's node away) blocks
-/// its job, and its slot, for the rest of this drain: their later parts
-/// stay, every other job's go on. Returns how many parts it took off, or
-/// the first error once nothing more can be applied.
+/// applied, or, `mine` empty, the outbox is; at most [`MOST`] parts.
+/// Consecutive parts of one phase of one commit apply at once; a group
+/// applies only after the groups of its job before it. A group that cannot
+/// be applied (its slot's node away) blocks its job, and its slot, for the
+/// rest of this drain: their later parts stay, every other job's go on.
+/// Returns how many parts it took off, or the first error once nothing more
+/// can be applied.
 pub async fn drain(
     conn: &mut Conn,
     q: &QueueKeys,
