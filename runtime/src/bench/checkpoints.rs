@@ -171,7 +171,7 @@ async fn apply_delay(conn: &Conn, q: &Arc<QueueKeys>) -> anyhow::Result<(u64, u6
         let (done, entries) = parts::commit(&mut conn, &c, &split).await?;
         anyhow::ensure!(done == Committed::Ok, "commit {seq}: {done:?}");
         let answered = Instant::now();
-        parts::after(&mut conn, q, &entries, false).await;
+        parts::after(&mut conn, q, &split.parts, &entries, false).await;
         let left: u64 = conn.llen(q.outbox()).await?;
         anyhow::ensure!(left == 0, "commit {seq}: {left} parts left in the outbox");
         times.push(answered.elapsed().as_micros() as u64);

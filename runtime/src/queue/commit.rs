@@ -227,7 +227,8 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
                     // A commit found applied may have been behind: its parts
                     // then wait for the ones before them.
                     let behind = done != Committed::Ok;
-                    parts::after(conn, c.queue, &entries, behind).await;
+                    let mine = split.as_ref().map_or(&[][..], |s| &s.parts[..]);
+                    parts::after(conn, c.queue, mine, &entries, behind).await;
                     return Ok(());
                 }
                 // No replica confirmed it (its primary may have died with

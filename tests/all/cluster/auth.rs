@@ -15,7 +15,8 @@ use stoker::queue::Link;
 
 use super::{deploy_hello, hello_done, runtime, scratch, worker};
 use crate::cluster_env::{
-    MASTER, certs, free_ports, fresh_dir, server, spawn, stoker, stoker_ok, tls_args,
+    MASTER, certs, create_cluster, free_ports, fresh_dir, node_args, server, spawn, stoker,
+    stoker_ok, tls_args,
 };
 use crate::support::{poll_until, wait_until};
 
@@ -139,16 +140,9 @@ fn a_tls_cluster_with_an_acl_user_runs_jobs() {
     let (data, bus) = ports.split_at(3);
     for (port, bus) in data.iter().zip(bus) {
         let mut args = tls_args(*port);
+        args.extend(node_args(*bus));
         args.extend(
             [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                &bus.to_string(),
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
                 "--tls-cluster",
                 "yes",
                 // The default user is off: only `app` gets in.
@@ -172,20 +166,17 @@ fn a_tls_cluster_with_an_acl_user_runs_jobs() {
     let creds = format!("app:{PASSWORD_IN_URL}");
     wait_tls(data, &creds, &dir);
     let ca = certs().ca.display().to_string();
-    let mut create = std::process::Command::new("redis-cli");
-    create.args([
-        "--tls", "--cacert", &ca, "--user", "app", "--pass", PASSWORD,
-    ]);
-    create.args(["--no-auth-warning", "--cluster", "create"]);
-    create.args(data.iter().map(|p| format!("127.0.0.1:{p}")));
-    create.args(["--cluster-replicas", "0", "--cluster-yes"]);
-    let out = create.output().expect("running redis-cli");
-    assert!(
-        out.status.success(),
-        "redis-cli --cluster create failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cli: [&str; 8] = [
+        "--tls",
+        "--cacert",
+        &ca,
+        "--user",
+        "app",
+        "--pass",
+        PASSWORD,
+        "--no-auth-warning",
+    ];
+    create_cluster(data, 0, &cli);
     wait_until(START, "cluster_state:ok on every node", || {
         data.iter().all(|p| {
             tls_query::<String>(*p, &creds, redis::cmd("CLUSTER").arg("INFO")).is_ok_and(|i| {

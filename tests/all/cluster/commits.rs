@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde_json::Value;
+use stoker::queue::commit::{Child, Commit, CommitKind};
 use stoker::queue::keys::QueueKeys;
+use stoker::queue::staged::StagedWrite;
 
 use super::{deploy, queues_on_three_primaries, scratch, worker_polling};
 use crate::cluster_env::{Cluster, Stoker, query, stoker, stoker_ok};
@@ -20,6 +22,29 @@ const END: Duration = Duration::from_secs(120);
 /// Runs `cmd` on the primary of `key`.
 fn at_key<T: redis::FromRedisValue>(cluster: &Cluster, key: &str, cmd: &redis::Cmd) -> T {
     query(cluster.primary_of(key), cmd)
+}
+
+/// Commit `seq` of job `id` of `q`: a checkpoint (snapshot `s`) by worker
+/// `w` under lease 1, with `children` and `writes`.
+fn checkpoint<'a>(
+    q: &'a QueueKeys,
+    id: &'a str,
+    seq: u64,
+    children: &'a [Child],
+    writes: &'a [StagedWrite],
+) -> Commit<'a> {
+    Commit {
+        queue: q,
+        id,
+        worker: "w",
+        lease: 1,
+        seq,
+        kind: CommitKind::Checkpoint { snapshot: b"s" },
+        fields: &[],
+        children,
+        batches: &[],
+        writes,
+    }
 }
 
 /// Queue `q`'s outbox of parts and its refused parts, on its primary.
@@ -272,9 +297,8 @@ fn staged_writes_on_other_primaries_apply_once_and_a_bad_one_refuses_the_commit_
 #[test]
 fn parts_a_crash_left_are_applied_once_by_the_scheduler_and_by_racing_appliers() {
     use std::sync::Arc;
-    use stoker::queue::commit::{Child, Commit, CommitKind, Committed};
+    use stoker::queue::commit::Committed;
     use stoker::queue::parts::{self, Applied, Part};
-    use stoker::queue::staged::StagedWrite;
 
     let (cluster, _held) = Cluster::take();
     let dir = scratch("cluster-parts");
@@ -310,18 +334,7 @@ fn parts_a_crash_left_are_applied_once_by_the_scheduler_and_by_racing_appliers()
     // Commit `seq` the way a worker does, and then crash: no part applied.
     let commit = |conn: &mut stoker::queue::Conn, seq: u64| -> (Committed, Vec<Vec<u8>>) {
         let children = [child(seq)];
-        let c = Commit {
-            queue: &q,
-            id: "p",
-            worker: "w",
-            lease: 1,
-            seq,
-            kind: CommitKind::Checkpoint { snapshot: b"s" },
-            fields: &[],
-            children: &children,
-            batches: &[],
-            writes: &writes,
-        };
+        let c = checkpoint(&q, "p", seq, &children, &writes);
         let split = parts::split(&c);
         rt.block_on(parts::commit(conn, &c, &split))
             .expect("a commit")
@@ -378,7 +391,7 @@ fn parts_a_crash_left_are_applied_once_by_the_scheduler_and_by_racing_appliers()
 #[test]
 fn a_checkpoint_with_more_children_on_another_primary_than_arguments_commits() {
     use std::sync::Arc;
-    use stoker::queue::commit::{Child, Commit, CommitKind, Committed};
+    use stoker::queue::commit::Committed;
     use stoker::queue::parts;
 
     // The children of one slot travel as one part, one argument of the
@@ -403,18 +416,7 @@ fn a_checkpoint_with_more_children_on_another_primary_than_arguments_commits() {
     // What an earlier test left in the other queue is not counted.
     let _: u64 = at_key(cluster, &to.pending(), redis::cmd("DEL").arg(to.pending()));
     running(cluster, &record);
-    let c = Commit {
-        queue: &q,
-        id: "many",
-        worker: "w",
-        lease: 1,
-        seq: 1,
-        kind: CommitKind::Checkpoint { snapshot: b"s" },
-        fields: &[],
-        children: &children,
-        batches: &[],
-        writes: &[],
-    };
+    let c = checkpoint(&q, "many", 1, &children, &[]);
     let split = parts::split(&c);
     assert_eq!(split.parts.len(), 1, "the children are one part");
     let rt = super::runtime();
@@ -431,7 +433,7 @@ fn a_checkpoint_with_more_children_on_another_primary_than_arguments_commits() {
         redis::cmd("HGET").arg(&record).arg("children"),
     );
     assert_eq!(counted, 300);
-    rt.block_on(parts::after(&mut conn, &q, &entries, false));
+    rt.block_on(parts::after(&mut conn, &q, &split.parts, &entries, false));
     let queued: u64 = at_key(cluster, &to.pending(), redis::cmd("LLEN").arg(to.pending()));
     assert_eq!(queued, 300);
     assert_eq!(outbox(cluster, &home), (0, Vec::new()));
@@ -441,9 +443,8 @@ fn a_checkpoint_with_more_children_on_another_primary_than_arguments_commits() {
 fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_holds_only_its_job() {
     use redis::cluster_routing::Slot;
     use std::sync::Arc;
-    use stoker::queue::commit::{Commit, CommitKind, Committed};
+    use stoker::queue::commit::Committed;
     use stoker::queue::parts::{self, Part};
-    use stoker::queue::staged::StagedWrite;
 
     let (cluster, _held) = Cluster::take();
     let [home, _, _] = queues_on_three_primaries(cluster);
@@ -462,7 +463,8 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
         )
     };
     // Commit `seq` of `job`: `SET key value` (the key on another primary
-    // than the queue's), the parts left in the outbox.
+    // than the queue's), the parts left in the outbox (and their entries
+    // there).
     let commit = |conn: &mut stoker::queue::Conn, job: &str, seq: u64, key: &str, value: &str| {
         assert_ne!(cluster.primary_of(key), cluster.primary_of(&q.outbox()));
         let record = q.job(job);
@@ -472,21 +474,12 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
             key: key.into(),
             args: vec![value.as_bytes().to_vec()],
         }];
-        let c = Commit {
-            queue: &q,
-            id: job,
-            worker: "w",
-            lease: 1,
-            seq,
-            kind: CommitKind::Checkpoint { snapshot: b"s" },
-            fields: &[],
-            children: &[],
-            batches: &[],
-            writes: &writes,
-        };
+        let c = checkpoint(&q, job, seq, &[], &writes);
         let split = parts::split(&c);
-        rt.block_on(parts::commit(conn, &c, &split))
-            .expect("a commit")
+        let (done, entries) = rt
+            .block_on(parts::commit(conn, &c, &split))
+            .expect("a commit");
+        (done, split.parts, entries)
     };
     let key_on_other_primary = |stem: &str| -> String {
         (0..)
@@ -499,12 +492,12 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
     // 1. A job whose earlier parts wait: its next commit says so, and its
     // parts apply after them (the last SET stays).
     let ord = key_on_other_primary("ord");
-    let (done, first) = commit(&mut conn, "x", 1, &ord, "1");
+    let (done, _, first) = commit(&mut conn, "x", 1, &ord, "1");
     assert_eq!(done, Committed::Ok);
     assert_eq!(waiting("x"), Some(1));
-    let (done, second) = commit(&mut conn, "x", 2, &ord, "2");
+    let (done, second_parts, second) = commit(&mut conn, "x", 2, &ord, "2");
     assert_eq!(done, Committed::Behind, "its commit 1's part still waits");
-    rt.block_on(parts::after(&mut conn, &q, &second, true));
+    rt.block_on(parts::after(&mut conn, &q, &second_parts, &second, true));
     assert_eq!(llen(), 0, "both commits' parts applied");
     assert_eq!(get(&ord).as_deref(), Some("2"), "in commit order");
     assert_eq!(waiting("x"), None, "none waits");
@@ -522,9 +515,9 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
         );
     }
     let mine = key_on_other_primary("y");
-    let (done, entries) = commit(&mut conn, "y", 1, &mine, "y");
+    let (done, own_parts, entries) = commit(&mut conn, "y", 1, &mine, "y");
     assert_eq!(done, Committed::Ok);
-    rt.block_on(parts::after(&mut conn, &q, &entries, false));
+    rt.block_on(parts::after(&mut conn, &q, &own_parts, &entries, false));
     assert_eq!(get(&mine).as_deref(), Some("y"));
     assert_eq!(llen(), 5, "the other jobs' parts are left to the scheduler");
     assert!(others.iter().all(|k| get(k).is_none()));
@@ -533,7 +526,7 @@ fn a_jobs_parts_keep_its_order_its_own_apply_skips_the_others_and_a_dead_slot_ho
     // refuses) at the head holds the later parts of its own job, not the
     // other jobs'.
     let blocked = key_on_other_primary("blocked");
-    let (done, later) = commit(&mut conn, "b", 1, &blocked, "b");
+    let (done, _, later) = commit(&mut conn, "b", 1, &blocked, "b");
     assert_eq!(done, Committed::Ok);
     let stuck_slot = Slot::for_key(&q.outbox());
     let bad = Part {

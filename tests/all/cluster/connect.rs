@@ -52,15 +52,7 @@ impl<'a> Stopped<'a> {
             pids: Vec::new(),
             node_timeout: got.get(1).expect("cluster-node-timeout").clone(),
         };
-        for p in &cluster.ports {
-            let () = query(
-                *p,
-                redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg("cluster-node-timeout")
-                    .arg(PAUSED_NODE_TIMEOUT_MS),
-            );
-        }
+        cluster.set_node_timeout(PAUSED_NODE_TIMEOUT_MS);
         stopped.pids = pids;
         for pid in &stopped.pids {
             // SAFETY: kill(2) on the pid of a redis-server this binary started.

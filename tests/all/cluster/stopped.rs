@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stoker::queue::keys::QueueKeys;
 
+use super::crash::deploy_counting;
 use super::queue_away_from_global;
 use crate::cluster_env::{Cluster, pid_of, query};
 use crate::support::{TestEnv, payload, poll_until, wait_until};
@@ -84,26 +85,14 @@ struct NodeTimeout<'a>(&'a Cluster);
 
 impl<'a> NodeTimeout<'a> {
     fn raise(cluster: &'a Cluster) -> NodeTimeout<'a> {
-        set_node_timeout(cluster, NODE_TIMEOUT_MS);
+        cluster.set_node_timeout(NODE_TIMEOUT_MS);
         NodeTimeout(cluster)
     }
 }
 
 impl Drop for NodeTimeout<'_> {
     fn drop(&mut self) {
-        set_node_timeout(self.0, SUITE_NODE_TIMEOUT_MS);
-    }
-}
-
-fn set_node_timeout(cluster: &Cluster, ms: u64) {
-    for port in &cluster.ports {
-        let () = query(
-            *port,
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("cluster-node-timeout")
-                .arg(ms),
-        );
+        self.0.set_node_timeout(SUITE_NODE_TIMEOUT_MS);
     }
 }
 
@@ -155,16 +144,7 @@ fn a_stopped_primary_holds_no_other_queues_fetches_and_its_fetch_is_answered_onc
         .expect("a queue on another primary");
     let healthy = cluster.primary_of(&QueueKeys::new(&b).pending());
     let env = TestEnv::on_cluster(&cluster.url);
-    let classes: Vec<String> = [&a, &b]
-        .iter()
-        .map(|q| {
-            format!(
-                "[classes.kv-{q}]\nmodule = \"$GUESTS/kv.wasm\"\nqueue = \"{q}\"\n\
-                 redis = {{ write = [\"kv:out\"] }}\n"
-            )
-        })
-        .collect();
-    env.deploy(&classes.join("\n"));
+    deploy_counting(&env, &[&a, &b]);
     // Strict order, A first: every fetch round asks A before B. The queues
     // are polled every 100 ms (a plain LPUSH wakes nobody).
     // The manager's debug lines say when a fetch is left running and when

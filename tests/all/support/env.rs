@@ -85,12 +85,7 @@ impl TestEnv {
 
     /// Runs `stoker --redis URL ARGS...`.
     pub fn stoker(&self, args: &[&str]) -> Output {
-        Command::new(&paths().stoker)
-            .arg("--redis")
-            .arg(&self.url)
-            .args(args)
-            .output()
-            .expect("running stoker")
+        stoker(&self.url, args)
     }
 
     /// A `stoker --redis URL` command to add arguments to and spawn.
@@ -102,15 +97,7 @@ impl TestEnv {
 
     /// Runs the CLI and returns its stdout; panics with its stderr if it failed.
     pub fn stoker_ok(&self, args: &[&str]) -> String {
-        let out = self.stoker(args);
-        assert!(
-            out.status.success(),
-            "`stoker {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("stdout is UTF-8")
+        stoker_ok(&self.url, args)
     }
 
     /// Writes `toml` as a manifest and runs `stoker deploy` on it. In the text,
@@ -174,4 +161,28 @@ impl Drop for TestEnv {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Runs `stoker --redis URL ARGS...` to its end.
+pub fn stoker(url: &str, args: &[&str]) -> Output {
+    Command::new(&paths().stoker)
+        .arg("--redis")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("running stoker")
+}
+
+/// [`stoker`], which must succeed: its stdout; panics with its stderr if it
+/// failed.
+pub fn stoker_ok(url: &str, args: &[&str]) -> String {
+    let out = stoker(url, args);
+    assert!(
+        out.status.success(),
+        "`stoker {}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
 }

@@ -19,7 +19,7 @@ mod worker;
 
 use std::time::{Duration, Instant};
 
-pub use env::TestEnv;
+pub use env::{TestEnv, stoker, stoker_ok};
 pub use jobs::{fields, num, payload, state};
 pub use paths::{guests_dir, stoker_path, target_dir, workspace_dir};
 pub use worker::Worker;
