@@ -9,8 +9,11 @@ use crate::support::TestEnv;
 #[test]
 fn enqueue_queues_schedules_and_refuses_duplicates() {
     let env = TestEnv::new();
-    let q = QueueKeys::new("default");
-    assert!(wakes(&env, "default", || {
+    // A wake-up channel is one for every database of a server: a queue no
+    // other test uses, so that no other test's wake-up is taken for ours.
+    let name = format!("wake-{}", std::process::id());
+    let q = QueueKeys::new(&name);
+    assert!(wakes(&env, &name, || {
         let (state, _) = enqueue(&env, &q, "a", "0").unwrap();
         assert_eq!(state, "queued");
     }));
@@ -20,7 +23,7 @@ fn enqueue_queues_schedules_and_refuses_duplicates() {
     assert_eq!(rec["attempts"], "0");
     assert_eq!(rec["class"], "noop");
     // A second push onto a list that is not empty wakes no one.
-    assert!(!wakes(&env, "default", || {
+    assert!(!wakes(&env, &name, || {
         enqueue(&env, &q, "b", "0").unwrap();
     }));
 
@@ -34,13 +37,14 @@ fn enqueue_queues_schedules_and_refuses_duplicates() {
     assert_eq!(list(&env, &q.pending()).len(), 2, "nothing written");
 
     // A unique key held by another job: refused with its holder.
-    let unique = "stoker:{q:default}:unique:k";
+    let unique = format!("stoker:{{q:{name}}}:unique:k");
+    let unique = unique.as_str();
     let (p, rec) = (job("u2"), q.job("u2"));
     let args = [
         p.as_str(),
         "u2",
         "noop",
-        "default",
+        name.as_str(),
         "null",
         "0",
         "0",
