@@ -212,6 +212,7 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
     let mut pause = Duration::from_millis(20);
     let mut tries = 0;
     loop {
+        conn.keep(&c.queue.pending()).await;
         let tried = match &split {
             None => commit(conn, c).await.map(|done| (done, Vec::new())),
             Some(split) => parts::commit(conn, c, split).await,
@@ -244,10 +245,20 @@ pub async fn make(conn: &mut Conn, c: &Commit<'_>) -> Result<(), CommitError> {
                 tokio::time::sleep(pause).await;
                 pause *= 4;
             }
-            Ok((Committed::LeaseLost, _)) => return Err(CommitError::LeaseLost),
-            Ok((Committed::BadWrite(reason), _)) => return Err(CommitError::BadWrite(reason)),
-            Err(e) if !unanswered(&e) => return Err(CommitError::Failed(e.to_string())),
+            Ok((Committed::LeaseLost, _)) => {
+                let _ = conn.replicated(&c.queue.pending()).await;
+                return Err(CommitError::LeaseLost);
+            }
+            Ok((Committed::BadWrite(reason), _)) => {
+                let _ = conn.replicated(&c.queue.pending()).await;
+                return Err(CommitError::BadWrite(reason));
+            }
+            Err(e) if !unanswered(&e) => {
+                let _ = conn.replicated(&c.queue.pending()).await;
+                return Err(CommitError::Failed(e.to_string()));
+            }
             Err(e) => {
+                let _ = conn.replicated(&c.queue.pending()).await;
                 tries += 1;
                 if tries >= COMMIT_TRIES {
                     return Err(CommitError::Unavailable(e.to_string()));

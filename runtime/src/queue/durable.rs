@@ -7,9 +7,10 @@
 //! [`Durability::Replica`], every write Stoker is about to acknowledge (a
 //! checkpoint's commit before the job goes on, a settlement before the next
 //! batch of them, an enqueue before its id is printed, a commit's part on
-//! another slot before it leaves the outbox) is followed by
-//! `WAIT 1 TIMEOUT` on the same connection to the same primary: Redis
-//! answers once one replica has every write made on that connection so far.
+//! another slot before it leaves the outbox) carries `WAIT 1 TIMEOUT` right
+//! behind it, in the same request on the same connection ([`Armed`]):
+//! Redis answers once one replica has every write made on that connection
+//! so far, this one included.
 //!
 //! `WAIT` holds the connection while it waits (Redis answers a client's
 //! requests in order), and Stoker's connections are multiplexed: a replica
@@ -27,10 +28,9 @@
 //! acknowledges anything (every write that waits is idempotent: a second run
 //! applies nothing twice). The primary that took the write may have died
 //! under the wait (kill -9, a crash): the write may never have reached the
-//! replica promoted in its place, and the wait's failure (one server,
-//! Sentinel) or its answer from the new primary (Cluster: redis-rs sends the
-//! `WAIT` again to the slot's new primary, which has no replica yet) is all
-//! there is to see. Sent again, the write lands on whichever primary holds
+//! replica promoted in its place, and the request's failure (write and
+//! wait together) is all there is to see. Sent again, the write lands on
+//! whichever primary holds
 //! the key now: applied there if it was lost, found applied if it was not.
 //! A timeout starts a lapse, so the write sent again does not wait.
 
@@ -153,17 +153,15 @@ impl Replicas {
         }
     }
 
-    /// Waits for a replica to have the writes `conn` made to the primary of
-    /// `key`, unless that primary is in a lapse (see the module's doc).
-    /// Whether the write may be acknowledged: `false` when the wait failed or
-    /// timed out, and the caller must send the write again first.
-    pub(crate) async fn wait(&self, conn: &mut Conn, key: &str) -> bool {
-        let Some(w) = &self.0 else {
-            return true;
-        };
+    /// Before a write to `key` that is to be acknowledged: how it is to be
+    /// kept. `None` with [`Durability::Local`], or while `key`'s primary is
+    /// in a lapse (then the write is acknowledged as it is); else the wait
+    /// the write must carry ([`Conn::keep`]).
+    pub(crate) async fn arm(&self, conn: &mut Conn, key: &str) -> Option<Armed> {
+        let w = self.0.as_ref()?;
         // On Cluster the key's node is asked only while a lapse is open, or
         // once one starts: a healthy cluster pays no extra round trip.
-        let mut node: Option<Node> = match conn.is_cluster() {
+        let node: Option<Node> = match conn.is_cluster() {
             false => Some(None),
             true if w.any_lapse() => Some(Some(w.node_of(conn, key).await)),
             true => None,
@@ -172,33 +170,74 @@ impl Replicas {
             && let Some(probe) = w.skip_or_probe(n)
             && (!probe || !replica_online(conn, key).await)
         {
-            return true;
+            return None;
         }
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(1).arg(w.timeout.as_millis() as u64);
-        match conn.query_at::<i64>(key, &cmd).await {
-            Ok(acked) if acked >= 1 => {
+        Some(Armed {
+            key: key.to_owned(),
+            slot: conn.is_cluster().then(|| Slot::for_key(key)),
+            timeout_ms: w.timeout.as_millis() as u64,
+            node,
+            acked: None,
+        })
+    }
+
+    /// After the write `armed` carried its wait: whether it may be
+    /// acknowledged. `false` when the wait failed, timed out, or did not
+    /// run behind the write (the caller sends the write again first).
+    pub(crate) async fn confirm(&self, conn: &mut Conn, armed: Armed) -> bool {
+        let Some(w) = &self.0 else {
+            return true;
+        };
+        let Armed {
+            key, node, acked, ..
+        } = armed;
+        match acked {
+            Some(Ok(n)) if n >= 1 => {
                 if let Some(n) = &node {
-                    w.back(n, key);
+                    w.back(n, &key);
                 }
                 true
             }
-            Ok(_) => {
-                let n = match node.take() {
+            Some(Ok(_)) => {
+                let n = match node {
                     Some(n) => n,
-                    None => Some(w.node_of(conn, key).await),
+                    None => Some(w.node_of(conn, &key).await),
                 };
-                w.lapsed(n, key);
+                w.lapsed(n, &key);
                 false
             }
             // The primary may be gone with the write; the next wait (after
             // the write is sent again) waits again.
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, %key, "waiting for a replica failed");
+                false
+            }
+            None => {
+                tracing::debug!(%key, "the write did not carry its wait for a replica");
                 false
             }
         }
     }
+}
+
+/// A write about to be sent that must carry a wait for a replica: the
+/// connection sends `WAIT 1 TIMEOUT` right behind it, in the same request
+/// on the same socket to the same server ([`Conn::keep`]). Only so does the
+/// wait count this write: Redis answers `WAIT` for the writes made on the
+/// connection it comes on, and a `WAIT` sent on its own may go elsewhere
+/// (redis-rs sends a keyless command of a node it cannot reach to another
+/// node, whose replicas have all of its own writes; a connection made anew
+/// has made no write), and answer at once for a write no replica has.
+pub(crate) struct Armed {
+    key: String,
+    /// On Cluster, the key's slot: only a command of that slot carries the
+    /// wait.
+    pub(crate) slot: Option<Slot>,
+    pub(crate) timeout_ms: u64,
+    /// The key's primary when known (see [`Node`]).
+    node: Option<Node>,
+    /// What the last wait answered; none while no command carried one.
+    pub(crate) acked: Option<redis::RedisResult<i64>>,
 }
 
 impl Waits {

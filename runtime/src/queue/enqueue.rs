@@ -156,8 +156,16 @@ pub async fn enqueue_keyed(
     // with it): the nonce makes a second run answer as the first did.
     let mut tries = 0;
     let (state, due) = loop {
-        let (state, due): (String, redis::Value) = script.invoke_async(conn).await?;
-        if state == "duplicate" || conn.replicated(&q.pending()).await {
+        conn.keep(&q.pending()).await;
+        let (state, due): (String, redis::Value) = match script.invoke_async(conn).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let _ = conn.replicated(&q.pending()).await;
+                return Err(e.into());
+            }
+        };
+        let kept = conn.replicated(&q.pending()).await;
+        if state == "duplicate" || kept {
             break (state, due);
         }
         tries += 1;

@@ -238,13 +238,18 @@ async fn lane(
 ) {
     let mut group = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut group, BATCH).await > 0 {
+        // A group its final commits recorded writes nothing here (those
+        // commits waited).
+        let writes = group.iter().any(|s| !s.disposition.committed());
         let outboxed = loop {
+            if !writes {
+                break commit_until_done(&mut conn, &worker, &group).await;
+            }
+            let pending = group[0].queue.pending();
+            conn.keep(&pending).await;
             let outboxed = commit_until_done(&mut conn, &worker, &group).await;
-            // Before the next group is taken; a group its final commits
-            // recorded wrote nothing here (those commits waited).
-            if !group.iter().any(|s| !s.disposition.committed())
-                || conn.replicated(&group[0].queue.pending()).await
-            {
+            // Before the next group is taken.
+            if conn.replicated(&pending).await {
                 break outboxed;
             }
             // No replica confirmed it (the primary may have died with it):

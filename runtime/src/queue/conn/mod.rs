@@ -39,9 +39,10 @@ use std::time::Instant;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use redis::{Cmd, ErrorKind, RedisError, RedisFuture, RedisResult, Value};
 
-use super::durable::{Durability, Replicas};
+use super::durable::{Armed, Durability, Replicas};
 
 mod connect;
 mod sentinel;
@@ -56,10 +57,25 @@ pub use url::{Auth, Secret, Target, Tls, Url, redact};
 /// Cheap to clone (clones share the sockets and the [`Durability`] setting);
 /// every command and pipeline of the runtime goes through it as
 /// [`ConnectionLike`].
-#[derive(Clone)]
 pub struct Conn {
     link: Link,
     replicas: Replicas,
+    /// The wait the next write of this handle carries ([`Conn::keep`]); a
+    /// clone starts without.
+    armed: Option<Armed>,
+    /// Between [`Conn::keep`] and [`Conn::replicated`].
+    kept: bool,
+}
+
+impl Clone for Conn {
+    fn clone(&self) -> Conn {
+        Conn {
+            link: self.link.clone(),
+            replicas: self.replicas.clone(),
+            armed: None,
+            kept: false,
+        }
+    }
 }
 
 /// The servers behind a [`Conn`].
@@ -93,6 +109,8 @@ impl From<Link> for Conn {
         Conn {
             link,
             replicas: Replicas::default(),
+            armed: None,
+            kept: false,
         }
     }
 }
@@ -129,16 +147,103 @@ impl Conn {
         self.replicas.durability()
     }
 
-    /// Called after a write to `key` that is about to be acknowledged: with
-    /// [`Durability::Replica`], waits until a replica has it (see
-    /// [`super::durable`]); with [`Durability::Local`], returns at once.
-    /// `false`: no replica confirmed it (the wait failed or timed out; its
-    /// primary may have died with it): send the write again before
-    /// acknowledging it.
+    /// Called before a write to `key` that is to be acknowledged (then
+    /// [`Conn::replicated`]): with [`Durability::Replica`], each command
+    /// this handle sends until then to `key`'s server (on Cluster, to its
+    /// slot) carries `WAIT 1 TIMEOUT` right behind it, in the same request
+    /// (see [`super::durable`]); a script call that has to load its script
+    /// first carries it on each of its requests. With [`Durability::Local`],
+    /// or while the primary is in a lapse, nothing.
+    pub async fn keep(&mut self, key: &str) {
+        let replicas = self.replicas.clone();
+        self.armed = replicas.arm(self, key).await;
+        self.kept = true;
+    }
+
+    /// Called after the write that [`Conn::keep`] prepared, before it is
+    /// acknowledged: with [`Durability::Replica`], whether a replica has
+    /// it (its wait answered at least 1); with [`Durability::Local`],
+    /// `true`. `false`: no replica confirmed it (the wait failed or timed
+    /// out; its primary may have died with it): send the write again (after
+    /// another [`Conn::keep`]) before acknowledging it.
     #[must_use = "a write no replica confirmed is sent again"]
     pub async fn replicated(&mut self, key: &str) -> bool {
+        debug_assert!(self.kept, "replicated() without keep() for {key}");
+        self.kept = false;
+        let Some(armed) = self.armed.take() else {
+            return true;
+        };
         let replicas = self.replicas.clone();
-        replicas.wait(self, key).await
+        replicas.confirm(self, armed).await
+    }
+
+    /// `cmd`, and the wait of `armed` right behind it, in one request to
+    /// the server of `cmd`'s keys: `cmd`'s reply; the wait's, into `armed`.
+    async fn carrying(&mut self, cmd: &Cmd, armed: &mut Armed) -> RedisResult<Value> {
+        use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone());
+        pipe.cmd("WAIT").arg(1).arg(armed.timeout_ms);
+        let started = Instant::now();
+        let sent = match &mut self.link {
+            Link::Single(c) => c.req_packed_commands(&pipe, 0, 2).await,
+            Link::Sentinel(c) => c.pipeline(&pipe, 0, 2).await,
+            Link::Cluster(c) => {
+                let slot = armed.slot.expect("a Cluster wait has its slot");
+                let route =
+                    SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master));
+                c.route_pipeline(pipe, 0, 2, route)
+                    .await
+                    .map_err(|e| unreached(e, super::spread::slot_key(cmd), started))
+            }
+        };
+        let mut replies = match sent {
+            Ok(replies) if replies.len() == 2 => replies.into_iter(),
+            Ok(_) => {
+                let e =
+                    RedisError::from((ErrorKind::Client, "a write and its wait: not two replies"));
+                armed.acked = Some(Err(e.clone()));
+                return Err(e);
+            }
+            Err(e) => {
+                armed.acked = Some(Err(e.clone()));
+                return Err(e);
+            }
+        };
+        let (reply, waited) = (replies.next(), replies.next());
+        armed.acked = Some(match waited {
+            Some(Value::Int(n)) => Ok(n),
+            Some(Value::ServerError(e)) => Err(e.into()),
+            other => Err(RedisError::from((
+                ErrorKind::Client,
+                "WAIT answered",
+                format!("{other:?}"),
+            ))),
+        });
+        match reply {
+            Some(Value::ServerError(e)) => {
+                let e = RedisError::from(e);
+                // Not run there (the slot is served elsewhere by now, or has
+                // no primary this moment): sent alone, as redis-rs sends any
+                // command (it follows the cluster); not confirmed, so its
+                // caller sends it again, with its wait, once it is answered.
+                if self.is_cluster()
+                    && matches!(e.code(), Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN"))
+                {
+                    armed.acked = None;
+                    let Link::Cluster(c) = &mut self.link else {
+                        unreachable!()
+                    };
+                    return c
+                        .req_packed_command(cmd)
+                        .await
+                        .map_err(|e| unreached(e, super::spread::slot_key(cmd), started));
+                }
+                Err(e)
+            }
+            Some(reply) => Ok(reply),
+            None => unreachable!("two replies"),
+        }
     }
 
     /// Runs `cmd`, a command without keys (`INFO`), on the server that holds
@@ -169,6 +274,20 @@ impl Conn {
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if let Some(mut armed) = self.armed.take() {
+            let carries = match armed.slot {
+                None => true,
+                Some(slot) => super::spread::slot_key(cmd).map(Slot::for_key) == Some(slot),
+            };
+            if carries {
+                return Box::pin(async move {
+                    let reply = self.carrying(cmd, &mut armed).await;
+                    self.armed = Some(armed);
+                    reply
+                });
+            }
+            self.armed = Some(armed);
+        }
         match &mut self.link {
             Link::Single(c) => c.req_packed_command(cmd),
             Link::Cluster(c) => Box::pin(async move {

@@ -86,16 +86,39 @@ async fn apply_group(
     entries: &[Vec<u8>],
     decoded: &[Decoded<'_>],
 ) -> redis::RedisResult<GroupEnd> {
+    // A part leaves the outbox only once its slot's replica has it, when
+    // writes wait for one: each apply carries its wait (see
+    // `Conn::keep`), so its limit has the wait's time on top.
+    let limit = GROUP_LIMIT
+        + match conn.durability() {
+            Durability::Local => Duration::ZERO,
+            Durability::Replica { timeout } => timeout,
+        };
     let applies = decoded.iter().map(|d| {
         let mut conn = conn.clone();
         async move {
-            match d {
-                Ok(part) => match within(GROUP_LIMIT, apply(&mut conn, part, false)).await {
-                    Ok(Applied::Now | Applied::Before) => Ok(String::new()),
-                    Ok(Applied::Refused(why)) => Ok(why),
-                    Err(e) => Err((e, Slot::for_key(part.keys[0].as_str()))),
-                },
-                Err(why) => Ok(why.to_string()),
+            let part = match d {
+                Ok(part) => part,
+                Err(why) => return Ok(why.to_string()),
+            };
+            let key = part.keys[0].as_str();
+            conn.keep(key).await;
+            let applied = within(limit, apply(&mut conn, part, false)).await;
+            let kept = conn.replicated(key).await;
+            match applied {
+                Ok(Applied::Now | Applied::Before) if kept => Ok(String::new()),
+                // Not confirmed (its primary may have died with it): the
+                // group stays in the outbox, and the next drain applies it
+                // again on the slot's primary now (or finds its marker
+                // there).
+                Ok(Applied::Now | Applied::Before) => Err((
+                    redis::RedisError::from(std::io::Error::other(
+                        "no replica confirmed a part's write; it stays in the outbox",
+                    )),
+                    Slot::for_key(key),
+                )),
+                Ok(Applied::Refused(why)) => Ok(why),
+                Err(e) => Err((e, Slot::for_key(key))),
             }
         }
     });
@@ -112,36 +135,6 @@ async fn apply_group(
     }
     if let Some((e, slots)) = failed {
         return Ok(GroupEnd::Blocked(e, slots));
-    }
-    // A part leaves the outbox only once its slot's replica has it, when
-    // writes wait for one (every slot of the group at once).
-    if conn.durability() != Durability::Local {
-        let slots: HashMap<Slot, &str> = decoded
-            .iter()
-            .filter_map(|d| d.ok()?.keys.first())
-            .map(|k| (Slot::for_key(k.as_str()), k.as_str()))
-            .collect();
-        let slots: Vec<(Slot, &str)> = slots.into_iter().collect();
-        let kept = join_all(slots.iter().map(|(_, key)| {
-            let mut conn = conn.clone();
-            async move { conn.replicated(key).await }
-        }))
-        .await;
-        // Not confirmed (its primary may have died with it): the group
-        // stays in the outbox, and the next drain applies it again on the
-        // slot's primary now (or finds its marker there).
-        let unconfirmed: Vec<Slot> = slots
-            .iter()
-            .zip(&kept)
-            .filter(|(_, kept)| !**kept)
-            .map(|((slot, _), _)| *slot)
-            .collect();
-        if !unconfirmed.is_empty() {
-            let e = redis::RedisError::from(std::io::Error::other(
-                "no replica confirmed a part's write; it stays in the outbox",
-            ));
-            return Ok(GroupEnd::Blocked(e, unconfirmed));
-        }
     }
     let outbox = q.outbox();
     let offs = entries.iter().zip(decoded).zip(&whys).map(|((entry, d), why)| {
