@@ -197,6 +197,22 @@ impl Health {
             .is_some_and(|b| b.outages == h.outages && b.sent.elapsed() < self.ttl * num / den)
     }
 
+    /// The node's view, for a log line: the last beat written and the
+    /// outages seen then, the outages seen since, the last answer.
+    pub fn describe(&self) -> String {
+        let h = self.lock();
+        let beat = match h.beat {
+            Some(b) => format!("{:?} ago (after outage {})", b.sent.elapsed(), b.outages),
+            None => "none".to_owned(),
+        };
+        format!(
+            "last beat written: {beat}; outages seen: {}; last answer {:?} ago; steady: {}",
+            h.outages,
+            h.last_answer.elapsed(),
+            h.steady_since.is_some()
+        )
+    }
+
     /// Whether the node may declare other workers dead: Redis has answered
     /// it without a break for a full TTL.
     pub fn may_recover(&self) -> bool {

@@ -255,6 +255,9 @@ impl Manager {
         // Fetches left running (duty 3); detached, not aborted, if the
         // manager itself is dropped.
         let mut left: Vec<JoinHandle<()>> = Vec::new();
+        // Since when the node may not fetch, and whether that was said.
+        let mut held_back: Option<Instant> = None;
+        let mut warned = false;
         while !*self.quiet.borrow() {
             let mut slots = tokio::select! {
                 permit = self.slots.clone().acquire_owned() => permit.expect("slots are never closed"),
@@ -262,7 +265,17 @@ impl Manager {
             };
             if !self.node.health.may_fetch() {
                 // No heartbeat known to be written since the last outage (or
-                // for too long): beat first, then fetch.
+                // for too long): beat first, then fetch. Said once when it
+                // lasts a TTL, and once when it ends.
+                let since = *held_back.get_or_insert_with(Instant::now);
+                if !warned && since.elapsed() >= self.node.health.ttl() {
+                    warned = true;
+                    tracing::warn!(
+                        since = ?since.elapsed(),
+                        health = %self.node.health.describe(),
+                        "not fetching: no heartbeat of this worker is known written since its last outage"
+                    );
+                }
                 drop(slots);
                 self.node.health.beat_now.notify_one();
                 tokio::select! {
@@ -271,6 +284,11 @@ impl Manager {
                     _ = self.quiet.wait_for(|q| *q) => break,
                 }
                 continue;
+            }
+            if let Some(since) = held_back.take()
+                && std::mem::take(&mut warned)
+            {
+                tracing::info!(after = ?since.elapsed(), "fetching again");
             }
             left.retain(|t| !t.is_finished());
             // Every free slot, taken now: the jobs of a fetch left running
