@@ -126,7 +126,11 @@ async fn round(
     max_memory: u64,
     threads: Option<usize>,
 ) -> anyhow::Result<WaitingRound> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    // A backlog for a burst of K connections (the kernel caps it at
+    // `net.core.somaxconn`).
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.1:0".parse()?)?;
+    let listener = socket.listen(u32::try_from(k).unwrap_or(u32::MAX).max(1024))?;
     let addr = listener.local_addr()?;
     let held = Arc::new(AtomicU64::new(0));
     let (release, released) = watch::channel(false);
