@@ -5,7 +5,9 @@
 //! from inside a job and the HTTP policy point against a plain client;
 //! [`batches`] what batch membership costs Redis; [`fanout`] what a
 //! `mileage` fan-out costs across Cluster slots; [`dashboard`] times the
-//! dashboard's pages with a million jobs in Redis. Each returns its figures,
+//! dashboard's pages with a million jobs in Redis; [`waiting`] measures the
+//! worker's resident memory per job parked in an HTTP call; [`bounds`] what
+//! explicit bounds checks cost guest code. Each returns its figures,
 //! which print themselves as a table ([`report`]) or serialize as JSON.
 //!
 //! The drain benchmark:
