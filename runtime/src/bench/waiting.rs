@@ -23,7 +23,7 @@
 //! Per job: (waiting − idle) / K, and the whole resident set over K. The
 //! bench and the worker each need a file descriptor per waiting request: the
 //! bench raises its `RLIMIT_NOFILE` (which the worker inherits) to 2K plus
-//! some, up to what it may.
+//! some, up to what it may, and refuses a K the limit cannot hold.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -105,7 +105,16 @@ pub async fn run(
     );
     let module = std::path::absolute(&module)?;
     let most = jobs.iter().copied().max().unwrap_or(0);
-    raise_open_files(2 * most + 1_000);
+    let files = raise_open_files(2 * most + 1_000);
+    // The worker holds a socket per waiting job besides its own files (Redis,
+    // the module image, the runtime's): say so rather than fail K jobs.
+    anyhow::ensure!(
+        most + OWN_FILES <= files,
+        "{most} waiting jobs need {} open files in the worker; the limit is {files} (`ulimit -n`; \
+         raising the hard limit needs privilege): lower --jobs to {} at most",
+        most + OWN_FILES,
+        files.saturating_sub(OWN_FILES)
+    );
     let mut conn = queue::connect(redis_url).await?;
     let mut rounds = Vec::new();
     for &k in jobs {
@@ -300,17 +309,23 @@ fn status(pid: u32) -> anyhow::Result<Status> {
     })
 }
 
+/// Files a worker holds besides its jobs' sockets, with room to spare.
+const OWN_FILES: u64 = 100;
+
 /// Raises this process's open-file limit to `wanted` (soft and hard, which
-/// needs privilege), or else its soft limit to its hard one.
-fn raise_open_files(wanted: u64) {
+/// needs privilege), or else its soft limit to its hard one; returns the
+/// soft limit it ends with.
+fn raise_open_files(wanted: u64) -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the rlimit it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= wanted
-    {
-        return;
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return u64::MAX;
+    }
+    if limit.rlim_cur >= wanted {
+        return limit.rlim_cur;
     }
     let raised = libc::rlimit {
         rlim_cur: wanted.max(limit.rlim_max),
@@ -323,8 +338,12 @@ fn raise_open_files(wanted: u64) {
             rlim_max: limit.rlim_max,
         };
         // SAFETY: as above; raising the soft limit to the hard one is allowed.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) } != 0 {
+            return limit.rlim_cur;
+        }
+        return limit.rlim_max;
     }
+    raised.rlim_cur
 }
 
 /// The slow server: holds each request until `released` turns true (at most
