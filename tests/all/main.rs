@@ -32,6 +32,7 @@ mod hostile;
 pub(crate) mod http;
 mod kinds;
 mod layers;
+mod memory;
 mod metrics;
 mod queue;
 mod recovery;

@@ -5,7 +5,9 @@
 //! from inside a job and the HTTP policy point against a plain client;
 //! [`batches`] what batch membership costs Redis; [`fanout`] what a
 //! `mileage` fan-out costs across Cluster slots; [`dashboard`] times the
-//! dashboard's pages with a million jobs in Redis. Each returns its figures,
+//! dashboard's pages with a million jobs in Redis; [`waiting`] measures the
+//! worker's resident memory per job parked in an HTTP call; [`bounds`] what
+//! explicit bounds checks cost guest code. Each returns its figures,
 //! which print themselves as a table ([`report`]) or serialize as JSON.
 //!
 //! The drain benchmark:
@@ -44,6 +46,7 @@ pub mod host_calls;
 pub mod limiters;
 pub mod queues;
 pub mod report;
+pub mod waiting;
 
 const QUEUE: &str = "bench";
 
@@ -506,4 +509,104 @@ pub async fn metering(fib_wasm: &Path, n: u32, runs: usize) -> anyhow::Result<Me
         })
         .collect();
     Ok(MeteringFigures { n, runs, kinds })
+}
+
+/// One workload's median under each memory layout.
+#[derive(Debug, serde::Serialize)]
+pub struct BoundsFigure {
+    /// `memory loop` (1 MiB, [`LOOP_PASSES`] passes) or `fib(N)`.
+    ///
+    /// [`LOOP_PASSES`]: crate::sandbox::calibrate::LOOP_PASSES
+    pub work: String,
+    /// Median of the runs under the 4 GiB reservation (checks elided), ms.
+    pub full_ms: f64,
+    /// Median under the reservation sized to `--max-memory` (checks
+    /// explicit), ms.
+    pub sized_ms: f64,
+    /// `sized_ms / full_ms`.
+    pub ratio: f64,
+}
+
+/// The figures of `stoker bench bounds`.
+#[derive(Debug, serde::Serialize)]
+pub struct BoundsFigures {
+    /// The sized layout's reservation, bytes.
+    pub reservation_bytes: u64,
+    /// Runs of each layout behind each median, alternated.
+    pub runs: usize,
+    /// Per workload.
+    pub work: Vec<BoundsFigure>,
+}
+
+/// Times a memory-bound loop and `fib` in two node engines that differ only
+/// in their memory layout: the full 4 GiB reservation, and one sized to
+/// `max_memory` (what a node picks when the full one does not fit its pool:
+/// [`crate::sandbox::MemoryLayout::for_node`]). Runs alternate between the
+/// two so that both see the same (shared, noisy) machine.
+pub async fn bounds(
+    fib_wasm: &Path,
+    max_memory: u64,
+    runs: usize,
+) -> anyhow::Result<BoundsFigures> {
+    use crate::sandbox::MemoryLayout;
+    use crate::sandbox::calibrate::LayoutRunner;
+    anyhow::ensure!(runs >= 1, "--runs must be at least 1");
+    let wasm =
+        std::fs::read(fib_wasm).with_context(|| format!("reading {}", fib_wasm.display()))?;
+    let full = MemoryLayout::for_node(1, max_memory);
+    let sized = MemoryLayout {
+        reservation: max_memory.max(1).next_multiple_of(1 << 16),
+        ..full
+    };
+    anyhow::ensure!(
+        full.elides_bounds_checks() && !sized.elides_bounds_checks(),
+        "--max-memory must be below 4 GiB for the two layouts to differ"
+    );
+    let layouts = [
+        LayoutRunner::new(full, max_memory, &wasm)?,
+        LayoutRunner::new(sized, max_memory, &wasm)?,
+    ];
+    let fib_n = 30;
+    let args = format!("{{\"n\":{fib_n}}}");
+    let mut times: [[Vec<f64>; 2]; 2] = Default::default();
+    // One warm-up run of each.
+    for l in &layouts {
+        l.time_memory_loop().await?;
+        l.time_fib(&args).await?;
+    }
+    for _ in 0..runs {
+        for (i, l) in layouts.iter().enumerate() {
+            times[0][i].push(l.time_memory_loop().await?.as_secs_f64() * 1e3);
+            times[1][i].push(l.time_fib(&args).await?.as_secs_f64() * 1e3);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let names = [
+        format!(
+            "memory loop (1 MiB x {})",
+            crate::sandbox::calibrate::LOOP_PASSES
+        ),
+        format!("fib({fib_n})"),
+    ];
+    let work = names
+        .into_iter()
+        .zip(times)
+        .map(|(work, [f, s])| {
+            let (full_ms, sized_ms) = (median(f), median(s));
+            BoundsFigure {
+                work,
+                full_ms,
+                sized_ms,
+                ratio: sized_ms / full_ms,
+            }
+        })
+        .collect();
+    Ok(BoundsFigures {
+        reservation_bytes: sized.reservation,
+        runs,
+        work,
+    })
 }

@@ -9,7 +9,8 @@ use super::dashboard::{DashboardFigures, REQUESTS};
 use super::fanout::{CHECKPOINT_MS, FanoutFigures};
 use super::host_calls::HostCallFigures;
 use super::limiters::{DECISIONS, LimiterFigures};
-use super::{DrainFigures, MeteringFigures};
+use super::waiting::WaitingFigures;
+use super::{BoundsFigures, DrainFigures, MeteringFigures};
 use crate::render::bytes;
 
 impl Display for DrainFigures {
@@ -96,6 +97,63 @@ impl Display for MeteringFigures {
                 f,
                 "  {:<11} {:>9.1} ms  {:>5.2}x",
                 m.metering, m.median_ms, m.ratio
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for BoundsFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "bounds: median of {} runs each, alternated; 4 GiB reservation (checks elided) \
+             vs {} (checks explicit), fuel on",
+            self.runs,
+            bytes(self.reservation_bytes)
+        )?;
+        writeln!(
+            f,
+            "  {:<26} {:>10} {:>10} {:>7}",
+            "", "4 GiB", "sized", "ratio"
+        )?;
+        for w in &self.work {
+            writeln!(
+                f,
+                "  {:<26} {:>7.1} ms {:>7.1} ms {:>6.2}x",
+                w.work, w.full_ms, w.sized_ms, w.ratio
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for WaitingFigures {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "waiting: K jobs each parked in one HTTP call to a slow local server, one worker \
+             (--concurrency K, --max-memory {})",
+            bytes(self.max_memory_bytes)
+        )?;
+        writeln!(
+            f,
+            "  {:>6} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10} {:>12} {:>7}",
+            "K", "idle RSS", "waiting", "anon", "file", "per job", "RSS/K", "addr space", "ramp"
+        )?;
+        for r in &self.rounds {
+            writeln!(
+                f,
+                "  {:>6} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8.1} TiB {:>6.1}s",
+                r.jobs,
+                bytes(r.idle_rss_bytes),
+                bytes(r.waiting_rss_bytes),
+                bytes(r.waiting_rss_anon_bytes),
+                bytes(r.waiting_rss_file_bytes),
+                bytes(r.per_job_bytes as u64),
+                bytes(r.per_job_total_bytes as u64),
+                r.address_space_bytes as f64 / (1u64 << 40) as f64,
+                r.ramp_secs
             )?;
         }
         Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::parse_duration;
+use crate::config::{parse_duration, parse_size};
 
 use super::{Redis, print_json};
 
@@ -50,6 +50,51 @@ pub enum Bench {
     /// The `mileage` fan-out: a parent committing one child per user, each
     /// child a staged write; on Cluster, across slots and within one slot.
     Fanout(FanoutArgs),
+    /// The worker's resident memory per job waiting on a slow HTTP server,
+    /// 1,000 to 20,000 jobs at once.
+    Waiting(WaitingArgs),
+    /// What explicit bounds checks cost guest code: a memory-bound loop and
+    /// `fib` under a 4 GiB memory reservation and under one sized to
+    /// `--max-memory`.
+    Bounds(BoundsArgs),
+}
+
+/// Jobs waiting on I/O.
+#[derive(clap::Args)]
+pub struct WaitingArgs {
+    /// The manifest; `fetch` is the guest built beside it
+    /// (`../target/wasm32-wasip2/guest/fetch.wasm`).
+    #[arg(long, default_value = "examples/stoker.toml")]
+    pub manifest: PathBuf,
+    /// Jobs waiting at once, one round (and one worker, that concurrency)
+    /// each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 20_000])]
+    pub jobs: Vec<u64>,
+    /// The workers' `--max-memory`.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub max_memory: u64,
+    /// The workers' `--threads` (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// Bounds checks.
+#[derive(clap::Args)]
+pub struct BoundsArgs {
+    /// The manifest; `fib` is the guest built beside it
+    /// (`../target/wasm32-wasip2/guest/fib.wasm`).
+    #[arg(long, default_value = "examples/stoker.toml")]
+    pub manifest: PathBuf,
+    /// The reservation of the checked layout (a node's `--max-memory`).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub max_memory: u64,
+    /// Runs of each layout, alternated.
+    #[arg(long, default_value_t = 9)]
+    pub runs: usize,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 /// How the figures are printed.
@@ -175,6 +220,18 @@ pub async fn run(args: Args, redis: &Redis) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(a.queues == 1, "bench batch drains one queue");
             let f = bench::batches::run(url, &a.manifest, a.jobs, a.concurrency, a.threads).await?;
             show(&f, &a.output)
+        }
+        Bench::Waiting(a) => {
+            let f = bench::waiting::run(url, &a.manifest, &a.jobs, a.max_memory, a.threads).await?;
+            show(&f, &a.output)
+        }
+        Bench::Bounds(a) => {
+            let fib = a
+                .manifest
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("../target/wasm32-wasip2/guest/fib.wasm");
+            show(&bench::bounds(&fib, a.max_memory, a.runs).await?, &a.output)
         }
         Bench::Fanout(a) => {
             let f =

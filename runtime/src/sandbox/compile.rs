@@ -4,7 +4,8 @@
 //!
 //! The `stoker` binary turns this on at start ([`isolate_compiles`]): it then
 //! re-executes itself (`/proc/self/exe`, the very image that is running) with
-//! [`CHILD_ARG`], writes the module on the child's stdin and reads the compiled
+//! [`CHILD_ARG`] and the node's [`MemoryLayout`] (its reservation and guard,
+//! bytes), writes the module on the child's stdin and reads the compiled
 //! artifact from its stdout. The child sets its own rlimits before reading and
 //! compiles with the same engine settings minus the pooling allocator (which
 //! does not change generated code); the parent loads the artifact into its own
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::engine::{MAX_MODULE_BYTES, first_line};
+use super::engine::{MAX_MODULE_BYTES, MemoryLayout, first_line};
 
 /// The first argument that makes `stoker` a compile child.
 pub const CHILD_ARG: &str = "__stoker-compile-module";
@@ -56,12 +57,17 @@ pub enum CompileError {
     Host(String),
 }
 
-/// Compiles `wasm` for `engine`, bounded when [`isolate_compiles`] was called.
-pub fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component, CompileError> {
+/// Compiles `wasm` for `engine` (whose memories are laid out as `layout`
+/// says), bounded when [`isolate_compiles`] was called.
+pub fn compile(
+    engine: &Engine,
+    layout: MemoryLayout,
+    wasm: &[u8],
+) -> Result<Component, CompileError> {
     let Some(helper) = HELPER.get() else {
         return Component::new(engine, wasm).map_err(|e| CompileError::Invalid(format!("{e:#}")));
     };
-    let artifact = run_child(helper, wasm)?;
+    let artifact = run_child(helper, layout, wasm)?;
     // SAFETY: the bytes were produced by `Engine::precompile_component` in a
     // child running this very executable image (`/proc/self/exe`), with the
     // engine settings this process uses; they came over a pipe only we hold.
@@ -70,10 +76,12 @@ pub fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component, CompileError> 
         .map_err(|e| CompileError::Invalid(format!("{e:#}")))
 }
 
-fn run_child(helper: &PathBuf, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
+fn run_child(helper: &PathBuf, layout: MemoryLayout, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
     let host = |what: &str, e: std::io::Error| CompileError::Host(format!("{what}: {e}"));
     let mut child = Command::new(helper)
         .arg(CHILD_ARG)
+        .arg(layout.reservation.to_string())
+        .arg(layout.guard.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -150,9 +158,20 @@ fn run_child(helper: &PathBuf, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
     Ok(artifact)
 }
 
-/// The compile child's `main`: rlimits, the module from stdin, the artifact to
-/// stdout. Exit 2: the module is invalid (reason on stderr); 1: anything else.
+/// The compile child's `main`: rlimits, the memory layout from its arguments
+/// (after [`CHILD_ARG`]: reservation and guard, bytes), the module from stdin,
+/// the artifact to stdout. Exit 2: the module is invalid (reason on stderr);
+/// 1: anything else.
 pub fn child_main() -> ExitCode {
+    let layout: Vec<u64> = std::env::args()
+        .skip(2)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let [reservation, guard] = layout[..] else {
+        eprintln!("usage: stoker {CHILD_ARG} RESERVATION GUARD < module.wasm");
+        return ExitCode::from(1);
+    };
+    let layout = MemoryLayout { reservation, guard };
     set_limit(libc::RLIMIT_CPU, COMPILE_CPU_SECONDS);
     set_limit(libc::RLIMIT_AS, COMPILE_ADDRESS_SPACE);
     set_limit(libc::RLIMIT_CORE, 0);
@@ -166,7 +185,7 @@ pub fn child_main() -> ExitCode {
         eprintln!("the module could not be read, or is over {MAX_MODULE_BYTES} bytes");
         return ExitCode::from(1);
     }
-    let engine = match Engine::new(&super::engine::compile_config()) {
+    let engine = match Engine::new(&super::engine::compile_config(layout)) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("cannot create the wasmtime engine: {e}");

@@ -25,6 +25,87 @@ pub const MAX_MODULE_BYTES: usize = 32 << 20;
 /// otherwise; `stoker deploy --max-memory` defaults to the same.
 pub const DEFAULT_POOL_MEMORY: u64 = 1 << 30;
 
+/// Bytes wasmtime reserves after each linear memory (its default): accesses
+/// at an offset within it need no check of the offset.
+pub const MEMORY_GUARD: u64 = 32 << 20;
+/// The reservation that covers a 32-bit memory's whole index space (4 GiB),
+/// so that wasmtime elides bounds checks.
+pub const FULL_RESERVATION: u64 = 1 << 32;
+/// Address space the memory pool may take with [`FULL_RESERVATION`]s: above
+/// it, each memory reserves only the node's `--max-memory`. A quarter of
+/// x86-64's 128 TiB of user address space: about 4,000 job slots.
+pub const FULL_RESERVATION_BUDGET: u64 = 32 << 40;
+/// Address space the memory pool may take at all (of 128 TiB): a node
+/// asking for more is refused at start with the numbers.
+pub const POOL_ADDRESS_BUDGET: u64 = 96 << 40;
+
+/// Memory mappings (kernel VMAs) one job slot of the pool costs: two from the
+/// start (its fiber stack and the stack's guard page), about four more while
+/// a job runs in it (its two memories' accessible parts, splitting the pool's
+/// inaccessible mapping, and the module's copy-on-write image), as counted in
+/// `/proc/PID/maps` under `stoker bench waiting`; and one to spare.
+pub const MAPS_PER_SLOT: u64 = 7;
+/// Mappings the rest of the worker uses (code, heap arenas, threads), with
+/// room to spare.
+pub const MAPS_BASE: u64 = 4_096;
+
+/// The kernel's limit on a process's memory mappings (`vm.max_map_count`),
+/// if it can be read.
+fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How each linear memory of the pool lies in the address space: the bytes
+/// reserved for it and the guard after. It shapes generated code (wasmtime
+/// elides bounds checks only when reservation and guard cover the 4 GiB index
+/// space), so compiled artifacts are specific to it: compile children get it,
+/// and the artifact cache's key covers it (wasmtime's
+/// `precompile_compatibility_hash` includes these settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLayout {
+    /// Address space reserved per memory; no memory grows past it.
+    pub reservation: u64,
+    /// Inaccessible bytes after each reservation.
+    pub guard: u64,
+}
+
+impl MemoryLayout {
+    /// The layout of a node running `slots` job instances with memories of at
+    /// most `max_memory_bytes`: [`FULL_RESERVATION`]s while the pool fits
+    /// [`FULL_RESERVATION_BUDGET`], else a reservation of `max_memory_bytes`
+    /// (whole 64 KiB pages) with explicit bounds checks.
+    pub fn for_node(slots: u32, max_memory_bytes: u64) -> MemoryLayout {
+        let full = MemoryLayout {
+            reservation: FULL_RESERVATION.max(max_memory_bytes.next_multiple_of(1 << 16)),
+            guard: MEMORY_GUARD,
+        };
+        if full.pool_bytes(slots) <= FULL_RESERVATION_BUDGET {
+            return full;
+        }
+        MemoryLayout {
+            reservation: max_memory_bytes.max(1).next_multiple_of(1 << 16),
+            guard: MEMORY_GUARD,
+        }
+    }
+
+    /// Address space of the memories of `slots` job instances.
+    pub fn pool_bytes(&self, slots: u32) -> u64 {
+        u64::from(slots)
+            .saturating_mul(u64::from(shape::MAX_MEMORIES))
+            .saturating_mul(self.reservation.saturating_add(self.guard))
+    }
+
+    /// Whether it covers a 32-bit memory's index space, so that wasmtime
+    /// elides bounds checks.
+    pub fn elides_bounds_checks(&self) -> bool {
+        self.reservation >= FULL_RESERVATION
+    }
+}
+
 /// What a node's sandbox is sized for.
 ///
 /// # The pool
@@ -59,6 +140,8 @@ pub struct SandboxConfig {
 /// The node's engine, linker and artifact cache. Cheap to share (`Arc`).
 pub struct Sandbox {
     pub(super) engine: Engine,
+    /// The memory layout its code is compiled for.
+    layout: MemoryLayout,
     /// The pool's per-memory size: no class can use more on this node.
     pub(super) max_memory_bytes: u64,
     linker: Linker<JobState>,
@@ -112,6 +195,33 @@ fn invalid(message: String) -> ModuleRefused {
 impl Sandbox {
     /// Builds the engine and linker for `config`.
     pub fn new(config: &SandboxConfig) -> anyhow::Result<Arc<Sandbox>> {
+        let layout = config.layout();
+        let needed = layout.pool_bytes(config.slots());
+        anyhow::ensure!(
+            needed <= POOL_ADDRESS_BUDGET,
+            "--concurrency {} with --max-memory {} needs {} GiB of address space for job \
+             memories ({} per job, each reserving its --max-memory plus a {} MiB guard); \
+             the limit is {} GiB: lower --max-memory or --concurrency",
+            config.concurrency,
+            shape::mib(config.max_memory_bytes),
+            needed >> 30,
+            shape::MAX_MEMORIES,
+            MEMORY_GUARD >> 20,
+            POOL_ADDRESS_BUDGET >> 30,
+        );
+        // Past the kernel's mapping limit, allocations fail (ENOMEM) while
+        // jobs run: refuse at start instead.
+        let maps = u64::from(config.slots()) * MAPS_PER_SLOT + MAPS_BASE;
+        if let Some(allowed) = max_map_count().filter(|&allowed| maps > allowed) {
+            anyhow::bail!(
+                "--concurrency {} needs about {maps} memory mappings ({MAPS_PER_SLOT} per job); \
+                 the kernel allows {allowed} (vm.max_map_count): raise it (`sysctl -w \
+                 vm.max_map_count={}`) or lower --concurrency to {} at most",
+                config.concurrency,
+                maps.next_multiple_of(1 << 16),
+                (allowed.saturating_sub(MAPS_BASE) / MAPS_PER_SLOT).saturating_sub(4),
+            );
+        }
         let engine = Engine::new(&wasmtime_config(config))
             .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?;
         let mut linker = Linker::new(&engine);
@@ -124,6 +234,7 @@ impl Sandbox {
         };
         Ok(Arc::new(Sandbox {
             engine,
+            layout,
             max_memory_bytes: config.max_memory_bytes,
             linker,
             cache,
@@ -182,7 +293,7 @@ impl Sandbox {
     fn compile(&self, wasm: &[u8], digest: Option<&str>) -> Result<Component, ModuleRefused> {
         let mut failure = None;
         let mut bounded = || {
-            compile::compile(&self.engine, wasm).map_err(|e| {
+            compile::compile(&self.engine, self.layout, wasm).map_err(|e| {
                 let message = match &e {
                     CompileError::Invalid(m) if m.contains("pooling allocator") => {
                         // Past the shape checks, the pool's own accounting
@@ -298,9 +409,15 @@ pub(super) fn check_header(wasm: &[u8]) -> Result<(), String> {
 
 /// The engine settings that shape generated code: what a compile child uses
 /// (no pool, which does not change the code), and the base of a node's engine.
-pub(super) fn compile_config() -> Config {
+pub(super) fn compile_config(layout: MemoryLayout) -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true);
+    c.memory_reservation(layout.reservation);
+    c.memory_guard_size(layout.guard);
+    // Memories never move (the pool's do not; a compile child runs nothing),
+    // so generated code may keep a memory's base in a register.
+    c.memory_may_move(false);
+    c.memory_reservation_for_growth(0);
     c.consume_fuel(true);
     c.max_wasm_stack(MAX_WASM_STACK);
     c.async_stack_size(ASYNC_STACK);
@@ -310,14 +427,32 @@ pub(super) fn compile_config() -> Config {
     c
 }
 
-pub(super) fn wasmtime_config(config: &SandboxConfig) -> Config {
-    let mut c = compile_config();
+impl SandboxConfig {
+    /// Job instances the pool holds: one per running attempt, plus slack for
+    /// instances being torn down.
+    pub fn slots(&self) -> u32 {
+        self.concurrency.max(1).saturating_add(4)
+    }
 
-    // Pool sized from the node's concurrency: one component instance per running
-    // attempt, plus slack for instances being torn down. A Rust wasip2 component
+    /// The memory layout of this node ([`MemoryLayout::for_node`]).
+    pub fn layout(&self) -> MemoryLayout {
+        MemoryLayout::for_node(self.slots(), self.max_memory_bytes)
+    }
+}
+
+pub(super) fn wasmtime_config(config: &SandboxConfig) -> Config {
+    wasmtime_config_with(config, config.layout())
+}
+
+/// A node's engine settings with memories laid out as `layout` says (which
+/// must reserve at least `config.max_memory_bytes`), not as its size picks.
+pub(super) fn wasmtime_config_with(config: &SandboxConfig, layout: MemoryLayout) -> Config {
+    let mut c = compile_config(layout);
+
+    // Pool sized from the node's concurrency (`slots`). A Rust wasip2 component
     // holds a handful of core instances, memories and tables; the per-component
     // limits are the shape checks' (so what deploy admits fits every slot).
-    let slots = config.concurrency.max(1) + 4;
+    let slots = config.slots();
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
         .total_core_instances(slots * shape::MAX_CORE_INSTANCES)
@@ -359,5 +494,180 @@ mod tests {
                 .contains("core WebAssembly module")
         );
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn memories_reserve_4_gib_while_the_pool_fits_else_the_node_cap() {
+        let small = MemoryLayout::for_node(64, 1 << 30);
+        assert_eq!(small.reservation, FULL_RESERVATION);
+        assert!(small.elides_bounds_checks());
+        let wide = MemoryLayout::for_node(20_004, 1 << 30);
+        assert_eq!(wide.reservation, 1 << 30);
+        assert!(!wide.elides_bounds_checks());
+        assert!(wide.pool_bytes(20_004) <= POOL_ADDRESS_BUDGET);
+        // A cap that is not a whole number of wasm pages is rounded up to one.
+        assert_eq!(
+            MemoryLayout::for_node(20_004, (1 << 20) + 1).reservation,
+            (1 << 20) + (1 << 16)
+        );
+        // A cap of 4 GiB or more is reserved whole.
+        assert_eq!(MemoryLayout::for_node(4, 6 << 30).reservation, 6 << 30);
+        // The switch comes where the 4 GiB reservations stop fitting.
+        let per_slot = u64::from(shape::MAX_MEMORIES) * (FULL_RESERVATION + MEMORY_GUARD);
+        let last = (FULL_RESERVATION_BUDGET / per_slot) as u32;
+        assert!(MemoryLayout::for_node(last, 1 << 30).elides_bounds_checks());
+        assert!(!MemoryLayout::for_node(last + 1, 1 << 30).elides_bounds_checks());
+    }
+
+    #[test]
+    fn a_pool_past_the_address_space_is_refused_with_the_numbers() {
+        let err = Sandbox::new(&SandboxConfig {
+            concurrency: 20_000,
+            max_memory_bytes: 4 << 30,
+            cache_dir: None,
+        })
+        .err()
+        .expect("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("--concurrency 20000 with --max-memory 4096 MiB")
+                && message.contains("lower --max-memory or --concurrency"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn compiled_code_is_cached_per_memory_layout() {
+        let key = |layout| {
+            super::super::cache::engine_key(&Engine::new(&compile_config(layout)).unwrap())
+        };
+        let full = MemoryLayout::for_node(1, 1 << 30);
+        let sized = MemoryLayout::for_node(20_004, 1 << 30);
+        assert_ne!(key(full), key(sized));
+        assert_ne!(
+            key(sized),
+            key(MemoryLayout {
+                reservation: 2 << 30,
+                ..sized
+            })
+        );
+        assert_eq!(key(sized), key(sized));
+    }
+
+    /// `(module (memory 1) (func (export "grow") (param i32) (result i32)
+    /// (memory.grow (local.get 0))) (func (export "load") (param i32)
+    /// (result i32) (i32.load (local.get 0))))`
+    fn grower() -> Vec<u8> {
+        use wasm_encoder::{
+            CodeSection, ExportKind, ExportSection, Function, FunctionSection, MemArg,
+            MemorySection, MemoryType, Module, TypeSection, ValType,
+        };
+        let mut m = Module::new();
+        let mut types = TypeSection::new();
+        types.ty().function([ValType::I32], [ValType::I32]);
+        m.section(&types);
+        let mut funcs = FunctionSection::new();
+        funcs.function(0);
+        funcs.function(0);
+        m.section(&funcs);
+        let mut memories = MemorySection::new();
+        memories.memory(MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        m.section(&memories);
+        let mut exports = ExportSection::new();
+        exports.export("grow", ExportKind::Func, 0);
+        exports.export("load", ExportKind::Func, 1);
+        m.section(&exports);
+        let mut code = CodeSection::new();
+        let mut grow = Function::new([]);
+        grow.instructions().local_get(0).memory_grow(0).end();
+        code.function(&grow);
+        let mut load = Function::new([]);
+        load.instructions()
+            .local_get(0)
+            .i32_load(MemArg {
+                offset: 0,
+                align: 2,
+                memory_index: 0,
+            })
+            .end();
+        code.function(&load);
+        m.section(&code);
+        m.finish()
+    }
+
+    /// A memory under a reservation sized to the node's cap (bounds checks
+    /// explicit) with a class cap equal to it: it grows to the cap and no
+    /// further, every byte below its size is readable, and any access past
+    /// it traps as out of bounds, inside the reservation, inside the guard
+    /// and far past both.
+    #[tokio::test]
+    async fn a_sized_reservation_still_bounds_every_access() {
+        use crate::sandbox::limits::{MemoryLimitExceeded, StoreLimits};
+        use wasmtime::{Store, Trap};
+        const CAP: u64 = 2 << 20;
+        let config = SandboxConfig {
+            concurrency: 1,
+            max_memory_bytes: CAP,
+            cache_dir: None,
+        };
+        let layout = MemoryLayout {
+            reservation: CAP,
+            guard: MEMORY_GUARD,
+        };
+        assert!(!layout.elides_bounds_checks());
+        let engine = Engine::new(&wasmtime_config_with(&config, layout)).unwrap();
+        let module = wasmtime::Module::new(&engine, grower()).unwrap();
+        let mut store = Store::new(&engine, StoreLimits::new(CAP));
+        store.limiter(|l| l);
+        store.set_fuel(u64::MAX).unwrap();
+        let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+            .await
+            .unwrap();
+        let grow = instance
+            .get_typed_func::<i32, i32>(&mut store, "grow")
+            .unwrap();
+        let load = instance
+            .get_typed_func::<i32, i32>(&mut store, "load")
+            .unwrap();
+        let pages = (CAP >> 16) as i32;
+        let out_of_bounds = |e: wasmtime::Error| {
+            assert_eq!(
+                e.downcast_ref::<Trap>(),
+                Some(&Trap::MemoryOutOfBounds),
+                "{e:?}"
+            );
+        };
+        // One page: its last word reads, the next one traps.
+        assert_eq!(load.call_async(&mut store, 65_532).await.unwrap(), 0);
+        out_of_bounds(load.call_async(&mut store, 65_536).await.unwrap_err());
+        // Up to the cap (the whole reservation).
+        assert_eq!(grow.call_async(&mut store, pages - 1).await.unwrap(), 1);
+        assert_eq!(
+            load.call_async(&mut store, CAP as i32 - 4).await.unwrap(),
+            0
+        );
+        // Past it: inside the guard, past the guard, at the top of the index
+        // space, and a word straddling the end.
+        for at in [
+            CAP as i32,
+            (CAP + MEMORY_GUARD / 2) as i32,
+            (CAP + MEMORY_GUARD + (1 << 20)) as i32,
+            -4,
+            CAP as i32 - 2,
+        ] {
+            out_of_bounds(load.call_async(&mut store, at).await.unwrap_err());
+        }
+        // One page more: refused as the class's memory limit.
+        let err = grow.call_async(&mut store, 1).await.unwrap_err();
+        assert!(
+            err.downcast_ref::<MemoryLimitExceeded>().is_some(),
+            "{err:?}"
+        );
     }
 }

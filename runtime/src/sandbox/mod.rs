@@ -29,7 +29,8 @@ pub mod shape;
 mod state;
 
 pub use engine::{
-    DEFAULT_POOL_MEMORY, JobModule, MAX_MODULE_BYTES, ModuleRefused, Sandbox, SandboxConfig,
+    DEFAULT_POOL_MEMORY, JobModule, MAX_MODULE_BYTES, MemoryLayout, ModuleRefused, Sandbox,
+    SandboxConfig,
 };
 pub use limits::MAX_TABLE_ELEMENTS;
 pub use run::{Attempt, Failure, MAX_ERROR_MESSAGE_BYTES, RunOutcome, RunReport, Usage};
