@@ -58,15 +58,7 @@ pub async fn time_runs(
         .consume_fuel(fuel)
         .epoch_interruption(epoch);
     let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut linker = Linker::new(&engine);
-    super::state::link(&mut linker)?;
-    let component = Component::new(&engine, wasm).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pre = JobPre::new(
-        linker
-            .instantiate_pre(&component)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pre = job_pre(&engine, wasm)?;
 
     let ticking = Arc::new(AtomicBool::new(epoch));
     let ticker = {
@@ -196,15 +188,7 @@ impl LayoutRunner {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let memory_loop =
             wasmtime::Module::new(&engine, memory_loop()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut linker = Linker::new(&engine);
-        super::state::link(&mut linker)?;
-        let component = Component::new(&engine, fib_wasm).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let fib = JobPre::new(
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let fib = job_pre(&engine, fib_wasm)?;
         Ok(LayoutRunner {
             engine,
             memory_loop,
@@ -264,4 +248,18 @@ fn fuel<T>(store: &mut Store<T>) -> anyhow::Result<()> {
         .fuel_async_yield_interval(Some(YIELD_INTERVAL))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
+}
+
+/// The job component `wasm`, compiled for `engine` and linked with the
+/// job's host state, ready to instantiate.
+fn job_pre(engine: &Engine, wasm: &[u8]) -> anyhow::Result<JobPre<JobState>> {
+    let mut linker = Linker::new(engine);
+    super::state::link(&mut linker)?;
+    let component = Component::new(engine, wasm).map_err(|e| anyhow::anyhow!("{e}"))?;
+    JobPre::new(
+        linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -339,6 +339,22 @@ async fn dead_workers(
         .collect())
 }
 
+/// `recover.lua` on `worker`'s in-flight list of `q`: every job in it, or
+/// (with payloads added as further arguments) those only.
+pub fn recover_call(q: &QueueKeys, worker: &str) -> redis::ScriptInvocation<'static> {
+    let mut call = SCRIPTS.recover.prepare_invoke();
+    call.key(q.inflight(worker))
+        .key(q.pending())
+        .key(q.dead())
+        .key(q.batch_outbox())
+        .arg(q.job_prefix())
+        .arg(POISON_AFTER)
+        .arg(DEAD_TTL.as_secs())
+        .arg(q.snapshot_prefix())
+        .arg(worker);
+    call
+}
+
 /// Moves every job in `worker`'s in-flight lists of `queues` back to their
 /// queues (or, for a job recovered [`POISON_AFTER`] times in a row without
 /// a checkpoint, to the dead set), each queue on its own. How many jobs
@@ -350,19 +366,8 @@ pub async fn recover_worker(
     outages: &Outages,
 ) -> (u64, bool) {
     let done = each_queue(conn, queues, "recover", outages, |mut conn, q| async move {
-        let (moved, poisoned): (u64, u64) = SCRIPTS
-            .recover
-            .key(q.inflight(worker))
-            .key(q.pending())
-            .key(q.dead())
-            .key(q.batch_outbox())
-            .arg(q.job_prefix())
-            .arg(POISON_AFTER)
-            .arg(DEAD_TTL.as_secs())
-            .arg(q.snapshot_prefix())
-            .arg(worker)
-            .invoke_async(&mut conn)
-            .await?;
+        let (moved, poisoned): (u64, u64) =
+            recover_call(&q, worker).invoke_async(&mut conn).await?;
         Ok::<_, redis::RedisError>((moved, poisoned))
     })
     .await;

@@ -23,12 +23,11 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
+use crate::queue::Conn;
 use crate::queue::health::Outages;
 use crate::queue::held::Held;
 use crate::queue::keys::QueueKeys;
-use crate::queue::settle::DEAD_TTL;
-use crate::queue::{Conn, SCRIPTS};
-use crate::scheduler::{POISON_AFTER, each_queue};
+use crate::scheduler::{each_queue, recover_call};
 
 /// Reads of a list tried before a round gives up on it (a fetch of its queue
 /// was on its way at each): the entries noted before are kept for the next.
@@ -108,16 +107,7 @@ async fn round(
     if orphans.is_empty() {
         return Ok((now, 0, Vec::new()));
     }
-    let mut call = SCRIPTS.recover.prepare_invoke();
-    call.key(q.inflight(worker))
-        .key(q.pending())
-        .key(q.dead())
-        .key(q.batch_outbox())
-        .arg(q.job_prefix())
-        .arg(POISON_AFTER)
-        .arg(DEAD_TTL.as_secs())
-        .arg(q.snapshot_prefix())
-        .arg(worker);
+    let mut call = recover_call(q, worker);
     for entry in &orphans {
         call.arg(*entry);
     }
