@@ -34,6 +34,7 @@ mod kinds;
 mod layers;
 mod memory;
 mod metrics;
+mod open_files;
 mod queue;
 mod recovery;
 mod redis;

@@ -69,6 +69,7 @@ impl Launcher {
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {redis_url}: {e}"))?
             .with_durability(config.durability);
+        open_files_for(config.concurrency);
         let sandbox = Sandbox::new(&SandboxConfig {
             concurrency: config.concurrency,
             max_memory_bytes: config.max_memory_bytes,
@@ -333,6 +334,46 @@ async fn beat(
         .ignore()
         .query_async(conn)
         .await
+}
+
+/// File descriptors a worker uses besides its jobs' (Redis connections, the
+/// artifact cache, the HTTP port, compile children), with room to spare.
+const FDS_BASE: u64 = 256;
+
+/// Raises this process's limit on open files (`ulimit -n`) to the most it
+/// may (its hard limit), as servers do: each job that makes an HTTP call
+/// holds a socket while it waits. Warns when `concurrency` such jobs would
+/// still not fit: past the limit, a call fails with "too many open files"
+/// (os error 24).
+fn open_files_for(concurrency: u32) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the rlimit it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads a valid rlimit; raising the soft limit up
+        // to the hard one is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = u64::from(concurrency) + FDS_BASE;
+    if needed > limit.rlim_cur {
+        tracing::warn!(
+            concurrency,
+            open_files = limit.rlim_cur,
+            "this process may open {} files (ulimit -n, its hard limit): with --concurrency {concurrency}, jobs making HTTP calls at once can run out of them (\"too many open files\"); raise the limit to {needed} or more, or lower --concurrency",
+            limit.rlim_cur
+        );
+    }
 }
 
 fn hostname() -> String {
