@@ -3,12 +3,13 @@
 //! start, and warns when `--concurrency` would still not fit under it.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use stoker::queue::keys;
 
-use crate::support::{TestEnv, stoker_path};
+use crate::support::{SETTLE, TestEnv, stoker_path, wait_until};
 
 /// Starts a worker under `sh` after `limits` (`ulimit` commands); once it
-/// has run a moment: its soft and hard limits on open files, and its log.
+/// has written its first heartbeat: its soft and hard limits on open
+/// files, and its log.
 fn worker_under(env: &TestEnv, limits: &str, concurrency: &str) -> (u64, u64, String) {
     let cache = env.dir().join("cache");
     let mut child = Command::new("sh")
@@ -25,36 +26,27 @@ fn worker_under(env: &TestEnv, limits: &str, concurrency: &str) -> (u64, u64, St
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting a worker under sh");
-    let status = format!("/proc/{}/limits", child.id());
-    let mut limits = None;
-    for _ in 0..100 {
-        std::thread::sleep(Duration::from_millis(100));
-        let text = std::fs::read_to_string(&status).unwrap_or_default();
-        let line = text.lines().find(|l| l.starts_with("Max open files"));
-        let nums: Vec<u64> = line
-            .map(|l| {
-                l.split_whitespace()
-                    .filter_map(|w| w.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Read once the shell has become the worker and the worker has
-        // started (its soft limit raised or not by then: 3 s in).
-        if nums.len() == 2 && limits.replace((nums[0], nums[1])).is_some() {
-            std::thread::sleep(Duration::from_secs(3));
-            let text = std::fs::read_to_string(&status).unwrap_or_default();
-            let line = text.lines().find(|l| l.starts_with("Max open files"));
-            let nums: Vec<u64> = line
-                .map(|l| {
-                    l.split_whitespace()
-                        .filter_map(|w| w.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            limits = Some((nums[0], nums[1]));
-            break;
-        }
-    }
+    // Its first heartbeat is written after the limit is raised (or not).
+    let pid = child.id();
+    wait_until(SETTLE, "the worker's first heartbeat", || {
+        let ids: Vec<String> = env.query(redis::cmd("ZRANGE").arg(keys::workers()).arg(0).arg(-1));
+        ids.iter().any(|id| {
+            let beat: Option<String> = env.query(redis::cmd("GET").arg(keys::heartbeat(id)));
+            beat.and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .is_some_and(|b| b["pid"] == pid)
+        })
+    });
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let nums: Vec<u64> = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let limits = (nums.len() == 2).then(|| (nums[0], nums[1]));
     let _ = child.kill();
     let out = child.wait_with_output().expect("the worker's output");
     let (soft, hard) = limits.expect("the worker's limits");
